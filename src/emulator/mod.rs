@@ -1,0 +1,1 @@
+//! The built-in Entra ID + Foundry emulator (being written).
