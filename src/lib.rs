@@ -1,1 +1,33 @@
+//! foundry-proxy: a local OpenAI-compatible proxy that puts an Entra ID token on every
+//! request to Azure AI Foundry / Azure OpenAI, and explains every refusal.
+//!
+//! Modules, in the order a request meets them:
+//! - [`config`]: defaults < TOML file < environment < flags, validated with clear errors.
+//! - [`server`]: the listener, router, `/healthz`, `/readyz`, graceful shutdown.
+//! - [`proxy`]: the forwarding handler (headers, streaming bodies, the 401 retry).
+//! - [`upstream`]: API styles, the inbound-path → upstream-URL mapping, the outbound client.
+//! - [`token`]: the `ArcSwap` token cell and its refresher task.
+//! - [`credential`]: where tokens come from (Entra ID client credentials).
+//! - [`diagnose`]: Azure and Entra refusals → explanations with fix steps.
+//! - [`error`]: the OpenAI-shaped error answer.
+//! - [`claims`]: reading the proxy's own token to explain refusals.
+//! - [`secret`]: a string that cannot leak through `Debug`, `Display` or `Serialize`.
+//! - [`tls`]: the shared TLS client configuration (`SSL_CERT_FILE`).
+//! - [`telemetry`]: logging setup.
+//! - [`emulator`]: the built-in Entra ID + Foundry emulator (tests, `demo`, users' CI).
+//! - [`demo`]: the emulator and the proxy wired together in one process.
+
+pub mod claims;
+pub mod config;
+pub mod credential;
+pub mod demo;
+pub mod diagnose;
 pub mod emulator;
+pub mod error;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+pub mod token;
+pub mod upstream;

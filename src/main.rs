@@ -1,1 +1,181 @@
-fn main() {}
+//! The `foundry-proxy` command line: parse arguments, load configuration, start logging,
+//! run the chosen command. Exit codes: 0 success, 1 runtime failure, 2 bad configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use foundry_proxy::config::{self, ProcessEnv, Settings};
+use foundry_proxy::emulator::{self, EmulatorConfig};
+use foundry_proxy::server::{self, ServeOptions};
+use foundry_proxy::{demo, telemetry};
+
+/// A local OpenAI-compatible proxy that adds an Entra ID token to every request to
+/// Azure AI Foundry / Azure OpenAI, and explains every refusal.
+#[derive(Debug, Parser)]
+#[command(name = "foundry-proxy", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default command).
+    Serve(ServeArgs),
+    /// Run the built-in emulator and the proxy together: no Azure account needed.
+    Demo {
+        /// Address for the proxy [default: FOUNDRY_PROXY_LISTEN or 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run the built-in Entra ID + Foundry emulator alone.
+    Emulate {
+        /// Address for the emulator.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+        /// Emulator world (apps, roles, deployments) as TOML.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML config file [env: FOUNDRY_PROXY_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address [env: FOUNDRY_PROXY_LISTEN; default 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Foundry / Azure OpenAI endpoint [env: FOUNDRY_ENDPOINT].
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// API style: openai-v1, deployments, models, passthrough [env: FOUNDRY_API].
+    #[arg(long, value_name = "STYLE")]
+    api: Option<String>,
+    /// api-version sent upstream [env: FOUNDRY_API_VERSION].
+    #[arg(long, value_name = "VERSION")]
+    api_version: Option<String>,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Settings {
+        Settings {
+            listen: self.listen.clone(),
+            endpoint: self.endpoint.clone(),
+            api: self.api.clone(),
+            api_version: self.api_version.clone(),
+            ..Settings::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("foundry-proxy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match cli.command {
+        None => serve(cli.serve, shutdown).await,
+        Some(Command::Serve(args)) => serve(args, shutdown).await,
+        Some(Command::Demo { listen }) => match demo::run(listen, &ProcessEnv, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(demo::DemoError::Config(e)) => fail(2, &e),
+            Err(e) => fail(1, &e),
+        },
+        Some(Command::Emulate { listen, config }) => emulate(&listen, config, shutdown).await,
+    }
+}
+
+async fn serve(args: ServeArgs, shutdown: CancellationToken) -> ExitCode {
+    let config = match config::load(args.config.as_deref(), &ProcessEnv, args.flags()) {
+        Ok(config) => config,
+        Err(e) => return fail(2, &e),
+    };
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            return fail(1, &format!("cannot listen on {}: {e} — set FOUNDRY_PROXY_LISTEN (or --listen) to a free address", config.listen));
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        println!("foundry-proxy listening on http://{addr}");
+    }
+    match server::serve(config, listener, shutdown, ServeOptions::default()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &e),
+    }
+}
+
+async fn emulate(listen: &str, config: Option<PathBuf>, shutdown: CancellationToken) -> ExitCode {
+    let world = match config {
+        Some(path) => match emulator::load_config(&path) {
+            Ok(world) => world,
+            Err(e) => return fail(2, &format!("--config: {e}")),
+        },
+        None => EmulatorConfig::default(),
+    };
+    let addr: SocketAddr = match listen.parse() {
+        Ok(addr) => addr,
+        Err(_) => return fail(2, &format!("--listen: '{listen}' is not an address with a port — use IP:PORT, e.g. 127.0.0.1:8081")),
+    };
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(1, &format!("cannot listen on {addr}: {e} — pass --listen with a free address")),
+    };
+    let running = match emulator::spawn_on(listener, world).await {
+        Ok(running) => running,
+        Err(e) => return fail(1, &e),
+    };
+    let url = running.url();
+    println!("emulator listening on {url}");
+    println!("Point a proxy at it with:");
+    println!("  AZURE_AUTHORITY_HOST={url} FOUNDRY_ENDPOINT={url} AZURE_TENANT_ID={} AZURE_CLIENT_ID={} AZURE_CLIENT_SECRET=<the demo secret in the README>", emulator::demo::TENANT_ID, emulator::demo::CLIENT_ID);
+    shutdown.cancelled().await;
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("foundry-proxy: {error}");
+    ExitCode::from(code)
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = terminate => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,553 @@
+//! The proxy's configuration: defaults < TOML file < environment < command-line flags.
+//!
+//! Every layer is read into a [`Settings`] of optional values; the layers are merged and
+//! then [`Settings::validate`] turns them into a [`Config`] or one [`ConfigError`] that names
+//! the setting (by its environment variable, the name users know) and the fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::secret::Secret;
+use crate::upstream::ApiStyle;
+
+/// Default listen address: loopback only, so nothing is exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default Entra ID authority (public cloud).
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// Default token scope for Azure OpenAI and Foundry.
+pub const DEFAULT_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+/// Default largest request body accepted from clients.
+pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+/// Default time allowed for the upstream to send response headers. Non-streaming completions
+/// of long answers can take minutes before the first byte.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default time in-flight requests get to finish after SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Entra tenant (GUID or domain) of the App Registration.
+    pub tenant_id: String,
+    /// The App Registration's application (client) id.
+    pub client_id: String,
+    /// The client secret *value*.
+    pub client_secret: Secret,
+    /// Entra authority, without a trailing slash.
+    pub authority_host: Url,
+    /// The OAuth2 scope, `{resource}/.default`.
+    pub scope: String,
+    /// The Foundry / Azure OpenAI endpoint, without a trailing slash.
+    pub endpoint: Url,
+    /// How inbound `/v1/...` paths map to the endpoint.
+    pub api: ApiStyle,
+    /// api-version sent upstream; `None` means the style's default.
+    pub api_version: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Friendly model names mapped to deployment names.
+    pub models: BTreeMap<String, String>,
+    /// Time allowed for the upstream to send response headers.
+    pub upstream_timeout: Duration,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Extra CA certificates (PEM) trusted for the endpoint and the authority.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// A configuration problem: which setting, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem} — {fix}")]
+pub struct ConfigError {
+    /// The setting, named as its environment variable (or the file key for file-only settings).
+    pub setting: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { setting: setting.to_owned(), problem: problem.into(), fix: fix.into() }
+    }
+}
+
+/// Where environment variables come from: the process, or a map in tests.
+pub trait Environment {
+    /// The variable's value, if set and non-empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// One layer of settings, every value optional. The TOML file deserializes into this.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `FOUNDRY_PROXY_LISTEN`
+    pub listen: Option<String>,
+    /// `AZURE_TENANT_ID`
+    pub tenant_id: Option<String>,
+    /// `AZURE_CLIENT_ID`
+    pub client_id: Option<String>,
+    /// `AZURE_CLIENT_SECRET`
+    pub client_secret: Option<Secret>,
+    /// `AZURE_AUTHORITY_HOST`
+    pub authority_host: Option<String>,
+    /// `FOUNDRY_SCOPE`
+    pub scope: Option<String>,
+    /// `FOUNDRY_ENDPOINT`
+    pub endpoint: Option<String>,
+    /// `FOUNDRY_API`
+    pub api: Option<String>,
+    /// `FOUNDRY_API_VERSION`
+    pub api_version: Option<String>,
+    /// `FOUNDRY_PROXY_MAX_BODY`: bytes, or a size such as `32MiB`.
+    pub max_body: Option<SizeSetting>,
+    /// `FOUNDRY_PROXY_UPSTREAM_TIMEOUT`: seconds.
+    pub upstream_timeout_secs: Option<u64>,
+    /// `FOUNDRY_PROXY_SHUTDOWN_GRACE`: seconds.
+    pub shutdown_grace_secs: Option<u64>,
+    /// `[models]` table: alias = "deployment".
+    pub models: Option<BTreeMap<String, String>>,
+}
+
+/// A size in a config file: a number of bytes or a string like `32MiB`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    /// Plain bytes.
+    Bytes(u64),
+    /// A string with an optional unit suffix.
+    Text(String),
+}
+
+/// The environment variables read, in [`Settings`] field order.
+pub const ENV_LISTEN: &str = "FOUNDRY_PROXY_LISTEN";
+/// Tenant id variable.
+pub const ENV_TENANT_ID: &str = "AZURE_TENANT_ID";
+/// Client id variable.
+pub const ENV_CLIENT_ID: &str = "AZURE_CLIENT_ID";
+/// Client secret variable.
+pub const ENV_CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
+/// Authority host variable.
+pub const ENV_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
+/// Scope variable.
+pub const ENV_SCOPE: &str = "FOUNDRY_SCOPE";
+/// Endpoint variable.
+pub const ENV_ENDPOINT: &str = "FOUNDRY_ENDPOINT";
+/// API style variable.
+pub const ENV_API: &str = "FOUNDRY_API";
+/// api-version variable.
+pub const ENV_API_VERSION: &str = "FOUNDRY_API_VERSION";
+/// Body limit variable.
+pub const ENV_MAX_BODY: &str = "FOUNDRY_PROXY_MAX_BODY";
+/// Upstream header timeout variable.
+pub const ENV_UPSTREAM_TIMEOUT: &str = "FOUNDRY_PROXY_UPSTREAM_TIMEOUT";
+/// Shutdown grace variable.
+pub const ENV_SHUTDOWN_GRACE: &str = "FOUNDRY_PROXY_SHUTDOWN_GRACE";
+/// Config file variable.
+pub const ENV_CONFIG: &str = "FOUNDRY_PROXY_CONFIG";
+/// Extra CA bundle variable (the usual OpenSSL name).
+pub const ENV_SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
+impl Settings {
+    /// Reads a TOML config file; unknown keys and bad values are errors naming the key.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                ENV_CONFIG,
+                format!("cannot read config file {shown}: {e}"),
+                "check the path given to --config or FOUNDRY_PROXY_CONFIG",
+            )
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let detail = e.message().replace('\n', " ");
+            let location = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError::new(
+                ENV_CONFIG,
+                format!("{shown}{location}: {detail}"),
+                "fix that key; config/example.toml lists every valid key",
+            )
+        })
+    }
+
+    /// Reads the environment layer.
+    pub fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        let seconds = |name: &str| -> Result<Option<u64>, ConfigError> {
+            env.var(name)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| {
+                        ConfigError::new(name, format!("'{v}' is not a whole number of seconds"), "use e.g. 30")
+                    })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            listen: env.var(ENV_LISTEN),
+            tenant_id: env.var(ENV_TENANT_ID),
+            client_id: env.var(ENV_CLIENT_ID),
+            client_secret: env.var(ENV_CLIENT_SECRET).map(Secret::new),
+            authority_host: env.var(ENV_AUTHORITY_HOST),
+            scope: env.var(ENV_SCOPE),
+            endpoint: env.var(ENV_ENDPOINT),
+            api: env.var(ENV_API),
+            api_version: env.var(ENV_API_VERSION),
+            max_body: env.var(ENV_MAX_BODY).map(SizeSetting::Text),
+            upstream_timeout_secs: seconds(ENV_UPSTREAM_TIMEOUT)?,
+            shutdown_grace_secs: seconds(ENV_SHUTDOWN_GRACE)?,
+            models: None,
+        })
+    }
+
+    /// Overlays `higher` on `self`: every value `higher` sets wins.
+    pub fn overlay(self, higher: Settings) -> Settings {
+        let models = match (self.models, higher.models) {
+            (Some(mut low), Some(high)) => {
+                low.extend(high);
+                Some(low)
+            }
+            (low, high) => high.or(low),
+        };
+        Settings {
+            listen: higher.listen.or(self.listen),
+            tenant_id: higher.tenant_id.or(self.tenant_id),
+            client_id: higher.client_id.or(self.client_id),
+            client_secret: higher.client_secret.or(self.client_secret),
+            authority_host: higher.authority_host.or(self.authority_host),
+            scope: higher.scope.or(self.scope),
+            endpoint: higher.endpoint.or(self.endpoint),
+            api: higher.api.or(self.api),
+            api_version: higher.api_version.or(self.api_version),
+            max_body: higher.max_body.or(self.max_body),
+            upstream_timeout_secs: higher.upstream_timeout_secs.or(self.upstream_timeout_secs),
+            shutdown_grace_secs: higher.shutdown_grace_secs.or(self.shutdown_grace_secs),
+            models,
+        }
+    }
+
+    /// Checks every value and builds the [`Config`]; `env` supplies `SSL_CERT_FILE`.
+    pub fn validate(self, env: &dyn Environment) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text.trim().parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                ENV_LISTEN,
+                format!("'{listen_text}' is not an address with a port"),
+                "use IP:PORT, e.g. 127.0.0.1:8080",
+            )
+        })?;
+
+        let tenant_id = required(self.tenant_id, ENV_TENANT_ID, "set it to the Directory (tenant) ID shown on your App Registration's Overview page in the Azure portal")?;
+        check_tenant(&tenant_id)?;
+        let client_id = required(self.client_id, ENV_CLIENT_ID, "set it to the Application (client) ID shown on your App Registration's Overview page")?;
+        let client_secret = match self.client_secret {
+            Some(secret) if !secret.is_blank() => secret,
+            _ => {
+                return Err(ConfigError::new(
+                    ENV_CLIENT_SECRET,
+                    "missing",
+                    "set it to a client secret *value* from App Registration → Certificates & secrets (the Value column, not the Secret ID)",
+                ))
+            }
+        };
+
+        let authority_text = self.authority_host.unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_owned());
+        let authority_host = parse_base_url(&authority_text, ENV_AUTHORITY_HOST, "use https://login.microsoftonline.com (or your cloud's authority)")?;
+
+        let scope = self.scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
+        check_scope(&scope)?;
+
+        let endpoint_text = required(self.endpoint, ENV_ENDPOINT, "set it to your resource's endpoint, e.g. https://NAME.openai.azure.com or https://NAME.services.ai.azure.com (Azure portal → your resource → Keys and Endpoint)")?;
+        let endpoint = parse_base_url(&endpoint_text, ENV_ENDPOINT, "use your resource's https:// endpoint, e.g. https://NAME.openai.azure.com")?;
+
+        let api = match self.api {
+            Some(text) => text.parse::<ApiStyle>().map_err(|_| {
+                ConfigError::new(ENV_API, format!("unknown API style '{text}'"), "use one of openai-v1, deployments, models, passthrough")
+            })?,
+            None => ApiStyle::guess(&endpoint),
+        };
+
+        let api_version = self.api_version.map(|v| v.trim().to_owned());
+        if let Some(version) = &api_version {
+            let valid = !version.is_empty()
+                && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !valid {
+                return Err(ConfigError::new(ENV_API_VERSION, format!("'{version}' is not an api-version"), "use a version such as 2024-10-21 or 2025-04-01-preview"));
+            }
+        }
+
+        let max_body = match self.max_body {
+            None => DEFAULT_MAX_BODY,
+            Some(size) => parse_size(&size)?,
+        };
+
+        let models = self.models.unwrap_or_default();
+        for (alias, deployment) in &models {
+            if !crate::upstream::is_valid_deployment_name(deployment) {
+                return Err(ConfigError::new(
+                    &format!("models.{alias}"),
+                    format!("'{deployment}' is not a valid deployment name"),
+                    "use the deployment name exactly as shown in the Foundry portal (letters, digits, '-', '_', '.')",
+                ));
+            }
+        }
+
+        let extra_ca_file = env.var(ENV_SSL_CERT_FILE).map(PathBuf::from);
+        if let Some(path) = &extra_ca_file {
+            if !path.is_file() {
+                return Err(ConfigError::new(ENV_SSL_CERT_FILE, format!("{} is not a readable file", path.display()), "point it at a PEM bundle of CA certificates, or unset it"));
+            }
+        }
+
+        Ok(Config {
+            listen,
+            tenant_id,
+            client_id,
+            client_secret,
+            authority_host,
+            scope,
+            endpoint,
+            api,
+            api_version,
+            max_body,
+            models,
+            upstream_timeout: self.upstream_timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+            shutdown_grace: self.shutdown_grace_secs.map(Duration::from_secs).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            extra_ca_file,
+        })
+    }
+}
+
+/// Loads the full configuration: defaults < file < environment < `flags`.
+///
+/// The file is `file` if given, else `FOUNDRY_PROXY_CONFIG` if set.
+pub fn load(file: Option<&Path>, env: &dyn Environment, flags: Settings) -> Result<Config, ConfigError> {
+    let file_path = file.map(Path::to_path_buf).or_else(|| env.var(ENV_CONFIG).map(PathBuf::from));
+    let from_file = match &file_path {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    from_file.overlay(Settings::from_env(env)?).overlay(flags).validate(env)
+}
+
+fn required(value: Option<String>, setting: &str, fix: &str) -> Result<String, ConfigError> {
+    match value.map(|v| v.trim().to_owned()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ConfigError::new(setting, "missing", fix)),
+    }
+}
+
+fn check_tenant(tenant: &str) -> Result<(), ConfigError> {
+    let lowered = tenant.to_ascii_lowercase();
+    if matches!(lowered.as_str(), "common" | "organizations" | "consumers") {
+        return Err(ConfigError::new(
+            ENV_TENANT_ID,
+            format!("'{tenant}' cannot issue app-only tokens (client credentials need a specific tenant)"),
+            "use the Directory (tenant) ID GUID from your App Registration's Overview page",
+        ));
+    }
+    let valid = tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid {
+        return Err(ConfigError::new(ENV_TENANT_ID, format!("'{tenant}' is not a tenant id or domain"), "use the Directory (tenant) ID GUID from your App Registration's Overview page"));
+    }
+    Ok(())
+}
+
+fn check_scope(scope: &str) -> Result<(), ConfigError> {
+    let valid = scope.ends_with("/.default") && !scope.contains(char::is_whitespace) && scope.len() > "/.default".len();
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            ENV_SCOPE,
+            format!("'{scope}' is not a {{resource}}/.default scope"),
+            "leave it unset for https://cognitiveservices.azure.com/.default, or use your cloud's resource followed by /.default",
+        ))
+    }
+}
+
+/// Parses an endpoint or authority URL: https, or plain http only for loopback hosts.
+fn parse_base_url(text: &str, setting: &str, fix: &str) -> Result<Url, ConfigError> {
+    let trimmed = text.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed).map_err(|e| ConfigError::new(setting, format!("'{trimmed}' is not a URL ({e})"), fix))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(setting, format!("'{trimmed}' must not have a query or fragment"), fix));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(setting, "the URL must not contain credentials", fix));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(ConfigError::new(setting, format!("plain http is only allowed for loopback hosts, not '{trimmed}'"), "use https://")),
+        other => Err(ConfigError::new(setting, format!("unsupported scheme '{other}'"), fix)),
+    }
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn parse_size(size: &SizeSetting) -> Result<usize, ConfigError> {
+    let bad = |text: &str| ConfigError::new(ENV_MAX_BODY, format!("'{text}' is not a size"), "use bytes or a size such as 32MiB, 512KiB, 1GiB");
+    let bytes = match size {
+        SizeSetting::Bytes(n) => *n,
+        SizeSetting::Text(text) => {
+            let trimmed = text.trim();
+            let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+            let (digits, unit) = trimmed.split_at(split);
+            let number: u64 = digits.parse().map_err(|_| bad(text))?;
+            let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" => 1_000,
+                "kib" => 1 << 10,
+                "m" | "mb" => 1_000_000,
+                "mib" => 1 << 20,
+                "g" | "gb" => 1_000_000_000,
+                "gib" => 1 << 30,
+                _ => return Err(bad(text)),
+            };
+            number.checked_mul(multiplier).ok_or_else(|| bad(text))?
+        }
+    };
+    if bytes == 0 {
+        return Err(ConfigError::new(ENV_MAX_BODY, "must be more than 0", "use a size such as 32MiB"));
+    }
+    usize::try_from(bytes).map_err(|_| ConfigError::new(ENV_MAX_BODY, "too large", "use a size such as 32MiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn minimal() -> BTreeMap<String, String> {
+        env(&[
+            (ENV_TENANT_ID, "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+            (ENV_CLIENT_ID, "00000000-0000-0000-0000-000000000001"),
+            (ENV_CLIENT_SECRET, "abc~def"),
+            (ENV_ENDPOINT, "https://contoso.openai.azure.com/"),
+        ])
+    }
+
+    /// With only the four required variables, every default applies.
+    #[test]
+    fn defaults_apply() {
+        let config = load(None, &minimal(), Settings::default()).expect("valid");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.scope, DEFAULT_SCOPE);
+        assert_eq!(config.endpoint.as_str(), "https://contoso.openai.azure.com/");
+        assert_eq!(config.api, ApiStyle::OpenAiV1);
+        assert_eq!(config.max_body, DEFAULT_MAX_BODY);
+    }
+
+    /// Each missing required variable is named in the error.
+    #[test]
+    fn missing_settings_are_named() {
+        for name in [ENV_TENANT_ID, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_ENDPOINT] {
+            let mut vars = minimal();
+            vars.remove(name);
+            let err = load(None, &vars, Settings::default()).expect_err("must fail");
+            assert_eq!(err.setting, name);
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    /// Plain http is refused for remote hosts and accepted for loopback.
+    #[test]
+    fn http_only_for_loopback() {
+        let mut vars = minimal();
+        vars.insert(ENV_ENDPOINT.into(), "http://contoso.openai.azure.com".into());
+        assert_eq!(load(None, &vars, Settings::default()).expect_err("remote http").setting, ENV_ENDPOINT);
+        vars.insert(ENV_ENDPOINT.into(), "http://127.0.0.1:9000".into());
+        assert!(load(None, &vars, Settings::default()).is_ok());
+        vars.insert(ENV_AUTHORITY_HOST.into(), "http://login.example.com".into());
+        assert_eq!(load(None, &vars, Settings::default()).expect_err("remote http").setting, ENV_AUTHORITY_HOST);
+    }
+
+    /// Flags beat the environment, which beats the file.
+    #[test]
+    fn precedence_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("fp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("precedence.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1111\"\napi_version = \"2024-06-01\"\nscope = \"https://ai.azure.com/.default\"\n").expect("write");
+        let mut vars = minimal();
+        vars.insert(ENV_LISTEN.into(), "127.0.0.1:2222".into());
+        vars.insert(ENV_API_VERSION.into(), "2024-10-21".into());
+        let flags = Settings { listen: Some("127.0.0.1:3333".into()), ..Settings::default() };
+        let config = load(Some(&file), &vars, flags).expect("valid");
+        assert_eq!(config.listen.port(), 3333);
+        assert_eq!(config.api_version.as_deref(), Some("2024-10-21"));
+        assert_eq!(config.scope, "https://ai.azure.com/.default");
+    }
+
+    /// Unknown keys in the file are rejected by name.
+    #[test]
+    fn unknown_file_keys_rejected() {
+        let dir = std::env::temp_dir().join(format!("fp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("unknown.toml");
+        std::fs::write(&file, "endpoint = \"https://x.openai.azure.com\"\nendpiont = \"typo\"\n").expect("write");
+        let err = load(Some(&file), &minimal(), Settings::default()).expect_err("unknown key");
+        assert!(err.problem.contains("endpiont"), "{err}");
+        assert!(err.problem.contains("line 2"), "{err}");
+    }
+
+    /// Sizes accept units and reject nonsense.
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size(&SizeSetting::Text("32MiB".into())), Ok(32 << 20));
+        assert_eq!(parse_size(&SizeSetting::Text("1000".into())), Ok(1000));
+        assert_eq!(parse_size(&SizeSetting::Bytes(5)), Ok(5));
+        assert!(parse_size(&SizeSetting::Text("lots".into())).is_err());
+        assert!(parse_size(&SizeSetting::Text("0".into())).is_err());
+    }
+
+    /// Multi-tenant authorities cannot do client credentials.
+    #[test]
+    fn common_tenant_rejected() {
+        let mut vars = minimal();
+        vars.insert(ENV_TENANT_ID.into(), "common".into());
+        let err = load(None, &vars, Settings::default()).expect_err("common");
+        assert_eq!(err.setting, ENV_TENANT_ID);
+    }
+}

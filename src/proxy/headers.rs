@@ -1,0 +1,85 @@
+//! Which headers cross the proxy. Pure functions over `HeaderMap`, edited in place so the
+//! request path copies nothing.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the older ones proxies still see.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// The caller's credentials, never forwarded: the proxy's token replaces them.
+const CALLER_CREDENTIALS: [HeaderName; 2] = [header::AUTHORIZATION, HeaderName::from_static("api-key")];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Prepares the caller's headers for the upstream: no hop-by-hop headers, no caller
+/// credentials, no `Host` (the client sets the upstream's) and no `Expect` (the body is
+/// already read or streamed by the proxy).
+pub fn prepare_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in &CALLER_CREDENTIALS {
+        headers.remove(name);
+    }
+    headers.remove(header::HOST);
+    headers.remove(header::EXPECT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    /// Credentials, hop-by-hop and Connection-named headers go; the rest stays.
+    #[test]
+    fn request_headers_filtered() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer sk-caller"),
+            ("api-key", "caller-key"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("host", "127.0.0.1:8080"),
+            ("content-type", "application/json"),
+            ("x-ms-client-request-id", "abc"),
+            ("openai-beta", "assistants=v2"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        prepare_request_headers(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "openai-beta", "x-ms-client-request-id"]);
+    }
+}

@@ -1,0 +1,275 @@
+//! The forwarding handler: one inbound `/v1/...` request → one upstream request with the
+//! proxy's token, the answer streamed back; a 401/403 gets one forced token refresh and
+//! one retry, then an explanation.
+
+pub mod headers;
+pub mod model;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use tracing::{info, warn};
+
+use crate::diagnose::{self, DiagnosisContext};
+use crate::error::ApiError;
+use crate::token::{HeldToken, TokenCell, Unusable};
+use crate::upstream::{RouteError, Target, UpstreamClient};
+
+/// Request bodies up to this size are held in memory so a 401 can be retried with a fresh
+/// token; larger ones stream straight through (and are not retried).
+const REPLAY_LIMIT: usize = 16 * 1024 * 1024;
+/// Largest refusal body read for diagnosis (Azure's are a few hundred bytes).
+const REFUSAL_BODY_LIMIT: usize = 256 * 1024;
+/// Upstream response headers copied onto the proxy's own error answers, for support cases.
+const CORRELATION_HEADERS: [&str; 4] = ["apim-request-id", "x-ms-region", "x-request-id", "x-ms-client-request-id"];
+
+/// What the handler shares across requests.
+#[derive(Debug)]
+pub struct ProxyState {
+    /// Where requests go.
+    pub target: Target,
+    /// The token cell (read-only here).
+    pub tokens: Arc<TokenCell>,
+    /// The pooled outbound client.
+    pub client: UpstreamClient,
+    /// What diagnosis needs from the configuration.
+    pub diagnosis: DiagnosisContext,
+    /// Largest accepted request body.
+    pub max_body: usize,
+    /// Time allowed for upstream response headers.
+    pub upstream_timeout: Duration,
+}
+
+/// The request body as sent upstream.
+enum OutboundBody {
+    /// Held in memory: cheap to send again.
+    Buffered(Bytes),
+    /// Streamed through once.
+    Streaming(Body),
+}
+
+/// Forwards `/v1/{rest}` upstream. Every outcome is one log line.
+pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (response, upstream_ms) = match forward_request(&state, request).await {
+        Ok((response, upstream)) => (response, upstream.map(|d| d.as_millis() as u64)),
+        Err(error) => (error.into_response(), None),
+    };
+    info!(
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        upstream_ms,
+        total_ms = started.elapsed().as_millis() as u64,
+        request_id = request_id.as_deref().unwrap_or(""),
+        "request"
+    );
+    response
+}
+
+async fn forward_request(state: &ProxyState, request: Request) -> Result<(Response, Option<Duration>), ApiError> {
+    let (parts, body) = request.into_parts();
+    let rest = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
+    let content_length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > state.max_body as u64) {
+        return Err(too_large(state.max_body));
+    }
+
+    let needs_model = state.target.needs_model(rest) && parts.method != Method::GET;
+    let body = if needs_model || content_length.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
+        OutboundBody::Buffered(read_body(body, state.max_body).await?)
+    } else {
+        OutboundBody::Streaming(body)
+    };
+    let model = match &body {
+        OutboundBody::Buffered(bytes) if needs_model => model::extract_model(&parts.headers, bytes).await?,
+        _ => None,
+    };
+    let url = state.target.url(rest, parts.uri.query(), model.as_deref()).map_err(route_error)?;
+    let uri: Uri = url.parse().map_err(|_| route_error(RouteError::BadPath(rest.to_owned())))?;
+
+    let token = match state.tokens.usable_token().await {
+        Ok(token) => token,
+        Err(Unusable::Starting) => return Err(diagnose::starting()),
+        Err(Unusable::Failed(failure)) => return Err(diagnose::credential_failure(&state.diagnosis, &failure)),
+    };
+
+    let mut headers = parts.headers;
+    headers::prepare_request_headers(&mut headers);
+    let method = parts.method;
+
+    let upstream_started = Instant::now();
+    let replay = match &body {
+        OutboundBody::Buffered(bytes) => Some(bytes.clone()),
+        OutboundBody::Streaming(_) => None,
+    };
+    let first_body = match body {
+        OutboundBody::Buffered(bytes) => Body::from(bytes),
+        OutboundBody::Streaming(stream) => stream,
+    };
+    let request = build_request(&method, &uri, &headers, &token, first_body);
+    let mut response = send(state, request).await?;
+    let mut token = token;
+
+    if is_refusal(response.status()) {
+        if let Some(bytes) = replay {
+            // Read the refusal first: it is needed if no fresher token can be had, and
+            // reading it returns the connection to the pool.
+            let (parts, incoming) = response.into_parts();
+            let refusal = read_limited(incoming, REFUSAL_BODY_LIMIT).await.unwrap_or_default();
+            let Some(fresh) = state.tokens.refreshed_after(token.serial).await else {
+                return explain_refusal(state, parts, refusal, &token, upstream_started.elapsed());
+            };
+            info!(status = parts.status.as_u16(), "retrying with a refreshed token");
+            token = fresh;
+            response = send(state, build_request(&method, &uri, &headers, &token, Body::from(bytes))).await?;
+        }
+    }
+    let upstream_elapsed = upstream_started.elapsed();
+
+    let status = response.status();
+    if is_refusal(status) || (status == StatusCode::BAD_REQUEST && is_small_json(response.headers())) {
+        let (parts, incoming) = response.into_parts();
+        let bytes = read_limited(incoming, REFUSAL_BODY_LIMIT).await.unwrap_or_default();
+        return explain_refusal(state, parts, bytes, &token, upstream_elapsed);
+    }
+
+    let (mut parts, incoming) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Ok((Response::from_parts(parts, Body::new(incoming)), Some(upstream_elapsed)))
+}
+
+/// Answers a refusal whose body has been read: explained when diagnosis knows it, else
+/// passed on byte for byte.
+fn explain_refusal(
+    state: &ProxyState,
+    parts: http::response::Parts,
+    body: Bytes,
+    token: &HeldToken,
+    upstream_elapsed: Duration,
+) -> Result<(Response, Option<Duration>), ApiError> {
+    if let Some(mut explained) = diagnose::upstream_refusal(&state.diagnosis, parts.status, &body, Some(token)) {
+        warn!(status = parts.status.as_u16(), code = explained.code, "upstream refused");
+        copy_correlation_headers(&parts.headers, &mut explained.headers);
+        return Ok((explained.into_response(), Some(upstream_elapsed)));
+    }
+    let mut response = Response::from_parts(parts, Body::from(body));
+    headers::strip_hop_by_hop(response.headers_mut());
+    // The body may have been cut at the read limit; let the server frame what is sent.
+    response.headers_mut().remove(CONTENT_LENGTH);
+    Ok((response, Some(upstream_elapsed)))
+}
+
+fn is_refusal(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+}
+
+/// 400s worth reading for diagnosis: small JSON bodies (a content-filter 400 is JSON too; it
+/// is read, not recognised, and passed on byte for byte).
+fn is_small_json(headers: &HeaderMap) -> bool {
+    let json = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    let small = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= REFUSAL_BODY_LIMIT);
+    json && small
+}
+
+fn build_request(method: &Method, uri: &Uri, headers: &HeaderMap, token: &HeldToken, body: Body) -> http::Request<Body> {
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    let outbound = request.headers_mut();
+    outbound.reserve(headers.len() + 1);
+    for (name, value) in headers {
+        outbound.append(name.clone(), value.clone());
+    }
+    outbound.insert(AUTHORIZATION, token.header.clone());
+    request
+}
+
+async fn send(state: &ProxyState, request: http::Request<Body>) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+    match tokio::time::timeout(state.upstream_timeout, state.client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(upstream_unreachable(&state.diagnosis.endpoint_host, &error)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            "upstream_timeout",
+            format!(
+                "{} sent no response headers within {} s (FOUNDRY_PROXY_UPSTREAM_TIMEOUT).",
+                state.diagnosis.endpoint_host,
+                state.upstream_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+fn upstream_unreachable(host: &str, error: &hyper_util::client::legacy::Error) -> ApiError {
+    let mut cause = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        cause.push_str(": ");
+        cause.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    warn!(error = %cause, "upstream request failed");
+    ApiError::new(StatusCode::BAD_GATEWAY, "api_error", "upstream_unreachable", format!("The proxy could not get an answer from {host}: {cause}."))
+        .with_fix(["Check FOUNDRY_ENDPOINT and network access from this machine to it (DNS, firewall, proxy, private endpoint)."])
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
+        Err(error) => Err(ApiError::bad_request("unreadable_body", format!("The request body could not be read: {error}."))),
+    }
+}
+
+async fn read_limited(body: hyper::body::Incoming, max: usize) -> Option<Bytes> {
+    Limited::new(body, max).collect().await.ok().map(http_body_util::Collected::to_bytes)
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        "request_too_large",
+        format!("The request body is larger than the proxy's limit of {max} bytes (FOUNDRY_PROXY_MAX_BODY)."),
+    )
+}
+
+fn route_error(error: RouteError) -> ApiError {
+    match error {
+        RouteError::MissingModel => ApiError::bad_request(
+            "missing_model",
+            "The request has no 'model'; with FOUNDRY_API=deployments the proxy needs it to choose the deployment.",
+        ),
+        RouteError::BadModel(model) => ApiError::bad_request(
+            "invalid_model",
+            format!("'{}' is not a valid deployment name (letters, digits, '-', '_' and '.', at most 64).", model.escape_debug()),
+        ),
+        RouteError::BadPath(path) => {
+            ApiError::bad_request("invalid_path", format!("The path '/v1/{}' is not allowed.", path.escape_debug()))
+        }
+    }
+}
+
+fn copy_correlation_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in CORRELATION_HEADERS {
+        if let Some(value) = from.get(name) {
+            to.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+}

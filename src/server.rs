@@ -1,0 +1,190 @@
+//! The listener: router, layers, `/healthz` and `/readyz`, and graceful shutdown.
+//!
+//! Layers, outermost first: request id (`x-request-id` set when absent and echoed back),
+//! then the router. Body limits and inbound errors are handled in the forwarding handler,
+//! so every refusal has the OpenAI error shape.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get};
+use axum::serve::ListenerExt;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::credential::ClientSecretCredential;
+use crate::credential::entra::EntraClient;
+use crate::diagnose::{self, DiagnosisContext};
+use crate::error::ApiError;
+use crate::proxy::{self, ProxyState};
+use crate::token::{self, TokenCell, TokenPolicy};
+use crate::upstream::{self, Target};
+
+/// Why the proxy could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// TLS configuration (e.g. `SSL_CERT_FILE`) is unusable.
+    #[error("SSL_CERT_FILE: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The Entra client could not be built.
+    #[error("{0}")]
+    Credential(#[from] crate::credential::CredentialError),
+    /// The listener failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Knobs that are not user configuration (tests shorten the token policy).
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Refresh timing.
+    pub token_policy: TokenPolicy,
+}
+
+/// Everything the routes share.
+#[derive(Debug)]
+struct AppState {
+    proxy: Arc<ProxyState>,
+    started: Instant,
+}
+
+/// Runs the proxy on `listener` until `shutdown` is cancelled, then drains in-flight requests
+/// for at most the configured grace period.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken, options: ServeOptions) -> Result<(), ServeError> {
+    let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
+    let entra = EntraClient::new(&config.authority_host, &config.tenant_id, Arc::clone(&tls))?;
+    let credential = Arc::new(ClientSecretCredential::new(
+        entra,
+        config.client_id.clone(),
+        config.client_secret.clone(),
+        config.scope.clone(),
+    ));
+    let tokens = TokenCell::new(options.token_policy, "client-secret");
+    let refresher_stop = CancellationToken::new();
+    let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
+
+    let target = Target::new(&config.endpoint, config.api, config.api_version.as_deref(), config.models.clone());
+    info!(
+        listen = %listener.local_addr()?,
+        endpoint = target.base(),
+        api = %target.style(),
+        api_version = target.api_version().unwrap_or("none"),
+        "foundry-proxy starting"
+    );
+    let proxy = Arc::new(ProxyState {
+        target,
+        tokens,
+        client: upstream::build_client(tls),
+        diagnosis: DiagnosisContext::from_config(&config),
+        max_body: config.max_body,
+        upstream_timeout: config.upstream_timeout,
+    });
+    let app = router(Arc::new(AppState { proxy, started: Instant::now() }));
+
+    let listener = listener.tap_io(|tcp| {
+        // Without NODELAY small SSE events wait for Nagle's timer.
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let grace = config.shutdown_grace;
+    let deadline = async {
+        shutdown.cancelled().await;
+        info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = deadline => {
+            warn!("grace period over; closing the remaining connections");
+            Ok(())
+        }
+    };
+    refresher_stop.cancel();
+    let _ = refresher.await;
+    info!("foundry-proxy stopped");
+    Ok(result?)
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/{*rest}", any(proxy::forward).with_state(Arc::clone(&state.proxy)))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!({"status": "alive", "uptime_secs": state.started.elapsed().as_secs()}))
+}
+
+/// 200 while a valid token is held; 503 with the reason otherwise.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let tokens = &state.proxy.tokens;
+    let snapshot = tokens.load();
+    let now = Instant::now();
+    let common = json!({
+        "credential": tokens.credential_kind(),
+        "endpoint": state.proxy.target.base(),
+        "api": state.proxy.target.style().as_str(),
+    });
+    if let Some(token) = snapshot.token.as_ref().filter(|t| t.is_valid(now)) {
+        let mut body = json!({
+            "status": "ready",
+            "token_expires_in_secs": token.expires_at.saturating_duration_since(now).as_secs(),
+            "next_refresh_in_secs": snapshot.next_refresh.map(|at| at.saturating_duration_since(now).as_secs()),
+            "identity": token.claims.as_ref().map(crate::claims::TokenClaims::identity),
+            "last_refresh_error": snapshot.failure.as_ref().map(|f| f.error.to_string()),
+        });
+        merge(&mut body, common);
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    let problem: ApiError = match (&snapshot.failure, snapshot.attempts) {
+        (Some(failure), _) => diagnose::credential_failure(&state.proxy.diagnosis, failure),
+        (None, 0) => diagnose::starting(),
+        (None, _) => diagnose::expired_pending_refresh(),
+    };
+    let mut body = json!({
+        "status": "not_ready",
+        "reason": problem.message,
+        "code": problem.code,
+        "fix": problem.fix,
+        "upstream": problem.upstream,
+    });
+    merge(&mut body, common);
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    if let Some(seconds) = problem.retry_after {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(target), serde_json::Value::Object(source)) = (into.as_object_mut(), from) {
+        target.extend(source);
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown_path",
+        "foundry-proxy serves the OpenAI API under /v1/ (set OPENAI_BASE_URL=http://HOST:PORT/v1), plus /healthz and /readyz.",
+    )
+}

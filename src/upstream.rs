@@ -1,0 +1,342 @@
+//! Where a request goes: API styles, the inbound-path → upstream-URL mapping, and the
+//! one shared outbound HTTP client.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+/// The latest dated GA api-version of the classic `deployments` surface.
+pub const DEFAULT_DEPLOYMENTS_API_VERSION: &str = "2024-10-21";
+/// The api-version of the Foundry Models inference surface.
+pub const DEFAULT_MODELS_API_VERSION: &str = "2024-05-01-preview";
+
+/// How inbound `/v1/{rest}` paths map onto the upstream endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiStyle {
+    /// `{endpoint}/openai/v1/{rest}`: the v1 surface; `model` names the deployment.
+    OpenAiV1,
+    /// `{endpoint}/openai/deployments/{model}/{rest}?api-version=V`: the classic surface.
+    Deployments,
+    /// `{endpoint}/{rest}?api-version=V`, the endpoint ending in `/models`.
+    Models,
+    /// `{endpoint}/v1/{rest}`: provider-native serverless endpoints.
+    Passthrough,
+}
+
+impl ApiStyle {
+    /// The style's name as written in `FOUNDRY_API`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAiV1 => "openai-v1",
+            Self::Deployments => "deployments",
+            Self::Models => "models",
+            Self::Passthrough => "passthrough",
+        }
+    }
+
+    /// Guesses the style from the endpoint URL when `FOUNDRY_API` is not set.
+    pub fn guess(endpoint: &Url) -> Self {
+        let path = endpoint.path().trim_end_matches('/');
+        let host = endpoint.host_str().unwrap_or_default().to_ascii_lowercase();
+        if path.ends_with("/models") {
+            Self::Models
+        } else if path.ends_with("/openai/v1") || path.ends_with("/openai") {
+            Self::OpenAiV1
+        } else if host.ends_with(".models.ai.azure.com") || host.ends_with(".inference.ai.azure.com") || !path.is_empty() {
+            Self::Passthrough
+        } else {
+            Self::OpenAiV1
+        }
+    }
+
+    /// The api-version sent when none is configured.
+    pub fn default_api_version(self) -> Option<&'static str> {
+        match self {
+            Self::Deployments => Some(DEFAULT_DEPLOYMENTS_API_VERSION),
+            Self::Models => Some(DEFAULT_MODELS_API_VERSION),
+            Self::OpenAiV1 | Self::Passthrough => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown `FOUNDRY_API` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown API style")]
+pub struct UnknownApiStyle;
+
+impl FromStr for ApiStyle {
+    type Err = UnknownApiStyle;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "openai-v1" | "v1" => Ok(Self::OpenAiV1),
+            "deployments" => Ok(Self::Deployments),
+            "models" => Ok(Self::Models),
+            "passthrough" => Ok(Self::Passthrough),
+            _ => Err(UnknownApiStyle),
+        }
+    }
+}
+
+/// Deployment names Azure allows: letters, digits, `-`, `_`, `.`; at most 64 characters.
+pub fn is_valid_deployment_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Why a request cannot be routed upstream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The path contains `..`, encoded slashes or other characters that could escape the route.
+    #[error("the path '{0}' is not allowed")]
+    BadPath(String),
+    /// The `deployments` style needs `model` and the body has none.
+    #[error("the request has no 'model'")]
+    MissingModel,
+    /// `model` is not a possible deployment name.
+    #[error("'{0}' is not a valid deployment name")]
+    BadModel(String),
+}
+
+/// Operations Azure serves under `/openai/deployments/{deployment}/`; every other path
+/// goes to `/openai/{rest}` in the `deployments` style.
+const DEPLOYMENT_OPERATIONS: &[&str] = &[
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "audio/transcriptions",
+    "audio/translations",
+    "audio/speech",
+    "images/generations",
+    "images/edits",
+    "images/variations",
+    "extensions/chat/completions",
+];
+
+/// The upstream endpoint with its style, ready to map inbound paths. Built once at start.
+#[derive(Debug, Clone)]
+pub struct Target {
+    style: ApiStyle,
+    /// Endpoint with no trailing slash, e.g. `https://contoso.openai.azure.com`.
+    base: String,
+    /// `api-version=V` query pair, prebuilt.
+    version_pair: Option<String>,
+    /// Friendly names → deployment names.
+    aliases: std::collections::BTreeMap<String, String>,
+}
+
+impl Target {
+    /// Builds the target from the configured endpoint, style and version override.
+    pub fn new(
+        endpoint: &Url,
+        style: ApiStyle,
+        api_version: Option<&str>,
+        aliases: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        let mut base = endpoint.as_str().trim_end_matches('/').to_owned();
+        // An endpoint given as ".../openai/v1" or ".../openai" names the surface itself.
+        if style == ApiStyle::OpenAiV1 {
+            for suffix in ["/openai/v1", "/openai"] {
+                if let Some(stripped) = base.strip_suffix(suffix) {
+                    base = stripped.to_owned();
+                    break;
+                }
+            }
+        }
+        let version = api_version.or(style.default_api_version());
+        Self { style, base, version_pair: version.map(|v| format!("api-version={v}")), aliases }
+    }
+
+    /// The API style in use.
+    pub fn style(&self) -> ApiStyle {
+        self.style
+    }
+
+    /// The endpoint, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The api-version sent upstream, if any.
+    pub fn api_version(&self) -> Option<&str> {
+        self.version_pair.as_deref().and_then(|p| p.strip_prefix("api-version="))
+    }
+
+    /// True when routing `rest` needs the deployment from the request body.
+    pub fn needs_model(&self, rest: &str) -> bool {
+        self.style == ApiStyle::Deployments && DEPLOYMENT_OPERATIONS.contains(&rest.trim_end_matches('/'))
+    }
+
+    /// The upstream URL for inbound `/v1/{rest}?{query}`; `model` is the body's model
+    /// (used only by the `deployments` style).
+    pub fn url(&self, rest: &str, query: Option<&str>, model: Option<&str>) -> Result<String, RouteError> {
+        check_rest(rest)?;
+        let mut url = String::with_capacity(self.base.len() + rest.len() + 64);
+        url.push_str(&self.base);
+        match self.style {
+            ApiStyle::OpenAiV1 => url.push_str("/openai/v1/"),
+            ApiStyle::Passthrough => url.push_str("/v1/"),
+            ApiStyle::Models => url.push('/'),
+            ApiStyle::Deployments => {
+                if self.needs_model(rest) {
+                    let model = model.ok_or(RouteError::MissingModel)?;
+                    let deployment = self.aliases.get(model).map_or(model, String::as_str);
+                    if !is_valid_deployment_name(deployment) {
+                        return Err(RouteError::BadModel(deployment.to_owned()));
+                    }
+                    url.push_str("/openai/deployments/");
+                    url.push_str(deployment);
+                    url.push('/');
+                } else {
+                    url.push_str("/openai/");
+                }
+            }
+        }
+        url.push_str(rest);
+        let client_query = query.filter(|q| !q.is_empty());
+        let client_sets_version = client_query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("api-version=")));
+        let version = self.version_pair.as_deref().filter(|_| !client_sets_version);
+        match (client_query, version) {
+            (Some(q), Some(v)) => {
+                url.push('?');
+                url.push_str(q);
+                url.push('&');
+                url.push_str(v);
+            }
+            (Some(single), None) | (None, Some(single)) => {
+                url.push('?');
+                url.push_str(single);
+            }
+            (None, None) => {}
+        }
+        Ok(url)
+    }
+}
+
+/// Refuses paths that could escape the intended upstream route.
+fn check_rest(rest: &str) -> Result<(), RouteError> {
+    let lowered = rest.to_ascii_lowercase();
+    let escapes = rest.is_empty()
+        || rest.starts_with('/')
+        || rest.split('/').any(|segment| segment == ".." || segment == "." || segment.is_empty())
+        || lowered.contains("%2f")
+        || lowered.contains("%5c")
+        || lowered.contains("%2e")
+        || rest.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b'#' || b == b'?' || b == b'@');
+    if escapes { Err(RouteError::BadPath(rest.to_owned())) } else { Ok(()) }
+}
+
+/// The shared outbound client: pooled keep-alive, HTTP/2 where the upstream offers it.
+pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Builds the shared outbound client with the given TLS configuration.
+pub fn build_client(tls: Arc<rustls::ClientConfig>) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(endpoint: &str, style: ApiStyle, version: Option<&str>) -> Target {
+        let url = Url::parse(endpoint).expect("url");
+        let aliases = [("fast".to_owned(), "gpt-4o-mini".to_owned())].into_iter().collect();
+        Target::new(&url, style, version, aliases)
+    }
+
+    /// Each style maps chat completions as design.md says.
+    #[test]
+    fn styles_map_paths() {
+        let v1 = target("https://r.openai.azure.com/", ApiStyle::OpenAiV1, None);
+        assert_eq!(v1.url("chat/completions", None, None).as_deref(), Ok("https://r.openai.azure.com/openai/v1/chat/completions"));
+        let dep = target("https://r.openai.azure.com", ApiStyle::Deployments, None);
+        assert_eq!(
+            dep.url("chat/completions", None, Some("gpt-4o")).as_deref(),
+            Ok("https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21")
+        );
+        assert_eq!(dep.url("responses", None, None).as_deref(), Ok("https://r.openai.azure.com/openai/responses?api-version=2024-10-21"));
+        let models = target("https://r.services.ai.azure.com/models", ApiStyle::Models, None);
+        assert_eq!(
+            models.url("chat/completions", None, None).as_deref(),
+            Ok("https://r.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview")
+        );
+        let pass = target("https://m.eastus.models.ai.azure.com/inference", ApiStyle::Passthrough, None);
+        assert_eq!(pass.url("chat/completions", None, None).as_deref(), Ok("https://m.eastus.models.ai.azure.com/inference/v1/chat/completions"));
+    }
+
+    /// Aliases, query strings and version overrides combine correctly.
+    #[test]
+    fn aliases_queries_versions() {
+        let dep = target("https://r.openai.azure.com", ApiStyle::Deployments, Some("2025-04-01-preview"));
+        assert_eq!(
+            dep.url("embeddings", Some("a=1"), Some("fast")).as_deref(),
+            Ok("https://r.openai.azure.com/openai/deployments/gpt-4o-mini/embeddings?a=1&api-version=2025-04-01-preview")
+        );
+        assert_eq!(
+            dep.url("embeddings", Some("api-version=x"), Some("m")).as_deref(),
+            Ok("https://r.openai.azure.com/openai/deployments/m/embeddings?api-version=x")
+        );
+        assert_eq!(dep.url("chat/completions", None, None), Err(RouteError::MissingModel));
+        assert_eq!(dep.url("chat/completions", None, Some("../x")), Err(RouteError::BadModel("../x".into())));
+    }
+
+    /// Traversal and smuggling attempts are refused.
+    #[test]
+    fn hostile_paths_refused() {
+        let v1 = target("https://r.openai.azure.com", ApiStyle::OpenAiV1, None);
+        for rest in ["../admin", "a/../b", "a%2f..", "a%2F", "x%2e%2e/y", "a//b", "a\r\nb", "", "/x", "a@b", "a\\b"] {
+            assert!(matches!(v1.url(rest, None, None), Err(RouteError::BadPath(_))), "{rest:?}");
+        }
+    }
+
+    /// The style is guessed from the endpoint's host and path.
+    #[test]
+    fn style_guessing() {
+        let guess = |u: &str| ApiStyle::guess(&Url::parse(u).expect("url"));
+        assert_eq!(guess("https://r.openai.azure.com"), ApiStyle::OpenAiV1);
+        assert_eq!(guess("https://r.services.ai.azure.com/"), ApiStyle::OpenAiV1);
+        assert_eq!(guess("https://r.openai.azure.com/openai/v1/"), ApiStyle::OpenAiV1);
+        assert_eq!(guess("https://r.services.ai.azure.com/models"), ApiStyle::Models);
+        assert_eq!(guess("https://m.eastus.models.ai.azure.com"), ApiStyle::Passthrough);
+        assert_eq!(guess("https://m.eastus.models.ai.azure.com/inference"), ApiStyle::Passthrough);
+    }
+
+    /// Deployment names follow Azure's rules.
+    #[test]
+    fn deployment_names() {
+        assert!(is_valid_deployment_name("gpt-4o_mini.2"));
+        for bad in ["", "..", "a/b", "a%2fb", "a b", "a\nb", &"x".repeat(65)] {
+            assert!(!is_valid_deployment_name(bad), "{bad:?}");
+        }
+    }
+}
