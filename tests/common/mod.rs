@@ -1,0 +1,136 @@
+//! Shared test harness: the real emulator and the real proxy, each on its own 127.0.0.1:0
+//! listener, wired together like `foundry-proxy demo`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foundry_proxy::config::Settings;
+use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, demo as world};
+use foundry_proxy::secret::Secret;
+use foundry_proxy::server::{self, ServeError, ServeOptions};
+use foundry_proxy::token::TokenPolicy;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What to change from the demo wiring.
+#[derive(Debug, Default)]
+pub struct Setup {
+    /// The emulated world.
+    pub emulator: EmulatorConfig,
+    /// Settings laid over the demo settings (tenant, app, secret, endpoint, authority).
+    pub settings: Settings,
+    /// Token timing; tests may shorten the forced-refresh cooldown.
+    pub policy: Option<TokenPolicy>,
+}
+
+/// A running emulator and proxy.
+#[derive(Debug)]
+pub struct Harness {
+    pub emulator: RunningEmulator,
+    pub proxy: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+/// The demo app's settings pointed at `emulator_url`.
+pub fn demo_settings(emulator_url: &str) -> Settings {
+    Settings {
+        tenant_id: Some(world::TENANT_ID.into()),
+        client_id: Some(world::CLIENT_ID.into()),
+        client_secret: Some(Secret::new(world::CLIENT_SECRET)),
+        authority_host: Some(emulator_url.into()),
+        endpoint: Some(emulator_url.into()),
+        api: Some("openai-v1".into()),
+        ..Settings::default()
+    }
+}
+
+/// A plain reqwest client (rustls needs a process-wide provider for its default setup).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+impl Harness {
+    /// The demo world, unchanged.
+    pub async fn start() -> Self {
+        Self::start_with(Setup::default()).await
+    }
+
+    /// The demo world with changes.
+    pub async fn start_with(setup: Setup) -> Self {
+        let emulator = emulator::spawn(setup.emulator).await.expect("emulator starts");
+        let url = emulator.url();
+        let mut settings = demo_settings(&url).overlay(setup.settings);
+        // An endpoint given as a path relative to the emulator ("/models") is completed here.
+        if let Some(endpoint) = settings.endpoint.as_mut().filter(|e| e.starts_with('/')) {
+            *endpoint = format!("{url}{endpoint}");
+        }
+        let config = settings.validate(&BTreeMap::<String, String>::new()).expect("valid config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let proxy = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let options = ServeOptions { token_policy: setup.policy.unwrap_or_default() };
+        let task = tokio::spawn(server::serve(config, listener, shutdown.clone(), options));
+        Self { emulator, proxy, client: http_client(), shutdown, task }
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the proxy.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    /// POSTs JSON to the proxy.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(&body).send().await.expect("proxy answers")
+    }
+
+    /// A one-message chat request body.
+    pub fn chat(model: &str, text: &str) -> serde_json::Value {
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(response) = self.client.get(self.url("/readyz")).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("proxy not ready within 5 s");
+    }
+
+    /// Stops the proxy (graceful) and the emulator.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "proxy stops cleanly: {result:?}");
+        self.emulator.shutdown().await;
+    }
+}
+
+/// Reads an error body and returns its `error` object.
+pub async fn error_of(response: reqwest::Response) -> serde_json::Value {
+    let body: serde_json::Value = response.json().await.expect("json error body");
+    body.get("error").cloned().unwrap_or_else(|| panic!("no error object in {body}"))
+}
+
+/// Polls `check` every 20 ms for up to `limit`; true once it holds.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
