@@ -1,1 +1,42 @@
-//! The built-in Entra ID + Foundry emulator (being written).
+//! The built-in emulator of Entra ID and Azure AI Foundry, for tests, `foundry-proxy demo` and CI.
+//!
+//! One listener serves the Entra v2.0 token endpoint (client credentials), the four Foundry
+//! surfaces (`/openai/v1`, `/openai/deployments`, `/models`, `/v1` passthrough) and the control
+//! endpoints under `/_emulator`. Status codes, bodies and headers follow `azure-facts.md`.
+//!
+//! - `config`, `demo`: the emulated world and its fixed demo identities
+//! - `state`, `records`: the shared [`Emulator`], its controls and observations
+//! - `entra`, `entra_error`, `jwt`: the token endpoint, its AADSTS errors, token signing
+//! - `foundry`, `route`, `auth`, `foundry_error`, `body`: the inference side's checks
+//! - `chat`, `responses`, `embeddings`, `media`, `text`, `sse`: generated answers and streams
+//! - `control`: `/_emulator/*`; `server`: router, spawn and shutdown
+
+mod auth;
+mod body;
+mod chat;
+mod config;
+mod control;
+pub mod demo;
+mod embeddings;
+mod entra;
+mod entra_error;
+mod foundry;
+mod foundry_error;
+mod jwt;
+mod media;
+mod records;
+mod responses;
+mod route;
+mod server;
+mod sse;
+mod state;
+mod text;
+mod util;
+
+pub use config::{
+    AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError, load_config,
+};
+pub use jwt::{AccessTokenClaims, KEY_THUMBPRINT};
+pub use records::{InferenceRecord, TokenRequestRecord};
+pub use server::{RunningEmulator, spawn, spawn_on};
+pub use state::{Emulator, EntraFault};

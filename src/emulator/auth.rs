@@ -1,0 +1,101 @@
+//! Foundry's authentication (bearer token, tenant) and authorisation (data-plane RBAC).
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::foundry_error::FoundryError;
+use super::jwt::AccessTokenClaims;
+use super::route::Op;
+use super::state::Emulator;
+
+/// Roles with inference data actions (azure-facts §6), by display name and by role id.
+/// Owner, Contributor and Cognitive Services Contributor are absent on purpose: no data actions.
+const INFERENCE_ROLES: &[&str] = &[
+    "Cognitive Services OpenAI User",
+    "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd",
+    "Cognitive Services OpenAI Contributor",
+    "a001fd3d-188f-4b5d-821b-7da978bf7442",
+    "Cognitive Services User",
+    "a97b65f3-24c7-4388-baec-2e87135dc908",
+    "Azure AI Developer",
+    "64702f94-c441-49e6-a78b-ef80e0188fee",
+    "Azure AI User",
+    "Foundry User",
+    "53ca6127-db72-4b80-b1b0-d745d6d5456d",
+];
+
+/// The bearer token of a request, if it has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Checks the caller's credential in Azure's order: presence, signature/expiry/audience, tenant.
+pub(crate) fn authenticate(
+    emu: &Emulator,
+    headers: &HeaderMap,
+) -> Result<AccessTokenClaims, FoundryError> {
+    let Some(token) = bearer(headers) else {
+        return Err(if headers.contains_key("api-key") {
+            FoundryError::InvalidSubscriptionKey
+        } else {
+            FoundryError::Unauthorized
+        });
+    };
+    let claims = emu.keys.verify(token).map_err(|e| {
+        tracing::debug!(error = %e, "bearer token refused");
+        FoundryError::Unauthorized
+    })?;
+    if claims.tid != emu.config.resource_tenant {
+        return Err(FoundryError::TenantMismatch { tid: claims.tid });
+    }
+    Ok(claims)
+}
+
+/// Checks the principal's current role assignments (read per request, so `set_roles` acts at once).
+pub(crate) fn authorize(
+    emu: &Emulator,
+    claims: &AccessTokenClaims,
+    op: Op,
+) -> Result<(), FoundryError> {
+    let roles = emu.roles_of(&claims.appid);
+    let allowed = roles.iter().any(|r| {
+        INFERENCE_ROLES
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(r))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(permission_denied(claims, op))
+    }
+}
+
+/// The PermissionDenied refusal for this principal and op.
+pub(crate) fn permission_denied(claims: &AccessTokenClaims, op: Op) -> FoundryError {
+    let (data_action, operation) = op.data_action();
+    FoundryError::PermissionDenied {
+        oid: claims.oid.clone(),
+        data_action,
+        operation,
+    }
+}
+
+/// `(appid, oid)` of a bearer token without verifying it, for the request records only.
+pub(crate) fn peek_identity(token: &str) -> (Option<String>, Option<String>) {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let field = |name: &str| {
+        payload
+            .as_ref()
+            .and_then(|p| p.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    (field("appid"), field("oid"))
+}

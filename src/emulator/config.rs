@@ -1,0 +1,270 @@
+//! What the emulated world contains: tenants, registered apps, deployments and timing knobs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::demo;
+
+/// The emulated world. `Default` is the demo world described in [`demo`].
+///
+/// Deserialized from TOML with unknown fields rejected; a field left out keeps its demo value.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmulatorConfig {
+    /// The tenant that owns the Foundry resource; tokens from any other tenant get the 400 tenant mismatch.
+    pub resource_tenant: String,
+    /// Known tenant ids (GUIDs).
+    pub tenants: Vec<String>,
+    /// Domain names (e.g. `contoso.onmicrosoft.com`) that address a tenant, mapped to its id.
+    pub domains: BTreeMap<String, String>,
+    /// Registered apps (service principals), each in one tenant.
+    pub apps: Vec<AppSpec>,
+    /// Model deployments on the Foundry resource.
+    pub deployments: Vec<DeploymentSpec>,
+    /// `expires_in` of issued tokens, in seconds.
+    pub token_lifetime_secs: u64,
+    /// Send `expires_in`/`ext_expires_in` as JSON strings (v1-style) instead of numbers.
+    pub expires_in_as_string: bool,
+    /// Value of the `x-ms-region` header and the region named in 429 messages.
+    pub region: String,
+    /// Delay between streamed chunks, in milliseconds.
+    pub stream_chunk_delay_ms: u64,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        let app = |tenant: &str, id: &str, secret: &str, oid: &str, role: &str| AppSpec {
+            tenant: tenant.to_owned(),
+            client_id: id.to_owned(),
+            client_secret: secret.to_owned(),
+            secret_expired: false,
+            object_id: oid.to_owned(),
+            roles: vec![role.to_owned()],
+        };
+        let mut expired = app(
+            demo::TENANT_ID,
+            demo::EXPIRED_CLIENT_ID,
+            demo::EXPIRED_CLIENT_SECRET,
+            demo::EXPIRED_OBJECT_ID,
+            "Azure AI User",
+        );
+        expired.secret_expired = true;
+        let deployment = |name: &str, model: &str, kind| DeploymentSpec {
+            name: name.to_owned(),
+            model: model.to_owned(),
+            kind,
+        };
+        Self {
+            resource_tenant: demo::TENANT_ID.to_owned(),
+            tenants: vec![demo::TENANT_ID.to_owned(), demo::OTHER_TENANT_ID.to_owned()],
+            domains: BTreeMap::from([(demo::TENANT_DOMAIN.to_owned(), demo::TENANT_ID.to_owned())]),
+            apps: vec![
+                app(
+                    demo::TENANT_ID,
+                    demo::CLIENT_ID,
+                    demo::CLIENT_SECRET,
+                    demo::OBJECT_ID,
+                    "Azure AI User",
+                ),
+                app(
+                    demo::TENANT_ID,
+                    demo::NO_ROLE_CLIENT_ID,
+                    demo::NO_ROLE_CLIENT_SECRET,
+                    demo::NO_ROLE_OBJECT_ID,
+                    "Contributor",
+                ),
+                app(
+                    demo::OTHER_TENANT_ID,
+                    demo::OTHER_CLIENT_ID,
+                    demo::OTHER_CLIENT_SECRET,
+                    demo::OTHER_OBJECT_ID,
+                    "Azure AI User",
+                ),
+                expired,
+            ],
+            deployments: vec![
+                deployment(
+                    demo::CHAT_DEPLOYMENT,
+                    "gpt-4o-mini-2024-07-18",
+                    DeploymentKind::Chat,
+                ),
+                deployment(
+                    demo::EMBEDDING_DEPLOYMENT,
+                    "text-embedding-3-small",
+                    DeploymentKind::Embeddings,
+                ),
+                deployment(
+                    demo::TRANSCRIPTION_DEPLOYMENT,
+                    "whisper",
+                    DeploymentKind::Audio,
+                ),
+                deployment(demo::IMAGE_DEPLOYMENT, "dall-e-3", DeploymentKind::Image),
+            ],
+            token_lifetime_secs: 3599,
+            expires_in_as_string: false,
+            region: "Sweden Central".to_owned(),
+            stream_chunk_delay_ms: 20,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// Resolves a token-endpoint tenant segment (GUID or known domain, any case) to a tenant id.
+    pub fn resolve_tenant(&self, segment: &str) -> Option<&str> {
+        if let Some(t) = self
+            .tenants
+            .iter()
+            .find(|t| t.eq_ignore_ascii_case(segment))
+        {
+            return Some(t);
+        }
+        self.domains
+            .iter()
+            .find(|(domain, _)| domain.eq_ignore_ascii_case(segment))
+            .map(|(_, tenant)| tenant.as_str())
+    }
+
+    /// The deployment with this exact name.
+    pub fn deployment(&self, name: &str) -> Option<&DeploymentSpec> {
+        self.deployments.iter().find(|d| d.name == name)
+    }
+
+    /// Checks cross references, so a typo fails at load time rather than as a puzzling 400 later.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.tenants.contains(&self.resource_tenant) {
+            return Err(format!(
+                "resource_tenant '{}' is not listed in tenants",
+                self.resource_tenant
+            ));
+        }
+        for (domain, tenant) in &self.domains {
+            if !self.tenants.contains(tenant) {
+                return Err(format!(
+                    "domains.{domain}: tenant '{tenant}' is not listed in tenants"
+                ));
+            }
+        }
+        for app in &self.apps {
+            if !self.tenants.contains(&app.tenant) {
+                return Err(format!(
+                    "apps: app '{}' names tenant '{}', which is not listed in tenants",
+                    app.client_id, app.tenant
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A registered app (its service principal in `tenant`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Tenant the app is registered in.
+    pub tenant: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// The client secret value (never printed by `Debug`).
+    pub client_secret: String,
+    /// The secret exists but has expired (AADSTS7000222).
+    #[serde(default)]
+    pub secret_expired: bool,
+    /// Object id of the service principal: the `oid` claim and the principal in PermissionDenied.
+    pub object_id: String,
+    /// Role display names assigned on the Foundry resource, e.g. "Azure AI User".
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl fmt::Debug for AppSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppSpec")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("secret_expired", &self.secret_expired)
+            .field("object_id", &self.object_id)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// A model deployment on the Foundry resource.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    /// Deployment name, as sent in the URL or the body's `model`.
+    pub name: String,
+    /// Underlying model name, reported in responses' `model`.
+    pub model: String,
+    /// Which operations the deployment serves.
+    #[serde(default)]
+    pub kind: DeploymentKind,
+}
+
+/// Which family of operations a deployment serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentKind {
+    /// chat/completions, completions, responses.
+    #[default]
+    Chat,
+    /// embeddings.
+    Embeddings,
+    /// audio/transcriptions.
+    Audio,
+    /// images/generations.
+    Image,
+}
+
+/// Why an emulator config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorConfigError {
+    /// The file could not be read.
+    #[error("cannot read emulator config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or names an unknown or mistyped field.
+    #[error("invalid emulator config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message names the field and the line.
+        source: toml::de::Error,
+    },
+    /// The fields parse but contradict each other.
+    #[error("invalid emulator config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is inconsistent.
+        message: String,
+    },
+}
+
+/// Loads an emulator world from a TOML file; fields left out keep their demo values.
+pub fn load_config(path: &Path) -> Result<EmulatorConfig, EmulatorConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EmulatorConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config: EmulatorConfig =
+        toml::from_str(&text).map_err(|source| EmulatorConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+    config
+        .validate()
+        .map_err(|message| EmulatorConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+    Ok(config)
+}

@@ -1,0 +1,129 @@
+//! `/_emulator/*`: the emulator's controls and observations over HTTP, for tests in any language.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+
+use super::state::{Emulator, EntraFault};
+
+/// Body of `POST /_emulator/config`; absent fields leave settings unchanged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigUpdate {
+    /// `"503"` (any status), `"stall:MS"`, `"garbage"`, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    entra_fault: Option<Option<String>>,
+    token_lifetime_secs: Option<u64>,
+    expires_in_as_string: Option<bool>,
+    /// Role display names by client id.
+    roles: Option<HashMap<String, Vec<String>>>,
+}
+
+/// Keeps an explicit `null` apart from an absent field (`Some(None)` vs `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Parses the `entra_fault` notation of the control endpoint.
+pub(crate) fn parse_fault(text: &str) -> Option<EntraFault> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("garbage") {
+        return Some(EntraFault::Garbage);
+    }
+    if let Some(ms) = text.strip_prefix("stall:") {
+        return ms
+            .trim()
+            .parse()
+            .ok()
+            .map(|ms| EntraFault::Stall(Duration::from_millis(ms)));
+    }
+    text.parse::<u16>()
+        .ok()
+        .filter(|s| (100..=599).contains(s))
+        .map(EntraFault::Status)
+}
+
+/// `GET /_emulator/state`.
+pub(crate) async fn state(State(emu): State<Arc<Emulator>>) -> Response {
+    axum::Json(json!({
+        "tokens_issued": emu.tokens_issued(),
+        "streams_started": emu.streams_started(),
+        "streams_completed": emu.streams_completed(),
+        "streams_cancelled": emu.streams_cancelled(),
+        "token_requests": emu.token_requests(),
+        "inference_requests": emu.inference_requests(),
+    }))
+    .into_response()
+}
+
+/// `POST /_emulator/config`.
+pub(crate) async fn config(
+    State(emu): State<Arc<Emulator>>,
+    update: Result<axum::Json<ConfigUpdate>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let update = match update {
+        Ok(axum::Json(u)) => u,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": e.body_text()})),
+            )
+                .into_response();
+        }
+    };
+    if let Some(fault) = update.entra_fault {
+        let parsed = match fault.as_deref() {
+            None => None,
+            Some(text) => match parse_fault(text) {
+                Some(f) => Some(f),
+                None => {
+                    let msg = format!(
+                        "entra_fault '{text}' is not a status code, 'stall:MS' or 'garbage'"
+                    );
+                    return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg})))
+                        .into_response();
+                }
+            },
+        };
+        emu.set_entra_fault(parsed);
+    }
+    if let Some(secs) = update.token_lifetime_secs {
+        emu.set_token_lifetime(secs);
+    }
+    if let Some(yes) = update.expires_in_as_string {
+        emu.set_expires_in_as_string(yes);
+    }
+    for (client_id, roles) in update.roles.unwrap_or_default() {
+        emu.set_roles(&client_id, roles);
+    }
+    tracing::debug!("emulator config updated");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_emulator/reset`: forgets recorded requests.
+pub(crate) async fn reset(State(emu): State<Arc<Emulator>>) -> StatusCode {
+    emu.clear_records();
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_notation() {
+        assert_eq!(parse_fault("503"), Some(EntraFault::Status(503)));
+        assert_eq!(
+            parse_fault("stall:250"),
+            Some(EntraFault::Stall(Duration::from_millis(250)))
+        );
+        assert_eq!(parse_fault("garbage"), Some(EntraFault::Garbage));
+        assert_eq!(parse_fault("nope"), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! The Foundry side: one handler for every inference path, checking in Azure's order
+//! (path and api-version, credential, tenant, role, deployment) before generating an answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::auth;
+use super::body::{self, Payload};
+use super::chat;
+use super::config::{DeploymentKind, DeploymentSpec};
+use super::embeddings;
+use super::foundry_error::FoundryError;
+use super::media;
+use super::records::InferenceRecord;
+use super::responses;
+use super::route::{self, Op, Route, Surface};
+use super::state::Emulator;
+use super::util::uuid;
+
+/// Largest request body read (audio uploads can be big).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// What the generators need to know about the request being answered.
+#[derive(Debug)]
+pub(crate) struct GenCtx<'a> {
+    pub(crate) emu: &'a Arc<Emulator>,
+    /// The deployment's underlying model name, reported in `model`.
+    pub(crate) model: &'a str,
+    /// `x-emulator-chunks`: how many content chunks to produce.
+    pub(crate) chunks: Option<usize>,
+    /// Delay between streamed frames.
+    pub(crate) delay: Duration,
+}
+
+/// A request-scoped failure asked for with `x-emulator-fault`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    RateLimit,
+    ContentFilter,
+    DeploymentNotFound,
+    ServerError,
+    KeyAuthDisabled,
+    PermissionDenied,
+}
+
+fn fault(headers: &HeaderMap) -> Result<Option<Fault>, FoundryError> {
+    let Some(value) = headers
+        .get("x-emulator-fault")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match value.trim() {
+        "rate-limit" => Fault::RateLimit,
+        "content-filter" => Fault::ContentFilter,
+        "deployment-not-found" => Fault::DeploymentNotFound,
+        "server-error" => Fault::ServerError,
+        "key-auth-disabled" => Fault::KeyAuthDisabled,
+        "permission-denied" => Fault::PermissionDenied,
+        other => {
+            return Err(FoundryError::UnknownFault {
+                value: other.to_owned(),
+            });
+        }
+    }))
+}
+
+/// Every request that is not for Entra or `/_emulator`.
+pub(crate) async fn handle(State(emu): State<Arc<Emulator>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (mut response, deployment, body_len) = match to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            let len = bytes.len();
+            let mut deployment = None;
+            let response = serve(&emu, &parts, bytes, &mut deployment)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+            (response, deployment, len)
+        }
+        Err(_) => {
+            let body = json!({"error": {"code": "RequestEntityTooLarge", "message": "The request body is too large."}});
+            (
+                (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response(),
+                None,
+                0,
+            )
+        }
+    };
+    add_headers(&emu, &parts.headers, &mut response);
+    record(&emu, &parts, deployment, body_len, response.status());
+    tracing::debug!(path = %parts.uri.path(), status = response.status().as_u16(), "foundry request");
+    response
+}
+
+async fn serve(
+    emu: &Arc<Emulator>,
+    parts: &Parts,
+    bytes: Bytes,
+    deployment_out: &mut Option<String>,
+) -> Result<Response, FoundryError> {
+    let api_version = parts.uri.query().and_then(api_version);
+    let route = route::route(
+        parts.method.as_str(),
+        parts.uri.path(),
+        api_version.as_deref(),
+    )?;
+    let fault = fault(&parts.headers)?;
+    if fault == Some(Fault::KeyAuthDisabled) {
+        return Err(FoundryError::KeyAuthDisabled);
+    }
+    let claims = auth::authenticate(emu, &parts.headers)?;
+    if fault == Some(Fault::PermissionDenied) {
+        return Err(auth::permission_denied(&claims, route.op));
+    }
+    auth::authorize(emu, &claims, route.op)?;
+
+    let payload = body::parse(&parts.headers, bytes).await?;
+    let deployment = match route.op {
+        Op::Models => None,
+        _ => Some(resolve_deployment(emu, &route, &payload)?),
+    };
+    *deployment_out = deployment.map(|d| d.name.clone());
+    match fault {
+        Some(Fault::RateLimit) => return Err(rate_limited(emu, &route, deployment)),
+        Some(Fault::ContentFilter) => return Err(FoundryError::ContentFilter),
+        Some(Fault::DeploymentNotFound) => return Err(FoundryError::DeploymentNotFound),
+        Some(Fault::ServerError) => return Err(FoundryError::ServerError),
+        _ => {}
+    }
+    let Some(deployment) = deployment else {
+        return Ok(media::models(&emu.config));
+    };
+    if route.op.kind() != Some(deployment.kind) {
+        return Err(FoundryError::OperationNotSupported {
+            op: route.op.short_name(),
+            model: deployment.model.clone(),
+        });
+    }
+    let ctx = GenCtx {
+        emu,
+        model: &deployment.model,
+        chunks: header_num(&parts.headers, "x-emulator-chunks")
+            .map(|n| n.clamp(1, 10_000) as usize),
+        delay: Duration::from_millis(
+            header_num(&parts.headers, "x-emulator-chunk-delay-ms")
+                .unwrap_or(emu.config.stream_chunk_delay_ms)
+                .min(60_000),
+        ),
+    };
+    let body = payload.json();
+    Ok(match (route.op, &payload) {
+        (Op::ChatCompletions, _) => chat::chat_completions(&ctx, body),
+        (Op::Completions, _) => chat::completions(&ctx, body),
+        (Op::Responses, _) => responses::responses(&ctx, body),
+        (Op::Embeddings, _) => embeddings::embeddings(&ctx, body),
+        (Op::ImagesGenerations, _) => media::image(&ctx, body),
+        (Op::AudioTranscriptions, Payload::Multipart(form)) => media::transcription(form),
+        (Op::AudioTranscriptions, _) => {
+            return Err(FoundryError::BadRequest {
+                message: "audio/transcriptions expects a multipart/form-data body".to_owned(),
+            });
+        }
+        (Op::Models, _) => media::models(&emu.config),
+    })
+}
+
+/// Finds the deployment a request addresses, refusing like the surface it came through.
+fn resolve_deployment<'e>(
+    emu: &'e Emulator,
+    route: &Route,
+    payload: &Payload,
+) -> Result<&'e DeploymentSpec, FoundryError> {
+    let config = &emu.config;
+    let by_name = |name: &str| {
+        config
+            .deployment(name)
+            .ok_or(FoundryError::DeploymentNotFound)
+    };
+    match (
+        route.surface,
+        route.path_deployment.as_deref(),
+        payload.model(),
+    ) {
+        (Surface::Deployments, Some(name), _) => by_name(name),
+        (Surface::Models, _, Some(name)) => {
+            config
+                .deployment(name)
+                .ok_or_else(|| FoundryError::UnknownModel {
+                    model: name.to_owned(),
+                })
+        }
+        (Surface::Models, _, None) => Err(FoundryError::NoModelName),
+        (Surface::Passthrough, _, None) => {
+            // Serverless endpoints serve one model; stand in with the first one that fits the op.
+            let kind = route.op.kind().unwrap_or(DeploymentKind::Chat);
+            config
+                .deployments
+                .iter()
+                .find(|d| d.kind == kind)
+                .ok_or(FoundryError::DeploymentNotFound)
+        }
+        (_, _, Some(name)) => by_name(name),
+        (_, _, None) => Err(FoundryError::ModelRequired),
+    }
+}
+
+fn rate_limited(
+    emu: &Emulator,
+    route: &Route,
+    deployment: Option<&DeploymentSpec>,
+) -> FoundryError {
+    let (dep, model) = deployment.map_or(("-", "-"), |d| (d.name.as_str(), d.model.as_str()));
+    let version = route.api_version.as_deref().unwrap_or("v1");
+    FoundryError::RateLimited {
+        message: format!(
+            "Your requests to {dep} for {model} in {} have exceeded the token rate limit for your current AIServices S0 pricing tier. This request was for {} under Azure OpenAI API version {version}. Please retry after 45 seconds.",
+            emu.config.region,
+            route.op.operation_id()
+        ),
+    }
+}
+
+/// `api-version` from a raw query string.
+fn api_version(query: &str) -> Option<String> {
+    super::util::parse_form(query.as_bytes())
+        .into_iter()
+        .find(|(k, _)| k == "api-version")
+        .map(|(_, v)| v)
+}
+
+fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Headers every Foundry answer carries.
+fn add_headers(emu: &Emulator, request: &HeaderMap, response: &mut Response) {
+    let limited = response.status() == StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&uuid()) {
+        headers.insert("apim-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&emu.config.region) {
+        headers.insert("x-ms-region", v);
+    }
+    headers.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static(if limited { "0" } else { "999" }),
+    );
+    headers.insert(
+        "x-ratelimit-remaining-tokens",
+        HeaderValue::from_static(if limited { "0" } else { "149000" }),
+    );
+    if let Some(id) = request.get("x-ms-client-request-id") {
+        headers.insert("x-ms-client-request-id", id.clone());
+    }
+}
+
+fn record(
+    emu: &Emulator,
+    parts: &Parts,
+    deployment: Option<String>,
+    body_len: usize,
+    status: StatusCode,
+) {
+    let token = auth::bearer(&parts.headers);
+    let (token_appid, token_oid) = token.map(auth::peek_identity).unwrap_or_default();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = match name.as_str() {
+                "authorization" if token.is_some() => "Bearer <redacted>".to_owned(),
+                "authorization" | "api-key" => "<redacted>".to_owned(),
+                _ => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            };
+            (name.as_str().to_owned(), shown)
+        })
+        .collect();
+    emu.record_inference(InferenceRecord {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        authorization_present: parts.headers.contains_key("authorization"),
+        token_appid,
+        token_oid,
+        deployment,
+        body_len,
+        status: status.as_u16(),
+    });
+}

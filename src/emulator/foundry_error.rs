@@ -1,0 +1,195 @@
+//! Foundry's refusals, with the exact bodies of azure-facts §4 and §5.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// The audience list in the 401 message of a classic Azure OpenAI resource.
+const UNAUTHORIZED_MESSAGE: &str = "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), or have expired.";
+
+/// A refusal from the Foundry side; rendered as Azure renders it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FoundryError {
+    /// Unknown path or op, or a deployments path without api-version.
+    ResourceNotFound,
+    /// A dated api-version the surface does not serve.
+    ApiVersionNotSupported,
+    /// No usable bearer token: missing, bad signature, expired, wrong audience.
+    Unauthorized,
+    /// An `api-key` header instead of a token; the emulator has no keys.
+    InvalidSubscriptionKey,
+    /// Token from a tenant other than the resource's.
+    TenantMismatch { tid: String },
+    /// The principal has no role with the op's data action.
+    PermissionDenied {
+        oid: String,
+        data_action: &'static str,
+        operation: &'static str,
+    },
+    /// Deployment name unknown (OpenAI surfaces).
+    DeploymentNotFound,
+    /// Model name unknown (Foundry Models surface).
+    UnknownModel { model: String },
+    /// Foundry Models surface without a model.
+    NoModelName,
+    /// OpenAI v1 surface without a model.
+    ModelRequired,
+    /// The deployment's model cannot do this op.
+    OperationNotSupported { op: &'static str, model: String },
+    /// The request body is not what the op needs.
+    BadRequest { message: String },
+    /// Injected: token rate limit.
+    RateLimited { message: String },
+    /// Injected: prompt blocked by the content filter.
+    ContentFilter,
+    /// Injected: 500.
+    ServerError,
+    /// Injected: key-based auth disabled on the resource.
+    KeyAuthDisabled,
+    /// An `x-emulator-fault` value the emulator does not know.
+    UnknownFault { value: String },
+}
+
+impl FoundryError {
+    /// Status and body, exactly as Azure sends them.
+    pub(crate) fn parts(&self) -> (StatusCode, Value) {
+        use FoundryError as E;
+        let wrapped =
+            |code: &str, message: &str| json!({"error": {"code": code, "message": message}});
+        match self {
+            E::ResourceNotFound => (StatusCode::NOT_FOUND, wrapped("404", "Resource not found")),
+            E::ApiVersionNotSupported => (
+                StatusCode::BAD_REQUEST,
+                wrapped("BadRequest", "API version not supported"),
+            ),
+            E::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"statusCode": 401, "message": UNAUTHORIZED_MESSAGE}),
+            ),
+            E::InvalidSubscriptionKey => (
+                StatusCode::UNAUTHORIZED,
+                wrapped(
+                    "401",
+                    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+                ),
+            ),
+            E::TenantMismatch { tid } => (
+                StatusCode::BAD_REQUEST,
+                wrapped(
+                    "Tenant provided in token does not match resource token",
+                    &format!("Token tenant {tid} does not match resource tenant."),
+                ),
+            ),
+            E::PermissionDenied {
+                oid,
+                data_action,
+                operation,
+            } => (
+                StatusCode::UNAUTHORIZED,
+                wrapped(
+                    "PermissionDenied",
+                    &format!(
+                        "The principal `{oid}` lacks the required data action `{data_action}` to perform `{operation}` operation."
+                    ),
+                ),
+            ),
+            E::DeploymentNotFound => (
+                StatusCode::NOT_FOUND,
+                wrapped(
+                    "DeploymentNotFound",
+                    "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.",
+                ),
+            ),
+            E::UnknownModel { model } => {
+                let message = format!("Unknown model: {model}");
+                (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": {"code": "unknown_model", "message": message, "details": message}}),
+                )
+            }
+            E::NoModelName => {
+                let message = "No model specified in request. Please provide a model name in the request body or as a x-ms-model-mesh-model-name header.";
+                (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": {"code": "no_model_name", "message": message, "details": message}}),
+                )
+            }
+            E::ModelRequired => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"message": "you must provide a model parameter", "type": "invalid_request_error", "param": null, "code": null}}),
+            ),
+            E::OperationNotSupported { op, model } => (
+                StatusCode::BAD_REQUEST,
+                wrapped(
+                    "OperationNotSupported",
+                    &format!(
+                        "The {op} operation does not work with the specified model, {model}. Please choose different model and try again. You can learn more about which models can be used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993."
+                    ),
+                ),
+            ),
+            E::BadRequest { message } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}}),
+            ),
+            E::RateLimited { message } => (StatusCode::TOO_MANY_REQUESTS, wrapped("429", message)),
+            E::ContentFilter => (StatusCode::BAD_REQUEST, content_filter_body()),
+            E::ServerError => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                wrapped(
+                    "InternalServerError",
+                    "The server had an error while processing your request. Sorry about that!",
+                ),
+            ),
+            E::KeyAuthDisabled => (
+                StatusCode::FORBIDDEN,
+                wrapped(
+                    "AuthenticationTypeDisabled",
+                    "Key based authentication is disabled for this resource.",
+                ),
+            ),
+            E::UnknownFault { value } => (
+                StatusCode::BAD_REQUEST,
+                wrapped(
+                    "EmulatorUnknownFault",
+                    &format!(
+                        "unknown x-emulator-fault '{value}'; known: rate-limit, content-filter, deployment-not-found, server-error, key-auth-disabled, permission-denied"
+                    ),
+                ),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for FoundryError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.parts();
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, FoundryError::RateLimited { .. }) {
+            let headers = response.headers_mut();
+            headers.insert("retry-after", axum::http::HeaderValue::from_static("45"));
+        }
+        response
+    }
+}
+
+/// The 400 for a prompt the content filter blocked (azure-facts §5, I19).
+fn content_filter_body() -> Value {
+    let safe = json!({"filtered": false, "severity": "safe"});
+    json!({"error": {
+        "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry. To learn more about our content filtering policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+        "type": null,
+        "param": "prompt",
+        "code": "content_filter",
+        "status": 400,
+        "innererror": {
+            "code": "ResponsibleAIPolicyViolation",
+            "content_filter_result": {
+                "hate": safe,
+                "jailbreak": {"filtered": false, "detected": false},
+                "self_harm": safe,
+                "sexual": safe,
+                "violence": {"filtered": true, "severity": "medium"}
+            }
+        }
+    }})
+}

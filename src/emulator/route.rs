@@ -1,0 +1,291 @@
+//! Which Foundry surface a path belongs to, which op it names, and the api-version rules.
+
+use super::config::DeploymentKind;
+use super::foundry_error::FoundryError;
+
+/// Dated and preview api-versions the `deployments` surface accepts.
+const OPENAI_API_VERSIONS: &[&str] = &[
+    "2022-12-01",
+    "2023-05-15",
+    "2024-02-01",
+    "2024-06-01",
+    "2024-10-21",
+    "2023-06-01-preview",
+    "2023-12-01-preview",
+    "2024-02-15-preview",
+    "2024-03-01-preview",
+    "2024-04-01-preview",
+    "2024-05-01-preview",
+    "2024-07-01-preview",
+    "2024-08-01-preview",
+    "2024-09-01-preview",
+    "2024-10-01-preview",
+    "2024-12-01-preview",
+    "2025-01-01-preview",
+    "2025-02-01-preview",
+    "2025-03-01-preview",
+    "2025-04-01-preview",
+    "preview",
+];
+
+/// api-versions of the Foundry Models (model inference) surface.
+const MODELS_API_VERSIONS: &[&str] = &[
+    "2024-04-01-preview",
+    "2024-05-01-preview",
+    "2025-04-01",
+    "2025-05-01",
+];
+
+/// The four ways Foundry is addressed (design.md "API styles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// `/openai/v1/{op}`, deployment from the body.
+    OpenAiV1,
+    /// `/openai/deployments/{dep}/{op}?api-version=V` or `/openai/{op}?api-version=V`.
+    Deployments,
+    /// `/models/{op}`, Foundry Models inference.
+    Models,
+    /// `/v1/{op}` or `/inference/v1/{op}`, serverless provider-native.
+    Passthrough,
+}
+
+/// An operation the emulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+    Models,
+    AudioTranscriptions,
+    ImagesGenerations,
+}
+
+impl Op {
+    fn parse(path: &str) -> Option<Op> {
+        Some(match path {
+            "chat/completions" => Op::ChatCompletions,
+            "completions" => Op::Completions,
+            "embeddings" => Op::Embeddings,
+            "responses" => Op::Responses,
+            "models" => Op::Models,
+            "audio/transcriptions" => Op::AudioTranscriptions,
+            "images/generations" => Op::ImagesGenerations,
+            _ => return None,
+        })
+    }
+
+    /// Whether the op lives under `/openai/deployments/{dep}/` on the deployments surface.
+    fn is_deployment_op(self) -> bool {
+        !matches!(self, Op::Responses | Op::Models)
+    }
+
+    /// The HTTP method the op answers.
+    pub(crate) fn method(self) -> &'static str {
+        if self == Op::Models { "GET" } else { "POST" }
+    }
+
+    /// The data action RBAC checks, and the operation as named in PermissionDenied (§5, C7, C8).
+    pub(crate) fn data_action(self) -> (&'static str, &'static str) {
+        match self {
+            Op::ChatCompletions => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action",
+                "POST /openai/deployments/{deployment-id}/chat/completions",
+            ),
+            Op::Completions => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/deployments/completions/action",
+                "POST /openai/deployments/{deployment-id}/completions",
+            ),
+            Op::Embeddings => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/deployments/embeddings/action",
+                "POST /openai/deployments/{deployment-id}/embeddings",
+            ),
+            Op::Responses => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/responses/write",
+                "POST /openai/responses",
+            ),
+            Op::Models => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/models/read",
+                "GET /openai/models",
+            ),
+            Op::AudioTranscriptions => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/deployments/audio/action",
+                "POST /openai/deployments/{deployment-id}/audio/transcriptions",
+            ),
+            Op::ImagesGenerations => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/images/generations/action",
+                "POST /openai/deployments/{deployment-id}/images/generations",
+            ),
+        }
+    }
+
+    /// The deployment kind the op needs (`None` for ops without a deployment).
+    pub(crate) fn kind(self) -> Option<DeploymentKind> {
+        match self {
+            Op::ChatCompletions | Op::Completions | Op::Responses => Some(DeploymentKind::Chat),
+            Op::Embeddings => Some(DeploymentKind::Embeddings),
+            Op::AudioTranscriptions => Some(DeploymentKind::Audio),
+            Op::ImagesGenerations => Some(DeploymentKind::Image),
+            Op::Models => None,
+        }
+    }
+
+    /// The op's name in OperationNotSupported messages.
+    pub(crate) fn short_name(self) -> &'static str {
+        match self {
+            Op::ChatCompletions => "chatCompletion",
+            Op::Completions => "completion",
+            Op::Embeddings => "embeddings",
+            Op::Responses => "responses",
+            Op::Models => "models",
+            Op::AudioTranscriptions => "audio transcription",
+            Op::ImagesGenerations => "image generation",
+        }
+    }
+
+    /// The operation id Azure names in 429 messages.
+    pub(crate) fn operation_id(self) -> &'static str {
+        match self {
+            Op::ChatCompletions => "ChatCompletions_Create",
+            Op::Completions => "Completions_Create",
+            Op::Embeddings => "Embeddings_Create",
+            Op::Responses => "Responses_Create",
+            Op::Models => "Models_List",
+            Op::AudioTranscriptions => "Transcriptions_Create",
+            Op::ImagesGenerations => "ImageGenerations_Create",
+        }
+    }
+}
+
+/// A parsed Foundry request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) surface: Surface,
+    pub(crate) op: Op,
+    /// Deployment named in the path (deployments surface only).
+    pub(crate) path_deployment: Option<String>,
+    /// The api-version in effect, if any (for messages).
+    pub(crate) api_version: Option<String>,
+}
+
+/// Parses a path and checks its api-version, answering like Azure when either is wrong.
+pub(crate) fn route(
+    method: &str,
+    path: &str,
+    api_version: Option<&str>,
+) -> Result<Route, FoundryError> {
+    let (surface, op, path_deployment) = split(path).ok_or(FoundryError::ResourceNotFound)?;
+    if op.method() != method {
+        return Err(FoundryError::ResourceNotFound);
+    }
+    let api_version = check_version(surface, api_version)?;
+    Ok(Route {
+        surface,
+        op,
+        path_deployment,
+        api_version,
+    })
+}
+
+fn split(path: &str) -> Option<(Surface, Op, Option<String>)> {
+    let path = path.trim_end_matches('/');
+    if let Some(rest) = path.strip_prefix("/openai/v1/") {
+        return Some((Surface::OpenAiV1, Op::parse(rest)?, None));
+    }
+    if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+        let (dep, op) = rest.split_once('/')?;
+        let op = Op::parse(op).filter(|o| o.is_deployment_op())?;
+        return (!dep.is_empty()).then(|| (Surface::Deployments, op, Some(dep.to_owned())));
+    }
+    if let Some(rest) = path.strip_prefix("/openai/") {
+        let op = Op::parse(rest).filter(|o| !o.is_deployment_op())?;
+        return Some((Surface::Deployments, op, None));
+    }
+    if let Some(rest) = path.strip_prefix("/models/") {
+        return Some((Surface::Models, Op::parse(rest)?, None));
+    }
+    let rest = path
+        .strip_prefix("/v1/")
+        .or_else(|| path.strip_prefix("/inference/v1/"))?;
+    Some((Surface::Passthrough, Op::parse(rest)?, None))
+}
+
+fn check_version(surface: Surface, version: Option<&str>) -> Result<Option<String>, FoundryError> {
+    match (surface, version) {
+        (Surface::Deployments, None) => Err(FoundryError::ResourceNotFound),
+        (Surface::Deployments, Some(v)) if OPENAI_API_VERSIONS.contains(&v) => {
+            Ok(Some(v.to_owned()))
+        }
+        // v1 takes no dated version; a dated one is refused (observed, zendev-sh/goai#54).
+        (Surface::OpenAiV1, None) => Ok(None),
+        (Surface::OpenAiV1, Some(v)) if v == "preview" || v == "latest" => Ok(Some(v.to_owned())),
+        (Surface::Models, None) => Ok(Some("2024-05-01-preview".to_owned())),
+        (Surface::Models, Some(v))
+            if MODELS_API_VERSIONS.contains(&v) || OPENAI_API_VERSIONS.contains(&v) =>
+        {
+            Ok(Some(v.to_owned()))
+        }
+        (Surface::Passthrough, v) => Ok(v.map(str::to_owned)),
+        _ => Err(FoundryError::ApiVersionNotSupported),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn surfaces_are_recognised() {
+        let r = route(
+            "POST",
+            "/openai/deployments/d/chat/completions",
+            Some("2024-10-21"),
+        )
+        .expect("route");
+        assert_eq!(
+            (r.surface, r.op, r.path_deployment.as_deref()),
+            (Surface::Deployments, Op::ChatCompletions, Some("d"))
+        );
+        assert_eq!(
+            route("POST", "/openai/v1/responses", None).expect("v1").op,
+            Op::Responses
+        );
+        assert_eq!(
+            route("GET", "/openai/v1/models", None).expect("models").op,
+            Op::Models
+        );
+        assert_eq!(
+            route("POST", "/models/embeddings", None)
+                .expect("m")
+                .surface,
+            Surface::Models
+        );
+        assert_eq!(
+            route("POST", "/inference/v1/chat/completions", None)
+                .expect("p")
+                .surface,
+            Surface::Passthrough
+        );
+    }
+
+    #[test]
+    fn api_version_rules() {
+        let dep = "/openai/deployments/d/chat/completions";
+        assert_eq!(
+            route("POST", dep, None),
+            Err(FoundryError::ResourceNotFound)
+        );
+        assert_eq!(
+            route("POST", dep, Some("1999-01-01")),
+            Err(FoundryError::ApiVersionNotSupported)
+        );
+        assert_eq!(
+            route("POST", "/openai/v1/chat/completions", Some("2024-10-21")),
+            Err(FoundryError::ApiVersionNotSupported)
+        );
+        assert_eq!(
+            route("POST", "/openai/deployments/d/nope", Some("2024-10-21")),
+            Err(FoundryError::ResourceNotFound)
+        );
+    }
+}

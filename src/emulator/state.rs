@@ -1,0 +1,245 @@
+//! The shared emulator: its world, its runtime controls and what it has observed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::config::{AppSpec, EmulatorConfig};
+use super::jwt::{AccessTokenClaims, Keys};
+use super::records::{InferenceRecord, TokenRequestRecord};
+
+/// A failure injected at the token endpoint (only there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntraFault {
+    /// Answer with this status and an Entra-shaped `temporarily_unavailable` body (AADSTS90033).
+    Status(u16),
+    /// Wait this long, then answer normally.
+    Stall(Duration),
+    /// Answer 200 with a body that is not JSON (an HTML error page, as a broken proxy would send).
+    Garbage,
+}
+
+/// The emulator: one per running server, shared by every handler through an `Arc`.
+///
+/// Locks are held only for short, synchronous reads and writes, never across `.await`.
+pub struct Emulator {
+    /// The world as configured; immutable after start except for the controls in `Controls`.
+    pub(crate) config: EmulatorConfig,
+    /// Signing and verifying keys, parsed once.
+    pub(crate) keys: Keys,
+    /// Runtime controls and observations, written by handlers and by tests.
+    inner: Mutex<Inner>,
+    /// Count of access tokens issued.
+    tokens_issued: AtomicU64,
+    /// Streams whose body task started.
+    pub(crate) streams_started: AtomicU64,
+    /// Streams that sent their last event.
+    pub(crate) streams_completed: AtomicU64,
+    /// Streams whose client went away before the end.
+    pub(crate) streams_cancelled: AtomicU64,
+}
+
+/// The mutable half of the emulator.
+#[derive(Debug)]
+struct Inner {
+    entra_fault: Option<EntraFault>,
+    token_lifetime_secs: u64,
+    expires_in_as_string: bool,
+    /// Role display names by client id; starts from the config, changed by `set_roles`.
+    roles: HashMap<String, Vec<String>>,
+    /// Token requests with an id, so a stalled request can fill in its status later.
+    token_requests: Vec<(u64, TokenRequestRecord)>,
+    next_token_request_id: u64,
+    inference_requests: Vec<InferenceRecord>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("config", &self.config)
+            .field("tokens_issued", &self.tokens_issued())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Creates an emulator for this world.
+    pub fn new(config: EmulatorConfig) -> Arc<Emulator> {
+        let roles = config
+            .apps
+            .iter()
+            .map(|a| (a.client_id.clone(), a.roles.clone()))
+            .collect();
+        let inner = Inner {
+            entra_fault: None,
+            token_lifetime_secs: config.token_lifetime_secs,
+            expires_in_as_string: config.expires_in_as_string,
+            roles,
+            token_requests: Vec::new(),
+            next_token_request_id: 0,
+            inference_requests: Vec::new(),
+        };
+        Arc::new(Emulator {
+            config,
+            keys: Keys::embedded(),
+            inner: Mutex::new(inner),
+            tokens_issued: AtomicU64::new(0),
+            streams_started: AtomicU64::new(0),
+            streams_completed: AtomicU64::new(0),
+            streams_cancelled: AtomicU64::new(0),
+        })
+    }
+
+    /// The world this emulator was started with.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.config
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not turn every later request into a panic too.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Injects (or clears, with `None`) a token-endpoint fault.
+    pub fn set_entra_fault(&self, fault: Option<EntraFault>) {
+        self.inner().entra_fault = fault;
+    }
+
+    /// Sets `expires_in` (and the `exp` claim) of tokens issued from now on.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.inner().token_lifetime_secs = secs;
+    }
+
+    /// Sends `expires_in` as a JSON string from now on (or a number, with `false`).
+    pub fn set_expires_in_as_string(&self, yes: bool) {
+        self.inner().expires_in_as_string = yes;
+    }
+
+    /// Replaces an app's role assignments; takes effect on its next request, whatever token it holds.
+    pub fn set_roles(&self, client_id: &str, roles: Vec<String>) {
+        self.inner().roles.insert(client_id.to_owned(), roles);
+    }
+
+    /// Every token-endpoint request so far, oldest first.
+    pub fn token_requests(&self) -> Vec<TokenRequestRecord> {
+        self.inner()
+            .token_requests
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Every Foundry request so far, oldest first.
+    pub fn inference_requests(&self) -> Vec<InferenceRecord> {
+        self.inner().inference_requests.clone()
+    }
+
+    /// Access tokens issued so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.tokens_issued.load(Ordering::SeqCst)
+    }
+
+    /// Streaming responses started so far.
+    pub fn streams_started(&self) -> u64 {
+        self.streams_started.load(Ordering::SeqCst)
+    }
+
+    /// Streaming responses that sent their final event.
+    pub fn streams_completed(&self) -> u64 {
+        self.streams_completed.load(Ordering::SeqCst)
+    }
+
+    /// Streaming responses whose client went away mid-stream.
+    pub fn streams_cancelled(&self) -> u64 {
+        self.streams_cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Forgets recorded requests (counters and controls are kept).
+    pub fn clear_records(&self) {
+        let mut inner = self.inner();
+        inner.token_requests.clear();
+        inner.inference_requests.clear();
+    }
+
+    /// Claims the emulator would put in a token for this app and audience, issued now with the
+    /// given lifetime; `None` if the app is unknown. With [`Emulator::sign_token`], lets tests
+    /// make expired, wrong-audience or otherwise odd tokens without the token endpoint.
+    pub fn token_claims(
+        &self,
+        client_id: &str,
+        aud: &str,
+        lifetime_secs: u64,
+    ) -> Option<AccessTokenClaims> {
+        let app = self.app(client_id)?;
+        Some(AccessTokenClaims::app_only(
+            &app.tenant,
+            &app.client_id,
+            &app.object_id,
+            aud,
+            lifetime_secs,
+        ))
+    }
+
+    /// Signs claims with the emulator's key, exactly as the token endpoint does.
+    pub fn sign_token(
+        &self,
+        claims: &AccessTokenClaims,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.keys.sign(claims)
+    }
+
+    // ---- crate-internal accessors used by the handlers ----
+
+    pub(crate) fn app(&self, client_id: &str) -> Option<&AppSpec> {
+        self.config
+            .apps
+            .iter()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+    }
+
+    pub(crate) fn roles_of(&self, client_id: &str) -> Vec<String> {
+        self.inner()
+            .roles
+            .get(client_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn entra_fault(&self) -> Option<EntraFault> {
+        self.inner().entra_fault.clone()
+    }
+
+    /// Current `(lifetime, expires_in_as_string)` for a token being issued.
+    pub(crate) fn token_settings(&self) -> (u64, bool) {
+        let inner = self.inner();
+        (inner.token_lifetime_secs, inner.expires_in_as_string)
+    }
+
+    pub(crate) fn count_token_issued(&self) {
+        self.tokens_issued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Records a token request (status 0 = pending) and returns its id for `finish_token_request`.
+    pub(crate) fn record_token_request(&self, record: TokenRequestRecord) -> u64 {
+        let mut inner = self.inner();
+        let id = inner.next_token_request_id;
+        inner.next_token_request_id += 1;
+        inner.token_requests.push((id, record));
+        id
+    }
+
+    /// Fills in the outcome of a recorded token request (unless records were cleared meanwhile).
+    pub(crate) fn finish_token_request(&self, id: u64, status: u16, aadsts: Option<u32>) {
+        let mut inner = self.inner();
+        if let Some((_, r)) = inner.token_requests.iter_mut().find(|(i, _)| *i == id) {
+            r.status = status;
+            r.aadsts = aadsts;
+        }
+    }
+
+    pub(crate) fn record_inference(&self, record: InferenceRecord) {
+        self.inner().inference_requests.push(record);
+    }
+}
