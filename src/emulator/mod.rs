@@ -10,6 +10,16 @@
 //! - `foundry`, `route`, `auth`, `foundry_error`, `body`: the inference side's checks
 //! - `chat`, `responses`, `embeddings`, `media`, `text`, `sse`: generated answers and streams
 //! - `control`: `/_emulator/*`; `server`: router, spawn and shutdown
+//!
+//! Request headers that steer one Foundry answer (they pass through the proxy):
+//! - `x-emulator-fault`: `rate-limit`, `content-filter`, `deployment-not-found`, `server-error`,
+//!   `key-auth-disabled` or `permission-denied`
+//! - `x-emulator-chunks: N`: the answer has N content chunks (and N completion tokens)
+//! - `x-emulator-chunk-delay-ms: MS`: delay between streamed frames
+//!
+//! Control over HTTP: `GET /_emulator/state`, `POST /_emulator/reset`, and `POST /_emulator/config`
+//! with `{"entra_fault": "503" | "stall:MS" | "garbage" | null, "token_lifetime_secs": N,
+//! "expires_in_as_string": bool, "roles": {"CLIENT_ID": ["Azure AI User"]}}` (all optional).
 
 mod auth;
 mod body;

@@ -21,6 +21,16 @@ pub enum EntraFault {
     Garbage,
 }
 
+impl std::str::FromStr for EntraFault {
+    type Err = String;
+
+    /// Parses the control notation: a status (`"503"`), `"stall:MS"` or `"garbage"`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        super::control::parse_fault(text)
+            .ok_or_else(|| format!("'{text}' is not a status code, 'stall:MS' or 'garbage'"))
+    }
+}
+
 /// The emulator: one per running server, shared by every handler through an `Arc`.
 ///
 /// Locks are held only for short, synchronous reads and writes, never across `.await`.
