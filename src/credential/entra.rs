@@ -16,7 +16,7 @@ const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
     /// Entra answered with an OAuth2 error: the credential or request is wrong.
-    #[error("entra refused the credential: {0}")]
+    #[error("entra answered {0}")]
     Rejected(EntraError),
     /// Entra could not be reached (DNS, connect, TLS, timeout).
     #[error("entra unreachable: {0}")]

@@ -25,6 +25,8 @@ pub struct Setup {
     pub settings: Settings,
     /// Token timing; tests may shorten the forced-refresh cooldown.
     pub policy: Option<TokenPolicy>,
+    /// An Entra fault in place before the proxy's first token request.
+    pub entra_fault: Option<foundry_proxy::emulator::EntraFault>,
 }
 
 /// A running emulator and proxy.
@@ -65,6 +67,7 @@ impl Harness {
     /// The demo world with changes.
     pub async fn start_with(setup: Setup) -> Self {
         let emulator = emulator::spawn(setup.emulator).await.expect("emulator starts");
+        emulator.emulator.set_entra_fault(setup.entra_fault);
         let url = emulator.url();
         let mut settings = demo_settings(&url).overlay(setup.settings);
         // An endpoint given as a path relative to the emulator ("/models") is completed here.

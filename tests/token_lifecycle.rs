@@ -1,0 +1,70 @@
+//! The token: requested exactly as Entra expects, renewed ahead of expiry, and refreshed
+//! once (single flight) when Azure rejects it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, Setup};
+use foundry_proxy::emulator::{EmulatorConfig, demo as world};
+
+/// The token request is a form POST to {authority}/{tenant}/oauth2/v2.0/token with exactly
+/// the client-credentials fields and the default scope.
+#[tokio::test]
+async fn token_request_is_client_credentials() {
+    let harness = Harness::start().await;
+    harness.wait_ready().await;
+    let requests = harness.emulator.emulator.token_requests();
+    let first = requests.first().expect("a token request");
+    assert_eq!(first.tenant, world::TENANT_ID);
+    assert_eq!(first.content_type.as_deref(), Some("application/x-www-form-urlencoded"));
+    assert!(!first.basic_auth);
+    let fields: Vec<(&str, &str)> = first.form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        fields,
+        [
+            ("client_id", world::CLIENT_ID),
+            ("client_secret", "<redacted>"),
+            ("grant_type", "client_credentials"),
+            ("scope", "https://cognitiveservices.azure.com/.default"),
+        ]
+    );
+    assert_eq!(first.status, 200);
+    harness.stop().await;
+}
+
+/// Tokens that live 3 seconds (expires_in sent as a string) are renewed at half their
+/// lifetime: a steady stream of requests over several lifetimes never fails.
+#[tokio::test]
+async fn short_lived_tokens_renewed_without_failures() {
+    let emulator = EmulatorConfig { token_lifetime_secs: 3, expires_in_as_string: true, ..EmulatorConfig::default() };
+    let harness = Harness::start_with(Setup { emulator, ..Setup::default() }).await;
+    harness.wait_ready().await;
+    let mut failures = Vec::new();
+    for i in 0..70 {
+        let response = harness.post_json("/v1/chat/completions", Harness::chat(world::CHAT_DEPLOYMENT, "tick")).await;
+        if response.status() != 200 {
+            failures.push((i, response.status()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let issued = harness.emulator.emulator.tokens_issued();
+    assert!((4..=8).contains(&issued), "about one token per 1.5 s over ~7 s, got {issued}");
+    harness.stop().await;
+}
+
+/// /readyz reports the token's remaining life and the next refresh, and the identity.
+#[tokio::test]
+async fn readyz_reports_token_state() {
+    let harness = Harness::start().await;
+    harness.wait_ready().await;
+    let body: serde_json::Value = harness.client.get(harness.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["credential"], "client-secret");
+    let expires = body["token_expires_in_secs"].as_u64().expect("expiry");
+    let refresh = body["next_refresh_in_secs"].as_u64().expect("refresh");
+    assert!(expires > 3500 && refresh < expires && refresh > 1700, "{body}");
+    assert_eq!(body["identity"]["object_id"], world::OBJECT_ID);
+    harness.stop().await;
+}
