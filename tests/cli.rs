@@ -1,0 +1,147 @@
+//! The binary as users run it: configuration errors, logs free of secrets, and graceful
+//! shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, http_client};
+use foundry_proxy::emulator::{self, EmulatorConfig, demo as world};
+
+const BIN: &str = env!("CARGO_BIN_EXE_foundry-proxy");
+
+/// `serve` with every variable set for the emulator, plus `extra`.
+fn serve(emulator_url: &str, extra: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("FOUNDRY_PROXY_LISTEN", "127.0.0.1:0")
+        .env("AZURE_AUTHORITY_HOST", emulator_url)
+        .env("FOUNDRY_ENDPOINT", emulator_url)
+        .env("AZURE_TENANT_ID", world::TENANT_ID)
+        .env("AZURE_CLIENT_ID", world::CLIENT_ID)
+        .env("AZURE_CLIENT_SECRET", world::CLIENT_SECRET)
+        .envs(extra.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Reads the "foundry-proxy listening on http://ADDR" line from stdout.
+fn listening_url(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+    line.trim().strip_prefix("foundry-proxy listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned()
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Invalid configuration stops the program before it binds: exit code 2 and one line on
+/// stderr naming the setting and the fix.
+#[test]
+fn config_errors_exit_2_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("fp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "endpiont = \"https://x.openai.azure.com\"\n").expect("write");
+    let typo_arg = typo.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<&str>, &[(&str, &str)], &str)> = vec![
+        (vec![], &[("AZURE_CLIENT_SECRET", "")], "AZURE_CLIENT_SECRET"),
+        (vec![], &[("FOUNDRY_API", "graphql")], "FOUNDRY_API"),
+        (vec![], &[("FOUNDRY_ENDPOINT", "http://contoso.openai.azure.com")], "FOUNDRY_ENDPOINT"),
+        (vec![], &[("FOUNDRY_PROXY_LISTEN", "localhost")], "FOUNDRY_PROXY_LISTEN"),
+        (vec![], &[("FOUNDRY_PROXY_MAX_BODY", "huge")], "FOUNDRY_PROXY_MAX_BODY"),
+        (vec!["--config", &typo_arg], &[], "endpiont"),
+    ];
+    for (args, env, needle) in cases {
+        let output = serve("http://127.0.0.1:9", env).args(&args).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{needle}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(lines[0].contains(needle) && lines[0].contains(" — "), "{stderr}");
+    }
+}
+
+/// With RUST_LOG=trace, through successful requests and an explained refusal, the logs
+/// never contain the client secret or any access token; they do contain one line per request.
+#[tokio::test]
+async fn logs_never_contain_secrets() {
+    let emulator = emulator::spawn(EmulatorConfig::default()).await.expect("emulator");
+    let url = emulator.url();
+    let mut child = serve(&url, &[("RUST_LOG", "trace")]).spawn().expect("spawn");
+    let proxy = listening_url(&mut child);
+    let client = http_client();
+    let chat = serde_json::json!({"model": world::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]});
+    for fault in ["", "permission-denied"] {
+        let mut request = client.post(format!("{proxy}/v1/chat/completions")).header("authorization", "Bearer sk-caller-key").json(&chat);
+        if !fault.is_empty() {
+            request = request.header("x-emulator-fault", fault);
+        }
+        let response = request.send().await.expect("answer");
+        assert!(response.status() == 200 || response.status() == 401);
+    }
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success());
+    let mut logs = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut logs).expect("read logs");
+    assert!(logs.contains("token acquired"), "{logs}");
+    assert!(logs.contains("\"request\"") || logs.contains(" request "), "one line per request: {logs}");
+    assert!(!logs.contains(world::CLIENT_SECRET), "client secret in logs");
+    assert!(!logs.contains("eyJ"), "a JWT in logs");
+    assert!(!logs.contains("sk-caller-key"), "caller key in logs");
+    emulator.shutdown().await;
+}
+
+/// SIGTERM while a stream is in flight: the stream finishes, new connections are refused,
+/// and the process exits 0.
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams() {
+    let emulator = emulator::spawn(EmulatorConfig::default()).await.expect("emulator");
+    let url = emulator.url();
+    let mut child = serve(&url, &[("FOUNDRY_PROXY_SHUTDOWN_GRACE", "20")]).spawn().expect("spawn");
+    let proxy = listening_url(&mut child);
+    let client = http_client();
+    let mut response = client
+        .post(format!("{proxy}/v1/chat/completions"))
+        .header("x-emulator-chunks", "10")
+        .header("x-emulator-chunk-delay-ms", "150")
+        .json(&serde_json::json!({"model": world::CHAT_DEPLOYMENT, "stream": true, "messages": [{"role": "user", "content": "drain"}]}))
+        .send()
+        .await
+        .expect("stream");
+    let mut text = String::from_utf8_lossy(&response.chunk().await.expect("read").expect("first chunk")).into_owned();
+    sigterm(&child);
+    let refused = eventually(Duration::from_secs(3), || std::net::TcpStream::connect(proxy.trim_start_matches("http://")).is_err()).await;
+    assert!(refused, "new connections refused during drain");
+    while let Some(chunk) = response.chunk().await.expect("stream continues") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "stream completed: {text}");
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    emulator.shutdown().await;
+}
