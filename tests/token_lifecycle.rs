@@ -68,3 +68,22 @@ async fn readyz_reports_token_state() {
     assert_eq!(body["identity"]["object_id"], world::OBJECT_ID);
     harness.stop().await;
 }
+
+/// When Azure rejects a token the proxy still believes valid, the proxy forces one refresh
+/// and retries once: the caller sees 200. Many concurrent rejections cause a single token
+/// request (single flight).
+#[tokio::test]
+async fn rejected_token_is_refreshed_once_and_retried() {
+    let harness = Harness::start().await;
+    harness.wait_ready().await;
+    // Past the forced-refresh cooldown that follows the first token.
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    let emulator = std::sync::Arc::clone(&harness.emulator.emulator);
+    let before = emulator.tokens_issued();
+    emulator.revoke_issued_tokens();
+    let requests = (0..20).map(|_| harness.post_json("/v1/chat/completions", Harness::chat(world::CHAT_DEPLOYMENT, "again")));
+    let statuses: Vec<u16> = futures_util::future::join_all(requests).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(emulator.tokens_issued(), before + 1, "one forced refresh for twenty rejections");
+    harness.stop().await;
+}

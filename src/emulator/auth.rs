@@ -48,6 +48,9 @@ pub(crate) fn authenticate(
         tracing::debug!(error = %e, "bearer token refused");
         FoundryError::Unauthorized
     })?;
+    if emu.is_revoked(&claims.uti) {
+        return Err(FoundryError::Unauthorized);
+    }
     if claims.tid != emu.config.resource_tenant {
         return Err(FoundryError::TenantMismatch { tid: claims.tid });
     }

@@ -217,7 +217,7 @@ fn issue(
             "Token signing failed.",
         )
     })?;
-    emu.count_token_issued();
+    emu.count_token_issued(&claims.uti);
     tracing::debug!(client_id = %app.client_id, "token issued");
     let expires = if as_string {
         json!(lifetime.to_string())

@@ -59,6 +59,10 @@ struct Inner {
     expires_in_as_string: bool,
     /// Role display names by client id; starts from the config, changed by `set_roles`.
     roles: HashMap<String, Vec<String>>,
+    /// `uti` of every token issued and not yet revoked.
+    issued_utis: Vec<String>,
+    /// Tokens Foundry now refuses, as after a signing-key rollover.
+    revoked_utis: std::collections::HashSet<String>,
     /// Token requests with an id, so a stalled request can fill in its status later.
     token_requests: Vec<(u64, TokenRequestRecord)>,
     next_token_request_id: u64,
@@ -87,6 +91,8 @@ impl Emulator {
             token_lifetime_secs: config.token_lifetime_secs,
             expires_in_as_string: config.expires_in_as_string,
             roles,
+            issued_utis: Vec::new(),
+            revoked_utis: std::collections::HashSet::new(),
             token_requests: Vec::new(),
             next_token_request_id: 0,
             inference_requests: Vec::new(),
@@ -125,6 +131,14 @@ impl Emulator {
     /// Sends `expires_in` as a JSON string from now on (or a number, with `false`).
     pub fn set_expires_in_as_string(&self, yes: bool) {
         self.inner().expires_in_as_string = yes;
+    }
+
+    /// Makes Foundry refuse every token issued so far (as after a key rollover or a
+    /// revoked session), so clients must fetch a new one.
+    pub fn revoke_issued_tokens(&self) {
+        let mut inner = self.inner();
+        let issued = std::mem::take(&mut inner.issued_utis);
+        inner.revoked_utis.extend(issued);
     }
 
     /// Replaces an app's role assignments; takes effect on its next request, whatever token it holds.
@@ -227,8 +241,14 @@ impl Emulator {
         (inner.token_lifetime_secs, inner.expires_in_as_string)
     }
 
-    pub(crate) fn count_token_issued(&self) {
+    pub(crate) fn count_token_issued(&self, uti: &str) {
         self.tokens_issued.fetch_add(1, Ordering::SeqCst);
+        self.inner().issued_utis.push(uti.to_owned());
+    }
+
+    /// True when the token with this `uti` was revoked by [`Emulator::revoke_issued_tokens`].
+    pub(crate) fn is_revoked(&self, uti: &str) -> bool {
+        self.inner().revoked_utis.contains(uti)
     }
 
     /// Records a token request (status 0 = pending) and returns its id for `finish_token_request`.
