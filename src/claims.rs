@@ -33,7 +33,9 @@ impl TokenClaims {
     /// Decodes the payload of a JWT without verifying it; `None` if it is not a JWT.
     pub fn decode(token: &str) -> Option<Self> {
         let payload = token.split('.').nth(1)?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -72,7 +74,8 @@ pub struct Identity {
 /// Formats seconds since the epoch as RFC 3339 UTC.
 pub fn format_unix(seconds: i64) -> Option<String> {
     let at = time::OffsetDateTime::from_unix_timestamp(seconds).ok()?;
-    at.format(&time::format_description::well_known::Rfc3339).ok()
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 #[cfg(test)]
@@ -84,9 +87,13 @@ mod tests {
     fn decodes_v1_claims() {
         let payload = serde_json::json!({"aud":"https://cognitiveservices.azure.com","tid":"t","appid":"a","oid":"o","exp":1_700_000_000});
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
-        let claims = TokenClaims::decode(&format!("eyJhbGciOiJSUzI1NiJ9.{encoded}.sig")).expect("claims");
+        let claims =
+            TokenClaims::decode(&format!("eyJhbGciOiJSUzI1NiJ9.{encoded}.sig")).expect("claims");
         assert_eq!(claims.app_id(), Some("a"));
-        assert_eq!(claims.identity().expires_at.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(
+            claims.identity().expires_at.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
         assert_eq!(TokenClaims::decode("not-a-jwt"), None);
     }
 }

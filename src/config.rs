@@ -76,7 +76,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(setting: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { setting: setting.to_owned(), problem: problem.into(), fix: fix.into() }
+        Self {
+            setting: setting.to_owned(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 }
 
@@ -207,7 +211,11 @@ impl Settings {
             env.var(name)
                 .map(|v| {
                     v.trim().parse::<u64>().map_err(|_| {
-                        ConfigError::new(name, format!("'{v}' is not a whole number of seconds"), "use e.g. 30")
+                        ConfigError::new(
+                            name,
+                            format!("'{v}' is not a whole number of seconds"),
+                            "use e.g. 30",
+                        )
                     })
                 })
                 .transpose()
@@ -266,9 +274,17 @@ impl Settings {
             )
         })?;
 
-        let tenant_id = required(self.tenant_id, ENV_TENANT_ID, "set it to the Directory (tenant) ID shown on your App Registration's Overview page in the Azure portal")?;
+        let tenant_id = required(
+            self.tenant_id,
+            ENV_TENANT_ID,
+            "set it to the Directory (tenant) ID shown on your App Registration's Overview page in the Azure portal",
+        )?;
         check_tenant(&tenant_id)?;
-        let client_id = required(self.client_id, ENV_CLIENT_ID, "set it to the Application (client) ID shown on your App Registration's Overview page")?;
+        let client_id = required(
+            self.client_id,
+            ENV_CLIENT_ID,
+            "set it to the Application (client) ID shown on your App Registration's Overview page",
+        )?;
         let client_secret = match self.client_secret {
             Some(secret) if !secret.is_blank() => secret,
             _ => {
@@ -276,22 +292,40 @@ impl Settings {
                     ENV_CLIENT_SECRET,
                     "missing",
                     "set it to a client secret *value* from App Registration → Certificates & secrets (the Value column, not the Secret ID)",
-                ))
+                ));
             }
         };
 
-        let authority_text = self.authority_host.unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_owned());
-        let authority_host = parse_base_url(&authority_text, ENV_AUTHORITY_HOST, "use https://login.microsoftonline.com (or your cloud's authority)")?;
+        let authority_text = self
+            .authority_host
+            .unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_owned());
+        let authority_host = parse_base_url(
+            &authority_text,
+            ENV_AUTHORITY_HOST,
+            "use https://login.microsoftonline.com (or your cloud's authority)",
+        )?;
 
         let scope = self.scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
         check_scope(&scope)?;
 
-        let endpoint_text = required(self.endpoint, ENV_ENDPOINT, "set it to your resource's endpoint, e.g. https://NAME.openai.azure.com or https://NAME.services.ai.azure.com (Azure portal → your resource → Keys and Endpoint)")?;
-        let endpoint = parse_base_url(&endpoint_text, ENV_ENDPOINT, "use your resource's https:// endpoint, e.g. https://NAME.openai.azure.com")?;
+        let endpoint_text = required(
+            self.endpoint,
+            ENV_ENDPOINT,
+            "set it to your resource's endpoint, e.g. https://NAME.openai.azure.com or https://NAME.services.ai.azure.com (Azure portal → your resource → Keys and Endpoint)",
+        )?;
+        let endpoint = parse_base_url(
+            &endpoint_text,
+            ENV_ENDPOINT,
+            "use your resource's https:// endpoint, e.g. https://NAME.openai.azure.com",
+        )?;
 
         let api = match self.api {
             Some(text) => text.parse::<ApiStyle>().map_err(|_| {
-                ConfigError::new(ENV_API, format!("unknown API style '{text}'"), "use one of openai-v1, deployments, models, passthrough")
+                ConfigError::new(
+                    ENV_API,
+                    format!("unknown API style '{text}'"),
+                    "use one of openai-v1, deployments, models, passthrough",
+                )
             })?,
             None => ApiStyle::guess(&endpoint),
         };
@@ -299,9 +333,15 @@ impl Settings {
         let api_version = self.api_version.map(|v| v.trim().to_owned());
         if let Some(version) = &api_version {
             let valid = !version.is_empty()
-                && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+                && version
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
             if !valid {
-                return Err(ConfigError::new(ENV_API_VERSION, format!("'{version}' is not an api-version"), "use a version such as 2024-10-21 or 2025-04-01-preview"));
+                return Err(ConfigError::new(
+                    ENV_API_VERSION,
+                    format!("'{version}' is not an api-version"),
+                    "use a version such as 2024-10-21 or 2025-04-01-preview",
+                ));
             }
         }
 
@@ -322,10 +362,12 @@ impl Settings {
         }
 
         let extra_ca_file = env.var(ENV_SSL_CERT_FILE).map(PathBuf::from);
-        if let Some(path) = &extra_ca_file {
-            if !path.is_file() {
-                return Err(ConfigError::new(ENV_SSL_CERT_FILE, format!("{} is not a readable file", path.display()), "point it at a PEM bundle of CA certificates, or unset it"));
-            }
+        if let Some(path) = extra_ca_file.as_ref().filter(|path| !path.is_file()) {
+            return Err(ConfigError::new(
+                ENV_SSL_CERT_FILE,
+                format!("{} is not a readable file", path.display()),
+                "point it at a PEM bundle of CA certificates, or unset it",
+            ));
         }
 
         Ok(Config {
@@ -340,8 +382,14 @@ impl Settings {
             api_version,
             max_body,
             models,
-            upstream_timeout: self.upstream_timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
-            shutdown_grace: self.shutdown_grace_secs.map(Duration::from_secs).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            upstream_timeout: self
+                .upstream_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+            shutdown_grace: self
+                .shutdown_grace_secs
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             extra_ca_file,
         })
     }
@@ -350,13 +398,22 @@ impl Settings {
 /// Loads the full configuration: defaults < file < environment < `flags`.
 ///
 /// The file is `file` if given, else `FOUNDRY_PROXY_CONFIG` if set.
-pub fn load(file: Option<&Path>, env: &dyn Environment, flags: Settings) -> Result<Config, ConfigError> {
-    let file_path = file.map(Path::to_path_buf).or_else(|| env.var(ENV_CONFIG).map(PathBuf::from));
+pub fn load(
+    file: Option<&Path>,
+    env: &dyn Environment,
+    flags: Settings,
+) -> Result<Config, ConfigError> {
+    let file_path = file
+        .map(Path::to_path_buf)
+        .or_else(|| env.var(ENV_CONFIG).map(PathBuf::from));
     let from_file = match &file_path {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    from_file.overlay(Settings::from_env(env)?).overlay(flags).validate(env)
+    from_file
+        .overlay(Settings::from_env(env)?)
+        .overlay(flags)
+        .validate(env)
 }
 
 fn required(value: Option<String>, setting: &str, fix: &str) -> Result<String, ConfigError> {
@@ -371,19 +428,29 @@ fn check_tenant(tenant: &str) -> Result<(), ConfigError> {
     if matches!(lowered.as_str(), "common" | "organizations" | "consumers") {
         return Err(ConfigError::new(
             ENV_TENANT_ID,
-            format!("'{tenant}' cannot issue app-only tokens (client credentials need a specific tenant)"),
+            format!(
+                "'{tenant}' cannot issue app-only tokens (client credentials need a specific tenant)"
+            ),
             "use the Directory (tenant) ID GUID from your App Registration's Overview page",
         ));
     }
-    let valid = tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let valid = tenant
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if !valid {
-        return Err(ConfigError::new(ENV_TENANT_ID, format!("'{tenant}' is not a tenant id or domain"), "use the Directory (tenant) ID GUID from your App Registration's Overview page"));
+        return Err(ConfigError::new(
+            ENV_TENANT_ID,
+            format!("'{tenant}' is not a tenant id or domain"),
+            "use the Directory (tenant) ID GUID from your App Registration's Overview page",
+        ));
     }
     Ok(())
 }
 
 fn check_scope(scope: &str) -> Result<(), ConfigError> {
-    let valid = scope.ends_with("/.default") && !scope.contains(char::is_whitespace) && scope.len() > "/.default".len();
+    let valid = scope.ends_with("/.default")
+        && !scope.contains(char::is_whitespace)
+        && scope.len() > "/.default".len();
     if valid {
         Ok(())
     } else {
@@ -398,18 +465,35 @@ fn check_scope(scope: &str) -> Result<(), ConfigError> {
 /// Parses an endpoint or authority URL: https, or plain http only for loopback hosts.
 fn parse_base_url(text: &str, setting: &str, fix: &str) -> Result<Url, ConfigError> {
     let trimmed = text.trim().trim_end_matches('/');
-    let url = Url::parse(trimmed).map_err(|e| ConfigError::new(setting, format!("'{trimmed}' is not a URL ({e})"), fix))?;
+    let url = Url::parse(trimmed)
+        .map_err(|e| ConfigError::new(setting, format!("'{trimmed}' is not a URL ({e})"), fix))?;
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::new(setting, format!("'{trimmed}' must not have a query or fragment"), fix));
+        return Err(ConfigError::new(
+            setting,
+            format!("'{trimmed}' must not have a query or fragment"),
+            fix,
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(setting, "the URL must not contain credentials", fix));
+        return Err(ConfigError::new(
+            setting,
+            "the URL must not contain credentials",
+            fix,
+        ));
     }
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
-        "http" => Err(ConfigError::new(setting, format!("plain http is only allowed for loopback hosts, not '{trimmed}'"), "use https://")),
-        other => Err(ConfigError::new(setting, format!("unsupported scheme '{other}'"), fix)),
+        "http" => Err(ConfigError::new(
+            setting,
+            format!("plain http is only allowed for loopback hosts, not '{trimmed}'"),
+            "use https://",
+        )),
+        other => Err(ConfigError::new(
+            setting,
+            format!("unsupported scheme '{other}'"),
+            fix,
+        )),
     }
 }
 
@@ -424,12 +508,20 @@ pub fn is_loopback(url: &Url) -> bool {
 }
 
 fn parse_size(size: &SizeSetting) -> Result<usize, ConfigError> {
-    let bad = |text: &str| ConfigError::new(ENV_MAX_BODY, format!("'{text}' is not a size"), "use bytes or a size such as 32MiB, 512KiB, 1GiB");
+    let bad = |text: &str| {
+        ConfigError::new(
+            ENV_MAX_BODY,
+            format!("'{text}' is not a size"),
+            "use bytes or a size such as 32MiB, 512KiB, 1GiB",
+        )
+    };
     let bytes = match size {
         SizeSetting::Bytes(n) => *n,
         SizeSetting::Text(text) => {
             let trimmed = text.trim();
-            let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+            let split = trimmed
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(trimmed.len());
             let (digits, unit) = trimmed.split_at(split);
             let number: u64 = digits.parse().map_err(|_| bad(text))?;
             let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -446,9 +538,14 @@ fn parse_size(size: &SizeSetting) -> Result<usize, ConfigError> {
         }
     };
     if bytes == 0 {
-        return Err(ConfigError::new(ENV_MAX_BODY, "must be more than 0", "use a size such as 32MiB"));
+        return Err(ConfigError::new(
+            ENV_MAX_BODY,
+            "must be more than 0",
+            "use a size such as 32MiB",
+        ));
     }
-    usize::try_from(bytes).map_err(|_| ConfigError::new(ENV_MAX_BODY, "too large", "use a size such as 32MiB"))
+    usize::try_from(bytes)
+        .map_err(|_| ConfigError::new(ENV_MAX_BODY, "too large", "use a size such as 32MiB"))
 }
 
 #[cfg(test)]
@@ -456,7 +553,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn minimal() -> BTreeMap<String, String> {
@@ -474,7 +574,10 @@ mod tests {
         let config = load(None, &minimal(), Settings::default()).expect("valid");
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.scope, DEFAULT_SCOPE);
-        assert_eq!(config.endpoint.as_str(), "https://contoso.openai.azure.com/");
+        assert_eq!(
+            config.endpoint.as_str(),
+            "https://contoso.openai.azure.com/"
+        );
         assert_eq!(config.api, ApiStyle::OpenAiV1);
         assert_eq!(config.max_body, DEFAULT_MAX_BODY);
     }
@@ -482,7 +585,12 @@ mod tests {
     /// Each missing required variable is named in the error.
     #[test]
     fn missing_settings_are_named() {
-        for name in [ENV_TENANT_ID, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_ENDPOINT] {
+        for name in [
+            ENV_TENANT_ID,
+            ENV_CLIENT_ID,
+            ENV_CLIENT_SECRET,
+            ENV_ENDPOINT,
+        ] {
             let mut vars = minimal();
             vars.remove(name);
             let err = load(None, &vars, Settings::default()).expect_err("must fail");
@@ -495,12 +603,25 @@ mod tests {
     #[test]
     fn http_only_for_loopback() {
         let mut vars = minimal();
-        vars.insert(ENV_ENDPOINT.into(), "http://contoso.openai.azure.com".into());
-        assert_eq!(load(None, &vars, Settings::default()).expect_err("remote http").setting, ENV_ENDPOINT);
+        vars.insert(
+            ENV_ENDPOINT.into(),
+            "http://contoso.openai.azure.com".into(),
+        );
+        assert_eq!(
+            load(None, &vars, Settings::default())
+                .expect_err("remote http")
+                .setting,
+            ENV_ENDPOINT
+        );
         vars.insert(ENV_ENDPOINT.into(), "http://127.0.0.1:9000".into());
         assert!(load(None, &vars, Settings::default()).is_ok());
         vars.insert(ENV_AUTHORITY_HOST.into(), "http://login.example.com".into());
-        assert_eq!(load(None, &vars, Settings::default()).expect_err("remote http").setting, ENV_AUTHORITY_HOST);
+        assert_eq!(
+            load(None, &vars, Settings::default())
+                .expect_err("remote http")
+                .setting,
+            ENV_AUTHORITY_HOST
+        );
     }
 
     /// Flags beat the environment, which beats the file.
@@ -513,7 +634,10 @@ mod tests {
         let mut vars = minimal();
         vars.insert(ENV_LISTEN.into(), "127.0.0.1:2222".into());
         vars.insert(ENV_API_VERSION.into(), "2024-10-21".into());
-        let flags = Settings { listen: Some("127.0.0.1:3333".into()), ..Settings::default() };
+        let flags = Settings {
+            listen: Some("127.0.0.1:3333".into()),
+            ..Settings::default()
+        };
         let config = load(Some(&file), &vars, flags).expect("valid");
         assert_eq!(config.listen.port(), 3333);
         assert_eq!(config.api_version.as_deref(), Some("2024-10-21"));
@@ -526,7 +650,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fp-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("unknown.toml");
-        std::fs::write(&file, "endpoint = \"https://x.openai.azure.com\"\nendpiont = \"typo\"\n").expect("write");
+        std::fs::write(
+            &file,
+            "endpoint = \"https://x.openai.azure.com\"\nendpiont = \"typo\"\n",
+        )
+        .expect("write");
         let err = load(Some(&file), &minimal(), Settings::default()).expect_err("unknown key");
         assert!(err.problem.contains("endpiont"), "{err}");
         assert!(err.problem.contains("line 2"), "{err}");

@@ -29,8 +29,14 @@ pub fn config_for_emulator(emulator_url: &str, listen: SocketAddr) -> Result<Con
 
 /// Runs the demo until `shutdown` is cancelled. `listen` defaults to `FOUNDRY_PROXY_LISTEN`
 /// or 127.0.0.1:8080.
-pub async fn run(listen: Option<String>, env: &dyn Environment, shutdown: CancellationToken) -> Result<(), DemoError> {
-    let listen_text = listen.or_else(|| env.var(config::ENV_LISTEN)).unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
+pub async fn run(
+    listen: Option<String>,
+    env: &dyn Environment,
+    shutdown: CancellationToken,
+) -> Result<(), DemoError> {
+    let listen_text = listen
+        .or_else(|| env.var(config::ENV_LISTEN))
+        .unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
     let listen: SocketAddr = listen_text.parse().map_err(|_| {
         DemoError::Config(ConfigError {
             setting: "--listen".into(),
@@ -38,13 +44,19 @@ pub async fn run(listen: Option<String>, env: &dyn Environment, shutdown: Cancel
             fix: "use IP:PORT, e.g. 127.0.0.1:8080".into(),
         })
     })?;
-    let emulator = emulator::spawn(EmulatorConfig::default()).await.map_err(DemoError::Io)?;
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .map_err(DemoError::Io)?;
     let emulator_url = emulator.url();
-    let listener = TcpListener::bind(listen).await.map_err(|e| DemoError::Bind(listen, e))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| DemoError::Bind(listen, e))?;
     let bound = listener.local_addr().map_err(DemoError::Io)?;
     let config = config_for_emulator(&emulator_url, bound).map_err(DemoError::Config)?;
 
-    println!("emulator listening on {emulator_url}  (a local Entra ID and Foundry: no Azure account needed)");
+    println!(
+        "emulator listening on {emulator_url}  (a local Entra ID and Foundry: no Azure account needed)"
+    );
     println!("foundry-proxy listening on http://{bound}");
     println!();
     println!("Point any OpenAI SDK or tool at the proxy:");

@@ -15,8 +15,7 @@ use crate::error::{ApiError, UpstreamAnswer};
 use crate::token::{HeldToken, RefreshFailure};
 
 /// The roles that allow inference with an Entra token, as the portal names them.
-const INFERENCE_ROLES: &str =
-    "Azure AI User (renamed Foundry User in May 2026), Azure AI Developer, or Cognitive Services OpenAI User";
+const INFERENCE_ROLES: &str = "Azure AI User (renamed Foundry User in May 2026), Azure AI Developer, or Cognitive Services OpenAI User";
 
 /// What the diagnosis needs to know about the configuration.
 #[derive(Debug, Clone)]
@@ -40,14 +39,25 @@ impl DiagnosisContext {
             tenant_id: config.tenant_id.clone(),
             client_id: config.client_id.clone(),
             scope: config.scope.clone(),
-            endpoint_host: config.endpoint.host_str().unwrap_or_default().to_ascii_lowercase(),
-            authority: config.authority_host.as_str().trim_end_matches('/').to_owned(),
+            endpoint_host: config
+                .endpoint
+                .host_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            authority: config
+                .authority_host
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
         }
     }
 
     /// The resource name: the first label of the endpoint host.
     fn resource_name(&self) -> &str {
-        self.endpoint_host.split('.').next().unwrap_or("YOUR-RESOURCE")
+        self.endpoint_host
+            .split('.')
+            .next()
+            .unwrap_or("YOUR-RESOURCE")
     }
 
     /// The audiences this endpoint accepts, by cloud and kind.
@@ -57,10 +67,18 @@ impl DiagnosisContext {
             &["https://cognitiveservices.azure.us"]
         } else if host.ends_with(".azure.cn") {
             &["https://cognitiveservices.azure.cn"]
-        } else if host.ends_with(".models.ai.azure.com") || host.ends_with(".inference.ai.azure.com") {
-            &["https://cognitiveservices.azure.com", "https://ml.azure.com"]
+        } else if host.ends_with(".models.ai.azure.com")
+            || host.ends_with(".inference.ai.azure.com")
+        {
+            &[
+                "https://cognitiveservices.azure.com",
+                "https://ml.azure.com",
+            ]
         } else {
-            &["https://cognitiveservices.azure.com", "https://ai.azure.com"]
+            &[
+                "https://cognitiveservices.azure.com",
+                "https://ai.azure.com",
+            ]
         }
     }
 }
@@ -74,8 +92,16 @@ pub fn upstream_refusal(
     token: Option<&HeldToken>,
 ) -> Option<ApiError> {
     let json: Option<Value> = serde_json::from_slice(body).ok();
-    let error_code = json.as_ref().and_then(|j| j.pointer("/error/code")).and_then(Value::as_str).unwrap_or_default();
-    let error_message = json.as_ref().and_then(|j| j.pointer("/error/message")).and_then(Value::as_str).unwrap_or_default();
+    let error_code = json
+        .as_ref()
+        .and_then(|j| j.pointer("/error/code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let error_message = json
+        .as_ref()
+        .and_then(|j| j.pointer("/error/message"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let claims = token.and_then(|t| t.claims.as_ref());
     let identity = claims.map(TokenClaims::identity);
 
@@ -83,7 +109,9 @@ pub fn upstream_refusal(
         missing_role(ctx, error_message, claims)
     } else if error_code.starts_with("Tenant provided in token does not match") {
         wrong_tenant(ctx, status, claims)
-    } else if json.as_ref().and_then(|j| j.get("statusCode")).is_some() && status == StatusCode::UNAUTHORIZED {
+    } else if json.as_ref().and_then(|j| j.get("statusCode")).is_some()
+        && status == StatusCode::UNAUTHORIZED
+    {
         bad_token(ctx, token)
     } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let mut unknown = ApiError::new(
@@ -94,7 +122,11 @@ pub fn upstream_refusal(
                 "{} refused the request ({}): {}",
                 ctx.endpoint_host,
                 status.as_u16(),
-                if error_message.is_empty() { "no explanation given" } else { error_message }
+                if error_message.is_empty() {
+                    "no explanation given"
+                } else {
+                    error_message
+                }
             ),
         );
         unknown.fix = vec![format!(
@@ -121,7 +153,11 @@ fn kind_for(status: StatusCode) -> &'static str {
     }
 }
 
-fn missing_role(ctx: &DiagnosisContext, azure_message: &str, claims: Option<&TokenClaims>) -> ApiError {
+fn missing_role(
+    ctx: &DiagnosisContext,
+    azure_message: &str,
+    claims: Option<&TokenClaims>,
+) -> ApiError {
     let object_id = between(azure_message, "principal `", "`")
         .map(str::to_owned)
         .or_else(|| claims.and_then(|c| c.oid.clone()))
@@ -132,7 +168,9 @@ fn missing_role(ctx: &DiagnosisContext, azure_message: &str, claims: Option<&Tok
     } else {
         ""
     };
-    let action_note = data_action.map(|a| format!(" (it lacks `{a}`)")).unwrap_or_default();
+    let action_note = data_action
+        .map(|a| format!(" (it lacks `{a}`)"))
+        .unwrap_or_default();
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "authentication_error",
@@ -159,8 +197,14 @@ fn missing_role(ctx: &DiagnosisContext, azure_message: &str, claims: Option<&Tok
     ])
 }
 
-fn wrong_tenant(ctx: &DiagnosisContext, _status: StatusCode, claims: Option<&TokenClaims>) -> ApiError {
-    let token_tenant = claims.and_then(|c| c.tid.clone()).unwrap_or_else(|| ctx.tenant_id.clone());
+fn wrong_tenant(
+    ctx: &DiagnosisContext,
+    _status: StatusCode,
+    claims: Option<&TokenClaims>,
+) -> ApiError {
+    let token_tenant = claims
+        .and_then(|c| c.tid.clone())
+        .unwrap_or_else(|| ctx.tenant_id.clone());
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
@@ -180,11 +224,17 @@ fn wrong_tenant(ctx: &DiagnosisContext, _status: StatusCode, claims: Option<&Tok
 /// so the proxy reads its own token to say which it is.
 fn bad_token(ctx: &DiagnosisContext, token: Option<&HeldToken>) -> ApiError {
     let claims = token.and_then(|t| t.claims.as_ref());
-    let audience = claims.and_then(|c| c.aud.as_deref()).map(|a| a.trim_end_matches('/'));
+    let audience = claims
+        .and_then(|c| c.aud.as_deref())
+        .map(|a| a.trim_end_matches('/'));
     let expected = ctx.expected_audiences();
     let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
 
-    if token.is_some_and(|t| !t.is_valid(Instant::now())) || claims.and_then(|c| c.exp).is_some_and(|exp| exp <= now_unix) {
+    if token.is_some_and(|t| !t.is_valid(Instant::now()))
+        || claims
+            .and_then(|c| c.exp)
+            .is_some_and(|exp| exp <= now_unix)
+    {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -213,7 +263,10 @@ fn bad_token(ctx: &DiagnosisContext, token: Option<&HeldToken>) -> ApiError {
             "For US Government use https://cognitiveservices.azure.us/.default; for Azure China, https://cognitiveservices.azure.cn/.default.".to_owned(),
         ]);
     }
-    if let Some(tid) = claims.and_then(|c| c.tid.as_deref()).filter(|tid| looks_like_guid(&ctx.tenant_id) && !tid.eq_ignore_ascii_case(&ctx.tenant_id)) {
+    if let Some(tid) = claims
+        .and_then(|c| c.tid.as_deref())
+        .filter(|tid| looks_like_guid(&ctx.tenant_id) && !tid.eq_ignore_ascii_case(&ctx.tenant_id))
+    {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -240,7 +293,11 @@ fn bad_token(ctx: &DiagnosisContext, token: Option<&HeldToken>) -> ApiError {
 /// Explains why no token is available: Entra refused the credential (401), or Entra is
 /// unreachable or failing (503 with `retry-after`).
 pub fn credential_failure(ctx: &DiagnosisContext, failure: &RefreshFailure) -> ApiError {
-    let retry_after = failure.next_attempt.saturating_duration_since(Instant::now()).as_secs().max(1);
+    let retry_after = failure
+        .next_attempt
+        .saturating_duration_since(Instant::now())
+        .as_secs()
+        .max(1);
     match &failure.error {
         CredentialError::Rejected(entra) if !failure.error.is_transient() => {
             let mut error = entra_refusal(ctx, entra);
@@ -376,7 +433,13 @@ fn entra_refusal(ctx: &DiagnosisContext, entra: &EntraError) -> ApiError {
             vec![format!("Look up the AADSTS code at https://login.microsoftonline.com/error and check AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for app {}.", ctx.client_id)],
         ),
     };
-    ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", code, cause).with_fix(fix)
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        code,
+        cause,
+    )
+    .with_fix(fix)
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -386,7 +449,14 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
 }
 
 fn looks_like_guid(text: &str) -> bool {
-    text.len() == 36 && text.bytes().enumerate().all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() })
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
 }
 
 #[cfg(test)]
@@ -407,9 +477,14 @@ mod tests {
     #[test]
     fn permission_denied_explained() {
         let body = br#"{"error":{"code":"PermissionDenied","message":"The principal `abc-oid` lacks the required data action `Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action` to perform `POST /openai/deployments/{deployment-id}/chat/completions` operation."}}"#;
-        let error = upstream_refusal(&ctx(), StatusCode::UNAUTHORIZED, body, None).expect("explained");
+        let error =
+            upstream_refusal(&ctx(), StatusCode::UNAUTHORIZED, body, None).expect("explained");
         assert_eq!(error.code, "missing_role_assignment");
-        assert!(error.message.contains("abc-oid") && error.message.contains("Azure AI Developer") && error.message.contains("Foundry User"));
+        assert!(
+            error.message.contains("abc-oid")
+                && error.message.contains("Azure AI Developer")
+                && error.message.contains("Foundry User")
+        );
         assert!(error.fix.iter().any(|s| s.contains("Access control (IAM)")));
         assert!(error.fix.iter().any(|s| s.contains("No API permissions")));
         assert!(error.fix.iter().any(|s| s.contains("10 minutes")));
@@ -418,19 +493,37 @@ mod tests {
     /// Other statuses pass through untouched.
     #[test]
     fn others_pass_through() {
-        assert!(upstream_refusal(&ctx(), StatusCode::BAD_REQUEST, br#"{"error":{"code":"content_filter"}}"#, None).is_none());
+        assert!(
+            upstream_refusal(
+                &ctx(),
+                StatusCode::BAD_REQUEST,
+                br#"{"error":{"code":"content_filter"}}"#,
+                None
+            )
+            .is_none()
+        );
         assert!(upstream_refusal(&ctx(), StatusCode::TOO_MANY_REQUESTS, b"{}", None).is_none());
-        let unknown = upstream_refusal(&ctx(), StatusCode::FORBIDDEN, b"nope", None).expect("wrapped");
+        let unknown =
+            upstream_refusal(&ctx(), StatusCode::FORBIDDEN, b"nope", None).expect("wrapped");
         assert_eq!(unknown.code, "upstream_refused");
-        assert_eq!(unknown.upstream.expect("body").body, Value::String("nope".into()));
+        assert_eq!(
+            unknown.upstream.as_ref().expect("body").body,
+            Value::String("nope".into())
+        );
     }
 
     /// Each audience maps to its cloud.
     #[test]
     fn audiences_by_cloud() {
         let mut c = ctx();
-        assert_eq!(c.expected_audiences()[0], "https://cognitiveservices.azure.com");
+        assert_eq!(
+            c.expected_audiences()[0],
+            "https://cognitiveservices.azure.com"
+        );
         c.endpoint_host = "x.openai.azure.us".into();
-        assert_eq!(c.expected_audiences(), &["https://cognitiveservices.azure.us"]);
+        assert_eq!(
+            c.expected_audiences(),
+            &["https://cognitiveservices.azure.us"]
+        );
     }
 }

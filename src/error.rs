@@ -8,8 +8,29 @@ use serde::Serialize;
 use crate::claims::Identity;
 
 /// An error answered by the proxy itself: status, OpenAI-shaped JSON, optional headers.
+///
+/// Boxed so `Result<_, ApiError>` stays one pointer wide on the request path; the fields
+/// are reached through `Deref` to [`ApiErrorDetails`].
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<ApiErrorDetails>);
+
+impl std::ops::Deref for ApiError {
+    type Target = ApiErrorDetails;
+
+    fn deref(&self) -> &ApiErrorDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ApiErrorDetails {
+        &mut self.0
+    }
+}
+
+/// What an [`ApiError`] says.
+#[derive(Debug, Clone)]
+pub struct ApiErrorDetails {
     /// HTTP status.
     pub status: StatusCode,
     /// OpenAI `type`, e.g. `authentication_error`.
@@ -42,16 +63,22 @@ pub struct UpstreamAnswer {
 impl UpstreamAnswer {
     /// Keeps the upstream body as JSON when it is JSON, else as (lossy) text.
     pub fn new(status: u16, body: &[u8]) -> Self {
-        let body = serde_json::from_slice(body)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
+        let body = serde_json::from_slice(body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+        });
         Self { status, body }
     }
 }
 
 impl ApiError {
     /// An error with no fix steps, upstream answer or identity.
-    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self(Box::new(ApiErrorDetails {
             status,
             kind,
             code,
@@ -61,7 +88,7 @@ impl ApiError {
             identity: None,
             retry_after: None,
             headers: HeaderMap::new(),
-        }
+        }))
     }
 
     /// Adds fix steps.
@@ -76,7 +103,12 @@ impl ApiError {
 
     /// A 400 for a request the proxy cannot read or route.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message,
+        )
     }
 
     /// The JSON body.
@@ -119,7 +151,10 @@ impl IntoResponse for ApiError {
         let body = self.body();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

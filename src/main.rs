@@ -17,7 +17,11 @@ use foundry_proxy::{demo, telemetry};
 /// A local OpenAI-compatible proxy that adds an Entra ID token to every request to
 /// Azure AI Foundry / Azure OpenAI, and explains every refusal.
 #[derive(Debug, Parser)]
-#[command(name = "foundry-proxy", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "foundry-proxy",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -80,7 +84,10 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("foundry-proxy: cannot start the async runtime: {e}");
@@ -113,7 +120,13 @@ async fn serve(args: ServeArgs, shutdown: CancellationToken) -> ExitCode {
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            return fail(1, &format!("cannot listen on {}: {e} — set FOUNDRY_PROXY_LISTEN (or --listen) to a free address", config.listen));
+            return fail(
+                1,
+                &format!(
+                    "cannot listen on {}: {e} — set FOUNDRY_PROXY_LISTEN (or --listen) to a free address",
+                    config.listen
+                ),
+            );
         }
     };
     if let Ok(addr) = listener.local_addr() {
@@ -135,11 +148,23 @@ async fn emulate(listen: &str, config: Option<PathBuf>, shutdown: CancellationTo
     };
     let addr: SocketAddr = match listen.parse() {
         Ok(addr) => addr,
-        Err(_) => return fail(2, &format!("--listen: '{listen}' is not an address with a port — use IP:PORT, e.g. 127.0.0.1:8081")),
+        Err(_) => {
+            return fail(
+                2,
+                &format!(
+                    "--listen: '{listen}' is not an address with a port — use IP:PORT, e.g. 127.0.0.1:8081"
+                ),
+            );
+        }
     };
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
-        Err(e) => return fail(1, &format!("cannot listen on {addr}: {e} — pass --listen with a free address")),
+        Err(e) => {
+            return fail(
+                1,
+                &format!("cannot listen on {addr}: {e} — pass --listen with a free address"),
+            );
+        }
     };
     let running = match emulator::spawn_on(listener, world).await {
         Ok(running) => running,
@@ -148,7 +173,11 @@ async fn emulate(listen: &str, config: Option<PathBuf>, shutdown: CancellationTo
     let url = running.url();
     println!("emulator listening on {url}");
     println!("Point a proxy at it with:");
-    println!("  AZURE_AUTHORITY_HOST={url} FOUNDRY_ENDPOINT={url} AZURE_TENANT_ID={} AZURE_CLIENT_ID={} AZURE_CLIENT_SECRET=<the demo secret in the README>", emulator::demo::TENANT_ID, emulator::demo::CLIENT_ID);
+    println!(
+        "  AZURE_AUTHORITY_HOST={url} FOUNDRY_ENDPOINT={url} AZURE_TENANT_ID={} AZURE_CLIENT_ID={} AZURE_CLIENT_SECRET=<the demo secret in the README>",
+        emulator::demo::TENANT_ID,
+        emulator::demo::CLIENT_ID
+    );
     shutdown.cancelled().await;
     running.shutdown().await;
     ExitCode::SUCCESS

@@ -60,7 +60,12 @@ struct AppState {
 
 /// Runs the proxy on `listener` until `shutdown` is cancelled, then drains in-flight requests
 /// for at most the configured grace period.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken, options: ServeOptions) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> Result<(), ServeError> {
     let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
     let entra = EntraClient::new(&config.authority_host, &config.tenant_id, Arc::clone(&tls))?;
     let credential = Arc::new(ClientSecretCredential::new(
@@ -73,7 +78,12 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
 
-    let target = Target::new(&config.endpoint, config.api, config.api_version.as_deref(), config.models.clone());
+    let target = Target::new(
+        &config.endpoint,
+        config.api,
+        config.api_version.as_deref(),
+        config.models.clone(),
+    );
     info!(
         listen = %listener.local_addr()?,
         endpoint = target.base(),
@@ -89,19 +99,28 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         max_body: config.max_body,
         upstream_timeout: config.upstream_timeout,
     });
-    let app = router(Arc::new(AppState { proxy, started: Instant::now() }));
+    let app = router(Arc::new(AppState {
+        proxy,
+        started: Instant::now(),
+    }));
 
     let listener = listener.tap_io(|tcp| {
         // Without NODELAY small SSE events wait for Nagle's timer.
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .into_future();
     let grace = config.shutdown_grace;
     let deadline = async {
         shutdown.cancelled().await;
-        info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+        info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
         tokio::time::sleep(grace).await;
     };
     let result = tokio::select! {
@@ -122,7 +141,10 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/{*rest}", any(proxy::forward).with_state(Arc::clone(&state.proxy)))
+        .route(
+            "/v1/{*rest}",
+            any(proxy::forward).with_state(Arc::clone(&state.proxy)),
+        )
         .fallback(not_found)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -169,7 +191,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     merge(&mut body, common);
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     if let Some(seconds) = problem.retry_after {
-        response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.into());
     }
     response
 }

@@ -26,18 +26,32 @@ pub enum TlsError {
 
 /// Builds the client TLS configuration (ring provider, TLS 1.2 and 1.3).
 pub fn client_config(extra_ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(path) = extra_ca_file {
         let shown = path.display().to_string();
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?
+            .map_err(|e| TlsError::CaFile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?;
+            .map_err(|e| TlsError::CaFile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(TlsError::CaFile { path: shown, reason: "no PEM certificate in it".into() });
+            return Err(TlsError::CaFile {
+                path: shown,
+                reason: "no PEM certificate in it".into(),
+            });
         }
         for cert in certs {
-            roots.add(cert).map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?;
+            roots.add(cert).map_err(|e| TlsError::CaFile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -58,7 +58,10 @@ pub fn refresh_delay(lifetime: Duration, policy: &TokenPolicy) -> Duration {
 /// with jitter in [half, full] so a fleet of proxies does not retry in lockstep.
 pub fn backoff_delay(failures: u32, policy: &TokenPolicy, rng: &mut impl Rng) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
-    let full = policy.backoff_base.saturating_mul(1 << exponent).min(policy.backoff_cap);
+    let full = policy
+        .backoff_base
+        .saturating_mul(1 << exponent)
+        .min(policy.backoff_cap);
     let jitter = rng.random_range(0.5..=1.0);
     full.mul_f64(jitter).max(Duration::from_millis(10))
 }
@@ -89,13 +92,20 @@ impl HeldToken {
     fn new(token: AccessToken, serial: u64, obtained: Instant) -> Result<Self, CredentialError> {
         let claims = TokenClaims::decode(token.token.expose());
         let mut header = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
-            .map_err(|_| CredentialError::Unavailable("the access token has characters not allowed in a header".into()))?;
+            .map_err(|_| {
+                CredentialError::Unavailable(
+                    "the access token has characters not allowed in a header".into(),
+                )
+            })?;
         header.set_sensitive(true);
-        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         Ok(Self {
             header,
             expires_at: obtained + token.expires_in,
-            expires_at_unix: i64::try_from(now_unix.saturating_add(token.expires_in.as_secs())).unwrap_or(i64::MAX),
+            expires_at_unix: i64::try_from(now_unix.saturating_add(token.expires_in.as_secs()))
+                .unwrap_or(i64::MAX),
             lifetime: token.expires_in,
             claims,
             serial,
@@ -181,15 +191,22 @@ impl TokenCell {
                 return Ok(Arc::clone(token));
             }
             if state.attempts > 0 {
-                return Err(state.failure.clone().map_or(Unusable::Starting, Unusable::Failed));
+                return Err(state
+                    .failure
+                    .clone()
+                    .map_or(Unusable::Starting, Unusable::Failed));
             }
         }
         let mut attempts = self.attempts.subscribe();
-        let _ = tokio::time::timeout(self.policy.first_token_wait, attempts.wait_for(|n| *n > 0)).await;
+        let _ =
+            tokio::time::timeout(self.policy.first_token_wait, attempts.wait_for(|n| *n > 0)).await;
         let state = self.state.load();
         match state.token.as_ref().filter(|t| t.is_valid(Instant::now())) {
             Some(token) => Ok(Arc::clone(token)),
-            None => Err(state.failure.clone().map_or(Unusable::Starting, Unusable::Failed)),
+            None => Err(state
+                .failure
+                .clone()
+                .map_or(Unusable::Starting, Unusable::Failed)),
         }
     }
 
@@ -199,19 +216,34 @@ impl TokenCell {
         let seen_attempts = {
             let state = self.state.load();
             let now = Instant::now();
-            if let Some(token) = state.token.as_ref().filter(|t| t.serial > serial && t.is_valid(now)) {
+            if let Some(token) = state
+                .token
+                .as_ref()
+                .filter(|t| t.serial > serial && t.is_valid(now))
+            {
                 return Some(Arc::clone(token));
             }
-            if state.last_attempt.is_some_and(|at| now.duration_since(at) < self.policy.forced_refresh_cooldown) {
+            if state
+                .last_attempt
+                .is_some_and(|at| now.duration_since(at) < self.policy.forced_refresh_cooldown)
+            {
                 return None;
             }
             state.attempts
         };
         let mut attempts = self.attempts.subscribe();
         self.kick.notify_one();
-        let _ = tokio::time::timeout(self.policy.forced_refresh_wait, attempts.wait_for(|n| *n > seen_attempts)).await;
+        let _ = tokio::time::timeout(
+            self.policy.forced_refresh_wait,
+            attempts.wait_for(|n| *n > seen_attempts),
+        )
+        .await;
         let state = self.state.load();
-        state.token.as_ref().filter(|t| t.serial > serial && t.is_valid(Instant::now())).cloned()
+        state
+            .token
+            .as_ref()
+            .filter(|t| t.serial > serial && t.is_valid(Instant::now()))
+            .cloned()
     }
 
     fn publish(&self, state: TokenState) {
@@ -228,10 +260,17 @@ pub fn spawn_refresher(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let span = tracing::info_span!("token_refresher", credential = credential.kind());
-    tokio::spawn(tracing::Instrument::instrument(refresh_loop(cell, credential, shutdown), span))
+    tokio::spawn(tracing::Instrument::instrument(
+        refresh_loop(cell, credential, shutdown),
+        span,
+    ))
 }
 
-async fn refresh_loop(cell: Arc<TokenCell>, credential: Arc<dyn Credential>, shutdown: CancellationToken) {
+async fn refresh_loop(
+    cell: Arc<TokenCell>,
+    credential: Arc<dyn Credential>,
+    shutdown: CancellationToken,
+) {
     let mut failures: u32 = 0;
     let mut serial: u64 = 0;
     loop {
@@ -247,7 +286,11 @@ async fn refresh_loop(cell: Arc<TokenCell>, credential: Arc<dyn Credential>, shu
                 failures = 0;
                 serial += 1;
                 let delay = refresh_delay(held.lifetime, &cell.policy);
-                info!(expires_in_secs = held.lifetime.as_secs(), refresh_in_secs = delay.as_secs(), "token acquired");
+                info!(
+                    expires_in_secs = held.lifetime.as_secs(),
+                    refresh_in_secs = delay.as_secs(),
+                    "token acquired"
+                );
                 cell.publish(TokenState {
                     token: Some(Arc::new(held)),
                     failure: None,
@@ -260,11 +303,18 @@ async fn refresh_loop(cell: Arc<TokenCell>, credential: Arc<dyn Credential>, shu
             Err(error) => {
                 failures = failures.saturating_add(1);
                 let delay = backoff_delay(failures, &cell.policy, &mut rand::rng());
-                let still_valid = previous.token.as_ref().is_some_and(|t| t.is_valid(finished));
+                let still_valid = previous
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| t.is_valid(finished));
                 warn!(error = %error, failures, retry_in_ms = delay.as_millis() as u64, serving_previous_token = still_valid, "token refresh failed");
                 cell.publish(TokenState {
                     token: previous.token.clone(),
-                    failure: Some(Arc::new(RefreshFailure { error, failures, next_attempt: finished + delay })),
+                    failure: Some(Arc::new(RefreshFailure {
+                        error,
+                        failures,
+                        next_attempt: finished + delay,
+                    })),
                     attempts: previous.attempts + 1,
                     last_attempt: Some(finished),
                     next_refresh: Some(finished + delay),
@@ -299,9 +349,18 @@ mod tests {
     #[test]
     fn refresh_at_half_lifetime() {
         let policy = TokenPolicy::default();
-        assert_eq!(refresh_delay(Duration::from_secs(3599), &policy), Duration::from_millis(1_799_500));
-        assert_eq!(refresh_delay(Duration::from_secs(10), &policy), Duration::from_secs(5));
-        assert_eq!(refresh_delay(Duration::ZERO, &policy), policy.min_refresh_delay);
+        assert_eq!(
+            refresh_delay(Duration::from_secs(3599), &policy),
+            Duration::from_millis(1_799_500)
+        );
+        assert_eq!(
+            refresh_delay(Duration::from_secs(10), &policy),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            refresh_delay(Duration::ZERO, &policy),
+            policy.min_refresh_delay
+        );
     }
 
     /// Backoff doubles, is capped, and stays within its jitter band.
@@ -311,7 +370,10 @@ mod tests {
         let mut rng = rand::rng();
         for failures in 1..40 {
             let delay = backoff_delay(failures, &policy, &mut rng);
-            let full = policy.backoff_base.saturating_mul(1 << (failures - 1).min(16)).min(policy.backoff_cap);
+            let full = policy
+                .backoff_base
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(policy.backoff_cap);
             assert!(delay <= full && delay >= full / 2, "{failures}: {delay:?}");
         }
     }
@@ -331,7 +393,10 @@ mod tests {
                 if call >= self.fail_from {
                     return Err(CredentialError::Unreachable("down".into()));
                 }
-                Ok(AccessToken { token: Secret::new(format!("token-{call}")), expires_in: self.lifetime })
+                Ok(AccessToken {
+                    token: Secret::new(format!("token-{call}")),
+                    expires_in: self.lifetime,
+                })
             })
         }
         fn kind(&self) -> &'static str {
@@ -340,7 +405,11 @@ mod tests {
     }
 
     fn fake(fail_from: u32, lifetime_secs: u64) -> Arc<FakeCredential> {
-        Arc::new(FakeCredential { calls: AtomicU32::new(0), fail_from, lifetime: Duration::from_secs(lifetime_secs) })
+        Arc::new(FakeCredential {
+            calls: AtomicU32::new(0),
+            fail_from,
+            lifetime: Duration::from_secs(lifetime_secs),
+        })
     }
 
     /// A 10-second token is renewed every 5 seconds; the token in use stays valid throughout.
@@ -358,7 +427,10 @@ mod tests {
         }
         assert!(cell.load().token.as_ref().expect("token").serial > first.serial + 4);
         let calls = credential.calls.load(Ordering::SeqCst);
-        assert!((6..=8).contains(&calls), "30 s of 10 s tokens needs about 7 calls, got {calls}");
+        assert!(
+            (6..=8).contains(&calls),
+            "30 s of 10 s tokens needs about 7 calls, got {calls}"
+        );
         shutdown.cancel();
     }
 
@@ -374,9 +446,15 @@ mod tests {
         assert!(cell.usable_token().await.is_ok(), "still valid at 45 s");
         assert!(cell.load().failure.is_some());
         let calls = credential.calls.load(Ordering::SeqCst);
-        assert!(calls <= 8, "backoff, not a hot loop: {calls} calls in 15 s of failures");
+        assert!(
+            calls <= 8,
+            "backoff, not a hot loop: {calls} calls in 15 s of failures"
+        );
         tokio::time::sleep(Duration::from_secs(20)).await;
-        assert!(matches!(cell.usable_token().await, Err(Unusable::Failed(_))));
+        assert!(matches!(
+            cell.usable_token().await,
+            Err(Unusable::Failed(_))
+        ));
         shutdown.cancel();
     }
 
@@ -389,7 +467,10 @@ mod tests {
         spawn_refresher(Arc::clone(&cell), credential.clone(), shutdown.clone());
         let first = cell.usable_token().await.expect("first token").serial;
         let immediate = cell.refreshed_after(first).await;
-        assert!(immediate.is_none(), "inside the cooldown no refresh is forced");
+        assert!(
+            immediate.is_none(),
+            "inside the cooldown no refresh is forced"
+        );
         tokio::time::sleep(Duration::from_secs(6)).await;
         let waiters: Vec<_> = (0..50)
             .map(|_| {

@@ -49,7 +49,10 @@ impl ApiStyle {
             Self::Models
         } else if path.ends_with("/openai/v1") || path.ends_with("/openai") {
             Self::OpenAiV1
-        } else if host.ends_with(".models.ai.azure.com") || host.ends_with(".inference.ai.azure.com") || !path.is_empty() {
+        } else if host.ends_with(".models.ai.azure.com")
+            || host.ends_with(".inference.ai.azure.com")
+            || !path.is_empty()
+        {
             Self::Passthrough
         } else {
             Self::OpenAiV1
@@ -97,7 +100,9 @@ pub fn is_valid_deployment_name(name: &str) -> bool {
         && name.len() <= 64
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Why a request cannot be routed upstream.
@@ -160,7 +165,12 @@ impl Target {
             }
         }
         let version = api_version.or(style.default_api_version());
-        Self { style, base, version_pair: version.map(|v| format!("api-version={v}")), aliases }
+        Self {
+            style,
+            base,
+            version_pair: version.map(|v| format!("api-version={v}")),
+            aliases,
+        }
     }
 
     /// The API style in use.
@@ -175,17 +185,25 @@ impl Target {
 
     /// The api-version sent upstream, if any.
     pub fn api_version(&self) -> Option<&str> {
-        self.version_pair.as_deref().and_then(|p| p.strip_prefix("api-version="))
+        self.version_pair
+            .as_deref()
+            .and_then(|p| p.strip_prefix("api-version="))
     }
 
     /// True when routing `rest` needs the deployment from the request body.
     pub fn needs_model(&self, rest: &str) -> bool {
-        self.style == ApiStyle::Deployments && DEPLOYMENT_OPERATIONS.contains(&rest.trim_end_matches('/'))
+        self.style == ApiStyle::Deployments
+            && DEPLOYMENT_OPERATIONS.contains(&rest.trim_end_matches('/'))
     }
 
     /// The upstream URL for inbound `/v1/{rest}?{query}`; `model` is the body's model
     /// (used only by the `deployments` style).
-    pub fn url(&self, rest: &str, query: Option<&str>, model: Option<&str>) -> Result<String, RouteError> {
+    pub fn url(
+        &self,
+        rest: &str,
+        query: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<String, RouteError> {
         check_rest(rest)?;
         let mut url = String::with_capacity(self.base.len() + rest.len() + 64);
         url.push_str(&self.base);
@@ -210,8 +228,12 @@ impl Target {
         }
         url.push_str(rest);
         let client_query = query.filter(|q| !q.is_empty());
-        let client_sets_version = client_query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("api-version=")));
-        let version = self.version_pair.as_deref().filter(|_| !client_sets_version);
+        let client_sets_version =
+            client_query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("api-version=")));
+        let version = self
+            .version_pair
+            .as_deref()
+            .filter(|_| !client_sets_version);
         match (client_query, version) {
             (Some(q), Some(v)) => {
                 url.push('?');
@@ -234,12 +256,20 @@ fn check_rest(rest: &str) -> Result<(), RouteError> {
     let lowered = rest.to_ascii_lowercase();
     let escapes = rest.is_empty()
         || rest.starts_with('/')
-        || rest.split('/').any(|segment| segment == ".." || segment == "." || segment.is_empty())
+        || rest
+            .split('/')
+            .any(|segment| segment == ".." || segment == "." || segment.is_empty())
         || lowered.contains("%2f")
         || lowered.contains("%5c")
         || lowered.contains("%2e")
-        || rest.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b'#' || b == b'?' || b == b'@');
-    if escapes { Err(RouteError::BadPath(rest.to_owned())) } else { Ok(()) }
+        || rest
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b'\\' || b == b'#' || b == b'?' || b == b'@');
+    if escapes {
+        Err(RouteError::BadPath(rest.to_owned()))
+    } else {
+        Ok(())
+    }
 }
 
 /// The shared outbound client: pooled keep-alive, HTTP/2 where the upstream offers it.
@@ -270,7 +300,9 @@ mod tests {
 
     fn target(endpoint: &str, style: ApiStyle, version: Option<&str>) -> Target {
         let url = Url::parse(endpoint).expect("url");
-        let aliases = [("fast".to_owned(), "gpt-4o-mini".to_owned())].into_iter().collect();
+        let aliases = [("fast".to_owned(), "gpt-4o-mini".to_owned())]
+            .into_iter()
+            .collect();
         Target::new(&url, style, version, aliases)
     }
 
@@ -278,44 +310,93 @@ mod tests {
     #[test]
     fn styles_map_paths() {
         let v1 = target("https://r.openai.azure.com/", ApiStyle::OpenAiV1, None);
-        assert_eq!(v1.url("chat/completions", None, None).as_deref(), Ok("https://r.openai.azure.com/openai/v1/chat/completions"));
+        assert_eq!(
+            v1.url("chat/completions", None, None).as_deref(),
+            Ok("https://r.openai.azure.com/openai/v1/chat/completions")
+        );
         let dep = target("https://r.openai.azure.com", ApiStyle::Deployments, None);
         assert_eq!(
             dep.url("chat/completions", None, Some("gpt-4o")).as_deref(),
-            Ok("https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21")
+            Ok(
+                "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+            )
         );
-        assert_eq!(dep.url("responses", None, None).as_deref(), Ok("https://r.openai.azure.com/openai/responses?api-version=2024-10-21"));
-        let models = target("https://r.services.ai.azure.com/models", ApiStyle::Models, None);
+        assert_eq!(
+            dep.url("responses", None, None).as_deref(),
+            Ok("https://r.openai.azure.com/openai/responses?api-version=2024-10-21")
+        );
+        let models = target(
+            "https://r.services.ai.azure.com/models",
+            ApiStyle::Models,
+            None,
+        );
         assert_eq!(
             models.url("chat/completions", None, None).as_deref(),
-            Ok("https://r.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview")
+            Ok(
+                "https://r.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview"
+            )
         );
-        let pass = target("https://m.eastus.models.ai.azure.com/inference", ApiStyle::Passthrough, None);
-        assert_eq!(pass.url("chat/completions", None, None).as_deref(), Ok("https://m.eastus.models.ai.azure.com/inference/v1/chat/completions"));
+        let pass = target(
+            "https://m.eastus.models.ai.azure.com/inference",
+            ApiStyle::Passthrough,
+            None,
+        );
+        assert_eq!(
+            pass.url("chat/completions", None, None).as_deref(),
+            Ok("https://m.eastus.models.ai.azure.com/inference/v1/chat/completions")
+        );
     }
 
     /// Aliases, query strings and version overrides combine correctly.
     #[test]
     fn aliases_queries_versions() {
-        let dep = target("https://r.openai.azure.com", ApiStyle::Deployments, Some("2025-04-01-preview"));
+        let dep = target(
+            "https://r.openai.azure.com",
+            ApiStyle::Deployments,
+            Some("2025-04-01-preview"),
+        );
         assert_eq!(
             dep.url("embeddings", Some("a=1"), Some("fast")).as_deref(),
-            Ok("https://r.openai.azure.com/openai/deployments/gpt-4o-mini/embeddings?a=1&api-version=2025-04-01-preview")
+            Ok(
+                "https://r.openai.azure.com/openai/deployments/gpt-4o-mini/embeddings?a=1&api-version=2025-04-01-preview"
+            )
         );
         assert_eq!(
-            dep.url("embeddings", Some("api-version=x"), Some("m")).as_deref(),
+            dep.url("embeddings", Some("api-version=x"), Some("m"))
+                .as_deref(),
             Ok("https://r.openai.azure.com/openai/deployments/m/embeddings?api-version=x")
         );
-        assert_eq!(dep.url("chat/completions", None, None), Err(RouteError::MissingModel));
-        assert_eq!(dep.url("chat/completions", None, Some("../x")), Err(RouteError::BadModel("../x".into())));
+        assert_eq!(
+            dep.url("chat/completions", None, None),
+            Err(RouteError::MissingModel)
+        );
+        assert_eq!(
+            dep.url("chat/completions", None, Some("../x")),
+            Err(RouteError::BadModel("../x".into()))
+        );
     }
 
     /// Traversal and smuggling attempts are refused.
     #[test]
     fn hostile_paths_refused() {
         let v1 = target("https://r.openai.azure.com", ApiStyle::OpenAiV1, None);
-        for rest in ["../admin", "a/../b", "a%2f..", "a%2F", "x%2e%2e/y", "a//b", "a\r\nb", "", "/x", "a@b", "a\\b"] {
-            assert!(matches!(v1.url(rest, None, None), Err(RouteError::BadPath(_))), "{rest:?}");
+        for rest in [
+            "../admin",
+            "a/../b",
+            "a%2f..",
+            "a%2F",
+            "x%2e%2e/y",
+            "a//b",
+            "a\r\nb",
+            "",
+            "/x",
+            "a@b",
+            "a\\b",
+        ] {
+            assert!(
+                matches!(v1.url(rest, None, None), Err(RouteError::BadPath(_))),
+                "{rest:?}"
+            );
         }
     }
 
@@ -324,11 +405,26 @@ mod tests {
     fn style_guessing() {
         let guess = |u: &str| ApiStyle::guess(&Url::parse(u).expect("url"));
         assert_eq!(guess("https://r.openai.azure.com"), ApiStyle::OpenAiV1);
-        assert_eq!(guess("https://r.services.ai.azure.com/"), ApiStyle::OpenAiV1);
-        assert_eq!(guess("https://r.openai.azure.com/openai/v1/"), ApiStyle::OpenAiV1);
-        assert_eq!(guess("https://r.services.ai.azure.com/models"), ApiStyle::Models);
-        assert_eq!(guess("https://m.eastus.models.ai.azure.com"), ApiStyle::Passthrough);
-        assert_eq!(guess("https://m.eastus.models.ai.azure.com/inference"), ApiStyle::Passthrough);
+        assert_eq!(
+            guess("https://r.services.ai.azure.com/"),
+            ApiStyle::OpenAiV1
+        );
+        assert_eq!(
+            guess("https://r.openai.azure.com/openai/v1/"),
+            ApiStyle::OpenAiV1
+        );
+        assert_eq!(
+            guess("https://r.services.ai.azure.com/models"),
+            ApiStyle::Models
+        );
+        assert_eq!(
+            guess("https://m.eastus.models.ai.azure.com"),
+            ApiStyle::Passthrough
+        );
+        assert_eq!(
+            guess("https://m.eastus.models.ai.azure.com/inference"),
+            ApiStyle::Passthrough
+        );
     }
 
     /// Deployment names follow Azure's rules.

@@ -10,7 +10,11 @@ use serde_json::json;
 
 fn setup(api: &str, max_body: u64) -> Setup {
     Setup {
-        settings: Settings { api: Some(api.into()), max_body: Some(SizeSetting::Bytes(max_body)), ..Settings::default() },
+        settings: Settings {
+            api: Some(api.into()),
+            max_body: Some(SizeSetting::Bytes(max_body)),
+            ..Settings::default()
+        },
         ..Setup::default()
     }
 }
@@ -28,9 +32,13 @@ async fn oversized_bodies_get_413() {
     assert_eq!(error["type"], "invalid_request_error");
 
     let bytes = serde_json::to_vec(&big).expect("json");
-    let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> =
-        bytes.chunks(512).map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c)))).collect();
-    let chunked = reqwest::Body::wrap(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
+    let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> = bytes
+        .chunks(512)
+        .map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c))))
+        .collect();
+    let chunked = reqwest::Body::wrap(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )));
     let response = harness
         .client
         .post(harness.url("/v1/chat/completions"))
@@ -77,10 +85,20 @@ async fn unreadable_requests_get_400() {
 #[tokio::test]
 async fn unknown_and_hostile_paths() {
     let harness = Harness::start().await;
-    let response = harness.client.get(harness.url("/chat/completions")).send().await.expect("answer");
+    let response = harness
+        .client
+        .get(harness.url("/chat/completions"))
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(response.status(), 404);
     assert_eq!(error_of(response).await["code"], "unknown_path");
-    let response = harness.client.get(harness.url("/v1/files%2F..%2Fadmin")).send().await.expect("answer");
+    let response = harness
+        .client
+        .get(harness.url("/v1/files%2F..%2Fadmin"))
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(response.status(), 400);
     assert_eq!(error_of(response).await["code"], "invalid_path");
     harness.stop().await;

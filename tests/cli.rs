@@ -35,12 +35,20 @@ fn serve(emulator_url: &str, extra: &[(&str, &str)]) -> Command {
 fn listening_url(child: &mut Child) -> String {
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read stdout");
-    line.trim().strip_prefix("foundry-proxy listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned()
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read stdout");
+    line.trim()
+        .strip_prefix("foundry-proxy listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -67,21 +75,44 @@ fn config_errors_exit_2_with_one_line() {
     let typo = dir.join("typo.toml");
     std::fs::write(&typo, "endpiont = \"https://x.openai.azure.com\"\n").expect("write");
     let typo_arg = typo.to_string_lossy().into_owned();
-    let cases: Vec<(Vec<&str>, &[(&str, &str)], &str)> = vec![
-        (vec![], &[("AZURE_CLIENT_SECRET", "")], "AZURE_CLIENT_SECRET"),
+    type Case<'a> = (Vec<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            vec![],
+            &[("AZURE_CLIENT_SECRET", "")],
+            "AZURE_CLIENT_SECRET",
+        ),
         (vec![], &[("FOUNDRY_API", "graphql")], "FOUNDRY_API"),
-        (vec![], &[("FOUNDRY_ENDPOINT", "http://contoso.openai.azure.com")], "FOUNDRY_ENDPOINT"),
-        (vec![], &[("FOUNDRY_PROXY_LISTEN", "localhost")], "FOUNDRY_PROXY_LISTEN"),
-        (vec![], &[("FOUNDRY_PROXY_MAX_BODY", "huge")], "FOUNDRY_PROXY_MAX_BODY"),
+        (
+            vec![],
+            &[("FOUNDRY_ENDPOINT", "http://contoso.openai.azure.com")],
+            "FOUNDRY_ENDPOINT",
+        ),
+        (
+            vec![],
+            &[("FOUNDRY_PROXY_LISTEN", "localhost")],
+            "FOUNDRY_PROXY_LISTEN",
+        ),
+        (
+            vec![],
+            &[("FOUNDRY_PROXY_MAX_BODY", "huge")],
+            "FOUNDRY_PROXY_MAX_BODY",
+        ),
         (vec!["--config", &typo_arg], &[], "endpiont"),
     ];
     for (args, env, needle) in cases {
-        let output = serve("http://127.0.0.1:9", env).args(&args).output().expect("runs");
+        let output = serve("http://127.0.0.1:9", env)
+            .args(&args)
+            .output()
+            .expect("runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{needle}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "one line: {stderr}");
-        assert!(lines[0].contains(needle) && lines[0].contains(" — "), "{stderr}");
+        assert!(
+            lines[0].contains(needle) && lines[0].contains(" — "),
+            "{stderr}"
+        );
     }
 }
 
@@ -89,14 +120,21 @@ fn config_errors_exit_2_with_one_line() {
 /// never contain the client secret or any access token; they do contain one line per request.
 #[tokio::test]
 async fn logs_never_contain_secrets() {
-    let emulator = emulator::spawn(EmulatorConfig::default()).await.expect("emulator");
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let url = emulator.url();
-    let mut child = serve(&url, &[("RUST_LOG", "trace")]).spawn().expect("spawn");
+    let mut child = serve(&url, &[("RUST_LOG", "trace")])
+        .spawn()
+        .expect("spawn");
     let proxy = listening_url(&mut child);
     let client = http_client();
     let chat = serde_json::json!({"model": world::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]});
     for fault in ["", "permission-denied"] {
-        let mut request = client.post(format!("{proxy}/v1/chat/completions")).header("authorization", "Bearer sk-caller-key").json(&chat);
+        let mut request = client
+            .post(format!("{proxy}/v1/chat/completions"))
+            .header("authorization", "Bearer sk-caller-key")
+            .json(&chat);
         if !fault.is_empty() {
             request = request.header("x-emulator-fault", fault);
         }
@@ -107,10 +145,21 @@ async fn logs_never_contain_secrets() {
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success());
     let mut logs = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut logs).expect("read logs");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("read logs");
     assert!(logs.contains("token acquired"), "{logs}");
-    assert!(logs.contains("\"request\"") || logs.contains(" request "), "one line per request: {logs}");
-    assert!(!logs.contains(world::CLIENT_SECRET), "client secret in logs");
+    assert!(
+        logs.contains("\"request\"") || logs.contains(" request "),
+        "one line per request: {logs}"
+    );
+    assert!(
+        !logs.contains(world::CLIENT_SECRET),
+        "client secret in logs"
+    );
     assert!(!logs.contains("eyJ"), "a JWT in logs");
     assert!(!logs.contains("sk-caller-key"), "caller key in logs");
     emulator.shutdown().await;
@@ -120,9 +169,13 @@ async fn logs_never_contain_secrets() {
 /// and the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_in_flight_streams() {
-    let emulator = emulator::spawn(EmulatorConfig::default()).await.expect("emulator");
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let url = emulator.url();
-    let mut child = serve(&url, &[("FOUNDRY_PROXY_SHUTDOWN_GRACE", "20")]).spawn().expect("spawn");
+    let mut child = serve(&url, &[("FOUNDRY_PROXY_SHUTDOWN_GRACE", "20")])
+        .spawn()
+        .expect("spawn");
     let proxy = listening_url(&mut child);
     let client = http_client();
     let mut response = client
@@ -133,14 +186,22 @@ async fn sigterm_drains_in_flight_streams() {
         .send()
         .await
         .expect("stream");
-    let mut text = String::from_utf8_lossy(&response.chunk().await.expect("read").expect("first chunk")).into_owned();
+    let mut text =
+        String::from_utf8_lossy(&response.chunk().await.expect("read").expect("first chunk"))
+            .into_owned();
     sigterm(&child);
-    let refused = eventually(Duration::from_secs(3), || std::net::TcpStream::connect(proxy.trim_start_matches("http://")).is_err()).await;
+    let refused = eventually(Duration::from_secs(3), || {
+        std::net::TcpStream::connect(proxy.trim_start_matches("http://")).is_err()
+    })
+    .await;
     assert!(refused, "new connections refused during drain");
     while let Some(chunk) = response.chunk().await.expect("stream continues") {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(text.trim_end().ends_with("data: [DONE]"), "stream completed: {text}");
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "stream completed: {text}"
+    );
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
     emulator.shutdown().await;

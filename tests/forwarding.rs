@@ -10,7 +10,11 @@ use serde_json::{Value, json};
 
 fn style(api: &str, endpoint: Option<&str>) -> Setup {
     Setup {
-        settings: Settings { api: Some(api.into()), endpoint: endpoint.map(str::to_owned), ..Settings::default() },
+        settings: Settings {
+            api: Some(api.into()),
+            endpoint: endpoint.map(str::to_owned),
+            ..Settings::default()
+        },
         ..Setup::default()
     }
 }
@@ -21,17 +25,42 @@ fn style(api: &str, endpoint: Option<&str>) -> Setup {
 async fn every_api_style_routes_chat() {
     let cases = [
         ("openai-v1", None, "/openai/v1/chat/completions", None),
-        ("deployments", None, "/openai/deployments/gpt-4o-mini/chat/completions", Some("api-version=2024-10-21")),
-        ("models", Some("/models"), "/models/chat/completions", Some("api-version=2024-05-01-preview")),
-        ("passthrough", Some("/inference"), "/inference/v1/chat/completions", None),
+        (
+            "deployments",
+            None,
+            "/openai/deployments/gpt-4o-mini/chat/completions",
+            Some("api-version=2024-10-21"),
+        ),
+        (
+            "models",
+            Some("/models"),
+            "/models/chat/completions",
+            Some("api-version=2024-05-01-preview"),
+        ),
+        (
+            "passthrough",
+            Some("/inference"),
+            "/inference/v1/chat/completions",
+            None,
+        ),
     ];
     for (api, endpoint, path, query) in cases {
         let harness = Harness::start_with(style(api, endpoint)).await;
-        let response = harness.post_json("/v1/chat/completions", Harness::chat(world::CHAT_DEPLOYMENT, "hello there")).await;
+        let response = harness
+            .post_json(
+                "/v1/chat/completions",
+                Harness::chat(world::CHAT_DEPLOYMENT, "hello there"),
+            )
+            .await;
         assert_eq!(response.status(), 200, "{api}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["object"], "chat.completion", "{api}");
-        assert!(body["choices"][0]["message"]["content"].as_str().is_some_and(|c| c.contains("hello there")), "{api}: {body}");
+        assert!(
+            body["choices"][0]["message"]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("hello there")),
+            "{api}: {body}"
+        );
         let records = harness.emulator.emulator.inference_requests();
         let last = records.last().expect("recorded");
         assert_eq!(last.path, path, "{api}");
@@ -59,7 +88,12 @@ async fn caller_credentials_are_replaced() {
         .expect("answer");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-ms-client-request-id"], "trace-me");
-    let record = harness.emulator.emulator.inference_requests().pop().expect("recorded");
+    let record = harness
+        .emulator
+        .emulator
+        .inference_requests()
+        .pop()
+        .expect("recorded");
     assert!(record.authorization_present);
     assert_eq!(record.token_appid.as_deref(), Some(world::CLIENT_ID));
     assert_eq!(record.token_oid.as_deref(), Some(world::OBJECT_ID));
@@ -68,7 +102,12 @@ async fn caller_credentials_are_replaced() {
     assert!(!names.contains(&"x-drop-me"), "{names:?}");
     assert!(names.contains(&"x-ms-client-request-id"), "{names:?}");
     let values: Vec<&str> = record.headers.iter().map(|(_, v)| v.as_str()).collect();
-    assert!(!values.iter().any(|v| v.contains("sk-caller-secret") || v.contains("caller-api-key")), "{values:?}");
+    assert!(
+        !values
+            .iter()
+            .any(|v| v.contains("sk-caller-secret") || v.contains("caller-api-key")),
+        "{values:?}"
+    );
     harness.stop().await;
 }
 
@@ -82,22 +121,45 @@ async fn other_routes_forward() {
         .await;
     assert_eq!(embeddings.status(), 200);
     let body: Value = embeddings.json().await.expect("json");
-    assert_eq!(body["data"][0]["embedding"].as_array().map(Vec::len), Some(1536));
+    assert_eq!(
+        body["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(1536)
+    );
 
-    let completions = harness.post_json("/v1/completions", json!({"model": world::CHAT_DEPLOYMENT, "prompt": "Say hi"})).await;
+    let completions = harness
+        .post_json(
+            "/v1/completions",
+            json!({"model": world::CHAT_DEPLOYMENT, "prompt": "Say hi"}),
+        )
+        .await;
     assert_eq!(completions.status(), 200);
 
-    let responses = harness.post_json("/v1/responses", json!({"model": world::CHAT_DEPLOYMENT, "input": "Tell me"})).await;
+    let responses = harness
+        .post_json(
+            "/v1/responses",
+            json!({"model": world::CHAT_DEPLOYMENT, "input": "Tell me"}),
+        )
+        .await;
     assert_eq!(responses.status(), 200);
     let body: Value = responses.json().await.expect("json");
     assert_eq!(body["object"], "response");
 
-    let models = harness.client.get(harness.url("/v1/models")).send().await.expect("models");
+    let models = harness
+        .client
+        .get(harness.url("/v1/models"))
+        .send()
+        .await
+        .expect("models");
     assert_eq!(models.status(), 200);
     let body: Value = models.json().await.expect("json");
     assert_eq!(body["object"], "list");
 
-    let images = harness.post_json("/v1/images/generations", json!({"model": world::IMAGE_DEPLOYMENT, "prompt": "a cat"})).await;
+    let images = harness
+        .post_json(
+            "/v1/images/generations",
+            json!({"model": world::IMAGE_DEPLOYMENT, "prompt": "a cat"}),
+        )
+        .await;
     assert_eq!(images.status(), 200);
     harness.stop().await;
 }
@@ -116,14 +178,25 @@ async fn multipart_audio_in_deployments_style() {
     let response = harness
         .client
         .post(harness.url("/v1/audio/transcriptions"))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(body)
         .send()
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
-    let record = harness.emulator.emulator.inference_requests().pop().expect("recorded");
-    assert_eq!(record.path, "/openai/deployments/whisper/audio/transcriptions");
+    let record = harness
+        .emulator
+        .emulator
+        .inference_requests()
+        .pop()
+        .expect("recorded");
+    assert_eq!(
+        record.path,
+        "/openai/deployments/whisper/audio/transcriptions"
+    );
     assert_eq!(record.body_len, length);
     harness.stop().await;
 }
@@ -134,8 +207,18 @@ async fn multipart_audio_in_deployments_style() {
 #[tokio::test]
 async fn azure_answers_pass_through() {
     let harness = Harness::start().await;
-    let ok = harness.post_json("/v1/chat/completions", Harness::chat(world::CHAT_DEPLOYMENT, "hi")).await;
-    for name in ["apim-request-id", "x-ms-region", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"] {
+    let ok = harness
+        .post_json(
+            "/v1/chat/completions",
+            Harness::chat(world::CHAT_DEPLOYMENT, "hi"),
+        )
+        .await;
+    for name in [
+        "apim-request-id",
+        "x-ms-region",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+    ] {
         assert!(ok.headers().contains_key(name), "{name} missing");
     }
     for (fault, status, code) in [
@@ -153,7 +236,10 @@ async fn azure_answers_pass_through() {
             .await
             .expect("answer");
         assert_eq!(response.status(), status, "{fault}");
-        assert!(response.headers().contains_key("apim-request-id"), "{fault}");
+        assert!(
+            response.headers().contains_key("apim-request-id"),
+            "{fault}"
+        );
         if fault == "rate-limit" {
             assert_eq!(response.headers()["retry-after"], "45");
         }

@@ -23,12 +23,31 @@ fn stream_request(harness: &Harness, chunks: u32, delay_ms: u32) -> reqwest::Req
 #[tokio::test]
 async fn sse_is_incremental() {
     let harness = Harness::start().await;
-    let mut response = stream_request(&harness, 6, 150).send().await.expect("stream starts");
+    let mut response = stream_request(&harness, 6, 150)
+        .send()
+        .await
+        .expect("stream starts");
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
-    let first = response.chunk().await.expect("read").expect("a first chunk");
-    assert!(String::from_utf8_lossy(&first).starts_with("data: "), "{first:?}");
-    assert_eq!(harness.emulator.emulator.streams_completed(), 0, "the first event arrived before the upstream finished");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let first = response
+        .chunk()
+        .await
+        .expect("read")
+        .expect("a first chunk");
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("data: "),
+        "{first:?}"
+    );
+    assert_eq!(
+        harness.emulator.emulator.streams_completed(),
+        0,
+        "the first event arrived before the upstream finished"
+    );
     let mut text = String::from_utf8_lossy(&first).into_owned();
     let mut reads = 1;
     while let Some(chunk) = response.chunk().await.expect("read") {
@@ -37,7 +56,14 @@ async fn sse_is_incremental() {
     }
     assert!(reads > 3, "events arrived separately ({reads} reads)");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(eventually(Duration::from_secs(2), || harness.emulator.emulator.streams_completed() == 1).await);
+    assert!(
+        eventually(Duration::from_secs(2), || harness
+            .emulator
+            .emulator
+            .streams_completed()
+            == 1)
+        .await
+    );
     harness.stop().await;
 }
 
@@ -46,13 +72,24 @@ async fn sse_is_incremental() {
 #[tokio::test]
 async fn client_disconnect_cancels_upstream() {
     let harness = Harness::start().await;
-    let mut response = stream_request(&harness, 50, 200).send().await.expect("stream starts");
+    let mut response = stream_request(&harness, 50, 200)
+        .send()
+        .await
+        .expect("stream starts");
     response.chunk().await.expect("read").expect("first chunk");
     drop(response);
     let emulator = &harness.emulator.emulator;
-    assert!(eventually(Duration::from_secs(5), || emulator.streams_cancelled() == 1).await, "upstream stream cancelled");
+    assert!(
+        eventually(Duration::from_secs(5), || emulator.streams_cancelled() == 1).await,
+        "upstream stream cancelled"
+    );
     assert_eq!(emulator.streams_completed(), 0);
-    let after = harness.post_json("/v1/chat/completions", Harness::chat(world::CHAT_DEPLOYMENT, "still there?")).await;
+    let after = harness
+        .post_json(
+            "/v1/chat/completions",
+            Harness::chat(world::CHAT_DEPLOYMENT, "still there?"),
+        )
+        .await;
     assert_eq!(after.status(), 200);
     harness.stop().await;
 }

@@ -17,9 +17,16 @@ async fn token_request_is_client_credentials() {
     let requests = harness.emulator.emulator.token_requests();
     let first = requests.first().expect("a token request");
     assert_eq!(first.tenant, world::TENANT_ID);
-    assert_eq!(first.content_type.as_deref(), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        first.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
     assert!(!first.basic_auth);
-    let fields: Vec<(&str, &str)> = first.form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let fields: Vec<(&str, &str)> = first
+        .form
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert_eq!(
         fields,
         [
@@ -37,12 +44,25 @@ async fn token_request_is_client_credentials() {
 /// lifetime: a steady stream of requests over several lifetimes never fails.
 #[tokio::test]
 async fn short_lived_tokens_renewed_without_failures() {
-    let emulator = EmulatorConfig { token_lifetime_secs: 3, expires_in_as_string: true, ..EmulatorConfig::default() };
-    let harness = Harness::start_with(Setup { emulator, ..Setup::default() }).await;
+    let emulator = EmulatorConfig {
+        token_lifetime_secs: 3,
+        expires_in_as_string: true,
+        ..EmulatorConfig::default()
+    };
+    let harness = Harness::start_with(Setup {
+        emulator,
+        ..Setup::default()
+    })
+    .await;
     harness.wait_ready().await;
     let mut failures = Vec::new();
     for i in 0..70 {
-        let response = harness.post_json("/v1/chat/completions", Harness::chat(world::CHAT_DEPLOYMENT, "tick")).await;
+        let response = harness
+            .post_json(
+                "/v1/chat/completions",
+                Harness::chat(world::CHAT_DEPLOYMENT, "tick"),
+            )
+            .await;
         if response.status() != 200 {
             failures.push((i, response.status()));
         }
@@ -50,7 +70,10 @@ async fn short_lived_tokens_renewed_without_failures() {
     }
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     let issued = harness.emulator.emulator.tokens_issued();
-    assert!((4..=8).contains(&issued), "about one token per 1.5 s over ~7 s, got {issued}");
+    assert!(
+        (4..=8).contains(&issued),
+        "about one token per 1.5 s over ~7 s, got {issued}"
+    );
     harness.stop().await;
 }
 
@@ -59,12 +82,23 @@ async fn short_lived_tokens_renewed_without_failures() {
 async fn readyz_reports_token_state() {
     let harness = Harness::start().await;
     harness.wait_ready().await;
-    let body: serde_json::Value = harness.client.get(harness.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+    let body: serde_json::Value = harness
+        .client
+        .get(harness.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(body["status"], "ready");
     assert_eq!(body["credential"], "client-secret");
     let expires = body["token_expires_in_secs"].as_u64().expect("expiry");
     let refresh = body["next_refresh_in_secs"].as_u64().expect("refresh");
-    assert!(expires > 3500 && refresh < expires && refresh > 1700, "{body}");
+    assert!(
+        expires > 3500 && refresh < expires && refresh > 1700,
+        "{body}"
+    );
     assert_eq!(body["identity"]["object_id"], world::OBJECT_ID);
     harness.stop().await;
 }
@@ -81,9 +115,22 @@ async fn rejected_token_is_refreshed_once_and_retried() {
     let emulator = std::sync::Arc::clone(&harness.emulator.emulator);
     let before = emulator.tokens_issued();
     emulator.revoke_issued_tokens();
-    let requests = (0..20).map(|_| harness.post_json("/v1/chat/completions", Harness::chat(world::CHAT_DEPLOYMENT, "again")));
-    let statuses: Vec<u16> = futures_util::future::join_all(requests).await.iter().map(|r| r.status().as_u16()).collect();
+    let requests = (0..20).map(|_| {
+        harness.post_json(
+            "/v1/chat/completions",
+            Harness::chat(world::CHAT_DEPLOYMENT, "again"),
+        )
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(emulator.tokens_issued(), before + 1, "one forced refresh for twenty rejections");
+    assert_eq!(
+        emulator.tokens_issued(),
+        before + 1,
+        "one forced refresh for twenty rejections"
+    );
     harness.stop().await;
 }

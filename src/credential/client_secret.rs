@@ -15,8 +15,18 @@ pub struct ClientSecretCredential {
 
 impl ClientSecretCredential {
     /// A credential for `client_id`/`client_secret` asking for `scope`.
-    pub fn new(entra: EntraClient, client_id: String, client_secret: Secret, scope: String) -> Self {
-        Self { entra, client_id, client_secret, scope }
+    pub fn new(
+        entra: EntraClient,
+        client_id: String,
+        client_secret: Secret,
+        scope: String,
+    ) -> Self {
+        Self {
+            entra,
+            client_id,
+            client_secret,
+            scope,
+        }
     }
 }
 

@@ -68,7 +68,11 @@ pub struct EntraClient {
 
 impl EntraClient {
     /// A client for `{authority}/{tenant}/oauth2/v2.0/token`.
-    pub fn new(authority: &Url, tenant: &str, tls: Arc<rustls::ClientConfig>) -> Result<Self, CredentialError> {
+    pub fn new(
+        authority: &Url,
+        tenant: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, CredentialError> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .timeout(TOKEN_REQUEST_TIMEOUT)
@@ -77,8 +81,15 @@ impl EntraClient {
             .user_agent(concat!("foundry-proxy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CredentialError::Unavailable(format!("cannot build http client: {e}")))?;
-        let token_url = format!("{}/{}/oauth2/v2.0/token", authority.as_str().trim_end_matches('/'), tenant);
-        Ok(Self { http, token_url: token_url.into() })
+        let token_url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            authority.as_str().trim_end_matches('/'),
+            tenant
+        );
+        Ok(Self {
+            http,
+            token_url: token_url.into(),
+        })
     }
 
     /// The token endpoint URL.
@@ -87,8 +98,17 @@ impl EntraClient {
     }
 
     /// Posts the form and reads the token or the error.
-    pub async fn request_token(&self, form: &[(&str, &str)]) -> Result<AccessToken, CredentialError> {
-        let response = self.http.post(&*self.token_url).form(form).send().await.map_err(describe_send_error)?;
+    pub async fn request_token(
+        &self,
+        form: &[(&str, &str)],
+    ) -> Result<AccessToken, CredentialError> {
+        let response = self
+            .http
+            .post(&*self.token_url)
+            .form(form)
+            .send()
+            .await
+            .map_err(describe_send_error)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(describe_send_error)?;
         parse_token_response(status, &body)
@@ -152,25 +172,49 @@ struct ErrorBody {
 /// Interprets a token-endpoint answer. Public for tests and fuzzing.
 pub fn parse_token_response(status: u16, body: &[u8]) -> Result<AccessToken, CredentialError> {
     if (200..300).contains(&status) {
-        let parsed: TokenBody = serde_json::from_slice(body)
-            .map_err(|e| CredentialError::Unavailable(format!("token response {status} is not a token ({e})")))?;
-        if parsed.token_type.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
-            return Err(CredentialError::Unavailable("token response has a token_type other than Bearer".into()));
+        let parsed: TokenBody = serde_json::from_slice(body).map_err(|e| {
+            CredentialError::Unavailable(format!("token response {status} is not a token ({e})"))
+        })?;
+        if parsed
+            .token_type
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(CredentialError::Unavailable(
+                "token response has a token_type other than Bearer".into(),
+            ));
         }
         if parsed.access_token.is_empty() {
-            return Err(CredentialError::Unavailable("token response has an empty access_token".into()));
+            return Err(CredentialError::Unavailable(
+                "token response has an empty access_token".into(),
+            ));
         }
         let seconds = parsed
             .expires_in
             .as_ref()
             .and_then(NumberOrString::seconds)
-            .ok_or_else(|| CredentialError::Unavailable("token response has no usable expires_in".into()))?;
-        return Ok(AccessToken { token: Secret::new(parsed.access_token), expires_in: Duration::from_secs(seconds) });
+            .ok_or_else(|| {
+                CredentialError::Unavailable("token response has no usable expires_in".into())
+            })?;
+        return Ok(AccessToken {
+            token: Secret::new(parsed.access_token),
+            expires_in: Duration::from_secs(seconds),
+        });
     }
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(err) => {
-            let description = err.error_description.lines().next().unwrap_or_default().trim().to_owned();
-            let code = err.error_codes.first().copied().or_else(|| aadsts_code(&description));
+            let description = err
+                .error_description
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let code = err
+                .error_codes
+                .first()
+                .copied()
+                .or_else(|| aadsts_code(&description));
             Err(CredentialError::Rejected(EntraError {
                 status,
                 error: err.error,
@@ -182,7 +226,10 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<AccessToken, Cre
         }
         Err(_) => {
             let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
-            Err(CredentialError::Unavailable(format!("token endpoint answered {status}: {}", snippet.trim())))
+            Err(CredentialError::Unavailable(format!(
+                "token endpoint answered {status}: {}",
+                snippet.trim()
+            )))
         }
     }
 }
@@ -203,7 +250,11 @@ mod tests {
     fn expires_in_number_or_string() {
         let number = parse_token_response(200, br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"x.y.z"}"#).expect("token");
         assert_eq!(number.expires_in, Duration::from_secs(3599));
-        let text = parse_token_response(200, br#"{"token_type":"Bearer","expires_in":"10","access_token":"x.y.z"}"#).expect("token");
+        let text = parse_token_response(
+            200,
+            br#"{"token_type":"Bearer","expires_in":"10","access_token":"x.y.z"}"#,
+        )
+        .expect("token");
         assert_eq!(text.expires_in, Duration::from_secs(10));
         assert!(parse_token_response(200, br#"{"access_token":"x"}"#).is_err());
         assert!(parse_token_response(200, b"<html>").is_err());
@@ -216,11 +267,17 @@ mod tests {
         match parse_token_response(401, body) {
             Err(CredentialError::Rejected(e)) => {
                 assert_eq!(e.code, Some(7000215));
-                assert_eq!(e.description, "AADSTS7000215: Invalid client secret provided.");
+                assert_eq!(
+                    e.description,
+                    "AADSTS7000215: Invalid client secret provided."
+                );
                 assert_eq!(e.trace_id.as_deref(), Some("t"));
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(parse_token_response(503, b"busy"), Err(CredentialError::Unavailable(_))));
+        assert!(matches!(
+            parse_token_response(503, b"busy"),
+            Err(CredentialError::Unavailable(_))
+        ));
     }
 }

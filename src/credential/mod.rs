@@ -25,7 +25,8 @@ pub struct AccessToken {
 }
 
 /// A boxed future, so credentials can be used as trait objects.
-pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, CredentialError>> + Send + 'a>>;
+pub type TokenFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<AccessToken, CredentialError>> + Send + 'a>>;
 
 /// A source of access tokens for one scope.
 pub trait Credential: Send + Sync + std::fmt::Debug {

@@ -17,7 +17,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// The caller's credentials, never forwarded: the proxy's token replaces them.
-const CALLER_CREDENTIALS: [HeaderName; 2] = [header::AUTHORIZATION, HeaderName::from_static("api-key")];
+const CALLER_CREDENTIALS: [HeaderName; 2] =
+    [header::AUTHORIZATION, HeaderName::from_static("api-key")];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -75,11 +76,17 @@ mod tests {
             ("x-ms-client-request-id", "abc"),
             ("openai-beta", "assistants=v2"),
         ] {
-            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         prepare_request_headers(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
-        assert_eq!(left, ["content-type", "openai-beta", "x-ms-client-request-id"]);
+        assert_eq!(
+            left,
+            ["content-type", "openai-beta", "x-ms-client-request-id"]
+        );
     }
 }

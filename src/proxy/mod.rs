@@ -28,7 +28,12 @@ const REPLAY_LIMIT: usize = 16 * 1024 * 1024;
 /// Largest refusal body read for diagnosis (Azure's are a few hundred bytes).
 const REFUSAL_BODY_LIMIT: usize = 256 * 1024;
 /// Upstream response headers copied onto the proxy's own error answers, for support cases.
-const CORRELATION_HEADERS: [&str; 4] = ["apim-request-id", "x-ms-region", "x-request-id", "x-ms-client-request-id"];
+const CORRELATION_HEADERS: [&str; 4] = [
+    "apim-request-id",
+    "x-ms-region",
+    "x-request-id",
+    "x-ms-client-request-id",
+];
 
 /// What the handler shares across requests.
 #[derive(Debug)]
@@ -60,7 +65,11 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (response, upstream_ms) = match forward_request(&state, request).await {
         Ok((response, upstream)) => (response, upstream.map(|d| d.as_millis() as u64)),
         Err(error) => (error.into_response(), None),
@@ -77,10 +86,17 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
     response
 }
 
-async fn forward_request(state: &ProxyState, request: Request) -> Result<(Response, Option<Duration>), ApiError> {
+async fn forward_request(
+    state: &ProxyState,
+    request: Request,
+) -> Result<(Response, Option<Duration>), ApiError> {
     let (parts, body) = request.into_parts();
     let rest = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
-    let content_length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let content_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if content_length.is_some_and(|n| n > state.max_body as u64) {
         return Err(too_large(state.max_body));
     }
@@ -92,16 +108,25 @@ async fn forward_request(state: &ProxyState, request: Request) -> Result<(Respon
         OutboundBody::Streaming(body)
     };
     let model = match &body {
-        OutboundBody::Buffered(bytes) if needs_model => model::extract_model(&parts.headers, bytes).await?,
+        OutboundBody::Buffered(bytes) if needs_model => {
+            model::extract_model(&parts.headers, bytes).await?
+        }
         _ => None,
     };
-    let url = state.target.url(rest, parts.uri.query(), model.as_deref()).map_err(route_error)?;
-    let uri: Uri = url.parse().map_err(|_| route_error(RouteError::BadPath(rest.to_owned())))?;
+    let url = state
+        .target
+        .url(rest, parts.uri.query(), model.as_deref())
+        .map_err(route_error)?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| route_error(RouteError::BadPath(rest.to_owned())))?;
 
     let token = match state.tokens.usable_token().await {
         Ok(token) => token,
         Err(Unusable::Starting) => return Err(diagnose::starting()),
-        Err(Unusable::Failed(failure)) => return Err(diagnose::credential_failure(&state.diagnosis, &failure)),
+        Err(Unusable::Failed(failure)) => {
+            return Err(diagnose::credential_failure(&state.diagnosis, &failure));
+        }
     };
 
     let mut headers = parts.headers;
@@ -121,32 +146,46 @@ async fn forward_request(state: &ProxyState, request: Request) -> Result<(Respon
     let mut response = send(state, request).await?;
     let mut token = token;
 
-    if is_refusal(response.status()) {
-        if let Some(bytes) = replay {
-            // Read the refusal first: it is needed if no fresher token can be had, and
-            // reading it returns the connection to the pool.
-            let (parts, incoming) = response.into_parts();
-            let refusal = read_limited(incoming, REFUSAL_BODY_LIMIT).await.unwrap_or_default();
-            let Some(fresh) = state.tokens.refreshed_after(token.serial).await else {
-                return explain_refusal(state, parts, refusal, &token, upstream_started.elapsed());
-            };
-            info!(status = parts.status.as_u16(), "retrying with a refreshed token");
-            token = fresh;
-            response = send(state, build_request(&method, &uri, &headers, &token, Body::from(bytes))).await?;
-        }
+    if let Some(bytes) = replay.filter(|_| is_refusal(response.status())) {
+        // Read the refusal first: it is needed if no fresher token can be had, and reading
+        // it returns the connection to the pool.
+        let (parts, incoming) = response.into_parts();
+        let refusal = read_limited(incoming, REFUSAL_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        let Some(fresh) = state.tokens.refreshed_after(token.serial).await else {
+            return explain_refusal(state, parts, refusal, &token, upstream_started.elapsed());
+        };
+        info!(
+            status = parts.status.as_u16(),
+            "retrying with a refreshed token"
+        );
+        token = fresh;
+        response = send(
+            state,
+            build_request(&method, &uri, &headers, &token, Body::from(bytes)),
+        )
+        .await?;
     }
     let upstream_elapsed = upstream_started.elapsed();
 
     let status = response.status();
-    if is_refusal(status) || (status == StatusCode::BAD_REQUEST && is_small_json(response.headers())) {
+    if is_refusal(status)
+        || (status == StatusCode::BAD_REQUEST && is_small_json(response.headers()))
+    {
         let (parts, incoming) = response.into_parts();
-        let bytes = read_limited(incoming, REFUSAL_BODY_LIMIT).await.unwrap_or_default();
+        let bytes = read_limited(incoming, REFUSAL_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
         return explain_refusal(state, parts, bytes, &token, upstream_elapsed);
     }
 
     let (mut parts, incoming) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Ok((Response::from_parts(parts, Body::new(incoming)), Some(upstream_elapsed)))
+    Ok((
+        Response::from_parts(parts, Body::new(incoming)),
+        Some(upstream_elapsed),
+    ))
 }
 
 /// Answers a refusal whose body has been read: explained when diagnosis knows it, else
@@ -158,8 +197,14 @@ fn explain_refusal(
     token: &HeldToken,
     upstream_elapsed: Duration,
 ) -> Result<(Response, Option<Duration>), ApiError> {
-    if let Some(mut explained) = diagnose::upstream_refusal(&state.diagnosis, parts.status, &body, Some(token)) {
-        warn!(status = parts.status.as_u16(), code = explained.code, "upstream refused");
+    if let Some(mut explained) =
+        diagnose::upstream_refusal(&state.diagnosis, parts.status, &body, Some(token))
+    {
+        warn!(
+            status = parts.status.as_u16(),
+            code = explained.code,
+            "upstream refused"
+        );
         copy_correlation_headers(&parts.headers, &mut explained.headers);
         return Ok((explained.into_response(), Some(upstream_elapsed)));
     }
@@ -177,7 +222,10 @@ fn is_refusal(status: StatusCode) -> bool {
 /// 400s worth reading for diagnosis: small JSON bodies (a content-filter 400 is JSON too; it
 /// is read, not recognised, and passed on byte for byte).
 fn is_small_json(headers: &HeaderMap) -> bool {
-    let json = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
     let small = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -186,7 +234,13 @@ fn is_small_json(headers: &HeaderMap) -> bool {
     json && small
 }
 
-fn build_request(method: &Method, uri: &Uri, headers: &HeaderMap, token: &HeldToken, body: Body) -> http::Request<Body> {
+fn build_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    token: &HeldToken,
+    body: Body,
+) -> http::Request<Body> {
     let mut request = http::Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri.clone();
@@ -199,7 +253,10 @@ fn build_request(method: &Method, uri: &Uri, headers: &HeaderMap, token: &HeldTo
     request
 }
 
-async fn send(state: &ProxyState, request: http::Request<Body>) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+async fn send(
+    state: &ProxyState,
+    request: http::Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
     match tokio::time::timeout(state.upstream_timeout, state.client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => Err(upstream_unreachable(&state.diagnosis.endpoint_host, &error)),
@@ -233,12 +290,19 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
-        Err(error) => Err(ApiError::bad_request("unreadable_body", format!("The request body could not be read: {error}."))),
+        Err(error) => Err(ApiError::bad_request(
+            "unreadable_body",
+            format!("The request body could not be read: {error}."),
+        )),
     }
 }
 
 async fn read_limited(body: hyper::body::Incoming, max: usize) -> Option<Bytes> {
-    Limited::new(body, max).collect().await.ok().map(http_body_util::Collected::to_bytes)
+    Limited::new(body, max)
+        .collect()
+        .await
+        .ok()
+        .map(http_body_util::Collected::to_bytes)
 }
 
 fn too_large(max: usize) -> ApiError {
@@ -246,7 +310,9 @@ fn too_large(max: usize) -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         "invalid_request_error",
         "request_too_large",
-        format!("The request body is larger than the proxy's limit of {max} bytes (FOUNDRY_PROXY_MAX_BODY)."),
+        format!(
+            "The request body is larger than the proxy's limit of {max} bytes (FOUNDRY_PROXY_MAX_BODY)."
+        ),
     )
 }
 
@@ -258,11 +324,15 @@ fn route_error(error: RouteError) -> ApiError {
         ),
         RouteError::BadModel(model) => ApiError::bad_request(
             "invalid_model",
-            format!("'{}' is not a valid deployment name (letters, digits, '-', '_' and '.', at most 64).", model.escape_debug()),
+            format!(
+                "'{}' is not a valid deployment name (letters, digits, '-', '_' and '.', at most 64).",
+                model.escape_debug()
+            ),
         ),
-        RouteError::BadPath(path) => {
-            ApiError::bad_request("invalid_path", format!("The path '/v1/{}' is not allowed.", path.escape_debug()))
-        }
+        RouteError::BadPath(path) => ApiError::bad_request(
+            "invalid_path",
+            format!("The path '/v1/{}' is not allowed.", path.escape_debug()),
+        ),
     }
 }
 

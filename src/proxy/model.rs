@@ -18,8 +18,14 @@ struct ModelOnly<'a> {
 
 /// The body's `model`: from JSON, or from the `model` field of a multipart form.
 pub async fn extract_model(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, ApiError> {
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
         return multipart_model(content_type, body).await;
     }
     if body.is_empty() {
@@ -34,16 +40,23 @@ pub fn model_from_json(body: &[u8]) -> Result<Option<String>, ApiError> {
         Ok(parsed) => Ok(parsed.model.map(Cow::into_owned)),
         Err(e) => Err(ApiError::bad_request(
             "invalid_json",
-            format!("The request body is not valid JSON ({e}); the proxy needs its 'model' to choose the deployment."),
+            format!(
+                "The request body is not valid JSON ({e}); the proxy needs its 'model' to choose the deployment."
+            ),
         )),
     }
 }
 
 async fn multipart_model(content_type: &str, body: &Bytes) -> Result<Option<String>, ApiError> {
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|e| ApiError::bad_request("invalid_multipart", format!("The multipart request has no valid boundary ({e}).")))?;
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_multipart",
+            format!("The multipart request has no valid boundary ({e})."),
+        )
+    })?;
     let chunk = body.clone();
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(chunk) });
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(chunk) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     loop {
         match multipart.next_field().await {
@@ -52,11 +65,21 @@ async fn multipart_model(content_type: &str, body: &Bytes) -> Result<Option<Stri
                     .text()
                     .await
                     .map(|text| Some(text.trim().to_owned()))
-                    .map_err(|e| ApiError::bad_request("invalid_multipart", format!("The multipart 'model' field cannot be read ({e}).")));
+                    .map_err(|e| {
+                        ApiError::bad_request(
+                            "invalid_multipart",
+                            format!("The multipart 'model' field cannot be read ({e})."),
+                        )
+                    });
             }
             Ok(Some(_)) => {}
             Ok(None) => return Ok(None),
-            Err(e) => return Err(ApiError::bad_request("invalid_multipart", format!("The multipart body is malformed ({e})."))),
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    format!("The multipart body is malformed ({e})."),
+                ));
+            }
         }
     }
 }
@@ -70,10 +93,22 @@ mod tests {
     #[tokio::test]
     async fn json_model() {
         let headers = HeaderMap::new();
-        let body = Bytes::from_static(br#"{"messages":[{"role":"user","content":"hi \"model\""}],"model":"gpt-4o"}"#);
-        assert_eq!(extract_model(&headers, &body).await.expect("ok").as_deref(), Some("gpt-4o"));
-        assert_eq!(extract_model(&headers, &Bytes::from_static(b"{}")).await.expect("ok"), None);
-        let err = extract_model(&headers, &Bytes::from_static(b"{\"model\":")).await.expect_err("bad json");
+        let body = Bytes::from_static(
+            br#"{"messages":[{"role":"user","content":"hi \"model\""}],"model":"gpt-4o"}"#,
+        );
+        assert_eq!(
+            extract_model(&headers, &body).await.expect("ok").as_deref(),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            extract_model(&headers, &Bytes::from_static(b"{}"))
+                .await
+                .expect("ok"),
+            None
+        );
+        let err = extract_model(&headers, &Bytes::from_static(b"{\"model\":"))
+            .await
+            .expect_err("bad json");
         assert_eq!(err.code, "invalid_json");
         assert_eq!(err.status, http::StatusCode::BAD_REQUEST);
     }
@@ -82,10 +117,16 @@ mod tests {
     #[tokio::test]
     async fn multipart_model_field() {
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("multipart/form-data; boundary=XyZ"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=XyZ"),
+        );
         let body = Bytes::from_static(
             b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--XyZ--\r\n",
         );
-        assert_eq!(extract_model(&headers, &body).await.expect("ok").as_deref(), Some("whisper"));
+        assert_eq!(
+            extract_model(&headers, &body).await.expect("ok").as_deref(),
+            Some("whisper")
+        );
     }
 }

@@ -55,7 +55,10 @@ pub fn demo_settings(emulator_url: &str) -> Settings {
 /// A plain reqwest client (rustls needs a process-wide provider for its default setup).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 impl Harness {
@@ -66,7 +69,9 @@ impl Harness {
 
     /// The demo world with changes.
     pub async fn start_with(setup: Setup) -> Self {
-        let emulator = emulator::spawn(setup.emulator).await.expect("emulator starts");
+        let emulator = emulator::spawn(setup.emulator)
+            .await
+            .expect("emulator starts");
         emulator.emulator.set_entra_fault(setup.entra_fault);
         let url = emulator.url();
         let mut settings = demo_settings(&url).overlay(setup.settings);
@@ -74,13 +79,23 @@ impl Harness {
         if let Some(endpoint) = settings.endpoint.as_mut().filter(|e| e.starts_with('/')) {
             *endpoint = format!("{url}{endpoint}");
         }
-        let config = settings.validate(&BTreeMap::<String, String>::new()).expect("valid config");
+        let config = settings
+            .validate(&BTreeMap::<String, String>::new())
+            .expect("valid config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let proxy = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let options = ServeOptions { token_policy: setup.policy.unwrap_or_default() };
+        let options = ServeOptions {
+            token_policy: setup.policy.unwrap_or_default(),
+        };
         let task = tokio::spawn(server::serve(config, listener, shutdown.clone(), options));
-        Self { emulator, proxy, client: http_client(), shutdown, task }
+        Self {
+            emulator,
+            proxy,
+            client: http_client(),
+            shutdown,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:PORT{path}` on the proxy.
@@ -90,7 +105,12 @@ impl Harness {
 
     /// POSTs JSON to the proxy.
     pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(&body).send().await.expect("proxy answers")
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("proxy answers")
     }
 
     /// A one-message chat request body.
@@ -101,10 +121,9 @@ impl Harness {
     /// Waits (bounded) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok(response) = self.client.get(self.url("/readyz")).send().await {
-                if response.status() == 200 {
-                    return;
-                }
+            let response = self.client.get(self.url("/readyz")).send().await;
+            if response.is_ok_and(|r| r.status() == 200) {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -115,7 +134,10 @@ impl Harness {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(matches!(result, Ok(Ok(Ok(())))), "proxy stops cleanly: {result:?}");
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "proxy stops cleanly: {result:?}"
+        );
         self.emulator.shutdown().await;
     }
 }
@@ -123,7 +145,9 @@ impl Harness {
 /// Reads an error body and returns its `error` object.
 pub async fn error_of(response: reqwest::Response) -> serde_json::Value {
     let body: serde_json::Value = response.json().await.expect("json error body");
-    body.get("error").cloned().unwrap_or_else(|| panic!("no error object in {body}"))
+    body.get("error")
+        .cloned()
+        .unwrap_or_else(|| panic!("no error object in {body}"))
 }
 
 /// Polls `check` every 20 ms for up to `limit`; true once it holds.
