@@ -12,7 +12,7 @@ use crate::claims::{Identity, TokenClaims};
 use crate::config::Config;
 use crate::credential::{CredentialError, EntraError};
 use crate::error::{ApiError, UpstreamAnswer};
-use crate::token::{HeldToken, RefreshFailure};
+use crate::token::{HeldToken, RefreshFailure, Unusable};
 
 /// The roles that allow inference with an Entra token, as the portal names them.
 const INFERENCE_ROLES: &str = "Azure AI User (renamed Foundry User in May 2026), Azure AI Developer, or Cognitive Services OpenAI User";
@@ -338,8 +338,17 @@ pub fn credential_failure(ctx: &DiagnosisContext, failure: &RefreshFailure) -> A
     }
 }
 
+/// The answer when no valid token can be sent, for each reason.
+pub fn no_token(ctx: &DiagnosisContext, why: &Unusable) -> ApiError {
+    match why {
+        Unusable::Starting => starting(),
+        Unusable::Expired => expired_pending_refresh(),
+        Unusable::Failed(failure) => credential_failure(ctx, failure),
+    }
+}
+
 /// The answer while the first token is still being fetched.
-pub fn starting() -> ApiError {
+fn starting() -> ApiError {
     let mut error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "api_error",
@@ -351,7 +360,7 @@ pub fn starting() -> ApiError {
 }
 
 /// The answer when the token expired before its renewal came due (lifetimes under a second).
-pub fn expired_pending_refresh() -> ApiError {
+fn expired_pending_refresh() -> ApiError {
     let mut error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "api_error",

@@ -176,11 +176,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         merge(&mut body, common);
         return (StatusCode::OK, Json(body)).into_response();
     }
-    let problem: ApiError = match (&snapshot.failure, snapshot.attempts) {
-        (Some(failure), _) => diagnose::credential_failure(&state.proxy.diagnosis, failure),
-        (None, 0) => diagnose::starting(),
-        (None, _) => diagnose::expired_pending_refresh(),
-    };
+    let problem: ApiError = diagnose::no_token(&state.proxy.diagnosis, &snapshot.unusable());
     let mut body = json!({
         "status": "not_ready",
         "reason": problem.message,

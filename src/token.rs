@@ -139,11 +139,24 @@ pub struct TokenState {
     pub next_refresh: Option<Instant>,
 }
 
+impl TokenState {
+    /// Why this state has no valid token to send (meaningful when it has none).
+    pub fn unusable(&self) -> Unusable {
+        match (&self.failure, self.attempts) {
+            (Some(failure), _) => Unusable::Failed(Arc::clone(failure)),
+            (None, 0) => Unusable::Starting,
+            (None, _) => Unusable::Expired,
+        }
+    }
+}
+
 /// Why no token can be sent right now.
 #[derive(Debug, Clone)]
 pub enum Unusable {
     /// No attempt has finished yet (start-up took longer than the wait).
     Starting,
+    /// The last attempt succeeded but its token has already expired (absurdly short lifetime).
+    Expired,
     /// The refresher is failing and no valid token is left.
     Failed(Arc<RefreshFailure>),
 }
@@ -191,10 +204,7 @@ impl TokenCell {
                 return Ok(Arc::clone(token));
             }
             if state.attempts > 0 {
-                return Err(state
-                    .failure
-                    .clone()
-                    .map_or(Unusable::Starting, Unusable::Failed));
+                return Err(state.unusable());
             }
         }
         let mut attempts = self.attempts.subscribe();
@@ -203,10 +213,7 @@ impl TokenCell {
         let state = self.state.load();
         match state.token.as_ref().filter(|t| t.is_valid(Instant::now())) {
             Some(token) => Ok(Arc::clone(token)),
-            None => Err(state
-                .failure
-                .clone()
-                .map_or(Unusable::Starting, Unusable::Failed)),
+            None => Err(state.unusable()),
         }
     }
 

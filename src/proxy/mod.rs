@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
-use crate::token::{HeldToken, TokenCell, Unusable};
+use crate::token::{HeldToken, TokenCell};
 use crate::upstream::{RouteError, Target, UpstreamClient};
 
 /// Request bodies up to this size are held in memory so a 401 can be retried with a fresh
@@ -121,13 +121,11 @@ async fn forward_request(
         .parse()
         .map_err(|_| route_error(RouteError::BadPath(rest.to_owned())))?;
 
-    let token = match state.tokens.usable_token().await {
-        Ok(token) => token,
-        Err(Unusable::Starting) => return Err(diagnose::starting()),
-        Err(Unusable::Failed(failure)) => {
-            return Err(diagnose::credential_failure(&state.diagnosis, &failure));
-        }
-    };
+    let token = state
+        .tokens
+        .usable_token()
+        .await
+        .map_err(|why| diagnose::no_token(&state.diagnosis, &why))?;
 
     let mut headers = parts.headers;
     headers::prepare_request_headers(&mut headers);
