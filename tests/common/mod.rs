@@ -25,6 +25,8 @@ pub struct Setup {
     pub settings: Settings,
     /// Token timing; tests may shorten the forced-refresh cooldown.
     pub policy: Option<TokenPolicy>,
+    /// Environment seen by validation (only `SSL_CERT_FILE` is read from it).
+    pub env: BTreeMap<String, String>,
     /// An Entra fault in place before the proxy's first token request.
     pub entra_fault: Option<foundry_proxy::emulator::EntraFault>,
 }
@@ -68,10 +70,14 @@ impl Harness {
     }
 
     /// The demo world with changes.
-    pub async fn start_with(setup: Setup) -> Self {
-        let emulator = emulator::spawn(setup.emulator)
-            .await
-            .expect("emulator starts");
+    pub async fn start_with(mut setup: Setup) -> Self {
+        let world = std::mem::take(&mut setup.emulator);
+        let emulator = emulator::spawn(world).await.expect("emulator starts");
+        Self::start_on(emulator, setup).await
+    }
+
+    /// A proxy for an emulator already running (`setup.emulator` is ignored).
+    pub async fn start_on(emulator: RunningEmulator, setup: Setup) -> Self {
         emulator.emulator.set_entra_fault(setup.entra_fault);
         let url = emulator.url();
         let mut settings = demo_settings(&url).overlay(setup.settings);
@@ -79,9 +85,7 @@ impl Harness {
         if let Some(endpoint) = settings.endpoint.as_mut().filter(|e| e.starts_with('/')) {
             *endpoint = format!("{url}{endpoint}");
         }
-        let config = settings
-            .validate(&BTreeMap::<String, String>::new())
-            .expect("valid config");
+        let config = settings.validate(&setup.env).expect("valid config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let proxy = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
