@@ -57,11 +57,13 @@ async fn tls_front(server: ServerConfig, backend: SocketAddr) -> SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    if let Ok(mut plain) = TcpStream::connect(backend).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                    }
-                }
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
             });
         }
     });
