@@ -206,3 +206,41 @@ async fn sigterm_drains_in_flight_streams() {
     assert_eq!(status.code(), Some(0));
     emulator.shutdown().await;
 }
+
+/// `foundry-proxy demo` prints the base URL and a curl line, serves a chat completion through
+/// its own emulator, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn demo_runs_end_to_end() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("FOUNDRY_PROXY_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    while !printed.contains("Ctrl-C") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        printed.push_str(&line);
+    }
+    let base = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export OPENAI_BASE_URL="))
+        .unwrap_or_else(|| panic!("no OPENAI_BASE_URL in {printed}"))
+        .to_owned();
+    assert!(printed.contains("curl "), "{printed}");
+    let response = http_client()
+        .post(format!("{base}/chat/completions"))
+        .json(&serde_json::json!({"model": world::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "demo"}]}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}
