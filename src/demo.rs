@@ -51,8 +51,14 @@ pub async fn run(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| DemoError::Bind(listen, e))?;
-    let bound = listener.local_addr().map_err(DemoError::Io)?;
-    let config = config_for_emulator(&emulator_url, bound).map_err(DemoError::Config)?;
+    let listening = listener.local_addr().map_err(DemoError::Io)?;
+    let config = config_for_emulator(&emulator_url, listening).map_err(DemoError::Config)?;
+    // In a container the demo listens on 0.0.0.0; the URL to use from the same host is loopback.
+    let bound = if listening.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listening.port()))
+    } else {
+        listening
+    };
 
     println!(
         "emulator listening on {emulator_url}  (a local Entra ID and Foundry: no Azure account needed)"

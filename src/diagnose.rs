@@ -52,12 +52,17 @@ impl DiagnosisContext {
         }
     }
 
-    /// The resource name: the first label of the endpoint host.
+    /// The resource name: the first label of an Azure endpoint host; a placeholder for IP
+    /// addresses and local hosts (the emulator), which carry no resource name.
     fn resource_name(&self) -> &str {
-        self.endpoint_host
-            .split('.')
-            .next()
-            .unwrap_or("YOUR-RESOURCE")
+        let host = self.endpoint_host.as_str();
+        let is_named = host.contains('.')
+            && host.parse::<std::net::IpAddr>().is_err()
+            && !host.starts_with('[');
+        match host.split('.').next() {
+            Some(label) if is_named && !label.is_empty() => label,
+            _ => "YOUR-RESOURCE",
+        }
     }
 
     /// The audiences this endpoint accepts, by cloud and kind.
@@ -129,10 +134,14 @@ pub fn upstream_refusal(
                 }
             ),
         );
-        unknown.fix = vec![format!(
-            "Run `foundry-proxy check` to walk the permission checklist for app {} in tenant {}.",
-            ctx.client_id, ctx.tenant_id
-        )];
+        unknown.fix = vec![
+            format!(
+                "Check that app {} (tenant {}) has a data-plane role on the resource: Access control (IAM) → Role assignments.",
+                ctx.client_id, ctx.tenant_id
+            ),
+            "A 403 often comes from the resource's network rules: Networking → Firewalls and virtual networks must allow this machine, or use its private endpoint.".to_owned(),
+            "Azure's own answer is under `upstream`.".to_owned(),
+        ];
         unknown
     } else {
         return None;
@@ -191,7 +200,7 @@ fn missing_role(
         "No API permissions are needed in the App Registration: Azure checks the role assignment at the resource, not claims in the token.".to_owned(),
         "Wait up to 10 minutes for the assignment to apply; the proxy keeps working and needs no restart.".to_owned(),
         format!(
-            "Or with the Azure CLI: az role assignment create --assignee-object-id {object_id} --assignee-principal-type ServicePrincipal --role \"Azure AI User\" --scope $(az cognitiveservices account show --name {} --resource-group YOUR-RESOURCE-GROUP --query id -o tsv)",
+            "Or with the Azure CLI (53ca6127-… is the role id of Azure AI User, now Foundry User): az role assignment create --assignee-object-id {object_id} --assignee-principal-type ServicePrincipal --role 53ca6127-db72-4b80-b1b0-d745d6d5456d --scope $(az cognitiveservices account show --name {} --resource-group YOUR-RESOURCE-GROUP --query id -o tsv)",
             ctx.resource_name()
         ),
     ])
