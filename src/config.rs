@@ -678,4 +678,14 @@ mod tests {
         let err = load(None, &vars, Settings::default()).expect_err("common");
         assert_eq!(err.setting, ENV_TENANT_ID);
     }
+
+    /// The shipped config/example.toml loads with the schema as it is, given the four
+    /// required values from the environment.
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let config = load(Some(&path), &minimal(), Settings::default()).expect("example loads");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.max_body, DEFAULT_MAX_BODY);
+    }
 }
