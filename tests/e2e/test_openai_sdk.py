@@ -308,19 +308,3 @@ def test_content_filter_400_passes_through_unchanged(demo: Running, client: open
     direct = demo.direct_upstream("chat/completions", request, fault)
     assert direct.status == 400
     assert body == direct.json(), "the proxy changed Azure's content-filter body"
-
-
-@pytest.mark.xfail(reason="design.md: DeploymentNotFound should keep 404 and gain an explanation (fix, upstream); "
-                          "the proxy currently passes Azure's body through unexplained", strict=False)
-def test_unknown_deployment_is_explained(client: openai.OpenAI) -> None:
-    """A model name with no deployment keeps Azure's 404 (NotFoundError) and gains the proxy's explanation:
-    a message naming the deployment, fix steps, and Azure's DeploymentNotFound body under `upstream`."""
-    missing = "gpt-does-not-exist"
-    with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model=missing, messages=[{"role": "user", "content": "hi"}])
-    body = caught.value.body
-    assert isinstance(body, dict), body
-    assert missing in str(caught.value)
-    assert isinstance(body.get("fix"), list) and body["fix"], body
-    assert body["upstream"]["status"] == 404
-    assert body["upstream"]["body"]["error"]["code"] == "DeploymentNotFound"
