@@ -8,7 +8,8 @@
 //! - [`upstream`]: API styles, the inbound-path → upstream-URL mapping, the outbound client.
 //! - [`token`]: the `ArcSwap` token cell and its refresher task.
 //! - [`credential`]: where tokens come from (Entra ID client credentials).
-//! - [`diagnose`]: Azure and Entra refusals → explanations with fix steps.
+//! - [`diagnose`]: Azure and Entra refusals → explanations with fix steps, from one catalog.
+//! - [`check`]: `foundry-proxy check`, the permission checklist walked for real.
 //! - [`error`]: the OpenAI-shaped error answer.
 //! - [`claims`]: reading the proxy's own token to explain refusals.
 //! - [`secret`]: a string that cannot leak through `Debug`, `Display` or `Serialize`.
@@ -17,6 +18,7 @@
 //! - [`emulator`]: the built-in Entra ID + Foundry emulator (tests, `demo`, users' CI).
 //! - [`demo`]: the emulator and the proxy wired together in one process.
 
+pub mod check;
 pub mod claims;
 pub mod config;
 pub mod credential;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use foundry_proxy::check::report;
 use foundry_proxy::config::{self, ProcessEnv, Settings};
 use foundry_proxy::emulator::{self, EmulatorConfig};
 use foundry_proxy::server::{self, ServeOptions};
@@ -33,6 +34,18 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default command).
     Serve(ServeArgs),
+    /// Walk the permission checklist for real: config, Entra token, claims, endpoint,
+    /// inference. Exit code 0 only when all is well.
+    Check {
+        #[command(flatten)]
+        settings: ServeArgs,
+        /// A deployment to test with a one-token chat call (default: list models).
+        #[arg(long, value_name = "DEPLOYMENT")]
+        model: Option<String>,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the built-in emulator and the proxy together: no Azure account needed.
     Demo {
         /// Address for the proxy [default: FOUNDRY_PROXY_LISTEN or 127.0.0.1:8080].
@@ -109,6 +122,11 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => fail(1, &e),
         },
         Some(Command::Emulate { listen, config }) => emulate(&listen, config, shutdown).await,
+        Some(Command::Check {
+            settings,
+            model,
+            json,
+        }) => check(&settings, model, json).await,
     }
 }
 
@@ -136,6 +154,18 @@ async fn serve(args: ServeArgs, shutdown: CancellationToken) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }
+}
+
+async fn check(args: &ServeArgs, model: Option<String>, json: bool) -> ExitCode {
+    let loaded = config::load(args.config.as_deref(), &ProcessEnv, args.flags());
+    let report =
+        foundry_proxy::check::run(loaded, &foundry_proxy::check::CheckOptions { model }).await;
+    if json {
+        println!("{}", report::json(&report));
+    } else {
+        print!("{}", report::text(&report, report::Colour::detect()));
+    }
+    ExitCode::from(report.exit_code())
 }
 
 async fn emulate(listen: &str, config: Option<PathBuf>, shutdown: CancellationToken) -> ExitCode {

@@ -201,10 +201,5 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "unknown_path",
-        "foundry-proxy serves the OpenAI API under /v1/ (set OPENAI_BASE_URL=http://HOST:PORT/v1), plus /healthz and /readyz.",
-    )
+    diagnose::proxy_refusal("unknown_path", &diagnose::catalog::Vars::new())
 }

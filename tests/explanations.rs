@@ -137,9 +137,13 @@ async fn wrong_audience_is_explained() {
     let error = error_of(response).await;
     assert_eq!(error["code"], "token_wrong_audience");
     let message = error["message"].as_str().expect("message");
+    assert!(message.contains("https://ml.azure.com"), "{message}");
     assert!(
-        message.contains("https://ml.azure.com") && message.contains("FOUNDRY_SCOPE"),
-        "{message}"
+        error["fix"][0]
+            .as_str()
+            .expect("fix")
+            .contains("FOUNDRY_SCOPE"),
+        "{error}"
     );
     assert_eq!(error["upstream"]["body"]["statusCode"], 401);
     assert_eq!(error["identity"]["audience"], "https://ml.azure.com");

@@ -202,7 +202,7 @@ async fn multipart_audio_in_deployments_style() {
 }
 
 /// Azure's own answers that are not authentication refusals pass through unchanged:
-/// 429 with retry-after, content-filter 400, DeploymentNotFound 404, 500; and Azure's
+/// 429 with retry-after, content-filter 400, 500; and Azure's
 /// response headers (apim-request-id, x-ms-region, x-ratelimit-*) reach the caller.
 #[tokio::test]
 async fn azure_answers_pass_through() {
@@ -224,7 +224,6 @@ async fn azure_answers_pass_through() {
     for (fault, status, code) in [
         ("rate-limit", 429, "429"),
         ("content-filter", 400, "content_filter"),
-        ("deployment-not-found", 404, "DeploymentNotFound"),
         ("server-error", 500, "InternalServerError"),
     ] {
         let response = harness

@@ -143,8 +143,14 @@ async fn forward_request(
     let request = build_request(&method, &uri, &headers, &token, first_body);
     let mut response = send(state, request).await?;
     let mut token = token;
+    // The body's model, for explanations only: parsed lazily, since most answers are 2xx.
+    let refused_model = |replay: Option<&Bytes>| {
+        model
+            .clone()
+            .or_else(|| replay.and_then(|bytes| model::model_from_json(bytes).ok().flatten()))
+    };
 
-    if let Some(bytes) = replay.filter(|_| is_refusal(response.status())) {
+    if let Some(bytes) = replay.as_ref().filter(|_| is_refusal(response.status())) {
         // Read the refusal first: it is needed if no fresher token can be had, and reading
         // it returns the connection to the pool.
         let (parts, incoming) = response.into_parts();
@@ -152,7 +158,15 @@ async fn forward_request(
             .await
             .unwrap_or_default();
         let Some(fresh) = state.tokens.refreshed_after(token.serial).await else {
-            return explain_refusal(state, parts, refusal, &token, upstream_started.elapsed());
+            let model = refused_model(Some(bytes));
+            return explain_refusal(
+                state,
+                parts,
+                refusal,
+                &token,
+                model.as_deref(),
+                upstream_started.elapsed(),
+            );
         };
         info!(
             status = parts.status.as_u16(),
@@ -161,21 +175,28 @@ async fn forward_request(
         token = fresh;
         response = send(
             state,
-            build_request(&method, &uri, &headers, &token, Body::from(bytes)),
+            build_request(&method, &uri, &headers, &token, Body::from(bytes.clone())),
         )
         .await?;
     }
     let upstream_elapsed = upstream_started.elapsed();
 
     let status = response.status();
-    if is_refusal(status)
-        || (status == StatusCode::BAD_REQUEST && is_small_json(response.headers()))
+    if is_refusal(status) || (diagnose::worth_reading(status) && is_small_json(response.headers()))
     {
         let (parts, incoming) = response.into_parts();
         let bytes = read_limited(incoming, REFUSAL_BODY_LIMIT)
             .await
             .unwrap_or_default();
-        return explain_refusal(state, parts, bytes, &token, upstream_elapsed);
+        let model = refused_model(replay.as_ref());
+        return explain_refusal(
+            state,
+            parts,
+            bytes,
+            &token,
+            model.as_deref(),
+            upstream_elapsed,
+        );
     }
 
     let (mut parts, incoming) = response.into_parts();
@@ -193,11 +214,17 @@ fn explain_refusal(
     parts: http::response::Parts,
     body: Bytes,
     token: &HeldToken,
+    model: Option<&str>,
     upstream_elapsed: Duration,
 ) -> Result<(Response, Option<Duration>), ApiError> {
-    if let Some(mut explained) =
-        diagnose::upstream_refusal(&state.diagnosis, parts.status, &body, Some(token))
-    {
+    let facts = diagnose::RequestFacts { model };
+    if let Some(mut explained) = diagnose::upstream_refusal(
+        &state.diagnosis,
+        parts.status,
+        &body,
+        token.claims.as_ref(),
+        facts,
+    ) {
         warn!(
             status = parts.status.as_u16(),
             code = explained.code,
@@ -257,21 +284,18 @@ async fn send(
 ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
     match tokio::time::timeout(state.upstream_timeout, state.client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(upstream_unreachable(&state.diagnosis.endpoint_host, &error)),
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "api_error",
-            "upstream_timeout",
-            format!(
-                "{} sent no response headers within {} s (FOUNDRY_PROXY_UPSTREAM_TIMEOUT).",
-                state.diagnosis.endpoint_host,
-                state.upstream_timeout.as_secs()
-            ),
-        )),
+        Ok(Err(error)) => Err(upstream_unreachable(state, &error)),
+        Err(_) => {
+            let vars = state
+                .diagnosis
+                .vars()
+                .set("detail", state.upstream_timeout.as_secs().to_string());
+            Err(diagnose::proxy_refusal("upstream_timeout", &vars))
+        }
     }
 }
 
-fn upstream_unreachable(host: &str, error: &hyper_util::client::legacy::Error) -> ApiError {
+fn upstream_unreachable(state: &ProxyState, error: &hyper_util::client::legacy::Error) -> ApiError {
     let mut cause = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(inner) = source {
@@ -280,18 +304,17 @@ fn upstream_unreachable(host: &str, error: &hyper_util::client::legacy::Error) -
         source = inner.source();
     }
     warn!(error = %cause, "upstream request failed");
-    ApiError::new(StatusCode::BAD_GATEWAY, "api_error", "upstream_unreachable", format!("The proxy could not get an answer from {host}: {cause}."))
-        .with_fix(["Check FOUNDRY_ENDPOINT and network access from this machine to it (DNS, firewall, proxy, private endpoint)."])
+    diagnose::proxy_refusal(
+        "upstream_unreachable",
+        &state.diagnosis.vars().set("detail", cause),
+    )
 }
 
 async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
-        Err(error) => Err(ApiError::bad_request(
-            "unreadable_body",
-            format!("The request body could not be read: {error}."),
-        )),
+        Err(error) => Err(refuse("unreadable_body", error.to_string())),
     }
 }
 
@@ -303,34 +326,23 @@ async fn read_limited(body: hyper::body::Incoming, max: usize) -> Option<Bytes> 
         .map(http_body_util::Collected::to_bytes)
 }
 
+/// One of the proxy's own refusals, with `detail` filled in.
+pub(crate) fn refuse(code: &'static str, detail: impl Into<String>) -> ApiError {
+    diagnose::proxy_refusal(code, &diagnose::catalog::Vars::new().set("detail", detail))
+}
+
 fn too_large(max: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "invalid_request_error",
+    diagnose::proxy_refusal(
         "request_too_large",
-        format!(
-            "The request body is larger than the proxy's limit of {max} bytes (FOUNDRY_PROXY_MAX_BODY)."
-        ),
+        &diagnose::catalog::Vars::new().set("max_body", max.to_string()),
     )
 }
 
 fn route_error(error: RouteError) -> ApiError {
     match error {
-        RouteError::MissingModel => ApiError::bad_request(
-            "missing_model",
-            "The request has no 'model'; with FOUNDRY_API=deployments the proxy needs it to choose the deployment.",
-        ),
-        RouteError::BadModel(model) => ApiError::bad_request(
-            "invalid_model",
-            format!(
-                "'{}' is not a valid deployment name (letters, digits, '-', '_' and '.', at most 64).",
-                model.escape_debug()
-            ),
-        ),
-        RouteError::BadPath(path) => ApiError::bad_request(
-            "invalid_path",
-            format!("The path '/v1/{}' is not allowed.", path.escape_debug()),
-        ),
+        RouteError::MissingModel => refuse("missing_model", ""),
+        RouteError::BadModel(model) => refuse("invalid_model", model.escape_debug().to_string()),
+        RouteError::BadPath(path) => refuse("invalid_path", format!("/v1/{}", path.escape_debug())),
     }
 }
 

@@ -8,6 +8,7 @@ use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 
+use super::refuse;
 use crate::error::ApiError;
 
 #[derive(Deserialize)]
@@ -38,22 +39,13 @@ pub async fn extract_model(headers: &HeaderMap, body: &Bytes) -> Result<Option<S
 pub fn model_from_json(body: &[u8]) -> Result<Option<String>, ApiError> {
     match serde_json::from_slice::<ModelOnly<'_>>(body) {
         Ok(parsed) => Ok(parsed.model.map(Cow::into_owned)),
-        Err(e) => Err(ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "The request body is not valid JSON ({e}); the proxy needs its 'model' to choose the deployment."
-            ),
-        )),
+        Err(e) => Err(refuse("invalid_json", e.to_string())),
     }
 }
 
 async fn multipart_model(content_type: &str, body: &Bytes) -> Result<Option<String>, ApiError> {
-    let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_multipart",
-            format!("The multipart request has no valid boundary ({e})."),
-        )
-    })?;
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| refuse("invalid_multipart", format!("no valid boundary: {e}")))?;
     let chunk = body.clone();
     let stream =
         futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(chunk) });
@@ -66,20 +58,15 @@ async fn multipart_model(content_type: &str, body: &Bytes) -> Result<Option<Stri
                     .await
                     .map(|text| Some(text.trim().to_owned()))
                     .map_err(|e| {
-                        ApiError::bad_request(
+                        refuse(
                             "invalid_multipart",
-                            format!("The multipart 'model' field cannot be read ({e})."),
+                            format!("the 'model' field cannot be read: {e}"),
                         )
                     });
             }
             Ok(Some(_)) => {}
             Ok(None) => return Ok(None),
-            Err(e) => {
-                return Err(ApiError::bad_request(
-                    "invalid_multipart",
-                    format!("The multipart body is malformed ({e})."),
-                ));
-            }
+            Err(e) => return Err(refuse("invalid_multipart", e.to_string())),
         }
     }
 }

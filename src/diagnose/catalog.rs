@@ -1,0 +1,686 @@
+//! The catalog of every refusal foundry-proxy explains: a stable `code`, the status users
+//! see, a one-sentence cause and the fix steps.
+//!
+//! Texts are templates: `{name}` is filled from [`Vars`] when an error is answered (the
+//! proxy's error JSON and `foundry-proxy check` both render from here), and shown as
+//! `<name>` where no value is known (the README's troubleshooting table is rendered from
+//! this catalog too, and a test keeps the two identical).
+
+use std::fmt::Write as _;
+
+/// Where a refusal comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Azure OpenAI / Foundry answered the request.
+    Azure,
+    /// Entra ID refused or failed to give the proxy a token.
+    Entra,
+    /// The proxy itself refused the request.
+    Proxy,
+}
+
+impl Origin {
+    /// The name shown in the README table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Azure => "Azure",
+            Self::Entra => "Entra ID",
+            Self::Proxy => "foundry-proxy",
+        }
+    }
+}
+
+/// One catalog entry.
+#[derive(Debug)]
+pub struct Entry {
+    /// Stable machine-readable code (the error JSON's `code`).
+    pub code: &'static str,
+    /// Who refused.
+    pub origin: Origin,
+    /// The HTTP status the caller gets.
+    pub status: u16,
+    /// What the user sees (Azure's or Entra's wording, shortened), for the README.
+    pub sees: &'static str,
+    /// One sentence: the cause (template).
+    pub cause: &'static str,
+    /// Fix steps, in order (templates).
+    pub fix: &'static [&'static str],
+}
+
+/// The roles that allow inference with an Entra token, as the portal names them.
+pub const INFERENCE_ROLES: &str = "Azure AI User (shown as Foundry User since May 2026), Azure AI Developer, or Cognitive Services OpenAI User";
+
+const IAM_STEP: &str =
+    "Azure portal → resource '{resource}' → Access control (IAM) → Add → Add role assignment.";
+const MEMBER_STEP: &str = "Members: 'User, group, or service principal' → Select members → search for your App Registration by name or by client id {client_id} → Review + assign.";
+const NO_API_PERMISSIONS: &str = "No API permissions are needed in the App Registration: Azure checks the role assignment at the resource.";
+const WAIT_STEP: &str =
+    "Wait up to 10 minutes for a new assignment to apply; the proxy needs no restart.";
+const CLI_STEP: &str = "Or: az role assignment create --assignee-object-id {object_id} --assignee-principal-type ServicePrincipal --role 53ca6127-db72-4b80-b1b0-d745d6d5456d --scope $(az cognitiveservices account show --name {resource} --resource-group <resource-group> --query id -o tsv)   # 53ca6127-… is Azure AI User (Foundry User)";
+
+/// Every refusal foundry-proxy explains.
+pub const CATALOG: &[Entry] = &[
+    // Azure OpenAI / Foundry refusals.
+    Entry {
+        code: "missing_role_assignment",
+        origin: Origin::Azure,
+        status: 401,
+        sees: "401 PermissionDenied: the principal lacks the required data action",
+        cause: "The app's service principal (object id {object_id}) has no role on {endpoint_host} that allows inference{lacks}; assign it Azure AI User (Foundry User), Azure AI Developer or Cognitive Services OpenAI User in the resource's Access control (IAM), which takes up to 10 minutes to apply.{recent}",
+        fix: &[
+            IAM_STEP,
+            "Role: Azure AI User (shown as Foundry User since May 2026), Azure AI Developer, or Cognitive Services OpenAI User. Owner, Contributor and Cognitive Services Contributor are not enough: they grant no data actions.",
+            MEMBER_STEP,
+            NO_API_PERMISSIONS,
+            WAIT_STEP,
+            CLI_STEP,
+        ],
+    },
+    Entry {
+        code: "missing_responses_permission",
+        origin: Origin::Azure,
+        status: 401,
+        sees: "401 PermissionDenied on /responses: lacks …/OpenAI/responses/write",
+        cause: "The Responses API needs its own data action (Microsoft.CognitiveServices/accounts/OpenAI/responses/write), which the service principal (object id {object_id}) lacks on {endpoint_host}; Azure AI User (Foundry User) and Azure AI Developer include it, Cognitive Services OpenAI User does not.{recent}",
+        fix: &[
+            IAM_STEP,
+            "Role: Azure AI User (shown as Foundry User) or Azure AI Developer. Owner and Contributor grant no data actions.",
+            MEMBER_STEP,
+            WAIT_STEP,
+            CLI_STEP,
+        ],
+    },
+    Entry {
+        code: "token_wrong_tenant",
+        origin: Origin::Azure,
+        status: 400,
+        sees: "400 Token tenant … does not match resource tenant",
+        cause: "The token comes from tenant {token_tenant}, but {endpoint_host} belongs to another tenant; the App Registration must live in the resource's own tenant.",
+        fix: &[
+            "Find the resource's tenant: Azure portal → the resource → Overview → JSON View (or the directory switcher while viewing it).",
+            "Set AZURE_TENANT_ID to that tenant's Directory (tenant) ID, and use an App Registration from that tenant (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET).",
+        ],
+    },
+    Entry {
+        code: "token_wrong_audience",
+        origin: Origin::Azure,
+        status: 401,
+        sees: "401 Unauthorized: audience is incorrect (the token is for another resource or cloud)",
+        cause: "The proxy's token is for '{audience}', but {endpoint_host} accepts only tokens for {expected_audience}.",
+        fix: &[
+            "Set FOUNDRY_SCOPE to {expected_scope}, or unset it to use the default.",
+            "Match the cloud: https://cognitiveservices.azure.us/.default for US Government, https://cognitiveservices.azure.cn/.default for Azure China; https://ai.azure.com/.default only for *.services.ai.azure.com endpoints.",
+        ],
+    },
+    Entry {
+        code: "token_expired",
+        origin: Origin::Azure,
+        status: 401,
+        sees: "401 Unauthorized: … or have expired",
+        cause: "Azure judged the proxy's token expired or not yet valid (expiry {expires_at}); the proxy renews tokens at half their lifetime, so this points to a wrong clock on this machine or refreshes that keep failing.",
+        fix: &[
+            "Check the system clock: timedatectl status (enable NTP); in a container, the host's clock.",
+            "Check /readyz and the logs for 'token refresh failed'.",
+        ],
+    },
+    Entry {
+        code: "token_rejected",
+        origin: Origin::Azure,
+        status: 401,
+        sees: "401 Unauthorized although the token is unexpired and for the right audience",
+        cause: "{endpoint_host} rejected the proxy's token although it is unexpired and for the right audience: the endpoint may belong to another cloud than the authority {authority}, or not accept Entra tokens.",
+        fix: &[
+            "Use the resource's custom-subdomain endpoint (https://NAME.openai.azure.com or https://NAME.services.ai.azure.com): regional endpoints accept only API keys.",
+            "Make sure AZURE_AUTHORITY_HOST is the authority of the endpoint's cloud.",
+        ],
+    },
+    Entry {
+        code: "custom_subdomain_required",
+        origin: Origin::Azure,
+        status: 400,
+        sees: "400 Please provide a custom subdomain for token authentication",
+        cause: "{endpoint_host} is a regional endpoint, which accepts only API keys; Entra tokens need the resource's own custom-subdomain endpoint.",
+        fix: &[
+            "Set FOUNDRY_ENDPOINT to the resource's endpoint from Azure portal → the resource → Keys and Endpoint, e.g. https://NAME.openai.azure.com or https://NAME.services.ai.azure.com.",
+            "A resource created without a custom subdomain needs one: Azure portal → the resource → Networking, or az cognitiveservices account update --custom-domain NAME.",
+        ],
+    },
+    Entry {
+        code: "key_auth_disabled",
+        origin: Origin::Azure,
+        status: 403,
+        sees: "403 AuthenticationTypeDisabled: Key based authentication is disabled",
+        cause: "{endpoint_host} accepts only Entra ID tokens, but the request reached it as an API-key request: something between the proxy and Azure (API Management, another gateway) replaced the token with a key.",
+        fix: &[
+            "Point FOUNDRY_ENDPOINT at the resource itself (https://NAME.openai.azure.com or https://NAME.services.ai.azure.com), or make the gateway forward the Authorization header.",
+        ],
+    },
+    Entry {
+        code: "api_key_expected",
+        origin: Origin::Azure,
+        status: 401,
+        sees: "401 Access denied due to invalid subscription key or wrong API endpoint",
+        cause: "{endpoint_host} answered as if it expected an API key: it is a regional endpoint or a gateway that does not accept Entra tokens.",
+        fix: &[
+            "Set FOUNDRY_ENDPOINT to the resource's custom-subdomain endpoint (Azure portal → the resource → Keys and Endpoint).",
+        ],
+    },
+    Entry {
+        code: "network_rules",
+        origin: Origin::Azure,
+        status: 403,
+        sees: "403 Access denied due to Virtual Network/Firewall rules",
+        cause: "The resource's network rules refuse this machine's address: {azure_message}",
+        fix: &[
+            "Azure portal → resource '{resource}' → Networking → Firewalls and virtual networks: add this machine's public IP address or its virtual network.",
+            "Or run the proxy inside a network the resource allows.",
+        ],
+    },
+    Entry {
+        code: "private_endpoint_required",
+        origin: Origin::Azure,
+        status: 403,
+        sees: "403 Traffic is not from an approved private endpoint / A Virtual Network is configured for this resource",
+        cause: "The resource accepts traffic only through its private endpoint, and this request came another way: {azure_message}",
+        fix: &[
+            "Run the proxy in the virtual network (or a peered one, or over VPN) where the resource's private endpoint is, so {endpoint_host} resolves to the private address.",
+            "Check DNS: nslookup {endpoint_host} must return the private endpoint's address (privatelink zone).",
+            "Or allow public access for selected networks: Azure portal → the resource → Networking.",
+        ],
+    },
+    Entry {
+        code: "deployment_not_found",
+        origin: Origin::Azure,
+        status: 404,
+        sees: "404 DeploymentNotFound",
+        cause: "{endpoint_host} has no deployment named '{deployment}': `model` takes the deployment name you chose in Foundry, which can differ from the model's name, and a deployment created in the last 5 minutes may not be ready yet.",
+        fix: &[
+            "List the deployments: Foundry portal → Models + endpoints (or Azure OpenAI → Deployments), or az cognitiveservices account deployment list --name {resource} --resource-group <resource-group>.",
+            "Use the Deployment name column as `model` (or map a friendly name to it in the [models] table of the config file).",
+            "Just created it? Wait a few minutes and retry.",
+        ],
+    },
+    Entry {
+        code: "unknown_model",
+        origin: Origin::Azure,
+        status: 404,
+        sees: "404 unknown_model (Foundry Models endpoint)",
+        cause: "The Foundry Models endpoint has no deployment named '{deployment}'; `model` must be a deployment name in this resource.",
+        fix: &["Foundry portal → Models + endpoints: use the deployment's name as `model`."],
+    },
+    Entry {
+        code: "resource_not_found",
+        origin: Origin::Azure,
+        status: 404,
+        sees: "404 Resource not found",
+        cause: "{endpoint_host} has no such route: the endpoint URL, the API style ({api}) or the api-version do not fit this resource.",
+        fix: &[
+            "Check FOUNDRY_ENDPOINT is the resource's base URL (https://NAME.openai.azure.com), without /openai/deployments/… .",
+            "Check FOUNDRY_API: openai-v1 for the v1 API, deployments for the classic API (needs an api-version), models for …/models endpoints, passthrough for serverless endpoints.",
+        ],
+    },
+    Entry {
+        code: "api_version_not_supported",
+        origin: Origin::Azure,
+        status: 400,
+        sees: "400 API version not supported",
+        cause: "{endpoint_host} does not serve api-version '{api_version}'.",
+        fix: &[
+            "Set FOUNDRY_API_VERSION to a current version (2024-10-21 is the latest dated GA; previews end in -preview), or unset it for the style's default.",
+            "With the v1 API (FOUNDRY_API=openai-v1) no api-version is needed.",
+        ],
+    },
+    Entry {
+        code: "api_version_too_old",
+        origin: Origin::Azure,
+        status: 400,
+        sees: "400 Model … is enabled only for api versions … and later",
+        cause: "The model behind this deployment needs a newer api-version than '{api_version}': {azure_message}",
+        fix: &[
+            "Set FOUNDRY_API_VERSION to the version Azure names (or later).",
+            "Or use the v1 API (FOUNDRY_API=openai-v1), which needs no api-version.",
+        ],
+    },
+    Entry {
+        code: "parameter_not_supported",
+        origin: Origin::Azure,
+        status: 422,
+        sees: "422 parameter_not_supported (Foundry Models endpoint)",
+        cause: "The model does not support a parameter the request sent ({azure_message}).",
+        fix: &[
+            "Remove the parameter from the request, or send the header extra-parameters: drop to have Azure ignore unknown parameters (pass-through sends them to the model as they are).",
+        ],
+    },
+    Entry {
+        code: "upstream_refused",
+        origin: Origin::Azure,
+        status: 403,
+        sees: "another 401/403 from Azure (its body is kept under `upstream`)",
+        cause: "{endpoint_host} refused the request ({status}): {azure_message}",
+        fix: &[
+            "Check that app {client_id} (tenant {tenant_id}) has a data-plane role on the resource: Access control (IAM) → Role assignments.",
+            "A 403 often comes from the resource's network rules: Networking → Firewalls and virtual networks.",
+            "Run foundry-proxy check for a step-by-step diagnosis.",
+        ],
+    },
+    // Entra ID refusals.
+    Entry {
+        code: "invalid_client_secret",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS7000215 Invalid client secret provided",
+        cause: "Entra ID rejected the client secret of app {client_id} (AADSTS7000215): AZURE_CLIENT_SECRET is not a valid secret value — often the Secret ID was copied instead of the Value.",
+        fix: &[
+            "App Registration → Certificates & secrets → Client secrets: the Value is shown only right after creation; the Secret ID (a GUID) is not the secret.",
+            "If the value is lost, create a new client secret and set AZURE_CLIENT_SECRET to its Value.",
+        ],
+    },
+    Entry {
+        code: "client_secret_expired",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS7000222 The provided client secret keys … are expired",
+        cause: "The client secret of app {client_id} has expired (AADSTS7000222).",
+        fix: &[
+            "App Registration → Certificates & secrets → New client secret; set AZURE_CLIENT_SECRET to its Value.",
+            "Delete the expired secret and note the new one's expiry date.",
+        ],
+    },
+    Entry {
+        code: "unknown_client_id",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS700016 Application with identifier … was not found in the directory",
+        cause: "Entra ID has no application {client_id} in tenant {tenant_id} (AADSTS700016).",
+        fix: &[
+            "Set AZURE_CLIENT_ID to the Application (client) ID on the App Registration's Overview page (not its Object ID).",
+            "Set AZURE_TENANT_ID to the Directory (tenant) ID on that same page.",
+        ],
+    },
+    Entry {
+        code: "unknown_tenant",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS90002 Tenant … not found",
+        cause: "Entra ID at {authority} does not know tenant '{tenant_id}' (AADSTS90002).",
+        fix: &[
+            "Set AZURE_TENANT_ID to the Directory (tenant) ID on the App Registration's Overview page.",
+            "For US Government set AZURE_AUTHORITY_HOST=https://login.microsoftonline.us; for Azure China, https://login.chinacloudapi.cn.",
+        ],
+    },
+    Entry {
+        code: "invalid_scope",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS70011 The provided value for the input parameter 'scope' is not valid",
+        cause: "Entra ID refused the scope '{scope}' (AADSTS70011).",
+        fix: &[
+            "Set FOUNDRY_SCOPE to one resource followed by /.default, e.g. https://cognitiveservices.azure.com/.default, or unset it.",
+        ],
+    },
+    Entry {
+        code: "unknown_resource",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS500011 The resource principal named … was not found in the tenant",
+        cause: "The resource in scope '{scope}' does not exist in tenant {tenant_id} (AADSTS500011).",
+        fix: &[
+            "Use your cloud's scope: https://cognitiveservices.azure.com/.default (public), https://cognitiveservices.azure.us/.default (US Government), https://cognitiveservices.azure.cn/.default (China).",
+        ],
+    },
+    Entry {
+        code: "scope_multiple_resources",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS700022 The provided value for the input parameter scope is not valid because it contains more than one resource",
+        cause: "The scope '{scope}' names more than one resource (AADSTS700022).",
+        fix: &["Set FOUNDRY_SCOPE to exactly one resource followed by /.default."],
+    },
+    Entry {
+        code: "missing_client_credential",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS7000218 The request body must contain … 'client_assertion' or 'client_secret'",
+        cause: "The token request carried no client secret or assertion (AADSTS7000218).",
+        fix: &["Set AZURE_CLIENT_SECRET to the secret's Value."],
+    },
+    Entry {
+        code: "certificate_not_registered",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS700027 Client assertion contains an invalid signature",
+        cause: "Entra ID could not verify the client assertion of app {client_id} (AADSTS700027): the certificate is not uploaded to the App Registration, or the private key does not match it.",
+        fix: &[
+            "App Registration → Certificates & secrets → Certificates → Upload certificate: upload the public certificate (.cer/.pem) whose private key the proxy uses.",
+            "Check the thumbprint Entra names against the certificate in AZURE_CLIENT_CERTIFICATE_PATH.",
+        ],
+    },
+    Entry {
+        code: "assertion_time_invalid",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS700024 Client assertion is not within its valid time range",
+        cause: "Entra ID refused the client assertion as outside its valid time range (AADSTS700024): this machine's clock is off, or the federated token file is stale.",
+        fix: &[
+            "Check the system clock (timedatectl status; enable NTP).",
+            "With workload identity, check that the projected token file (AZURE_FEDERATED_TOKEN_FILE) is being renewed by the kubelet.",
+        ],
+    },
+    Entry {
+        code: "federated_credential_mismatch",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS70021 No matching federated identity record found for presented assertion",
+        cause: "No federated identity credential on app {client_id} matches the presented token's issuer, subject and audience (AADSTS70021): {entra_message}",
+        fix: &[
+            "App Registration (or the managed identity) → Certificates & secrets → Federated credentials: add one whose issuer, subject (e.g. system:serviceaccount:NAMESPACE:NAME) and audience (api://AzureADTokenExchange) match exactly.",
+            "On AKS, the issuer is az aks show --query oidcIssuerProfile.issuerUrl.",
+        ],
+    },
+    Entry {
+        code: "missing_parameter",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS900144 The request body must contain the following parameter",
+        cause: "Entra ID says a required parameter is missing (AADSTS900144): {entra_message}",
+        fix: &["Check AZURE_CLIENT_ID and FOUNDRY_SCOPE are set and not empty."],
+    },
+    Entry {
+        code: "tenant_specific_endpoint_required",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "AADSTS9001023 The grant type isn't supported over the /common or /consumers endpoints",
+        cause: "App-only tokens need a tenant-specific authority, not /common or /consumers (AADSTS9001023).",
+        fix: &["Set AZURE_TENANT_ID to your Directory (tenant) ID."],
+    },
+    Entry {
+        code: "entra_refused",
+        origin: Origin::Entra,
+        status: 401,
+        sees: "any other AADSTS error",
+        cause: "Entra ID refused the credential: {entra_message}",
+        fix: &[
+            "Look the AADSTS code up at https://login.microsoftonline.com/error and check AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for app {client_id}.",
+        ],
+    },
+    Entry {
+        code: "entra_unavailable",
+        origin: Origin::Entra,
+        status: 503,
+        sees: "503 with retry-after: Entra ID unreachable or failing, and no valid token left",
+        cause: "The proxy holds no valid token and cannot get one from Entra ID at {authority}: {detail}. It retries with backoff.",
+        fix: &[
+            "Check network access from this machine to the authority (proxy, firewall, DNS).",
+            "If AZURE_AUTHORITY_HOST is set, check it is the right cloud's authority.",
+        ],
+    },
+    // The proxy's own refusals.
+    Entry {
+        code: "token_pending",
+        origin: Origin::Proxy,
+        status: 503,
+        sees: "503 with retry-after: 1 right after start",
+        cause: "The proxy is still getting its first token from Entra ID.",
+        fix: &["Retry in a moment; if it lasts, read /readyz and the logs."],
+    },
+    Entry {
+        code: "token_renewal_pending",
+        origin: Origin::Proxy,
+        status: 503,
+        sees: "503 with retry-after: 1",
+        cause: "The proxy's token expired before its renewal was due: Entra issues tokens too short-lived to use.",
+        fix: &["Retry in a moment; check the token lifetime policy of the tenant."],
+    },
+    Entry {
+        code: "unknown_path",
+        origin: Origin::Proxy,
+        status: 404,
+        sees: "404 for a path outside /v1/",
+        cause: "foundry-proxy serves the OpenAI API under /v1/, plus /healthz and /readyz.",
+        fix: &["Set the base URL to http://HOST:PORT/v1 (OPENAI_BASE_URL)."],
+    },
+    Entry {
+        code: "invalid_path",
+        origin: Origin::Proxy,
+        status: 400,
+        sees: "400 for paths with .., encoded slashes or control characters",
+        cause: "The path '{detail}' is not allowed: it could escape the upstream route.",
+        fix: &["Use the OpenAI API paths as they are, e.g. /v1/chat/completions."],
+    },
+    Entry {
+        code: "missing_model",
+        origin: Origin::Proxy,
+        status: 400,
+        sees: "400: the request has no 'model' (deployments style)",
+        cause: "The request has no 'model'; with FOUNDRY_API=deployments the proxy needs it to choose the deployment.",
+        fix: &["Send the deployment name as `model`."],
+    },
+    Entry {
+        code: "invalid_model",
+        origin: Origin::Proxy,
+        status: 400,
+        sees: "400: 'model' is not a valid deployment name (deployments style)",
+        cause: "'{detail}' is not a valid deployment name (letters, digits, '-', '_' and '.', at most 64).",
+        fix: &["Send the deployment name exactly as shown in the Foundry portal."],
+    },
+    Entry {
+        code: "invalid_json",
+        origin: Origin::Proxy,
+        status: 400,
+        sees: "400: the body is not valid JSON (deployments style)",
+        cause: "The request body is not valid JSON ({detail}); the proxy needs its 'model' to choose the deployment.",
+        fix: &["Send a JSON object with a 'model' field."],
+    },
+    Entry {
+        code: "invalid_multipart",
+        origin: Origin::Proxy,
+        status: 400,
+        sees: "400: the multipart body cannot be read (deployments style)",
+        cause: "The multipart request cannot be read to find its 'model' field ({detail}).",
+        fix: &["Send multipart/form-data with a boundary and a 'model' field."],
+    },
+    Entry {
+        code: "unreadable_body",
+        origin: Origin::Proxy,
+        status: 400,
+        sees: "400: the request body could not be read",
+        cause: "The request body could not be read: {detail}.",
+        fix: &["Retry; check the client sends a complete body."],
+    },
+    Entry {
+        code: "request_too_large",
+        origin: Origin::Proxy,
+        status: 413,
+        sees: "413",
+        cause: "The request body is larger than the proxy's limit of {max_body} bytes (FOUNDRY_PROXY_MAX_BODY).",
+        fix: &["Send a smaller body, or raise FOUNDRY_PROXY_MAX_BODY."],
+    },
+    Entry {
+        code: "upstream_unreachable",
+        origin: Origin::Proxy,
+        status: 502,
+        sees: "502: the endpoint cannot be reached",
+        cause: "The proxy could not get an answer from {endpoint_host}: {detail}.",
+        fix: &[
+            "Check FOUNDRY_ENDPOINT and network access from this machine to it (DNS, firewall, proxy, private endpoint, TLS certificates: SSL_CERT_FILE).",
+        ],
+    },
+    Entry {
+        code: "upstream_timeout",
+        origin: Origin::Proxy,
+        status: 504,
+        sees: "504: no response headers in time",
+        cause: "{endpoint_host} sent no response headers within {detail} s (FOUNDRY_PROXY_UPSTREAM_TIMEOUT).",
+        fix: &[
+            "Raise FOUNDRY_PROXY_UPSTREAM_TIMEOUT for long non-streaming completions, or use stream: true.",
+        ],
+    },
+];
+
+/// The entry for `code`; an unknown code (a bug, caught by tests in debug builds) falls
+/// back to the generic `upstream_refused`.
+pub fn entry(code: &str) -> &'static Entry {
+    let found = CATALOG.iter().find(|e| e.code == code);
+    debug_assert!(found.is_some(), "code {code} is not in the catalog");
+    found.unwrap_or_else(|| {
+        CATALOG
+            .iter()
+            .find(|e| e.code == "upstream_refused")
+            .unwrap_or(&CATALOG[0])
+    })
+}
+
+/// Values for the `{name}` placeholders of a template.
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    pairs: Vec<(&'static str, String)>,
+}
+
+impl Vars {
+    /// No values: every placeholder renders as `<name>`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name`; an empty value renders as empty text.
+    pub fn set(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        match self.pairs.iter_mut().find(|(n, _)| *n == name) {
+            Some(pair) => pair.1 = value,
+            None => self.pairs.push((name, value)),
+        }
+        self
+    }
+
+    /// Sets `name` when a value is known.
+    pub fn maybe(self, name: &'static str, value: Option<impl Into<String>>) -> Self {
+        match value {
+            Some(value) => self.set(name, value),
+            None => self,
+        }
+    }
+
+    /// Renders a template.
+    pub fn render(&self, template: &str) -> String {
+        let mut out = String::with_capacity(template.len() + 64);
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find('}') {
+                Some(close)
+                    if after[..close]
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_') =>
+                {
+                    let name = &after[..close];
+                    match self.pairs.iter().find(|(n, _)| *n == name) {
+                        Some((_, value)) => out.push_str(value),
+                        None => {
+                            let _ = write!(out, "<{name}>");
+                        }
+                    }
+                    rest = &after[close + 1..];
+                }
+                _ => {
+                    out.push('{');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The README's troubleshooting table, rendered from the catalog.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| `code` | status | from | what you see | cause | fix |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    let blank = Vars::new();
+    for entry in CATALOG {
+        let cell = |text: &str| text.replace('|', "\\|");
+        let fix: Vec<String> = entry
+            .fix
+            .iter()
+            .map(|step| cell(&blank.render(step)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} |",
+            entry.code,
+            entry.status,
+            entry.origin.as_str(),
+            cell(entry.sees),
+            cell(&blank.render(entry.cause)),
+            fix.join("<br>")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Codes are unique and every placeholder is a known variable name.
+    #[test]
+    fn catalog_is_consistent() {
+        let known = [
+            "object_id",
+            "endpoint_host",
+            "lacks",
+            "recent",
+            "resource",
+            "client_id",
+            "token_tenant",
+            "audience",
+            "expected_audience",
+            "expected_scope",
+            "expires_at",
+            "authority",
+            "azure_message",
+            "deployment",
+            "api",
+            "api_version",
+            "status",
+            "tenant_id",
+            "scope",
+            "entra_message",
+            "detail",
+            "max_body",
+        ];
+        let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), CATALOG.len(), "duplicate codes");
+        for entry in CATALOG {
+            for template in std::iter::once(&entry.cause).chain(entry.fix.iter()) {
+                let mut rest = *template;
+                while let Some(open) = rest.find('{') {
+                    let after = &rest[open + 1..];
+                    let close = after.find('}').expect("closed placeholder");
+                    assert!(
+                        known.contains(&&after[..close]),
+                        "{}: unknown placeholder {}",
+                        entry.code,
+                        &after[..close]
+                    );
+                    rest = &after[close + 1..];
+                }
+            }
+        }
+    }
+
+    /// Known values are filled in; unknown ones show as <name>.
+    #[test]
+    fn templates_render() {
+        let vars = Vars::new().set("client_id", "abc");
+        assert_eq!(
+            vars.render("app {client_id} in {tenant_id}"),
+            "app abc in <tenant_id>"
+        );
+        assert_eq!(vars.render("json {\"a\": 1}"), "json {\"a\": 1}");
+    }
+}
