@@ -37,19 +37,24 @@ pub(crate) fn authenticate(
     emu: &Emulator,
     headers: &HeaderMap,
 ) -> Result<AccessTokenClaims, FoundryError> {
+    let kind = emu.resource_kind();
     let Some(token) = bearer(headers) else {
         return Err(if headers.contains_key("api-key") {
             FoundryError::InvalidSubscriptionKey
         } else {
-            FoundryError::Unauthorized
+            FoundryError::Unauthorized(kind)
         });
     };
-    let claims = emu.keys.verify(token).map_err(|e| {
-        tracing::debug!(error = %e, "bearer token refused");
-        FoundryError::Unauthorized
-    })?;
+    // The resource kind decides the audiences; the emulator's (possibly shifted) clock decides expiry.
+    let claims = emu
+        .keys
+        .verify(token, kind.audiences(), emu.now_secs())
+        .map_err(|e| {
+            tracing::debug!(error = %e, "bearer token refused");
+            FoundryError::Unauthorized(kind)
+        })?;
     if emu.is_revoked(&claims.uti) {
-        return Err(FoundryError::Unauthorized);
+        return Err(FoundryError::Unauthorized(kind));
     }
     if claims.tid != emu.config.resource_tenant {
         return Err(FoundryError::TenantMismatch { tid: claims.tid });
@@ -78,11 +83,21 @@ pub(crate) fn authorize(
 
 /// The PermissionDenied refusal for this principal and op.
 pub(crate) fn permission_denied(claims: &AccessTokenClaims, op: Op) -> FoundryError {
+    permission_denied_worded(claims, op, false)
+}
+
+/// PermissionDenied, with the Foundry data-plane hint appended when `foundry_hint`.
+pub(crate) fn permission_denied_worded(
+    claims: &AccessTokenClaims,
+    op: Op,
+    foundry_hint: bool,
+) -> FoundryError {
     let (data_action, operation) = op.data_action();
     FoundryError::PermissionDenied {
         oid: claims.oid.clone(),
         data_action,
         operation,
+        foundry_hint,
     }
 }
 

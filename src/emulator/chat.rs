@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use super::foundry::GenCtx;
 use super::sse;
 use super::text::{self, SYSTEM_FINGERPRINT, content_filter_results, prompt_filter_results};
-use super::util::now_secs;
 
 /// Usage in Chat Completions shape.
 fn chat_usage(prompt: u64, completion: u64) -> Value {
@@ -36,7 +35,7 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
     let chunks = text::chunks(&answer, ctx.chunks);
     let usage = chat_usage(text::token_count(&all), chunks.len() as u64);
     let id = text::id("chatcmpl-");
-    let created = now_secs();
+    let created = ctx.emu.now_secs();
     if !wants_stream(body) {
         let content = chunks.concat();
         return axum::Json(json!({
@@ -116,7 +115,7 @@ pub(crate) fn completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
     let completion_tokens = chunks.len() as u64;
     let usage = json!({"completion_tokens": completion_tokens, "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens});
     let id = text::id("cmpl-");
-    let created = now_secs();
+    let created = ctx.emu.now_secs();
     let choice = |text: &str, finish: Value| json!([{"text": text, "index": 0, "finish_reason": finish, "logprobs": null, "content_filter_results": content_filter_results()}]);
     if !wants_stream(body) {
         return axum::Json(json!({

@@ -32,6 +32,11 @@ pub struct EmulatorConfig {
     pub region: String,
     /// Delay between streamed chunks, in milliseconds.
     pub stream_chunk_delay_ms: u64,
+    /// Which kind of resource Foundry plays: it decides the accepted audiences and the 401 text.
+    pub resource_kind: ResourceKind,
+    /// Seconds added to the emulator's clock (negative: behind), to play a client machine whose
+    /// clock is wrong relative to Azure's.
+    pub clock_offset_secs: i64,
 }
 
 impl Default for EmulatorConfig {
@@ -107,6 +112,8 @@ impl Default for EmulatorConfig {
             expires_in_as_string: false,
             region: "Sweden Central".to_owned(),
             stream_chunk_delay_ms: 20,
+            resource_kind: ResourceKind::Foundry,
+            clock_offset_secs: 0,
         }
     }
 }
@@ -218,6 +225,58 @@ pub enum DeploymentKind {
     Audio,
     /// images/generations.
     Image,
+}
+
+/// The kind of Azure resource that serves inference (azure-facts §3, §5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceKind {
+    /// An AI Services resource (`*.services.ai.azure.com`): accepts tokens for
+    /// `https://cognitiveservices.azure.com` and `https://ai.azure.com`.
+    #[default]
+    Foundry,
+    /// A classic Azure OpenAI resource (`*.openai.azure.com`): accepts only
+    /// `https://cognitiveservices.azure.com`.
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl ResourceKind {
+    /// Token audiences the resource accepts, each with and without a trailing slash.
+    pub fn audiences(self) -> &'static [&'static str] {
+        match self {
+            ResourceKind::Foundry => &[
+                "https://cognitiveservices.azure.com",
+                "https://cognitiveservices.azure.com/",
+                "https://ai.azure.com",
+                "https://ai.azure.com/",
+            ],
+            ResourceKind::OpenAi => &[
+                "https://cognitiveservices.azure.com",
+                "https://cognitiveservices.azure.com/",
+            ],
+        }
+    }
+
+    /// The `message` of the resource's bad-token 401 (azure-facts §5, I9).
+    pub fn unauthorized_message(self) -> &'static str {
+        match self {
+            ResourceKind::Foundry => {
+                "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com/ or https://ai.azure.com/), or have expired."
+            }
+            ResourceKind::OpenAi => {
+                "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), or have expired."
+            }
+        }
+    }
+
+    /// The control-endpoint and config spelling: `"foundry"` or `"openai"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Foundry => "foundry",
+            ResourceKind::OpenAi => "openai",
+        }
+    }
 }
 
 /// Why an emulator config file could not be used.

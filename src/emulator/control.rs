@@ -10,19 +10,24 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
+use super::config::ResourceKind;
 use super::state::{Emulator, EntraFault};
 
 /// Body of `POST /_emulator/config`; absent fields leave settings unchanged.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigUpdate {
-    /// `"503"` (any status), `"stall:MS"`, `"garbage"`, or `null` to clear.
+    /// `"503"` (any status), `"stall:MS"`, `"garbage"`, `"aadsts:N"`, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
     entra_fault: Option<Option<String>>,
     token_lifetime_secs: Option<u64>,
     expires_in_as_string: Option<bool>,
     /// Role display names by client id.
     roles: Option<HashMap<String, Vec<String>>>,
+    /// `"foundry"` or `"openai"`.
+    resource_kind: Option<ResourceKind>,
+    /// Seconds the emulator's clock is ahead of the real one (negative: behind).
+    clock_offset_secs: Option<i64>,
 }
 
 /// Keeps an explicit `null` apart from an absent field (`Some(None)` vs `None`).
@@ -35,6 +40,15 @@ pub(crate) fn parse_fault(text: &str) -> Option<EntraFault> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("garbage") {
         return Some(EntraFault::Garbage);
+    }
+    if let Some(code) = text.strip_prefix("aadsts:") {
+        // Only codes the emulator can play, so a typo fails when set rather than when used.
+        return code
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| EntraFault::AADSTS_CODES.contains(c))
+            .map(EntraFault::Aadsts);
     }
     if let Some(ms) = text.strip_prefix("stall:") {
         return ms
@@ -49,9 +63,25 @@ pub(crate) fn parse_fault(text: &str) -> Option<EntraFault> {
         .map(EntraFault::Status)
 }
 
+/// Why `text` is not an `entra_fault`, listing what is.
+pub(crate) fn fault_help(text: &str) -> String {
+    let codes: Vec<String> = EntraFault::AADSTS_CODES
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    format!(
+        "entra_fault '{text}' is not a status code, 'stall:MS', 'garbage' or 'aadsts:N' with N one of {}",
+        codes.join(", ")
+    )
+}
+
 /// `GET /_emulator/state`.
 pub(crate) async fn state(State(emu): State<Arc<Emulator>>) -> Response {
     axum::Json(json!({
+        "resource_kind": emu.resource_kind().as_str(),
+        "clock_offset_secs": emu.clock_offset(),
+        "entra_fault": emu.entra_fault().map(|f| f.to_string()),
+        "roles": emu.roles(),
         "tokens_issued": emu.tokens_issued(),
         "streams_started": emu.streams_started(),
         "streams_completed": emu.streams_completed(),
@@ -83,9 +113,7 @@ pub(crate) async fn config(
             Some(text) => match parse_fault(text) {
                 Some(f) => Some(f),
                 None => {
-                    let msg = format!(
-                        "entra_fault '{text}' is not a status code, 'stall:MS' or 'garbage'"
-                    );
+                    let msg = fault_help(text);
                     return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg})))
                         .into_response();
                 }
@@ -101,6 +129,12 @@ pub(crate) async fn config(
     }
     for (client_id, roles) in update.roles.unwrap_or_default() {
         emu.set_roles(&client_id, roles);
+    }
+    if let Some(kind) = update.resource_kind {
+        emu.set_resource_kind(kind);
+    }
+    if let Some(secs) = update.clock_offset_secs {
+        emu.set_clock_offset(secs);
     }
     tracing::debug!("emulator config updated");
     StatusCode::NO_CONTENT.into_response()
@@ -124,6 +158,19 @@ mod tests {
             Some(EntraFault::Stall(Duration::from_millis(250)))
         );
         assert_eq!(parse_fault("garbage"), Some(EntraFault::Garbage));
+        assert_eq!(
+            parse_fault("aadsts:700027"),
+            Some(EntraFault::Aadsts(700027))
+        );
+        assert_eq!(parse_fault("aadsts:12345"), None);
         assert_eq!(parse_fault("nope"), None);
+        for fault in [
+            EntraFault::Status(429),
+            EntraFault::Stall(Duration::from_millis(5)),
+            EntraFault::Garbage,
+            EntraFault::Aadsts(90002),
+        ] {
+            assert_eq!(parse_fault(&fault.to_string()), Some(fault));
+        }
     }
 }

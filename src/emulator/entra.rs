@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
+use super::aadsts::{self, RequestFacts};
 use super::entra_error::{EntraError, entra_headers};
 use super::jwt::AccessTokenClaims;
 use super::records::TokenRequestRecord;
@@ -85,20 +86,25 @@ pub(crate) async fn token(
         Some(EntraFault::Stall(delay)) => tokio::time::sleep(delay).await,
         Some(EntraFault::Status(status)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let error = if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                "temporarily_unavailable"
-            } else {
-                "invalid_request"
-            };
             emu.finish_token_request(id, status.as_u16(), Some(90033));
             tracing::debug!(status = status.as_u16(), "entra fault injected");
-            let err = EntraError::new(
-                status,
-                error,
-                90033,
-                "A transient error has occurred. Please try again.",
-            );
-            return err.into_response_with(correlation);
+            return aadsts::transient(status).into_response_with(correlation, emu.now_secs());
+        }
+        Some(EntraFault::Aadsts(code)) => {
+            let facts = RequestFacts {
+                client_id: params.client_id(),
+                tenant: &tenant,
+                scope: params.get("scope"),
+                grant_type: params.get("grant_type"),
+                client_assertion: params.get("client_assertion"),
+                now: emu.now_secs(),
+            };
+            // Codes are checked when the fault is set; an unknown one still gets a transient error.
+            let err = aadsts::injected(code, &facts)
+                .unwrap_or_else(|| aadsts::transient(StatusCode::SERVICE_UNAVAILABLE));
+            emu.finish_token_request(id, err.status.as_u16(), err.code);
+            tracing::debug!(code, "entra AADSTS fault injected");
+            return err.into_response_with(correlation, emu.now_secs());
         }
         Some(EntraFault::Garbage) => {
             emu.finish_token_request(id, 200, None);
@@ -116,7 +122,7 @@ pub(crate) async fn token(
         Err(err) => {
             emu.finish_token_request(id, err.status.as_u16(), err.code);
             tracing::debug!(code = ?err.code, "token request refused");
-            err.into_response_with(correlation)
+            err.into_response_with(correlation, emu.now_secs())
         }
     }
 }
@@ -129,46 +135,26 @@ fn issue(
 ) -> Result<Response, EntraError> {
     let segment = tenant_segment.to_ascii_lowercase();
     if segment == "common" || segment == "consumers" {
-        return Err(EntraError::bad_request(
-            9001023,
-            "The grant type isn't supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.",
-        ));
+        return Err(aadsts::common_endpoint());
     }
     let Some(tenant) = emu.config.resolve_tenant(tenant_segment) else {
-        return Err(EntraError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_tenant",
-            90002,
-            format!(
-                "Tenant '{tenant_segment}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-            ),
-        ));
+        return Err(aadsts::tenant_not_found(tenant_segment));
     };
     match params.get("grant_type") {
-        None => return Err(missing("grant_type")),
+        None => return Err(aadsts::missing("grant_type")),
         Some("client_credentials") => {}
-        Some(other) => {
-            return Err(EntraError::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                70003,
-                format!("The app requested an unsupported grant type '{other}'."),
-            ));
-        }
+        Some(other) => return Err(aadsts::unsupported_grant(other)),
     }
-    let client_id = params.client_id().ok_or_else(|| missing("client_id"))?;
-    let scope = params.get("scope").ok_or_else(|| missing("scope"))?;
+    let client_id = params
+        .client_id()
+        .ok_or_else(|| aadsts::missing("client_id"))?;
+    let scope = params
+        .get("scope")
+        .ok_or_else(|| aadsts::missing("scope"))?;
     let app = emu
         .app(client_id)
         .filter(|a| a.tenant == tenant)
-        .ok_or_else(|| {
-            EntraError::new(
-                StatusCode::BAD_REQUEST,
-                "unauthorized_client",
-                700016,
-                format!("Application with identifier '{client_id}' was not found in the directory '{tenant_segment}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."),
-            )
-        })?;
+        .ok_or_else(|| aadsts::app_not_found(client_id, tenant_segment))?;
     if params.get("client_assertion").is_some() {
         // Certificate and federated credentials arrive in a later change; say so plainly.
         return Err(EntraError {
@@ -179,35 +165,24 @@ fn issue(
                 .to_owned(),
         });
     }
-    let secret = params.client_secret().ok_or_else(|| {
-        EntraError::invalid_client(
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        )
-    })?;
+    let secret = params.client_secret().ok_or_else(aadsts::no_credential)?;
     if secret != app.client_secret {
-        return Err(EntraError::invalid_client(
-            7000215,
-            format!(
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
-                app.client_id
-            ),
-        ));
+        return Err(aadsts::invalid_secret(&app.client_id));
     }
     if app.secret_expired {
-        return Err(EntraError::invalid_client(
-            7000222,
-            format!(
-                "The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.",
-                app.client_id
-            ),
-        ));
+        return Err(aadsts::expired_secret(&app.client_id));
     }
     let audience = audience_of(scope, tenant_segment)?;
 
     let (lifetime, as_string) = emu.token_settings();
-    let claims =
-        AccessTokenClaims::app_only(tenant, &app.client_id, &app.object_id, &audience, lifetime);
+    let claims = AccessTokenClaims::issued_at(
+        emu.now_secs(),
+        tenant,
+        &app.client_id,
+        &app.object_id,
+        &audience,
+        lifetime,
+    );
     let access_token = emu.keys.sign(&claims).map_err(|e| {
         tracing::error!(error = %e, "token signing failed");
         EntraError::new(
@@ -237,29 +212,19 @@ fn issue(
 
 /// Validates `scope` (exactly one `{resource}/.default`, for a known resource) and returns the `aud`.
 fn audience_of(scope: &str, tenant_segment: &str) -> Result<String, EntraError> {
-    let invalid_scope = |s: &str| {
-        EntraError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            70011,
-            format!(
-                "The provided value for the input parameter 'scope' is not valid. The scope {s} is not valid."
-            ),
-        )
-    };
     let mut resources: Vec<&str> = Vec::new();
     for s in scope.split_whitespace() {
         // v1 resources: the audience is everything before the last slash.
         let resource = s
             .strip_suffix("/.default")
             .filter(|r| !r.is_empty())
-            .ok_or_else(|| invalid_scope(s))?;
+            .ok_or_else(|| aadsts::invalid_scope(s))?;
         if !resources.contains(&resource) {
             resources.push(resource);
         }
     }
     match resources.as_slice() {
-        [] => Err(missing("scope")),
+        [] => Err(aadsts::missing("scope")),
         [one] => {
             let known = KNOWN_RESOURCES
                 .iter()
@@ -267,33 +232,11 @@ fn audience_of(scope: &str, tenant_segment: &str) -> Result<String, EntraError> 
             if known {
                 Ok((*one).to_owned())
             } else {
-                Err(EntraError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_resource",
-                    500011,
-                    format!(
-                        "The resource principal named {one} was not found in the tenant named {tenant_segment}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
-                    ),
-                ))
+                Err(aadsts::resource_not_found(one, tenant_segment))
             }
         }
-        _ => Err(EntraError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            700022,
-            format!(
-                "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope {scope} is not valid."
-            ),
-        )),
+        _ => Err(aadsts::multiple_resources(scope)),
     }
-}
-
-/// AADSTS900144 for a missing parameter.
-fn missing(name: &str) -> EntraError {
-    EntraError::bad_request(
-        900144,
-        format!("The request body must contain the following parameter: '{name}'."),
-    )
 }
 
 /// Client id and secret from `Authorization: Basic`, each form-urlencoded per RFC 6749 §2.3.1.

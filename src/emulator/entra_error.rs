@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::util::{entra_timestamp, now_secs, uuid};
+use super::util::{entra_timestamp, uuid};
 
 /// `x-ms-ests-server` as Entra sends it (a build number and a slice name).
 pub(crate) const ESTS_SERVER: &str = "2.1.21454.3 - SEC ProdSlices";
@@ -46,11 +46,12 @@ impl EntraError {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", code, message)
     }
 
-    /// Renders the body; `correlation_id` is the caller's `client-request-id` when it sent one.
-    pub(crate) fn into_response_with(self, correlation_id: Option<String>) -> Response {
+    /// Renders the body; `correlation_id` is the caller's `client-request-id` when it sent one,
+    /// and `now` the emulator's clock (epoch seconds) for the timestamps.
+    pub(crate) fn into_response_with(self, correlation_id: Option<String>, now: u64) -> Response {
         let trace_id = uuid();
         let correlation_id = correlation_id.unwrap_or_else(uuid);
-        let timestamp = entra_timestamp(now_secs());
+        let timestamp = entra_timestamp(now);
         let prefix = self
             .code
             .map(|c| format!("AADSTS{c}: "))

@@ -16,6 +16,7 @@ use super::body::{self, Payload};
 use super::chat;
 use super::config::{DeploymentKind, DeploymentSpec};
 use super::embeddings;
+use super::fault::{self, Fault, Stage};
 use super::foundry_error::FoundryError;
 use super::media;
 use super::records::InferenceRecord;
@@ -37,39 +38,6 @@ pub(crate) struct GenCtx<'a> {
     pub(crate) chunks: Option<usize>,
     /// Delay between streamed frames.
     pub(crate) delay: Duration,
-}
-
-/// A request-scoped failure asked for with `x-emulator-fault`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    RateLimit,
-    ContentFilter,
-    DeploymentNotFound,
-    ServerError,
-    KeyAuthDisabled,
-    PermissionDenied,
-}
-
-fn fault(headers: &HeaderMap) -> Result<Option<Fault>, FoundryError> {
-    let Some(value) = headers
-        .get("x-emulator-fault")
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Ok(None);
-    };
-    Ok(Some(match value.trim() {
-        "rate-limit" => Fault::RateLimit,
-        "content-filter" => Fault::ContentFilter,
-        "deployment-not-found" => Fault::DeploymentNotFound,
-        "server-error" => Fault::ServerError,
-        "key-auth-disabled" => Fault::KeyAuthDisabled,
-        "permission-denied" => Fault::PermissionDenied,
-        other => {
-            return Err(FoundryError::UnknownFault {
-                value: other.to_owned(),
-            });
-        }
-    }))
 }
 
 /// Every request that is not for Entra or `/_emulator`.
@@ -105,19 +73,29 @@ async fn serve(
     bytes: Bytes,
     deployment_out: &mut Option<String>,
 ) -> Result<Response, FoundryError> {
+    let fault = fault::from_headers(&parts.headers)?;
+    // Each fault is played at its stage, so the checks Azure runs before it still run first.
+    let refuse_at = |stage: Stage| match fault.filter(|f| f.stage() == stage) {
+        Some(f) => f.fixed_refusal().map_or(Ok(()), Err),
+        None => Ok(()),
+    };
+    refuse_at(Stage::Edge)?;
     let api_version = parts.uri.query().and_then(api_version);
     let route = route::route(
         parts.method.as_str(),
         parts.uri.path(),
         api_version.as_deref(),
     )?;
-    let fault = fault(&parts.headers)?;
-    if fault == Some(Fault::KeyAuthDisabled) {
-        return Err(FoundryError::KeyAuthDisabled);
-    }
+    refuse_at(Stage::Route)?;
+    refuse_at(Stage::Credential)?;
     let claims = auth::authenticate(emu, &parts.headers)?;
-    if fault == Some(Fault::PermissionDenied) {
-        return Err(auth::permission_denied(&claims, route.op));
+    match fault {
+        Some(Fault::PermissionDenied) => return Err(auth::permission_denied(&claims, route.op)),
+        Some(Fault::PermissionDeniedFoundry) => {
+            return Err(auth::permission_denied_worded(&claims, route.op, true));
+        }
+        Some(Fault::PermissionDeniedLegacy) => return Err(FoundryError::PermissionDeniedLegacy),
+        _ => {}
     }
     auth::authorize(emu, &claims, route.op)?;
 
@@ -127,15 +105,11 @@ async fn serve(
         _ => Some(resolve_deployment(emu, &route, &payload)?),
     };
     *deployment_out = deployment.map(|d| d.name.clone());
-    match fault {
-        Some(Fault::RateLimit) => return Err(rate_limited(emu, &route, deployment)),
-        Some(Fault::ContentFilter) => return Err(FoundryError::ContentFilter),
-        Some(Fault::DeploymentNotFound) => return Err(FoundryError::DeploymentNotFound),
-        Some(Fault::ServerError) => return Err(FoundryError::ServerError),
-        _ => {}
+    if let Some(f) = fault.filter(|f| f.stage() == Stage::Deployment) {
+        return Err(deployment_fault(emu, f, &route, &payload, deployment));
     }
     let Some(deployment) = deployment else {
-        return Ok(media::models(&emu.config));
+        return Ok(media::models(emu));
     };
     if route.op.kind() != Some(deployment.kind) {
         return Err(FoundryError::OperationNotSupported {
@@ -167,7 +141,7 @@ async fn serve(
                 message: "audio/transcriptions expects a multipart/form-data body".to_owned(),
             });
         }
-        (Op::Models, _) => media::models(&emu.config),
+        (Op::Models, _) => media::models(emu),
     })
 }
 
@@ -208,6 +182,40 @@ fn resolve_deployment<'e>(
         }
         (_, _, Some(name)) => by_name(name),
         (_, _, None) => Err(FoundryError::ModelRequired),
+    }
+}
+
+/// The refusal of a fault played once the deployment is known.
+fn deployment_fault(
+    emu: &Emulator,
+    fault: Fault,
+    route: &Route,
+    payload: &Payload,
+    deployment: Option<&DeploymentSpec>,
+) -> FoundryError {
+    match fault {
+        Fault::RateLimit => rate_limited(emu, route, deployment),
+        Fault::ContentFilter => FoundryError::ContentFilter,
+        Fault::ServerError => FoundryError::ServerError,
+        Fault::ApiVersionTooOld => FoundryError::ApiVersionTooOld {
+            model: deployment.map_or("-", |d| d.model.as_str()).to_owned(),
+        },
+        Fault::ParameterNotSupported => FoundryError::ParameterNotSupported,
+        Fault::UnknownModel => FoundryError::UnknownModel {
+            // The name as the request gave it; the serverless stand-in has none, so its deployment's.
+            model: route
+                .path_deployment
+                .as_deref()
+                .or(payload.model())
+                .or(deployment.map(|d| d.name.as_str()))
+                .unwrap_or("-")
+                .to_owned(),
+        },
+        Fault::DeploymentNotFound => FoundryError::DeploymentNotFound,
+        // Earlier stages were played before the deployment lookup and never get here.
+        other => other
+            .fixed_refusal()
+            .unwrap_or(FoundryError::DeploymentNotFound),
     }
 }
 

@@ -4,8 +4,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-/// The audience list in the 401 message of a classic Azure OpenAI resource.
-const UNAUTHORIZED_MESSAGE: &str = "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), or have expired.";
+use super::config::ResourceKind;
+
+/// Appended to PermissionDenied by Foundry data-plane variants (azure-facts §5, I10).
+const FOUNDRY_PERMISSIONS_HINT: &str = " For instructions on granting the necessary permissions, see https://aka.ms/FoundryPermissions.";
 
 /// A refusal from the Foundry side; rendered as Azure renders it.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,8 +16,9 @@ pub(crate) enum FoundryError {
     ResourceNotFound,
     /// A dated api-version the surface does not serve.
     ApiVersionNotSupported,
-    /// No usable bearer token: missing, bad signature, expired, wrong audience.
-    Unauthorized,
+    /// No usable bearer token: missing, bad signature, expired, wrong audience; worded as this
+    /// kind of resource words it.
+    Unauthorized(ResourceKind),
     /// An `api-key` header instead of a token; the emulator has no keys.
     InvalidSubscriptionKey,
     /// Token from a tenant other than the resource's.
@@ -25,7 +28,23 @@ pub(crate) enum FoundryError {
         oid: String,
         data_action: &'static str,
         operation: &'static str,
+        /// Append the Foundry data-plane hint (aka.ms/FoundryPermissions).
+        foundry_hint: bool,
     },
+    /// The older PermissionDenied wording, with no principal or data action.
+    PermissionDeniedLegacy,
+    /// Injected: a token sent to a regional endpoint instead of the custom subdomain.
+    RegionalEndpoint,
+    /// Injected: the resource's firewall refuses the caller's network.
+    NetworkRules,
+    /// Injected: the resource is behind a virtual network and this endpoint is not its.
+    VnetEndpoint,
+    /// Injected: the resource accepts only traffic from approved private endpoints.
+    PrivateEndpoint,
+    /// Injected: the api-version predates the deployment's model.
+    ApiVersionTooOld { model: String },
+    /// Injected: a body parameter the model does not support (Foundry Models, 422).
+    ParameterNotSupported,
     /// Deployment name unknown (OpenAI surfaces).
     DeploymentNotFound,
     /// Model name unknown (Foundry Models surface).
@@ -62,9 +81,9 @@ impl FoundryError {
                 StatusCode::BAD_REQUEST,
                 wrapped("BadRequest", "API version not supported"),
             ),
-            E::Unauthorized => (
+            E::Unauthorized(kind) => (
                 StatusCode::UNAUTHORIZED,
-                json!({"statusCode": 401, "message": UNAUTHORIZED_MESSAGE}),
+                json!({"statusCode": 401, "message": kind.unauthorized_message()}),
             ),
             E::InvalidSubscriptionKey => (
                 StatusCode::UNAUTHORIZED,
@@ -84,14 +103,70 @@ impl FoundryError {
                 oid,
                 data_action,
                 operation,
+                foundry_hint,
             } => (
                 StatusCode::UNAUTHORIZED,
                 wrapped(
                     "PermissionDenied",
                     &format!(
-                        "The principal `{oid}` lacks the required data action `{data_action}` to perform `{operation}` operation."
+                        "The principal `{oid}` lacks the required data action `{data_action}` to perform `{operation}` operation.{}",
+                        if *foundry_hint {
+                            FOUNDRY_PERMISSIONS_HINT
+                        } else {
+                            ""
+                        }
                     ),
                 ),
+            ),
+            E::PermissionDeniedLegacy => (
+                StatusCode::UNAUTHORIZED,
+                wrapped(
+                    "PermissionDenied",
+                    "Principal does not have access to API/Operation.",
+                ),
+            ),
+            E::RegionalEndpoint => (
+                StatusCode::BAD_REQUEST,
+                wrapped(
+                    "BadRequest",
+                    "Please provide a custom subdomain for token authentication, otherwise API key is required.",
+                ),
+            ),
+            E::NetworkRules => (
+                StatusCode::FORBIDDEN,
+                wrapped(
+                    "403",
+                    "Access denied due to Virtual Network/Firewall rules.",
+                ),
+            ),
+            E::VnetEndpoint => (
+                StatusCode::FORBIDDEN,
+                wrapped(
+                    "403",
+                    "A Virtual Network is configured for this resource. Please use the correct endpoint for making requests. Check https://aka.ms/cogsvc-vnet for more details.",
+                ),
+            ),
+            E::PrivateEndpoint => (
+                StatusCode::FORBIDDEN,
+                wrapped("403", "Traffic is not from an approved private endpoint."),
+            ),
+            E::ApiVersionTooOld { model } => (
+                StatusCode::BAD_REQUEST,
+                wrapped(
+                    "BadRequest",
+                    &format!(
+                        "Model {model} is enabled only for api versions 2024-12-01-preview and later"
+                    ),
+                ),
+            ),
+            E::ParameterNotSupported => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
+                    "status": 422,
+                    "code": "parameter_not_supported",
+                    "detail": {"loc": ["body", "response_format"], "input": "json_object"},
+                    "message": "One of the parameters contain invalid values."
+                }),
             ),
             E::DeploymentNotFound => (
                 StatusCode::NOT_FOUND,
@@ -152,7 +227,8 @@ impl FoundryError {
                 wrapped(
                     "EmulatorUnknownFault",
                     &format!(
-                        "unknown x-emulator-fault '{value}'; known: rate-limit, content-filter, deployment-not-found, server-error, key-auth-disabled, permission-denied"
+                        "unknown x-emulator-fault '{value}'; known: {}",
+                        super::fault::known_names()
                     ),
                 ),
             ),
@@ -164,9 +240,19 @@ impl IntoResponse for FoundryError {
     fn into_response(self) -> Response {
         let (status, body) = self.parts();
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, FoundryError::RateLimited { .. }) {
-            let headers = response.headers_mut();
-            headers.insert("retry-after", axum::http::HeaderValue::from_static("45"));
+        let headers = response.headers_mut();
+        match self {
+            FoundryError::RateLimited { .. } => {
+                headers.insert("retry-after", axum::http::HeaderValue::from_static("45"));
+            }
+            FoundryError::NetworkRules => {
+                // Observed with the firewall 403: names the gateway policy that refused.
+                headers.insert(
+                    "policy-id",
+                    axum::http::HeaderValue::from_static("ThrowExceptionDueToTrafficDenied"),
+                );
+            }
+            _ => {}
         }
         response
     }

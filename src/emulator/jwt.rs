@@ -15,14 +15,6 @@ const PUBLIC_KEY_PEM: &str = include_str!("emulator_signing_pub.pem");
 /// computed with openssl when the key was made (Entra v1 tokens carry the same value in both).
 pub const KEY_THUMBPRINT: &str = "Z5jhLj7VRTBNP6X4NGlobtfWs84";
 
-/// Audiences the Foundry side accepts (with or without a trailing slash).
-pub(crate) const FOUNDRY_AUDIENCES: [&str; 4] = [
-    "https://cognitiveservices.azure.com",
-    "https://cognitiveservices.azure.com/",
-    "https://ai.azure.com",
-    "https://ai.azure.com/",
-];
-
 /// The claims of a v1 app-only access token, as Entra issues them for client credentials.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
@@ -62,7 +54,7 @@ pub struct AccessTokenClaims {
 }
 
 impl AccessTokenClaims {
-    /// Claims for an app-only token issued now.
+    /// Claims for an app-only token issued now by the real clock.
     pub fn app_only(
         tenant: &str,
         client_id: &str,
@@ -70,7 +62,18 @@ impl AccessTokenClaims {
         aud: &str,
         lifetime_secs: u64,
     ) -> Self {
-        let now = now_secs();
+        Self::issued_at(now_secs(), tenant, client_id, object_id, aud, lifetime_secs)
+    }
+
+    /// Claims for an app-only token issued at `now` (epoch seconds), e.g. a shifted clock's now.
+    pub fn issued_at(
+        now: u64,
+        tenant: &str,
+        client_id: &str,
+        object_id: &str,
+        aud: &str,
+        lifetime_secs: u64,
+    ) -> Self {
         let iss = format!("https://sts.windows.net/{tenant}/");
         Self {
             aud: aud.to_owned(),
@@ -95,8 +98,17 @@ impl AccessTokenClaims {
 
 /// Why a bearer token was refused; all of these get the same 401 at the Foundry side.
 #[derive(Debug, thiserror::Error)]
-#[error("token rejected: {0}")]
-pub(crate) struct TokenRejected(#[from] jsonwebtoken::errors::Error);
+pub(crate) enum TokenRejected {
+    /// Malformed, badly signed or for another audience.
+    #[error("token rejected: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    /// `exp` is before the verifier's now.
+    #[error("token rejected: expired at {exp}, now {now}")]
+    Expired { exp: u64, now: u64 },
+    /// `nbf` is after the verifier's now.
+    #[error("token rejected: not valid before {nbf}, now {now}")]
+    NotYetValid { nbf: u64, now: u64 },
+}
 
 /// The emulator's signing and verifying keys.
 pub(crate) struct Keys {
@@ -135,15 +147,36 @@ impl Keys {
         jsonwebtoken::encode(&header, claims, &self.encoding)
     }
 
-    /// Verifies signature, expiry (no leeway) and a Foundry audience.
-    pub(crate) fn verify(&self, token: &str) -> Result<AccessTokenClaims, TokenRejected> {
+    /// Verifies signature, one of `audiences`, and expiry and `nbf` against `now` (no leeway).
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        audiences: &[&str],
+        now: u64,
+    ) -> Result<AccessTokenClaims, TokenRejected> {
         let mut validation = Validation::new(Algorithm::RS256);
-        // Tests use 10-second tokens, so any leeway would hide expiry.
-        validation.leeway = 0;
-        validation.validate_nbf = true;
-        validation.set_audience(&FOUNDRY_AUDIENCES);
+        // jsonwebtoken reads the real clock; the emulator's clock may be shifted, so times are
+        // checked below against `now` instead.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_audience(audiences);
         validation.set_required_spec_claims(&["exp", "aud"]);
-        Ok(jsonwebtoken::decode::<AccessTokenClaims>(token, &self.decoding, &validation)?.claims)
+        let claims =
+            jsonwebtoken::decode::<AccessTokenClaims>(token, &self.decoding, &validation)?.claims;
+        // No leeway: tests use 1-second tokens, so any leeway would hide expiry.
+        if claims.exp < now {
+            return Err(TokenRejected::Expired {
+                exp: claims.exp,
+                now,
+            });
+        }
+        if claims.nbf > now {
+            return Err(TokenRejected::NotYetValid {
+                nbf: claims.nbf,
+                now,
+            });
+        }
+        Ok(claims)
     }
 }
 
@@ -151,12 +184,15 @@ impl Keys {
 mod tests {
     use super::*;
 
+    const AUDIENCES: &[&str] = &["https://ai.azure.com", "https://ai.azure.com/"];
+
     #[test]
     fn embedded_keys_sign_and_verify() {
         let keys = Keys::embedded();
         let claims = AccessTokenClaims::app_only("t", "c", "o", "https://ai.azure.com", 60);
         let token = keys.sign(&claims).expect("sign");
-        assert_eq!(keys.verify(&token).expect("verify"), claims);
+        let verified = keys.verify(&token, AUDIENCES, claims.iat).expect("verify");
+        assert_eq!(verified, claims);
     }
 
     #[test]
@@ -164,6 +200,22 @@ mod tests {
         let keys = Keys::embedded();
         let claims = AccessTokenClaims::app_only("t", "c", "o", "https://ml.azure.com", 60);
         let token = keys.sign(&claims).expect("sign");
-        assert!(keys.verify(&token).is_err());
+        assert!(keys.verify(&token, AUDIENCES, claims.iat).is_err());
+    }
+
+    #[test]
+    fn times_are_checked_against_the_given_now() {
+        let keys = Keys::embedded();
+        let claims = AccessTokenClaims::issued_at(1_000, "t", "c", "o", "https://ai.azure.com", 60);
+        let token = keys.sign(&claims).expect("sign");
+        assert!(keys.verify(&token, AUDIENCES, 1_060).is_ok());
+        assert!(matches!(
+            keys.verify(&token, AUDIENCES, 1_061),
+            Err(TokenRejected::Expired { .. })
+        ));
+        assert!(matches!(
+            keys.verify(&token, AUDIENCES, 999),
+            Err(TokenRejected::NotYetValid { .. })
+        ));
     }
 }

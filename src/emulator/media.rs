@@ -4,17 +4,17 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::MultipartForm;
-use super::config::EmulatorConfig;
 use super::foundry::GenCtx;
-use super::util::now_secs;
+use super::state::Emulator;
 
 /// A 1×1 transparent PNG.
 const TINY_PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
 
 /// `GET …/models`: the deployments, in OpenAI's list shape (ids are what clients pass as `model`).
-pub(crate) fn models(config: &EmulatorConfig) -> Response {
-    let created = now_secs();
-    let data: Vec<Value> = config
+pub(crate) fn models(emu: &Emulator) -> Response {
+    let created = emu.now_secs();
+    let data: Vec<Value> = emu
+        .config
         .deployments
         .iter()
         .map(|d| json!({"id": d.name, "object": "model", "created": created, "owned_by": "system"}))
@@ -39,7 +39,7 @@ pub(crate) fn transcription(form: &MultipartForm) -> Response {
 }
 
 /// `POST …/images/generations`: `n` tiny PNGs as `b64_json`.
-pub(crate) fn image(_ctx: &GenCtx<'_>, body: &Value) -> Response {
+pub(crate) fn image(ctx: &GenCtx<'_>, body: &Value) -> Response {
     let n = body
         .get("n")
         .and_then(Value::as_u64)
@@ -49,5 +49,5 @@ pub(crate) fn image(_ctx: &GenCtx<'_>, body: &Value) -> Response {
     let data: Vec<Value> = (0..n)
         .map(|_| json!({"b64_json": TINY_PNG_B64, "revised_prompt": prompt, "content_filter_results": super::text::content_filter_results()}))
         .collect();
-    axum::Json(json!({"created": now_secs(), "data": data})).into_response()
+    axum::Json(json!({"created": ctx.emu.now_secs(), "data": data})).into_response()
 }

@@ -6,21 +6,27 @@
 //!
 //! - `config`, `demo`: the emulated world and its fixed demo identities
 //! - `state`, `records`: the shared [`Emulator`], its controls and observations
-//! - `entra`, `entra_error`, `jwt`: the token endpoint, its AADSTS errors, token signing
-//! - `foundry`, `route`, `auth`, `foundry_error`, `body`: the inference side's checks
+//! - `entra`, `entra_error`, `aadsts`, `jwt`: the token endpoint, its error shape, every AADSTS
+//!   message, token signing
+//! - `foundry`, `route`, `auth`, `fault`, `foundry_error`, `body`: the inference side's checks
 //! - `chat`, `responses`, `embeddings`, `media`, `text`, `sse`: generated answers and streams
 //! - `control`: `/_emulator/*`; `server`: router, spawn and shutdown
 //!
 //! Request headers that steer one Foundry answer (they pass through the proxy):
-//! - `x-emulator-fault`: `rate-limit`, `content-filter`, `deployment-not-found`, `server-error`,
-//!   `key-auth-disabled` or `permission-denied`
+//! - `x-emulator-fault`: one refusal, played where Azure would refuse (edge, route, credential,
+//!   caller or deployment stage; the list and stages are in `fault`'s docs)
 //! - `x-emulator-chunks: N`: the answer has N content chunks (and N completion tokens)
 //! - `x-emulator-chunk-delay-ms: MS`: delay between streamed frames
 //!
 //! Control over HTTP: `GET /_emulator/state`, `POST /_emulator/reset`, and `POST /_emulator/config`
-//! with `{"entra_fault": "503" | "stall:MS" | "garbage" | null, "token_lifetime_secs": N,
-//! "expires_in_as_string": bool, "roles": {"CLIENT_ID": ["Azure AI User"]}}` (all optional).
+//! with `{"entra_fault": "503" | "stall:MS" | "garbage" | "aadsts:N" | null, "token_lifetime_secs": N,
+//! "expires_in_as_string": bool, "roles": {"CLIENT_ID": ["Azure AI User"]},
+//! "resource_kind": "foundry" | "openai", "clock_offset_secs": N}` (all optional).
+//!
+//! The resource kind decides Foundry's accepted audiences and 401 wording; the clock offset shifts
+//! the emulator's whole "now" (token times, Entra timestamps, Foundry's expiry check).
 
+mod aadsts;
 mod auth;
 mod body;
 mod chat;
@@ -30,6 +36,7 @@ pub mod demo;
 mod embeddings;
 mod entra;
 mod entra_error;
+mod fault;
 mod foundry;
 mod foundry_error;
 mod jwt;
@@ -44,7 +51,8 @@ mod text;
 mod util;
 
 pub use config::{
-    AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError, load_config,
+    AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError, ResourceKind,
+    load_config,
 };
 pub use jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};

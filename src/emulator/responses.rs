@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use super::foundry::GenCtx;
 use super::sse;
 use super::text;
-use super::util::now_secs;
 
 /// `(last user text, all input text)` of a Responses `input` (a string or a list of items).
 fn input_text(body: &Value) -> (String, String) {
@@ -77,7 +76,7 @@ pub(crate) fn responses(ctx: &GenCtx<'_>, body: &Value) -> Response {
     });
     let id = format!("resp_{}", text::id(""));
     let msg_id = format!("msg_{}", text::id(""));
-    let created = now_secs();
+    let created = ctx.emu.now_secs();
     let part = json!({"type": "output_text", "text": full, "annotations": [], "logprobs": []});
     let item = |status: &str, content: Value| json!({"id": msg_id, "type": "message", "status": status, "role": "assistant", "content": content});
     let done_item = item("completed", json!([part]));

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::config::{AppSpec, EmulatorConfig};
+use super::config::{AppSpec, EmulatorConfig, ResourceKind};
 use super::jwt::{AccessTokenClaims, Keys};
 use super::records::{InferenceRecord, TokenRequestRecord};
 
@@ -19,15 +19,35 @@ pub enum EntraFault {
     Stall(Duration),
     /// Answer 200 with a body that is not JSON (an HTML error page, as a broken proxy would send).
     Garbage,
+    /// Answer with this AADSTS error exactly as Entra does (status, `error`, message with the
+    /// request's client id, tenant and scope). Only the codes in [`EntraFault::AADSTS_CODES`].
+    Aadsts(u32),
+}
+
+impl EntraFault {
+    /// The AADSTS codes [`EntraFault::Aadsts`] can play.
+    pub const AADSTS_CODES: &'static [u32] = super::aadsts::CODES;
+}
+
+impl fmt::Display for EntraFault {
+    /// The control notation, which `FromStr` parses back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntraFault::Status(status) => write!(f, "{status}"),
+            EntraFault::Stall(delay) => write!(f, "stall:{}", delay.as_millis()),
+            EntraFault::Garbage => f.write_str("garbage"),
+            EntraFault::Aadsts(code) => write!(f, "aadsts:{code}"),
+        }
+    }
 }
 
 impl std::str::FromStr for EntraFault {
     type Err = String;
 
-    /// Parses the control notation: a status (`"503"`), `"stall:MS"` or `"garbage"`.
+    /// Parses the control notation: a status (`"503"`), `"stall:MS"`, `"garbage"` or
+    /// `"aadsts:N"` for a code in [`EntraFault::AADSTS_CODES`].
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        super::control::parse_fault(text)
-            .ok_or_else(|| format!("'{text}' is not a status code, 'stall:MS' or 'garbage'"))
+        super::control::parse_fault(text).ok_or_else(|| super::control::fault_help(text))
     }
 }
 
@@ -49,6 +69,8 @@ pub struct Emulator {
     pub(crate) streams_completed: AtomicU64,
     /// Streams whose client went away before the end.
     pub(crate) streams_cancelled: AtomicU64,
+    /// Seconds added to the real clock wherever the emulator reads "now".
+    clock_offset_secs: AtomicI64,
 }
 
 /// The mutable half of the emulator.
@@ -57,6 +79,8 @@ struct Inner {
     entra_fault: Option<EntraFault>,
     token_lifetime_secs: u64,
     expires_in_as_string: bool,
+    /// Decides the audiences Foundry accepts and its 401 text; starts from the config.
+    resource_kind: ResourceKind,
     /// Role display names by client id; starts from the config, changed by `set_roles`.
     roles: HashMap<String, Vec<String>>,
     /// `uti` of every token issued and not yet revoked.
@@ -90,6 +114,7 @@ impl Emulator {
             entra_fault: None,
             token_lifetime_secs: config.token_lifetime_secs,
             expires_in_as_string: config.expires_in_as_string,
+            resource_kind: config.resource_kind,
             roles,
             issued_utis: Vec::new(),
             revoked_utis: std::collections::HashSet::new(),
@@ -98,13 +123,14 @@ impl Emulator {
             inference_requests: Vec::new(),
         };
         Arc::new(Emulator {
-            config,
             keys: Keys::embedded(),
             inner: Mutex::new(inner),
             tokens_issued: AtomicU64::new(0),
             streams_started: AtomicU64::new(0),
             streams_completed: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
+            clock_offset_secs: AtomicI64::new(config.clock_offset_secs),
+            config,
         })
     }
 
@@ -131,6 +157,38 @@ impl Emulator {
     /// Sends `expires_in` as a JSON string from now on (or a number, with `false`).
     pub fn set_expires_in_as_string(&self, yes: bool) {
         self.inner().expires_in_as_string = yes;
+    }
+
+    /// Switches the kind of resource Foundry plays (accepted audiences and 401 text), at once.
+    pub fn set_resource_kind(&self, kind: ResourceKind) {
+        self.inner().resource_kind = kind;
+    }
+
+    /// The kind of resource Foundry currently plays.
+    pub fn resource_kind(&self) -> ResourceKind {
+        self.inner().resource_kind
+    }
+
+    /// Shifts the emulator's clock by `secs` from the real one (negative: behind). Token
+    /// `iat`/`nbf`/`exp`, Entra's timestamps, generated `created` values and Foundry's expiry
+    /// check all follow, so the client's real clock looks wrong relative to "Azure".
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.clock_offset_secs.store(secs, Ordering::SeqCst);
+    }
+
+    /// The current clock offset in seconds.
+    pub fn clock_offset(&self) -> i64 {
+        self.clock_offset_secs.load(Ordering::SeqCst)
+    }
+
+    /// The emulator's "now" in epoch seconds: the real clock plus the offset.
+    pub fn now_secs(&self) -> u64 {
+        super::util::shifted(super::util::now_secs(), self.clock_offset())
+    }
+
+    /// Current role assignments by client id, as `set_roles` and the config left them.
+    pub fn roles(&self) -> HashMap<String, Vec<String>> {
+        self.inner().roles.clone()
     }
 
     /// Makes Foundry refuse every token issued so far (as after a key rollover or a
@@ -187,7 +245,8 @@ impl Emulator {
         inner.inference_requests.clear();
     }
 
-    /// Claims the emulator would put in a token for this app and audience, issued now with the
+    /// Claims the emulator would put in a token for this app and audience, issued at the
+    /// emulator's now (see [`Emulator::set_clock_offset`]) with the
     /// given lifetime; `None` if the app is unknown. With [`Emulator::sign_token`], lets tests
     /// make expired, wrong-audience or otherwise odd tokens without the token endpoint.
     pub fn token_claims(
@@ -197,7 +256,8 @@ impl Emulator {
         lifetime_secs: u64,
     ) -> Option<AccessTokenClaims> {
         let app = self.app(client_id)?;
-        Some(AccessTokenClaims::app_only(
+        Some(AccessTokenClaims::issued_at(
+            self.now_secs(),
             &app.tenant,
             &app.client_id,
             &app.object_id,

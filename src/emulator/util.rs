@@ -12,6 +12,21 @@ pub(crate) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `now` moved by `offset_secs`, saturating at the epoch and at `u64::MAX`.
+pub(crate) fn shifted(now: u64, offset_secs: i64) -> u64 {
+    now.saturating_add_signed(offset_secs)
+}
+
+/// Formats epoch seconds as Entra does inside AADSTS700024: `YYYY-MM-DDTHH:MM:SS.0000000Z`.
+pub(crate) fn iso_timestamp(secs: u64) -> String {
+    // Same calendar as `entra_timestamp`, with the `T` and the seven fraction digits Entra prints.
+    let plain = entra_timestamp(secs);
+    format!(
+        "{}.0000000Z",
+        plain.replacen(' ', "T", 1).trim_end_matches('Z')
+    )
+}
+
 /// Formats epoch seconds the way Entra does in error bodies: `YYYY-MM-DD HH:MM:SSZ`.
 pub(crate) fn entra_timestamp(secs: u64) -> String {
     let days = secs / 86_400;
@@ -104,6 +119,14 @@ mod tests {
     fn timestamps_match_entra_format() {
         assert_eq!(entra_timestamp(0), "1970-01-01 00:00:00Z");
         assert_eq!(entra_timestamp(1_709_251_199), "2024-02-29 23:59:59Z");
+        assert_eq!(iso_timestamp(1_709_251_199), "2024-02-29T23:59:59.0000000Z");
+    }
+
+    #[test]
+    fn shifted_clock_saturates() {
+        assert_eq!(shifted(100, -30), 70);
+        assert_eq!(shifted(100, 30), 130);
+        assert_eq!(shifted(10, -30), 0);
     }
 
     #[test]
