@@ -246,7 +246,7 @@ pub fn upstream_refusal(
             }
         }
         (401, _) if json.as_ref().is_some_and(|j| j.get("statusCode").is_some()) => {
-            let (code, more) = bad_token(ctx, claims);
+            let (code, more) = bad_token(ctx, claims, message);
             vars = more
                 .into_iter()
                 .fold(vars, |v, (name, value)| v.set(name, value));
@@ -306,7 +306,14 @@ pub fn upstream_refusal(
 fn bad_token(
     ctx: &DiagnosisContext,
     claims: Option<&TokenClaims>,
+    azure_message: &str,
 ) -> (&'static str, Vec<(&'static str, String)>) {
+    // Azure names the audiences it accepts ("audience is incorrect (A or B)"): its own word
+    // beats the guess from the host name.
+    let named: Vec<&str> = between(azure_message, "audience is incorrect (", ")")
+        .map(|list| list.split(" or ").map(|a| a.trim().trim_end_matches('/')).filter(|a| !a.is_empty()).collect())
+        .unwrap_or_default();
+    let accepted: Vec<&str> = if named.is_empty() { ctx.expected_audiences().to_vec() } else { named };
     let audience = claims
         .and_then(|c| c.aud.as_deref())
         .map(|a| a.trim_end_matches('/'));
@@ -321,8 +328,15 @@ fn bad_token(
             .unwrap_or_else(|| "unknown".into());
         return ("token_expired", vec![("expires_at", expires)]);
     }
-    if let Some(aud) = audience.filter(|aud| !ctx.expected_audiences().contains(aud)) {
-        return ("token_wrong_audience", vec![("audience", aud.to_owned())]);
+    if let Some(aud) = audience.filter(|aud| !accepted.contains(aud)) {
+        return (
+            "token_wrong_audience",
+            vec![
+                ("audience", aud.to_owned()),
+                ("expected_audience", accepted.join(" or ")),
+                ("expected_scope", format!("{}/.default", accepted[0])),
+            ],
+        );
     }
     if let Some(tid) = claims
         .and_then(|c| c.tid.as_deref())
