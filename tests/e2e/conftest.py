@@ -338,3 +338,32 @@ def client(demo: Running) -> Iterator[openai.OpenAI]:
     """The OpenAI SDK pointed at the demo proxy."""
     with demo.client() as c:
         yield c
+
+
+@dataclass
+class Emulator:
+    """A running `foundry-proxy emulate` (no proxy), with its control endpoint."""
+
+    url: str
+    process: Process
+
+    def config(self, update: dict[str, Any]) -> None:
+        answer = http("POST", f"{self.url}/_emulator/config", body=update)
+        assert answer.status in (200, 204), f"/_emulator/config {update}: {answer.status} {answer.body!r}"
+
+    def state(self) -> dict[str, Any]:
+        answer = http("GET", f"{self.url}/_emulator/state")
+        assert answer.status == 200, answer
+        return answer.json()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    """`foundry-proxy emulate` alone, for tests that start their own short-lived `serve` against it
+    (e.g. with an Entra fault in place before the proxy's first token request). Module-scoped: tests
+    that change its controls restore them."""
+    process, url = start_emulator()
+    try:
+        yield Emulator(url, process)
+    finally:
+        process.stop()
