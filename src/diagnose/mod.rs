@@ -53,12 +53,6 @@ pub struct RequestFacts<'a> {
 impl DiagnosisContext {
     /// Reads what it needs from the configuration.
     pub fn from_config(config: &Config) -> Self {
-        let target = crate::upstream::Target::new(
-            &config.endpoint,
-            config.api,
-            config.api_version.as_deref(),
-            Default::default(),
-        );
         Self {
             tenant_id: config.tenant_id.clone(),
             client_id: config.client_id.clone(),
@@ -74,7 +68,10 @@ impl DiagnosisContext {
                 .trim_end_matches('/')
                 .to_owned(),
             api: config.api.as_str(),
-            api_version: target.api_version().map(str::to_owned),
+            api_version: config
+                .api_version
+                .clone()
+                .or_else(|| config.api.default_api_version().map(str::to_owned)),
             started: Some(Instant::now()),
         }
     }
@@ -311,9 +308,18 @@ fn bad_token(
     // Azure names the audiences it accepts ("audience is incorrect (A or B)"): its own word
     // beats the guess from the host name.
     let named: Vec<&str> = between(azure_message, "audience is incorrect (", ")")
-        .map(|list| list.split(" or ").map(|a| a.trim().trim_end_matches('/')).filter(|a| !a.is_empty()).collect())
+        .map(|list| {
+            list.split(" or ")
+                .map(|a| a.trim().trim_end_matches('/'))
+                .filter(|a| !a.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    let accepted: Vec<&str> = if named.is_empty() { ctx.expected_audiences().to_vec() } else { named };
+    let accepted: Vec<&str> = if named.is_empty() {
+        ctx.expected_audiences().to_vec()
+    } else {
+        named
+    };
     let audience = claims
         .and_then(|c| c.aud.as_deref())
         .map(|a| a.trim_end_matches('/'));
