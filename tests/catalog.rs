@@ -50,14 +50,25 @@ fn app(tenant: &str, client: &str, secret: &str) -> Setup {
     }
 }
 fn no_role_app() -> Setup {
-    app(world::TENANT_ID, world::NO_ROLE_CLIENT_ID, world::NO_ROLE_CLIENT_SECRET)
+    app(
+        world::TENANT_ID,
+        world::NO_ROLE_CLIENT_ID,
+        world::NO_ROLE_CLIENT_SECRET,
+    )
 }
 fn other_tenant_app() -> Setup {
-    app(world::OTHER_TENANT_ID, world::OTHER_CLIENT_ID, world::OTHER_CLIENT_SECRET)
+    app(
+        world::OTHER_TENANT_ID,
+        world::OTHER_CLIENT_ID,
+        world::OTHER_CLIENT_SECRET,
+    )
 }
 fn classic_resource_with_ai_scope() -> Setup {
     let mut setup = Setup {
-        emulator: EmulatorConfig { resource_kind: ResourceKind::OpenAi, ..EmulatorConfig::default() },
+        emulator: EmulatorConfig {
+            resource_kind: ResourceKind::OpenAi,
+            ..EmulatorConfig::default()
+        },
         ..Setup::default()
     };
     setup.settings.scope = Some("https://ai.azure.com/.default".into());
@@ -65,7 +76,13 @@ fn classic_resource_with_ai_scope() -> Setup {
 }
 fn clock_two_hours_ahead() -> Setup {
     // The emulator's clock 2 h behind ours: to this machine, Entra's tokens look expired.
-    Setup { emulator: EmulatorConfig { clock_offset_secs: -7200, ..EmulatorConfig::default() }, ..Setup::default() }
+    Setup {
+        emulator: EmulatorConfig {
+            clock_offset_secs: -7200,
+            ..EmulatorConfig::default()
+        },
+        ..Setup::default()
+    }
 }
 fn models_style() -> Setup {
     let mut setup = Setup::default();
@@ -81,15 +98,42 @@ fn unsupported_version() -> Setup {
 }
 
 const fn case(code: &'static str, status: u16, fault: &'static str, phrase: &'static str) -> Case {
-    Case { code, status, setup: demo, fault: Some(fault), path: "/v1/chat/completions", body: chat, phrase }
+    Case {
+        code,
+        status,
+        setup: demo,
+        fault: Some(fault),
+        path: "/v1/chat/completions",
+        body: chat,
+        phrase,
+    }
 }
 
 fn azure_cases() -> Vec<Case> {
     vec![
-        case("missing_role_assignment", 401, "permission-denied", "Access control (IAM)"),
-        case("missing_role_assignment", 401, "permission-denied-legacy", "Azure AI User"),
-        case("missing_role_assignment", 401, "permission-denied-foundry", "Azure AI Developer"),
-        Case { setup: no_role_app, fault: None, ..case("missing_role_assignment", 401, "", world::NO_ROLE_OBJECT_ID) },
+        case(
+            "missing_role_assignment",
+            401,
+            "permission-denied",
+            "Access control (IAM)",
+        ),
+        case(
+            "missing_role_assignment",
+            401,
+            "permission-denied-legacy",
+            "Azure AI User",
+        ),
+        case(
+            "missing_role_assignment",
+            401,
+            "permission-denied-foundry",
+            "Azure AI Developer",
+        ),
+        Case {
+            setup: no_role_app,
+            fault: None,
+            ..case("missing_role_assignment", 401, "", world::NO_ROLE_OBJECT_ID)
+        },
         Case {
             setup: no_role_app,
             fault: None,
@@ -97,24 +141,98 @@ fn azure_cases() -> Vec<Case> {
             body: responses,
             ..case("missing_responses_permission", 401, "", "responses/write")
         },
-        Case { setup: other_tenant_app, fault: None, ..case("token_wrong_tenant", 400, "", world::OTHER_TENANT_ID) },
-        Case { setup: classic_resource_with_ai_scope, fault: None, ..case("token_wrong_audience", 401, "", "https://ai.azure.com") },
-        Case { setup: clock_two_hours_ahead, ..case("token_expired", 401, "unauthorized", "clock") },
+        Case {
+            setup: other_tenant_app,
+            fault: None,
+            ..case("token_wrong_tenant", 400, "", world::OTHER_TENANT_ID)
+        },
+        Case {
+            setup: classic_resource_with_ai_scope,
+            fault: None,
+            ..case("token_wrong_audience", 401, "", "https://ai.azure.com")
+        },
+        Case {
+            setup: clock_two_hours_ahead,
+            ..case("token_expired", 401, "unauthorized", "clock")
+        },
         case("token_rejected", 401, "unauthorized", "unexpired"),
-        case("custom_subdomain_required", 400, "regional-endpoint", "regional endpoint"),
-        case("key_auth_disabled", 403, "key-auth-disabled", "Entra ID tokens"),
+        case(
+            "custom_subdomain_required",
+            400,
+            "regional-endpoint",
+            "regional endpoint",
+        ),
+        case(
+            "key_auth_disabled",
+            403,
+            "key-auth-disabled",
+            "Entra ID tokens",
+        ),
         case("api_key_expected", 401, "bad-key", "API key"),
-        case("network_rules", 403, "network-rules", "Virtual Network/Firewall rules"),
-        case("private_endpoint_required", 403, "private-endpoint", "private endpoint"),
-        case("private_endpoint_required", 403, "vnet-endpoint", "private endpoint"),
-        case("deployment_not_found", 404, "deployment-not-found", "deployment name"),
-        Case { fault: None, body: chat_unknown_deployment, ..case("deployment_not_found", 404, "", "'no-such-deployment'") },
-        Case { setup: models_style, fault: None, body: chat_unknown_deployment, ..case("unknown_model", 404, "", "'no-such-deployment'") },
-        case("resource_not_found", 404, "resource-not-found", "no such route"),
-        Case { setup: unsupported_version, fault: None, ..case("api_version_not_supported", 400, "", "'2001-01-01'") },
-        case("api_version_not_supported", 400, "api-version-unsupported", "api-version"),
-        case("api_version_too_old", 400, "api-version-too-old", "2024-12-01-preview"),
-        case("parameter_not_supported", 422, "parameter-not-supported", "response_format"),
+        case(
+            "network_rules",
+            403,
+            "network-rules",
+            "Virtual Network/Firewall rules",
+        ),
+        case(
+            "private_endpoint_required",
+            403,
+            "private-endpoint",
+            "private endpoint",
+        ),
+        case(
+            "private_endpoint_required",
+            403,
+            "vnet-endpoint",
+            "private endpoint",
+        ),
+        case(
+            "deployment_not_found",
+            404,
+            "deployment-not-found",
+            "deployment name",
+        ),
+        Case {
+            fault: None,
+            body: chat_unknown_deployment,
+            ..case("deployment_not_found", 404, "", "'no-such-deployment'")
+        },
+        Case {
+            setup: models_style,
+            fault: None,
+            body: chat_unknown_deployment,
+            ..case("unknown_model", 404, "", "'no-such-deployment'")
+        },
+        case(
+            "resource_not_found",
+            404,
+            "resource-not-found",
+            "no such route",
+        ),
+        Case {
+            setup: unsupported_version,
+            fault: None,
+            ..case("api_version_not_supported", 400, "", "'2001-01-01'")
+        },
+        case(
+            "api_version_not_supported",
+            400,
+            "api-version-unsupported",
+            "api-version",
+        ),
+        case(
+            "api_version_too_old",
+            400,
+            "api-version-too-old",
+            "2024-12-01-preview",
+        ),
+        case(
+            "parameter_not_supported",
+            422,
+            "parameter-not-supported",
+            "response_format",
+        ),
     ]
 }
 
@@ -124,20 +242,36 @@ fn azure_cases() -> Vec<Case> {
 async fn azure_refusals_are_explained() {
     for case in azure_cases() {
         let harness = Harness::start_with((case.setup)()).await;
-        let mut request = harness.client.post(harness.url(case.path)).json(&(case.body)());
+        let mut request = harness
+            .client
+            .post(harness.url(case.path))
+            .json(&(case.body)());
         if let Some(fault) = case.fault {
             request = request.header("x-emulator-fault", fault);
         }
         let response = request.send().await.expect("answer");
         let label = format!("{} ({})", case.code, case.fault.unwrap_or("natural"));
         assert_eq!(response.status(), case.status, "{label}");
-        assert!(response.headers().contains_key("apim-request-id"), "{label}: Azure's request id kept");
+        assert!(
+            response.headers().contains_key("apim-request-id"),
+            "{label}: Azure's request id kept"
+        );
         let error = error_of(response).await;
         assert_eq!(error["code"], case.code, "{label}: {error}");
         let message = error["message"].as_str().expect("message");
-        assert!(message.contains(case.phrase), "{label}: {message:?} lacks {:?}", case.phrase);
-        assert!(!message.contains("<client_id>") && !message.contains("<object_id>"), "{label}: unfilled: {message}");
-        assert!(error["fix"].as_array().is_some_and(|f| !f.is_empty()), "{label}");
+        assert!(
+            message.contains(case.phrase),
+            "{label}: {message:?} lacks {:?}",
+            case.phrase
+        );
+        assert!(
+            !message.contains("<client_id>") && !message.contains("<object_id>"),
+            "{label}: unfilled: {message}"
+        );
+        assert!(
+            error["fix"].as_array().is_some_and(|f| !f.is_empty()),
+            "{label}"
+        );
         assert_eq!(error["upstream"]["status"], case.status, "{label}");
         assert!(!error["upstream"]["body"].is_null(), "{label}");
         harness.stop().await;
@@ -149,15 +283,32 @@ async fn azure_refusals_are_explained() {
 #[tokio::test]
 async fn entra_refusals_are_explained() {
     for (aadsts, code) in entra_cases() {
-        let setup = Setup { entra_fault: Some(EntraFault::Aadsts(aadsts)), ..Setup::default() };
+        let setup = Setup {
+            entra_fault: Some(EntraFault::Aadsts(aadsts)),
+            ..Setup::default()
+        };
         let harness = Harness::start_with(setup).await;
         let response = harness.post_json("/v1/chat/completions", chat()).await;
         assert_eq!(response.status(), 401, "{aadsts}");
         let error = error_of(response).await;
         assert_eq!(error["code"], code, "{aadsts}: {error}");
-        assert_eq!(error["upstream"]["body"]["error_codes"][0], aadsts, "{aadsts}");
-        assert!(error["fix"].as_array().is_some_and(|f| !f.is_empty()), "{aadsts}");
-        let ready: Value = harness.client.get(harness.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+        assert_eq!(
+            error["upstream"]["body"]["error_codes"][0], aadsts,
+            "{aadsts}"
+        );
+        assert!(
+            error["fix"].as_array().is_some_and(|f| !f.is_empty()),
+            "{aadsts}"
+        );
+        let ready: Value = harness
+            .client
+            .get(harness.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(ready["code"], code, "{aadsts}");
         harness.stop().await;
     }
@@ -184,7 +335,11 @@ fn entra_cases() -> Vec<(u32, &'static str)> {
 /// Entra failing transiently (AADSTS90033, 503) with no token held is a 503 with retry-after.
 #[tokio::test]
 async fn entra_transient_failure_is_503() {
-    let harness = Harness::start_with(Setup { entra_fault: Some(EntraFault::Aadsts(90_033)), ..Setup::default() }).await;
+    let harness = Harness::start_with(Setup {
+        entra_fault: Some(EntraFault::Aadsts(90_033)),
+        ..Setup::default()
+    })
+    .await;
     let response = harness.post_json("/v1/chat/completions", chat()).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
@@ -197,9 +352,15 @@ async fn entra_transient_failure_is_503() {
 /// A small server that answers every request with `status` and `body`.
 async fn fake(status: u16, body: &'static str) -> String {
     let app = axum::Router::new().fallback(move || async move {
-        (StatusCode::from_u16(status).expect("status"), [("content-type", "application/json")], body)
+        (
+            StatusCode::from_u16(status).expect("status"),
+            [("content-type", "application/json")],
+            body,
+        )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
@@ -209,7 +370,11 @@ async fn fake(status: u16, body: &'static str) -> String {
 /// shape with generic advice: never swallowed.
 #[tokio::test]
 async fn unknown_refusal_is_wrapped_not_swallowed() {
-    let upstream = fake(403, r#"{"error":{"code":"SomethingNew","message":"Blocked by a policy nobody has seen yet."}}"#).await;
+    let upstream = fake(
+        403,
+        r#"{"error":{"code":"SomethingNew","message":"Blocked by a policy nobody has seen yet."}}"#,
+    )
+    .await;
     let mut setup = Setup::default();
     setup.settings.endpoint = Some(upstream);
     let harness = Harness::start_with(setup).await;
@@ -217,7 +382,12 @@ async fn unknown_refusal_is_wrapped_not_swallowed() {
     assert_eq!(response.status(), 403);
     let error = error_of(response).await;
     assert_eq!(error["code"], "upstream_refused");
-    assert!(error["message"].as_str().expect("message").contains("Blocked by a policy nobody has seen yet."));
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("Blocked by a policy nobody has seen yet.")
+    );
     assert_eq!(error["upstream"]["body"]["error"]["code"], "SomethingNew");
     harness.stop().await;
 }
@@ -235,7 +405,12 @@ async fn unknown_entra_refusal_is_explained() {
     let harness = Harness::start_with(setup).await;
     let error = error_of(harness.post_json("/v1/chat/completions", chat()).await).await;
     assert_eq!(error["code"], "entra_refused");
-    assert!(error["message"].as_str().expect("message").contains("AADSTS50049: Unknown or invalid instance."));
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("AADSTS50049: Unknown or invalid instance.")
+    );
     harness.stop().await;
 }
 
@@ -250,5 +425,8 @@ fn every_catalog_refusal_has_an_end_to_end_test() {
         .filter(|e| e.origin != Origin::Proxy && !covered.contains(e.code))
         .map(|e| e.code)
         .collect();
-    assert!(missing.is_empty(), "catalog entries without an end-to-end test: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "catalog entries without an end-to-end test: {missing:?}"
+    );
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::claims::{Identity, TokenClaims};
 use crate::config::{Config, ConfigError};
 use crate::credential::entra::EntraClient;
-use crate::credential::{AccessToken, ClientSecretCredential, Credential, CredentialError};
+use crate::credential::{AccessToken, ClientSecretCredential, Credential};
 use crate::diagnose::{self, DiagnosisContext, RequestFacts, looks_like_guid};
 use crate::error::ApiError;
 use crate::upstream::{ApiStyle, Target};
@@ -248,16 +248,14 @@ async fn entra_step(
             .detail(format!("token endpoint {token_url}"));
             (step, Some(token))
         }
-        Err(CredentialError::Rejected(entra)) if entra.status < 500 && entra.status != 429 => (
-            Step::from_error("entra", Status::Fail, &diagnose::entra_refusal(ctx, &entra)),
+        Err(error) => (
+            Step::from_error(
+                "entra",
+                Status::Fail,
+                &diagnose::credential_error(ctx, &error, 1),
+            ),
             None,
         ),
-        Err(other) => {
-            let vars = ctx.vars().set("detail", other.to_string());
-            let error =
-                diagnose::explain("entra_unavailable", StatusCode::SERVICE_UNAVAILABLE, &vars);
-            (Step::from_error("entra", Status::Fail, &error), None)
-        }
     }
 }
 

@@ -24,6 +24,17 @@ pub enum CredentialError {
     /// Entra answered with a server error or something that is not a token response.
     #[error("entra unavailable: {0}")]
     Unavailable(String),
+    /// The credential source itself failed (a file, the Azure CLI, a managed-identity
+    /// endpoint): `code` is its diagnosis catalog entry.
+    #[error("{detail}")]
+    Source {
+        /// The catalog code that explains it.
+        code: &'static str,
+        /// What happened, for the message.
+        detail: String,
+        /// True when retrying soon may succeed on its own.
+        transient: bool,
+    },
 }
 
 impl CredentialError {
@@ -32,6 +43,7 @@ impl CredentialError {
         match self {
             Self::Rejected(e) => e.status >= 500 || e.status == 429,
             Self::Unreachable(_) | Self::Unavailable(_) => true,
+            Self::Source { transient, .. } => *transient,
         }
     }
 }

@@ -581,6 +581,10 @@ impl Vars {
                         }
                     }
                     rest = &after[close + 1..];
+                    // A value that ends a sentence itself: no double full stop.
+                    if out.ends_with('.') && rest.starts_with('.') {
+                        rest = &rest[1..];
+                    }
                 }
                 _ => {
                     out.push('{');
@@ -600,7 +604,12 @@ pub fn markdown_table() -> String {
     );
     let blank = Vars::new();
     for entry in CATALOG {
-        let cell = |text: &str| text.replace('|', "\\|");
+        // `<name>` placeholders would read as HTML tags in rendered Markdown.
+        let cell = |text: &str| {
+            text.replace('|', "\\|")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
         let fix: Vec<String> = entry
             .fix
             .iter()
@@ -682,5 +691,11 @@ mod tests {
             "app abc in <tenant_id>"
         );
         assert_eq!(vars.render("json {\"a\": 1}"), "json {\"a\": 1}");
+        assert_eq!(
+            Vars::new()
+                .set("detail", "Try again.")
+                .render("{detail}. Next"),
+            "Try again. Next"
+        );
     }
 }

@@ -372,18 +372,42 @@ pub fn credential_failure(ctx: &DiagnosisContext, failure: &RefreshFailure) -> A
         .saturating_duration_since(Instant::now())
         .as_secs()
         .max(1);
-    match &failure.error {
-        CredentialError::Rejected(entra) if !failure.error.is_transient() => {
-            entra_refusal(ctx, entra)
+    credential_error(ctx, &failure.error, retry_after)
+}
+
+/// Explains a credential error: a refusal is 401 with its catalog code; a transient failure
+/// is 503 with `retry-after`.
+pub fn credential_error(
+    ctx: &DiagnosisContext,
+    error: &CredentialError,
+    retry_after: u64,
+) -> ApiError {
+    match error {
+        CredentialError::Rejected(entra) if !error.is_transient() => entra_refusal(ctx, entra),
+        CredentialError::Source {
+            code,
+            detail,
+            transient,
+        } => {
+            let vars = ctx.vars().set("detail", detail.clone());
+            let status = if *transient {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            let mut explained = explain(code, status, &vars);
+            explained.retry_after = transient.then_some(retry_after);
+            explained
         }
         other => {
             let vars = ctx.vars().set("detail", other.to_string());
-            let mut error = explain("entra_unavailable", StatusCode::SERVICE_UNAVAILABLE, &vars);
-            error.retry_after = Some(retry_after);
+            let mut explained =
+                explain("entra_unavailable", StatusCode::SERVICE_UNAVAILABLE, &vars);
+            explained.retry_after = Some(retry_after);
             if let CredentialError::Rejected(entra) = other {
-                error.upstream = Some(entra_answer(entra));
+                explained.upstream = Some(entra_answer(entra));
             }
-            error
+            explained
         }
     }
 }
