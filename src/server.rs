@@ -22,8 +22,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::credential::ClientSecretCredential;
-use crate::credential::entra::EntraClient;
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
 use crate::proxy::{self, ProxyState};
@@ -67,14 +65,9 @@ pub async fn serve(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
-    let entra = EntraClient::new(&config.authority_host, &config.tenant_id, Arc::clone(&tls))?;
-    let credential = Arc::new(ClientSecretCredential::new(
-        entra,
-        config.client_id.clone(),
-        config.client_secret.clone(),
-        config.scope.clone(),
-    ));
-    let tokens = TokenCell::new(options.token_policy, "client-secret");
+    let credential = crate::credential::build(&config, Arc::clone(&tls))?;
+    info!(credential = credential.kind(), reason = %config.credential_reason, "credential chosen");
+    let tokens = TokenCell::new(options.token_policy, credential.kind());
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
 

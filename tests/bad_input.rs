@@ -103,3 +103,88 @@ async fn unknown_and_hostile_paths() {
     assert_eq!(error_of(response).await["code"], "invalid_path");
     harness.stop().await;
 }
+
+/// A multipart body the proxy must read for `model` but cannot parse is a 400 naming it.
+#[tokio::test]
+async fn broken_multipart_gets_400() {
+    let harness = Harness::start_with(setup("deployments", 1 << 20)).await;
+    let response = harness
+        .client
+        .post(harness.url("/v1/audio/transcriptions"))
+        .header("content-type", "multipart/form-data")
+        .body("no boundary here")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 400);
+    assert_eq!(error_of(response).await["code"], "invalid_multipart");
+    harness.stop().await;
+}
+
+/// A request body that breaks off mid-way (malformed chunked encoding) is a 400, and the
+/// upstream never sees a half request.
+#[tokio::test]
+async fn broken_body_gets_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let harness = Harness::start().await;
+    let mut socket = tokio::net::TcpStream::connect(harness.proxy)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\nzz\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        socket.read_to_end(&mut answer),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("\"unreadable_body\""), "{text}");
+    assert!(harness.emulator.emulator.inference_requests().is_empty());
+    harness.stop().await;
+}
+
+/// An upstream that sends no response headers within FOUNDRY_PROXY_UPSTREAM_TIMEOUT gets a
+/// 504 in the OpenAI shape; the client is never left hanging.
+#[tokio::test]
+async fn slow_upstream_gets_504() {
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        "late"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let slow = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let settings = Settings {
+        endpoint: Some(slow),
+        upstream_timeout_secs: Some(1),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(Setup {
+        settings,
+        ..Setup::default()
+    })
+    .await;
+    let response = harness
+        .post_json(
+            "/v1/chat/completions",
+            json!({"model": world::CHAT_DEPLOYMENT}),
+        )
+        .await;
+    assert_eq!(response.status(), 504);
+    let error = error_of(response).await;
+    assert_eq!(error["code"], "upstream_timeout");
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("within 1 s"),
+        "{error}"
+    );
+    harness.stop().await;
+}

@@ -134,3 +134,63 @@ async fn rejected_token_is_refreshed_once_and_retried() {
     );
     harness.stop().await;
 }
+
+/// While the first token is still on its way, requests get 503 token_pending with
+/// retry-after, not a hang.
+#[tokio::test]
+async fn first_token_pending_is_503() {
+    let policy = foundry_proxy::token::TokenPolicy {
+        first_token_wait: Duration::from_millis(200),
+        ..foundry_proxy::token::TokenPolicy::default()
+    };
+    let setup = Setup {
+        entra_fault: Some(foundry_proxy::emulator::EntraFault::Stall(
+            Duration::from_secs(3),
+        )),
+        policy: Some(policy),
+        ..Setup::default()
+    };
+    let harness = Harness::start_with(setup).await;
+    let response = harness
+        .post_json(
+            "/v1/chat/completions",
+            Harness::chat(world::CHAT_DEPLOYMENT, "early"),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(common::error_of(response).await["code"], "token_pending");
+    harness.stop().await;
+}
+
+/// Tokens that are already expired when they arrive (expires_in 0) never reach Azure: the
+/// caller gets 503 token_renewal_pending, and the refresher does not spin.
+#[tokio::test]
+async fn zero_lifetime_tokens_are_not_sent() {
+    let emulator = EmulatorConfig {
+        token_lifetime_secs: 0,
+        ..EmulatorConfig::default()
+    };
+    let harness = Harness::start_with(Setup {
+        emulator,
+        ..Setup::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = harness
+        .post_json(
+            "/v1/chat/completions",
+            Harness::chat(world::CHAT_DEPLOYMENT, "now"),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        common::error_of(response).await["code"],
+        "token_renewal_pending"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let issued = harness.emulator.emulator.tokens_issued();
+    assert!(issued <= 4, "no hot loop: {issued} tokens in about 2.3 s");
+    assert!(harness.emulator.emulator.inference_requests().is_empty());
+    harness.stop().await;
+}

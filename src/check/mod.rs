@@ -13,9 +13,10 @@ use http::StatusCode;
 use serde::Serialize;
 
 use crate::claims::{Identity, TokenClaims};
+use crate::config::CredentialConfig;
+use crate::config::credential::SecretSource;
 use crate::config::{Config, ConfigError};
-use crate::credential::entra::EntraClient;
-use crate::credential::{AccessToken, ClientSecretCredential, Credential};
+use crate::credential::AccessToken;
 use crate::diagnose::{self, DiagnosisContext, RequestFacts, looks_like_guid};
 use crate::error::ApiError;
 use crate::upstream::{ApiStyle, Target};
@@ -195,13 +196,24 @@ fn configuration_step(config: &Config, target: &Target, ctx: &DiagnosisContext) 
         "configuration",
         Status::Pass,
         format!(
-            "tenant {}, app {}, endpoint {} ({} API)",
-            config.tenant_id,
-            config.client_id,
+            "{} credential, endpoint {} ({} API)",
+            config.credential.kind(),
             target.base(),
             target.style()
         ),
     )
+    .detail(format!("chosen because {}", config.credential_reason))
+    .detail(format!(
+        "tenant {}, client id {}",
+        config
+            .tenant_id
+            .as_deref()
+            .unwrap_or("(from the credential)"),
+        config
+            .client_id
+            .as_deref()
+            .unwrap_or("(from the credential)")
+    ))
     .detail(format!(
         "authority {}, scope {}",
         ctx.authority, config.scope
@@ -209,7 +221,11 @@ fn configuration_step(config: &Config, target: &Target, ctx: &DiagnosisContext) 
     if let Some(version) = target.api_version() {
         step = step.detail(format!("api-version {version}"));
     }
-    if looks_like_guid(config.client_secret.expose().trim()) {
+    let secret_looks_like_id = matches!(
+        &config.credential,
+        CredentialConfig::ClientSecret(SecretSource::Value(secret)) if looks_like_guid(secret.expose().trim())
+    );
+    if secret_looks_like_id {
         step.status = Status::Warn;
         step.summary =
             "AZURE_CLIENT_SECRET looks like a Secret ID (a GUID), not a secret Value".to_owned();
@@ -223,29 +239,32 @@ async fn entra_step(
     ctx: &DiagnosisContext,
     tls: Arc<rustls::ClientConfig>,
 ) -> (Step, Option<AccessToken>) {
-    let client = match EntraClient::new(&config.authority_host, &config.tenant_id, tls) {
-        Ok(client) => client,
+    let credential = match crate::credential::build(config, tls) {
+        Ok(credential) => credential,
         Err(e) => return (Step::new("entra", Status::Fail, e.to_string()), None),
     };
-    let token_url = client.token_url().to_owned();
-    let credential = ClientSecretCredential::new(
-        client,
-        config.client_id.clone(),
-        config.client_secret.clone(),
-        config.scope.clone(),
-    );
+    let source = if config.credential.needs_app() {
+        format!(
+            "token endpoint {}/{}/oauth2/v2.0/token",
+            ctx.authority,
+            config.tenant_id.as_deref().unwrap_or_default()
+        )
+    } else {
+        format!("credential {}", credential.kind())
+    };
     match credential.get_token().await {
         Ok(token) => {
             let step = Step::new(
                 "entra",
                 Status::Pass,
                 format!(
-                    "token acquired for {} (lifetime {} s)",
+                    "token acquired by {} for {} (lifetime {} s)",
+                    credential.kind(),
                     config.scope,
                     token.expires_in.as_secs()
                 ),
             )
-            .detail(format!("token endpoint {token_url}"));
+            .detail(source);
             (step, Some(token))
         }
         Err(error) => (
@@ -302,9 +321,12 @@ fn token_step(
             ..Step::from_error("token", Status::Fail, &error)
         };
     }
-    if let Some(tid) = claims.tid.as_deref().filter(|tid| {
-        looks_like_guid(&config.tenant_id) && !tid.eq_ignore_ascii_case(&config.tenant_id)
-    }) {
+    let configured_tenant = config.tenant_id.as_deref().filter(|t| looks_like_guid(t));
+    if let Some(tid) = claims
+        .tid
+        .as_deref()
+        .filter(|tid| configured_tenant.is_some_and(|t| !tid.eq_ignore_ascii_case(t)))
+    {
         let error = diagnose::explain(
             "token_wrong_tenant",
             StatusCode::UNAUTHORIZED,
@@ -315,15 +337,19 @@ fn token_step(
             ..Step::from_error("token", Status::Fail, &error)
         };
     }
-    if claims
-        .app_id()
-        .is_some_and(|app| !app.eq_ignore_ascii_case(&config.client_id))
-    {
+    let configured_app = config
+        .client_id
+        .as_deref()
+        .filter(|_| config.credential.needs_app());
+    if let Some(expected) = configured_app.filter(|c| {
+        claims
+            .app_id()
+            .is_some_and(|app| !app.eq_ignore_ascii_case(c))
+    }) {
         step.status = Status::Warn;
         step.summary = format!(
-            "the token's app id {} differs from AZURE_CLIENT_ID {}",
-            claims.app_id().unwrap_or_default(),
-            config.client_id
+            "the token's app id {} differs from AZURE_CLIENT_ID {expected}",
+            claims.app_id().unwrap_or_default()
         );
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -1,7 +1,9 @@
-//! The client-secret credential: OAuth2 client credentials with `client_secret`.
+//! The client-secret credential: OAuth2 client credentials with `client_secret`. A secret
+//! given as a file is read at every refresh, so rotating it needs no restart.
 
-use super::entra::EntraClient;
+use super::entra::{CredentialError, EntraClient};
 use super::{Credential, TokenFuture};
+use crate::config::credential::SecretSource;
 use crate::secret::Secret;
 
 /// App Registration id + secret value, exchanged at the tenant's token endpoint.
@@ -9,23 +11,40 @@ use crate::secret::Secret;
 pub struct ClientSecretCredential {
     entra: EntraClient,
     client_id: String,
-    client_secret: Secret,
+    secret: SecretSource,
     scope: String,
 }
 
 impl ClientSecretCredential {
-    /// A credential for `client_id`/`client_secret` asking for `scope`.
-    pub fn new(
-        entra: EntraClient,
-        client_id: String,
-        client_secret: Secret,
-        scope: String,
-    ) -> Self {
+    /// A credential for `client_id` with `secret`, asking for `scope`.
+    pub fn new(entra: EntraClient, client_id: String, secret: SecretSource, scope: String) -> Self {
         Self {
             entra,
             client_id,
-            client_secret,
+            secret,
             scope,
+        }
+    }
+
+    fn current_secret(&self) -> Result<Secret, CredentialError> {
+        match &self.secret {
+            SecretSource::Value(secret) => Ok(secret.clone()),
+            SecretSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| CredentialError::Source {
+                    code: "secret_file_unreadable",
+                    detail: format!("cannot read {}: {e}", path.display()),
+                    transient: false,
+                })?;
+                let secret = Secret::new(text.trim());
+                if secret.is_blank() {
+                    return Err(CredentialError::Source {
+                        code: "secret_file_unreadable",
+                        detail: format!("{} is empty", path.display()),
+                        transient: false,
+                    });
+                }
+                Ok(secret)
+            }
         }
     }
 }
@@ -33,10 +52,11 @@ impl ClientSecretCredential {
 impl Credential for ClientSecretCredential {
     fn get_token(&self) -> TokenFuture<'_> {
         Box::pin(async move {
+            let secret = self.current_secret()?;
             let form = [
                 ("grant_type", "client_credentials"),
                 ("client_id", self.client_id.as_str()),
-                ("client_secret", self.client_secret.expose()),
+                ("client_secret", secret.expose()),
                 ("scope", self.scope.as_str()),
             ];
             self.entra.request_token(&form).await

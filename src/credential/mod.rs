@@ -1,19 +1,28 @@
 //! Credentials: where the proxy's access token comes from.
 //!
 //! Every kind of credential implements [`Credential`]; the token refresher only sees the
-//! trait. [`entra`] is the Entra ID token-endpoint client and its error types.
+//! trait. [`entra`] is the Entra ID token-endpoint client and its error types; [`build`]
+//! turns the configured [`CredentialConfig`] into the credential.
 
+pub mod azure_cli;
+pub mod certificate;
+pub mod client_certificate;
 pub mod client_secret;
 pub mod entra;
+pub mod managed_identity;
+pub mod workload_identity;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::config::{Config, CredentialConfig};
 use crate::secret::Secret;
 
+pub use client_certificate::ClientCertificateCredential;
 pub use client_secret::ClientSecretCredential;
 pub use entra::{CredentialError, EntraError};
+pub use workload_identity::WorkloadIdentityCredential;
 
 /// An access token and how long Entra said it lives.
 #[derive(Debug, Clone)]
@@ -35,4 +44,44 @@ pub trait Credential: Send + Sync + std::fmt::Debug {
 
     /// A short name of the credential kind, for logs and `/readyz`.
     fn kind(&self) -> &'static str;
+}
+
+/// Builds the configured credential.
+pub fn build(
+    config: &Config,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<std::sync::Arc<dyn Credential>, CredentialError> {
+    let entra = || {
+        let tenant = config.tenant_id.as_deref().unwrap_or("organizations");
+        entra::EntraClient::new(&config.authority_host, tenant, std::sync::Arc::clone(&tls))
+    };
+    let client_id = || config.client_id.clone().unwrap_or_default();
+    let scope = config.scope.clone();
+    Ok(match &config.credential {
+        CredentialConfig::ClientSecret(secret) => std::sync::Arc::new(ClientSecretCredential::new(
+            entra()?,
+            client_id(),
+            secret.clone(),
+            scope,
+        )),
+        CredentialConfig::ClientCertificate {
+            path,
+            password,
+            send_chain,
+        } => std::sync::Arc::new(ClientCertificateCredential::new(
+            entra()?,
+            client_id(),
+            scope,
+            path.clone(),
+            password.clone(),
+            *send_chain,
+        )),
+        CredentialConfig::WorkloadIdentity { token_file } => std::sync::Arc::new(
+            WorkloadIdentityCredential::new(entra()?, client_id(), scope, token_file.clone()),
+        ),
+        // TEMPORARY while the managed-identity and Azure CLI modules land (same session).
+        CredentialConfig::ManagedIdentity { .. } | CredentialConfig::AzureCli => {
+            return Err(CredentialError::Unavailable("not wired yet".into()));
+        }
+    })
 }

@@ -15,6 +15,8 @@ pub enum Origin {
     Azure,
     /// Entra ID refused or failed to give the proxy a token.
     Entra,
+    /// The credential source (a file, the Azure CLI, a managed-identity endpoint) failed.
+    Credential,
     /// The proxy itself refused the request.
     Proxy,
 }
@@ -25,6 +27,7 @@ impl Origin {
         match self {
             Self::Azure => "Azure",
             Self::Entra => "Entra ID",
+            Self::Credential => "credential",
             Self::Proxy => "foundry-proxy",
         }
     }
@@ -413,6 +416,97 @@ pub const CATALOG: &[Entry] = &[
             "Check network access from this machine to the authority (proxy, firewall, DNS).",
             "If AZURE_AUTHORITY_HOST is set, check it is the right cloud's authority.",
         ],
+    },
+    // Credential sources.
+    Entry {
+        code: "secret_file_unreadable",
+        origin: Origin::Credential,
+        status: 401,
+        sees: "AZURE_CLIENT_SECRET_FILE cannot be read or is empty",
+        cause: "The client secret file cannot be used: {detail}.",
+        fix: &[
+            "Point AZURE_CLIENT_SECRET_FILE at a readable file holding the secret's Value (mounted secrets: check the volume and its permissions).",
+        ],
+    },
+    Entry {
+        code: "certificate_unreadable",
+        origin: Origin::Credential,
+        status: 401,
+        sees: "AZURE_CLIENT_CERTIFICATE_PATH cannot be read, opened or used",
+        cause: "The client certificate cannot be used: {detail}.",
+        fix: &[
+            "AZURE_CLIENT_CERTIFICATE_PATH must be a PEM file with the certificate and its RSA private key, or a PKCS#12 (.pfx/.p12) file.",
+            "For PKCS#12, set AZURE_CLIENT_CERTIFICATE_PASSWORD to its password.",
+        ],
+    },
+    Entry {
+        code: "federated_token_unreadable",
+        origin: Origin::Credential,
+        status: 503,
+        sees: "AZURE_FEDERATED_TOKEN_FILE cannot be read or is empty",
+        cause: "The federated token file cannot be used: {detail}.",
+        fix: &[
+            "On AKS, label the pod azure.workload.identity/use: \"true\" and annotate its service account with azure.workload.identity/client-id, so the webhook projects the token.",
+            "Check that AZURE_FEDERATED_TOKEN_FILE points at the projected token (/var/run/secrets/azure/tokens/azure-identity-token).",
+        ],
+    },
+    Entry {
+        code: "managed_identity_unavailable",
+        origin: Origin::Credential,
+        status: 503,
+        sees: "503: the managed identity endpoint is unreachable or failing",
+        cause: "No token from the managed identity endpoint: {detail}.",
+        fix: &[
+            "Run the proxy on an Azure resource with a managed identity (VM, scale set, App Service, Container Apps, AKS node), or choose another FOUNDRY_CREDENTIAL.",
+            "On a VM: the resource → Identity → System assigned → On (or add a user-assigned identity).",
+        ],
+    },
+    Entry {
+        code: "managed_identity_not_found",
+        origin: Origin::Credential,
+        status: 401,
+        sees: "400 from IMDS/App Service: identity not found",
+        cause: "The managed identity asked for is not assigned to this resource: {detail}.",
+        fix: &[
+            "The resource → Identity: turn on the system-assigned identity, or add the user-assigned identity.",
+            "For a user-assigned identity, set AZURE_CLIENT_ID to its Client ID (or FOUNDRY_MANAGED_IDENTITY_OBJECT_ID / FOUNDRY_MANAGED_IDENTITY_RESOURCE_ID).",
+        ],
+    },
+    Entry {
+        code: "managed_identity_refused",
+        origin: Origin::Credential,
+        status: 401,
+        sees: "401/403 from the identity endpoint",
+        cause: "The managed identity endpoint refused the request: {detail}.",
+        fix: &[
+            "App Service and Container Apps: pass IDENTITY_ENDPOINT and IDENTITY_HEADER through to the proxy unchanged (the header rotates with the app).",
+        ],
+    },
+    Entry {
+        code: "azure_cli_missing",
+        origin: Origin::Credential,
+        status: 401,
+        sees: "the Azure CLI (az) is not installed",
+        cause: "The Azure CLI credential needs az, which is not installed or not on PATH.",
+        fix: &["Install the Azure CLI and run az login, or choose another FOUNDRY_CREDENTIAL."],
+    },
+    Entry {
+        code: "azure_cli_logged_out",
+        origin: Origin::Credential,
+        status: 401,
+        sees: "Please run 'az login' to setup account",
+        cause: "The Azure CLI is not signed in: {detail}.",
+        fix: &[
+            "Run az login (add --tenant <tenant_id> for a specific tenant); the proxy picks the account up at its next refresh.",
+        ],
+    },
+    Entry {
+        code: "azure_cli_failed",
+        origin: Origin::Credential,
+        status: 503,
+        sees: "az account get-access-token failed",
+        cause: "The Azure CLI could not get a token: {detail}.",
+        fix: &["Run az account get-access-token --scope {scope} yourself to see the full error."],
     },
     // The proxy's own refusals.
     Entry {

@@ -54,8 +54,14 @@ impl DiagnosisContext {
     /// Reads what it needs from the configuration.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            tenant_id: config.tenant_id.clone(),
-            client_id: config.client_id.clone(),
+            tenant_id: config
+                .tenant_id
+                .clone()
+                .unwrap_or_else(|| "(the credential's tenant)".to_owned()),
+            client_id: config
+                .client_id
+                .clone()
+                .unwrap_or_else(|| "(the credential's identity)".to_owned()),
             scope: config.scope.clone(),
             endpoint_host: config
                 .endpoint
@@ -220,6 +226,11 @@ pub fn upstream_refusal(
             },
         )
         .maybe("deployment", request.model)
+        .maybe(
+            "client_id",
+            claims.and_then(TokenClaims::app_id).map(str::to_owned),
+        )
+        .maybe("tenant_id", claims.and_then(|c| c.tid.clone()))
         .maybe("object_id", claims.and_then(|c| c.oid.clone()));
 
     let code: &'static str = match (status.as_u16(), error_code) {

@@ -15,6 +15,10 @@ use url::Url;
 use crate::secret::Secret;
 use crate::upstream::ApiStyle;
 
+pub mod credential;
+
+pub use credential::{CredentialConfig, CredentialSettings};
+
 /// Default listen address: loopback only, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default Entra ID authority (public cloud).
@@ -34,12 +38,16 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Config {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
-    /// Entra tenant (GUID or domain) of the App Registration.
-    pub tenant_id: String,
-    /// The App Registration's application (client) id.
-    pub client_id: String,
-    /// The client secret *value*.
-    pub client_secret: Secret,
+    /// Entra tenant (GUID or domain) of the App Registration; `None` for managed identity
+    /// and the Azure CLI, whose tenant shows in the token.
+    pub tenant_id: Option<String>,
+    /// The App Registration's application (client) id, or a user-assigned managed
+    /// identity's client id.
+    pub client_id: Option<String>,
+    /// Where tokens come from.
+    pub credential: CredentialConfig,
+    /// Why this credential was chosen, for the start-up log.
+    pub credential_reason: String,
     /// Entra authority, without a trailing slash.
     pub authority_host: Url,
     /// The OAuth2 scope, `{resource}/.default`.
@@ -75,7 +83,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             setting: setting.to_owned(),
             problem: problem.into(),
@@ -136,6 +144,8 @@ pub struct Settings {
     pub shutdown_grace_secs: Option<u64>,
     /// `[models]` table: alias = "deployment".
     pub models: Option<BTreeMap<String, String>>,
+    /// `[credential]` table: which credential and its settings.
+    pub credential: Option<CredentialSettings>,
 }
 
 /// A size in a config file: a number of bytes or a string like `32MiB`.
@@ -234,6 +244,7 @@ impl Settings {
             upstream_timeout_secs: seconds(ENV_UPSTREAM_TIMEOUT)?,
             shutdown_grace_secs: seconds(ENV_SHUTDOWN_GRACE)?,
             models: None,
+            credential: Some(CredentialSettings::from_env(env)?),
         })
     }
 
@@ -260,6 +271,10 @@ impl Settings {
             upstream_timeout_secs: higher.upstream_timeout_secs.or(self.upstream_timeout_secs),
             shutdown_grace_secs: higher.shutdown_grace_secs.or(self.shutdown_grace_secs),
             models,
+            credential: match (self.credential, higher.credential) {
+                (Some(low), Some(high)) => Some(low.overlay(high)),
+                (low, high) => high.or(low),
+            },
         }
     }
 
@@ -274,39 +289,21 @@ impl Settings {
             )
         })?;
 
-        let tenant_id = required(
-            self.tenant_id,
-            ENV_TENANT_ID,
-            "set it to the Directory (tenant) ID shown on your App Registration's Overview page in the Azure portal",
-        )?;
-        check_tenant(&tenant_id)?;
-        let client_id = required(
-            self.client_id,
-            ENV_CLIENT_ID,
-            "set it to the Application (client) ID shown on your App Registration's Overview page",
-        )?;
-        let client_secret = match self.client_secret {
-            Some(secret) if !secret.is_blank() => secret,
-            _ => {
-                return Err(ConfigError::new(
-                    ENV_CLIENT_SECRET,
-                    "missing",
-                    "set it to a client secret *value* from App Registration → Certificates & secrets (the Value column, not the Secret ID)",
-                ));
-            }
+        let tenant_id = optional(self.tenant_id);
+        if let Some(tenant) = &tenant_id {
+            check_tenant(tenant)?;
+        }
+        let client_id = optional(self.client_id);
+        let app = credential::AppIdentity {
+            tenant_id: tenant_id.as_deref(),
+            client_id: client_id.as_deref(),
+            client_secret: self.client_secret.as_ref(),
         };
-
-        let authority_text = self
-            .authority_host
-            .unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_owned());
-        let authority_host = parse_base_url(
-            &authority_text,
-            ENV_AUTHORITY_HOST,
-            "use https://login.microsoftonline.com (or your cloud's authority)",
+        let choice = credential::choose(
+            self.credential.unwrap_or_default(),
+            &app,
+            credential::az_on_path(env),
         )?;
-
-        let scope = self.scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
-        check_scope(&scope)?;
 
         let endpoint_text = required(
             self.endpoint,
@@ -318,6 +315,19 @@ impl Settings {
             ENV_ENDPOINT,
             "use your resource's https:// endpoint, e.g. https://NAME.openai.azure.com",
         )?;
+        let cloud = Cloud::of(&endpoint);
+
+        let authority_text = self
+            .authority_host
+            .unwrap_or_else(|| cloud.authority().to_owned());
+        let authority_host = parse_base_url(
+            &authority_text,
+            ENV_AUTHORITY_HOST,
+            "use https://login.microsoftonline.com (or your cloud's authority)",
+        )?;
+
+        let scope = self.scope.unwrap_or_else(|| cloud.scope().to_owned());
+        check_scope(&scope)?;
 
         let api = match self.api {
             Some(text) => text.parse::<ApiStyle>().map_err(|_| {
@@ -374,7 +384,8 @@ impl Settings {
             listen,
             tenant_id,
             client_id,
-            client_secret,
+            credential: choice.credential,
+            credential_reason: choice.reason,
             authority_host,
             scope,
             endpoint,
@@ -414,6 +425,53 @@ pub fn load(
         .overlay(Settings::from_env(env)?)
         .overlay(flags)
         .validate(env)
+}
+
+fn optional(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The Azure cloud an endpoint belongs to: it decides the default authority and scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    /// Azure public cloud.
+    Public,
+    /// Azure US Government.
+    UsGovernment,
+    /// Azure operated by 21Vianet (China).
+    China,
+}
+
+impl Cloud {
+    /// The cloud of an endpoint URL, by its host's suffix.
+    pub fn of(endpoint: &Url) -> Self {
+        let host = endpoint.host_str().unwrap_or_default().to_ascii_lowercase();
+        if host.ends_with(".azure.us") {
+            Self::UsGovernment
+        } else if host.ends_with(".azure.cn") {
+            Self::China
+        } else {
+            Self::Public
+        }
+    }
+
+    /// The Entra authority of the cloud.
+    pub fn authority(self) -> &'static str {
+        match self {
+            Self::Public => DEFAULT_AUTHORITY_HOST,
+            Self::UsGovernment => "https://login.microsoftonline.us",
+            Self::China => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    /// The Cognitive Services scope of the cloud.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Self::Public => DEFAULT_SCOPE,
+            Self::UsGovernment => "https://cognitiveservices.azure.us/.default",
+            Self::China => "https://cognitiveservices.azure.cn/.default",
+        }
+    }
 }
 
 fn required(value: Option<String>, setting: &str, fix: &str) -> Result<String, ConfigError> {
@@ -463,7 +521,7 @@ fn check_scope(scope: &str) -> Result<(), ConfigError> {
 }
 
 /// Parses an endpoint or authority URL: https, or plain http only for loopback hosts.
-fn parse_base_url(text: &str, setting: &str, fix: &str) -> Result<Url, ConfigError> {
+pub(crate) fn parse_base_url(text: &str, setting: &str, fix: &str) -> Result<Url, ConfigError> {
     let trimmed = text.trim().trim_end_matches('/');
     let url = Url::parse(trimmed)
         .map_err(|e| ConfigError::new(setting, format!("'{trimmed}' is not a URL ({e})"), fix))?;
