@@ -746,4 +746,73 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.max_body, DEFAULT_MAX_BODY);
     }
+
+    /// The authority and scope follow the endpoint's cloud unless set.
+    #[test]
+    fn clouds_follow_the_endpoint() {
+        for (endpoint, authority, scope) in [
+            (
+                "https://r.openai.azure.us",
+                "https://login.microsoftonline.us/",
+                "https://cognitiveservices.azure.us/.default",
+            ),
+            (
+                "https://r.openai.azure.cn",
+                "https://login.chinacloudapi.cn/",
+                "https://cognitiveservices.azure.cn/.default",
+            ),
+            (
+                "https://r.services.ai.azure.com",
+                "https://login.microsoftonline.com/",
+                DEFAULT_SCOPE,
+            ),
+        ] {
+            let mut vars = minimal();
+            vars.insert(ENV_ENDPOINT.into(), endpoint.into());
+            let config = load(None, &vars, Settings::default()).expect("valid");
+            assert_eq!(config.authority_host.as_str(), authority, "{endpoint}");
+            assert_eq!(config.scope, scope, "{endpoint}");
+        }
+        let mut vars = minimal();
+        vars.insert(ENV_ENDPOINT.into(), "https://r.openai.azure.us".into());
+        vars.insert(
+            ENV_SCOPE.into(),
+            "https://cognitiveservices.azure.com/.default".into(),
+        );
+        assert_eq!(
+            load(None, &vars, Settings::default()).expect("valid").scope,
+            "https://cognitiveservices.azure.com/.default"
+        );
+    }
+
+    /// The credential settings come from their usual environment names and the
+    /// `[credential]` table, with the environment winning.
+    #[test]
+    fn credential_settings_layers() {
+        let dir = std::env::temp_dir().join(format!("fp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cert = dir.join("cert.pem");
+        std::fs::write(&cert, "placeholder").expect("write");
+        let file = dir.join("credential.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[credential]\nkind = \"client-certificate\"\ncertificate_path = {:?}\n",
+                cert
+            ),
+        )
+        .expect("write");
+        let mut vars = minimal();
+        vars.remove(ENV_CLIENT_SECRET);
+        let config = load(Some(&file), &vars, Settings::default()).expect("valid");
+        assert_eq!(config.credential.kind(), "client-certificate");
+        vars.insert("FOUNDRY_CREDENTIAL".into(), "workload-identity".into());
+        vars.insert(
+            "AZURE_FEDERATED_TOKEN_FILE".into(),
+            "/var/run/secrets/azure/tokens/azure-identity-token".into(),
+        );
+        let config = load(Some(&file), &vars, Settings::default()).expect("valid");
+        assert_eq!(config.credential.kind(), "workload-identity");
+        assert!(config.credential_reason.contains("FOUNDRY_CREDENTIAL"));
+    }
 }
