@@ -244,3 +244,87 @@ async fn demo_runs_end_to_end() {
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
 }
+
+/// With a certificate and with workload identity, at RUST_LOG=trace: the log says which
+/// credential was chosen and why, and never shows the private key, the client assertion,
+/// the federated token or an access token.
+#[tokio::test]
+async fn credential_choice_logged_without_secrets() {
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let url = emulator.url();
+    let dir = std::env::temp_dir().join(format!("fp-cli-cred-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cert = dir.join("client.pem");
+    std::fs::write(&cert, world::CERTIFICATE_PEM).expect("cert");
+    let token_file = dir.join("azure-identity-token");
+    let federated = emulator.emulator.federated_token(
+        world::FEDERATED_SUBJECT,
+        world::FEDERATED_AUDIENCE,
+        3600,
+    );
+    std::fs::write(&token_file, &federated).expect("token");
+    let cert_path = cert.to_string_lossy().into_owned();
+    let token_path = token_file.to_string_lossy().into_owned();
+    let key_line = world::CERTIFICATE_PEM
+        .lines()
+        .skip_while(|l| !l.contains("PRIVATE KEY"))
+        .nth(1)
+        .expect("a key line")
+        .to_owned();
+    let cases: [(&str, Vec<(&str, &str)>); 2] = [
+        (
+            "client-certificate",
+            vec![
+                ("AZURE_CLIENT_SECRET", ""),
+                ("AZURE_CLIENT_CERTIFICATE_PATH", &cert_path),
+            ],
+        ),
+        (
+            "workload-identity",
+            vec![
+                ("AZURE_CLIENT_SECRET", ""),
+                ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
+            ],
+        ),
+    ];
+    for (kind, mut extra) in cases {
+        extra.push(("RUST_LOG", "trace"));
+        let mut child = serve(&url, &extra).spawn().expect("spawn");
+        let proxy = listening_url(&mut child);
+        let response = http_client()
+            .post(format!("{proxy}/v1/chat/completions"))
+            .json(&serde_json::json!({"model": world::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 200, "{kind}");
+        sigterm(&child);
+        assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+        let mut logs = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut logs)
+            .expect("logs");
+        assert!(
+            logs.contains("credential chosen") && logs.contains(kind) && logs.contains("auto:"),
+            "{kind}: {logs}"
+        );
+        assert!(
+            !logs.contains("eyJ"),
+            "{kind}: a JWT (assertion or token) in the logs"
+        );
+        assert!(
+            !logs.contains(&key_line) && !logs.contains("PRIVATE KEY"),
+            "{kind}: key material in the logs"
+        );
+        assert!(
+            !logs.contains(&federated[..40]),
+            "{kind}: the federated token in the logs"
+        );
+    }
+    emulator.shutdown().await;
+}
