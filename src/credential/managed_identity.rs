@@ -36,7 +36,6 @@ const RETRY_BASE: Duration = Duration::from_millis(800);
 const MAX_RETRIES: u32 = 6;
 
 /// A token from the host's managed identity (system- or user-assigned).
-#[derive(Debug)]
 pub struct ManagedIdentityCredential {
     http: reqwest::Client,
     /// The full token URL, query included (identity selectors are not secret).
@@ -222,6 +221,17 @@ impl ManagedIdentityCredential {
             }
             _ => text,
         }
+    }
+}
+
+impl std::fmt::Debug for ManagedIdentityCredential {
+    /// The endpoint and URL only: the App Service header is never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedIdentityCredential")
+            .field("endpoint", &self.shown)
+            .field("url", &self.url.as_str())
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
     }
 }
 
