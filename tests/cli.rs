@@ -328,3 +328,74 @@ async fn credential_choice_logged_without_secrets() {
     }
     emulator.shutdown().await;
 }
+
+/// On a laptop with nothing but `az login`: `auto` picks the Azure CLI (no AZURE_CLIENT_ID
+/// is set), asks it for exactly the scope, and the CLI's token reaches Azure.
+#[tokio::test]
+async fn azure_cli_credential_through_the_proxy() {
+    use std::os::unix::fs::PermissionsExt;
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let url = emulator.url();
+    let token: serde_json::Value = http_client()
+        .post(format!("{url}/{}/oauth2/v2.0/token", world::TENANT_ID))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", world::CLIENT_ID),
+            ("client_secret", world::CLIENT_SECRET),
+            ("scope", world::SCOPE),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let access_token = token["access_token"].as_str().expect("access token");
+    let dir = std::env::temp_dir().join(format!("fp-cli-az-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let args_file = dir.join("args");
+    let expires_on = time::OffsetDateTime::now_utc().unix_timestamp() + 3000;
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> '{}'\necho '{{\"accessToken\": \"{access_token}\", \"expires_on\": {expires_on}, \"tokenType\": \"Bearer\"}}'\n",
+        args_file.display()
+    );
+    let az = dir.join("az");
+    std::fs::write(&az, script).expect("script");
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.to_string_lossy().into_owned();
+    let extra = [
+        ("AZURE_TENANT_ID", ""),
+        ("AZURE_CLIENT_ID", ""),
+        ("AZURE_CLIENT_SECRET", ""),
+        ("PATH", path.as_str()),
+    ];
+    let mut child = serve(&url, &extra).spawn().expect("spawn");
+    let proxy = listening_url(&mut child);
+    let response = http_client()
+        .post(format!("{proxy}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": world::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let args = std::fs::read_to_string(&args_file).expect("az was run");
+    assert_eq!(
+        args.lines().next(),
+        Some(
+            "account get-access-token -o json --scope https://cognitiveservices.azure.com/.default"
+        )
+    );
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    assert!(logs.contains("azure-cli"), "{logs}");
+    emulator.shutdown().await;
+}

@@ -326,3 +326,80 @@ async fn workload_identity_failures() {
     );
     harness.stop().await;
 }
+
+/// Managed identity through the proxy: IMDS (system- and user-assigned) and the App Service
+/// endpoint, whose announcement makes `auto` choose it; the token is the identity's.
+#[tokio::test]
+async fn managed_identity_through_the_proxy() {
+    let url = "{emulator}";
+    let imds = |client_id: Option<&str>| Setup {
+        settings: Settings {
+            tenant_id: Some(String::new()),
+            client_id: Some(client_id.unwrap_or_default().to_owned()),
+            client_secret: Some(Secret::new("")),
+            credential: Some(CredentialSettings {
+                kind: Some("managed-identity".into()),
+                imds_endpoint: Some(url.to_owned()),
+                ..CredentialSettings::default()
+            }),
+            ..Settings::default()
+        },
+        ..Setup::default()
+    };
+    let app_service = Setup {
+        settings: Settings {
+            tenant_id: Some(String::new()),
+            client_id: Some(String::new()),
+            client_secret: Some(Secret::new("")),
+            credential: Some(CredentialSettings {
+                identity_endpoint: Some(format!("{url}/msi/token")),
+                identity_header: Some(Secret::new(world::IDENTITY_HEADER)),
+                ..CredentialSettings::default()
+            }),
+            ..Settings::default()
+        },
+        ..Setup::default()
+    };
+    for (label, setup, object_id) in [
+        ("imds system-assigned", imds(None), world::MI_OBJECT_ID),
+        (
+            "imds user-assigned",
+            imds(Some(world::USER_MI_CLIENT_ID)),
+            world::USER_MI_OBJECT_ID,
+        ),
+        ("app service", app_service, world::MI_OBJECT_ID),
+    ] {
+        let harness = Harness::start_with(setup).await;
+        let response = harness
+            .post_json(
+                "/v1/chat/completions",
+                Harness::chat(world::CHAT_DEPLOYMENT, "hi"),
+            )
+            .await;
+        let status = response.status().as_u16();
+        assert_eq!(
+            status,
+            200,
+            "{label}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        let record = harness
+            .emulator
+            .emulator
+            .inference_requests()
+            .pop()
+            .expect("recorded");
+        assert_eq!(record.token_oid.as_deref(), Some(object_id), "{label}");
+        let ready: serde_json::Value = harness
+            .client
+            .get(harness.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(ready["credential"], "managed-identity", "{label}");
+        harness.stop().await;
+    }
+}

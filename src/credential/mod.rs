@@ -79,9 +79,17 @@ pub fn build(
         CredentialConfig::WorkloadIdentity { token_file } => std::sync::Arc::new(
             WorkloadIdentityCredential::new(entra()?, client_id(), scope, token_file.clone()),
         ),
-        // TEMPORARY while the managed-identity and Azure CLI modules land (same session).
-        CredentialConfig::ManagedIdentity { .. } | CredentialConfig::AzureCli => {
-            return Err(CredentialError::Unavailable("not wired yet".into()));
+        CredentialConfig::ManagedIdentity { endpoint, selector } => {
+            std::sync::Arc::new(managed_identity::ManagedIdentityCredential::new(
+                endpoint.clone(),
+                selector.clone(),
+                &scope,
+                tls,
+            )?)
         }
+        CredentialConfig::AzureCli => std::sync::Arc::new(azure_cli::AzureCliCredential::new(
+            &scope,
+            config.tenant_id.clone(),
+        )),
     })
 }

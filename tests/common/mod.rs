@@ -85,6 +85,18 @@ impl Harness {
         if let Some(endpoint) = settings.endpoint.as_mut().filter(|e| e.starts_with('/')) {
             *endpoint = format!("{url}{endpoint}");
         }
+        // Managed-identity endpoints name the emulator as "{emulator}".
+        if let Some(credential) = settings.credential.as_mut() {
+            for value in [
+                &mut credential.imds_endpoint,
+                &mut credential.identity_endpoint,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *value = value.replace("{emulator}", &url);
+            }
+        }
         let config = settings.validate(&setup.env).expect("valid config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let proxy = listener.local_addr().expect("addr");
