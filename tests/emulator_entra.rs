@@ -205,9 +205,10 @@ async fn aadsts_errors_have_entra_status_and_code() {
     assert_eq!(emu.emulator.tokens_issued(), 0);
 }
 
-/// A client assertion is refused plainly (not verified yet), and Basic client auth works.
+/// A malformed client assertion is refused with AADSTS50027 (and redacted in the records), and
+/// Basic client auth works. Valid assertions are covered in `emulator_identity.rs`.
 #[tokio::test]
-async fn client_assertion_unsupported_and_basic_auth_accepted() {
+async fn malformed_client_assertion_refused_and_basic_auth_accepted() {
     let emu = start().await;
     let form = [
         ("client_id", demo::CLIENT_ID),
@@ -220,7 +221,11 @@ async fn client_assertion_unsupported_and_basic_auth_accepted() {
         ("grant_type", "client_credentials"),
     ];
     let (status, body) = status_and_json(token_response(&emu, demo::TENANT_ID, &form).await).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("unsupported")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    assert_eq!(body["error_codes"], json!([50027]));
 
     let resp = client()
         .post(format!(

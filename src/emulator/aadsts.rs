@@ -268,6 +268,22 @@ pub(crate) fn no_federated_record(issuer: &str, subject: &str, audience: &str) -
     )
 }
 
+/// AADSTS700023: a certificate assertion's `aud` is not this token endpoint. Message as in
+/// Entra's error-code reference; status and `error` UNCONFIRMED (401 invalid_client here).
+pub(crate) fn assertion_audience_mismatch() -> EntraError {
+    EntraError::invalid_client(
+        700023,
+        "Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials.",
+    )
+}
+
+/// AADSTS50027: a client assertion that is not a usable JWT (malformed, a claim missing, an
+/// unsupported `client_assertion_type`); `detail` says which. Status and wording after the
+/// first sentence are the emulator's (UNCONFIRMED).
+pub(crate) fn invalid_assertion(detail: &str) -> EntraError {
+    EntraError::bad_request(50027, format!("Invalid JWT token. {detail}"))
+}
+
 /// A client assertion's header and claims, decoded without verification to quote them.
 #[derive(Debug, Default)]
 struct Assertion {

@@ -37,6 +37,17 @@ pub struct EmulatorConfig {
     /// Seconds added to the emulator's clock (negative: behind), to play a client machine whose
     /// clock is wrong relative to Azure's.
     pub clock_offset_secs: i64,
+    /// `iss` of the tokens the emulator issues as an external OIDC provider (a cluster's
+    /// service-account issuer) for workload identity federation.
+    pub federation_issuer: String,
+    /// The value App Service / Container Apps expect in `X-IDENTITY-HEADER` (`IDENTITY_HEADER`).
+    pub identity_header: String,
+    /// Managed identities of the emulated host, served by IMDS and the App Service endpoint.
+    pub managed_identities: Vec<ManagedIdentitySpec>,
+    /// A failure the next IMDS requests get at start, as [`Emulator::set_imds_fault`] sets.
+    ///
+    /// [`Emulator::set_imds_fault`]: super::Emulator::set_imds_fault
+    pub imds_fault: Option<ImdsFault>,
 }
 
 impl Default for EmulatorConfig {
@@ -48,7 +59,30 @@ impl Default for EmulatorConfig {
             secret_expired: false,
             object_id: oid.to_owned(),
             roles: vec![role.to_owned()],
+            certificates: Vec::new(),
+            federated_credentials: Vec::new(),
         };
+        let mut main = app(
+            demo::TENANT_ID,
+            demo::CLIENT_ID,
+            demo::CLIENT_SECRET,
+            demo::OBJECT_ID,
+            "Azure AI User",
+        );
+        main.certificates = vec![demo::CERTIFICATE_PEM.to_owned()];
+        main.federated_credentials = vec![FederatedCredentialSpec {
+            issuer: demo::FEDERATION_ISSUER.to_owned(),
+            subject: demo::FEDERATED_SUBJECT.to_owned(),
+            audience: demo::FEDERATED_AUDIENCE.to_owned(),
+        }];
+        let identity =
+            |client_id: &str, object_id: &str, resource_id: &str, system| ManagedIdentitySpec {
+                client_id: client_id.to_owned(),
+                object_id: object_id.to_owned(),
+                resource_id: resource_id.to_owned(),
+                system_assigned: system,
+                roles: vec!["Azure AI User".to_owned()],
+            };
         let mut expired = app(
             demo::TENANT_ID,
             demo::EXPIRED_CLIENT_ID,
@@ -67,13 +101,7 @@ impl Default for EmulatorConfig {
             tenants: vec![demo::TENANT_ID.to_owned(), demo::OTHER_TENANT_ID.to_owned()],
             domains: BTreeMap::from([(demo::TENANT_DOMAIN.to_owned(), demo::TENANT_ID.to_owned())]),
             apps: vec![
-                app(
-                    demo::TENANT_ID,
-                    demo::CLIENT_ID,
-                    demo::CLIENT_SECRET,
-                    demo::OBJECT_ID,
-                    "Azure AI User",
-                ),
+                main,
                 app(
                     demo::TENANT_ID,
                     demo::NO_ROLE_CLIENT_ID,
@@ -114,6 +142,23 @@ impl Default for EmulatorConfig {
             stream_chunk_delay_ms: 20,
             resource_kind: ResourceKind::Foundry,
             clock_offset_secs: 0,
+            federation_issuer: demo::FEDERATION_ISSUER.to_owned(),
+            identity_header: demo::IDENTITY_HEADER.to_owned(),
+            managed_identities: vec![
+                identity(
+                    demo::MI_CLIENT_ID,
+                    demo::MI_OBJECT_ID,
+                    demo::MI_RESOURCE_ID,
+                    true,
+                ),
+                identity(
+                    demo::USER_MI_CLIENT_ID,
+                    demo::USER_MI_OBJECT_ID,
+                    demo::USER_MI_RESOURCE_ID,
+                    false,
+                ),
+            ],
+            imds_fault: None,
         }
     }
 }
@@ -161,6 +206,23 @@ impl EmulatorConfig {
                     app.client_id, app.tenant
                 ));
             }
+            for (i, pem) in app.certificates.iter().enumerate() {
+                if let Err(e) = super::certificate::Certificate::from_pem(pem) {
+                    return Err(format!(
+                        "apps: app '{}' certificates[{i}]: {e}",
+                        app.client_id
+                    ));
+                }
+            }
+        }
+        if self
+            .managed_identities
+            .iter()
+            .filter(|m| m.system_assigned)
+            .count()
+            > 1
+        {
+            return Err("managed_identities: at most one can be system_assigned".to_owned());
         }
         Ok(())
     }
@@ -184,6 +246,59 @@ pub struct AppSpec {
     /// Role display names assigned on the Foundry resource, e.g. "Azure AI User".
     #[serde(default)]
     pub roles: Vec<String>,
+    /// PEM certificates registered on the app, for certificate assertions (RS256 or PS256,
+    /// looked up by `x5t` or `x5t#S256`). Any non-certificate PEM blocks are ignored.
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// Federated identity credentials: which external tokens may stand in for a secret.
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredentialSpec>,
+}
+
+/// A federated identity credential on an app: an assertion is accepted when its `iss`, `sub`
+/// and `aud` equal these exactly (Entra compares case- and slash-sensitively).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedCredentialSpec {
+    /// The external issuer, e.g. a cluster's OIDC issuer URL.
+    pub issuer: String,
+    /// The external subject, e.g. `system:serviceaccount:NAMESPACE:NAME`.
+    pub subject: String,
+    /// The audience the external token carries; `api://AzureADTokenExchange` by default.
+    #[serde(default = "token_exchange_audience")]
+    pub audience: String,
+}
+
+fn token_exchange_audience() -> String {
+    demo::FEDERATED_AUDIENCE.to_owned()
+}
+
+/// A managed identity of the emulated host (VM, App Service, Container App).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedIdentitySpec {
+    /// Client (application) id: the `appid` claim and the `client_id` selector.
+    pub client_id: String,
+    /// Object (principal) id: the `oid` claim and the `object_id`/`principal_id` selector.
+    pub object_id: String,
+    /// ARM resource id: the `msi_res_id`/`mi_res_id` selector.
+    pub resource_id: String,
+    /// The host's system-assigned identity (used when a request names none); at most one.
+    #[serde(default)]
+    pub system_assigned: bool,
+    /// Role display names assigned on the Foundry resource.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A failure the next `times` IMDS requests get, for retry tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImdsFault {
+    /// HTTP status to answer with (404, 410, 429, 500, 503 …), with an IMDS-style body.
+    pub status: u16,
+    /// How many IMDS requests get it before IMDS answers normally again.
+    pub times: u32,
 }
 
 impl fmt::Debug for AppSpec {
@@ -195,6 +310,8 @@ impl fmt::Debug for AppSpec {
             .field("secret_expired", &self.secret_expired)
             .field("object_id", &self.object_id)
             .field("roles", &self.roles)
+            .field("certificates", &self.certificates.len())
+            .field("federated_credentials", &self.federated_credentials)
             .finish()
     }
 }
@@ -326,4 +443,48 @@ pub fn load_config(path: &Path) -> Result<EmulatorConfig, EmulatorConfigError> {
             message,
         })?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_fields_parse_from_toml_and_are_validated() {
+        let text = r#"
+            federation_issuer = "https://oidc.example/"
+            identity_header = "h"
+            imds_fault = { status = 410, times = 2 }
+            [[managed_identities]]
+            client_id = "c"
+            object_id = "o"
+            resource_id = "/subscriptions/s/r"
+            system_assigned = true
+        "#;
+        let config: EmulatorConfig = toml::from_str(text).expect("parses");
+        assert_eq!(
+            config.imds_fault,
+            Some(ImdsFault {
+                status: 410,
+                times: 2
+            })
+        );
+        assert!(config.validate().is_ok());
+
+        let mut twice = config.clone();
+        twice
+            .managed_identities
+            .push(config.managed_identities[0].clone());
+        assert!(twice.validate().is_err());
+
+        let mut bad_cert = EmulatorConfig::default();
+        bad_cert.apps[0]
+            .certificates
+            .push("not a certificate".to_owned());
+        assert!(bad_cert.validate().is_err());
+
+        let fc: FederatedCredentialSpec =
+            toml::from_str("issuer = \"i\"\nsubject = \"s\"").expect("parses");
+        assert_eq!(fc.audience, "api://AzureADTokenExchange");
+    }
 }

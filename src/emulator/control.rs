@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use super::config::ResourceKind;
+use super::config::{ImdsFault, ResourceKind};
 use super::state::{Emulator, EntraFault};
 
 /// Body of `POST /_emulator/config`; absent fields leave settings unchanged.
@@ -28,11 +28,43 @@ pub(crate) struct ConfigUpdate {
     resource_kind: Option<ResourceKind>,
     /// Seconds the emulator's clock is ahead of the real one (negative: behind).
     clock_offset_secs: Option<i64>,
+    /// `{"status": 503, "times": 2}`, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    imds_fault: Option<Option<ImdsFault>>,
 }
 
 /// Keeps an explicit `null` apart from an absent field (`Some(None)` vs `None`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `POST /_emulator/federated-token`; absent fields take the demo workload's values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FederatedTokenRequest {
+    /// `sub`; default `system:serviceaccount:default:foundry-proxy`.
+    #[serde(default = "default_subject")]
+    subject: String,
+    /// `aud`; default `api://AzureADTokenExchange`.
+    #[serde(default = "default_audience")]
+    audience: String,
+    /// Seconds until `exp`; default 3600 (a kubelet's projected token lives about an hour).
+    #[serde(default = "default_lifetime")]
+    lifetime_secs: u64,
+}
+
+fn default_subject() -> String {
+    super::demo::FEDERATED_SUBJECT.to_owned()
+}
+
+fn default_audience() -> String {
+    super::demo::FEDERATED_AUDIENCE.to_owned()
+}
+
+fn default_lifetime() -> u64 {
+    3600
 }
 
 /// Parses the `entra_fault` notation of the control endpoint.
@@ -81,6 +113,9 @@ pub(crate) async fn state(State(emu): State<Arc<Emulator>>) -> Response {
         "resource_kind": emu.resource_kind().as_str(),
         "clock_offset_secs": emu.clock_offset(),
         "entra_fault": emu.entra_fault().map(|f| f.to_string()),
+        "imds_fault": emu.imds_fault(),
+        "imds_requests": emu.imds_requests(),
+        "app_service_requests": emu.app_service_requests(),
         "roles": emu.roles(),
         "tokens_issued": emu.tokens_issued(),
         "streams_started": emu.streams_started(),
@@ -136,8 +171,30 @@ pub(crate) async fn config(
     if let Some(secs) = update.clock_offset_secs {
         emu.set_clock_offset(secs);
     }
+    if let Some(fault) = update.imds_fault {
+        emu.set_imds_fault(fault);
+    }
     tracing::debug!("emulator config updated");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_emulator/federated-token`: `{"token": JWT}` from the emulator's OIDC issuer, as a
+/// kubelet would project it; write it to the file `AZURE_FEDERATED_TOKEN_FILE` names.
+pub(crate) async fn federated_token(
+    State(emu): State<Arc<Emulator>>,
+    request: Result<axum::Json<FederatedTokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match request {
+        Ok(axum::Json(r)) => {
+            let token = emu.federated_token(&r.subject, &r.audience, r.lifetime_secs);
+            axum::Json(json!({"token": token})).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": e.body_text()})),
+        )
+            .into_response(),
+    }
 }
 
 /// `POST /_emulator/reset`: forgets recorded requests.

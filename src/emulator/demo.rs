@@ -1,6 +1,8 @@
 //! The demo world: fixed, GUID-shaped identities that `EmulatorConfig::default()` registers.
 //!
-//! These are emulator-only values, published on purpose; none of them exist in real Entra ID.
+//! These are emulator-only values, published on purpose; none of them exist in real Entra ID,
+//! including the certificate and keys below (`demo-client-cert*.{pem,p12}`,
+//! `unregistered-client-cert.pem`).
 
 /// Tenant that owns the emulated Foundry resource.
 pub const TENANT_ID: &str = "1395b117-d37e-42c2-b8b7-8fd5bf49de34";
@@ -47,3 +49,62 @@ pub const TRANSCRIPTION_DEPLOYMENT: &str = "whisper";
 pub const IMAGE_DEPLOYMENT: &str = "dall-e-3";
 /// The scope the proxy asks for by default.
 pub const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+
+// ---- Certificate credentials (emulator-only) ----
+//
+// A self-signed RSA 2048 certificate and its key, generated once with openssl for this repository
+// and published on purpose. Registered only on the emulator's demo app; it protects nothing.
+
+/// Certificate and PKCS#8 private key of [`CLIENT_ID`] in one PEM text (certificate first), as
+/// users keep them for `AZURE_CLIENT_CERTIFICATE_PATH`. Emulator-only.
+pub const CERTIFICATE_PEM: &str = include_str!("demo-client-cert.pem");
+/// The same certificate and key as PKCS#12 with modern encryption (AES-256-CBC, PBKDF2,
+/// HMAC-SHA256 MAC), password [`CERTIFICATE_P12_PASSWORD`]. Emulator-only.
+pub const CERTIFICATE_P12: &[u8] = include_bytes!("demo-client-cert.p12");
+/// The same certificate and key as legacy PKCS#12 (RC2-40 certificate bag, 3DES key bag, SHA-1
+/// MAC; `openssl pkcs12 -export -legacy`), password [`CERTIFICATE_P12_PASSWORD`]. Emulator-only.
+pub const CERTIFICATE_P12_LEGACY: &[u8] = include_bytes!("demo-client-cert-legacy.p12");
+/// Password of [`CERTIFICATE_P12`] and [`CERTIFICATE_P12_LEGACY`].
+pub const CERTIFICATE_P12_PASSWORD: &str = "emulator";
+/// `x5t` of [`CERTIFICATE_PEM`]: base64url SHA-1 of the certificate's DER.
+pub const CERTIFICATE_X5T: &str = "Rx4JCmpPZpP6RxnGITF1aTcuQAQ";
+/// `x5t#S256` of [`CERTIFICATE_PEM`]: base64url SHA-256 of the certificate's DER.
+pub const CERTIFICATE_X5T_S256: &str = "3V1gr7jRX503d_PrW5LwRxwfqczfsku_Ru6UZblEsCI";
+/// SHA-1 thumbprint of [`CERTIFICATE_PEM`] as the portal and AADSTS700027 print it.
+pub const CERTIFICATE_THUMBPRINT: &str = "471E090A6A4F6693FA4719C621317569372E4004";
+
+/// A second certificate and key (same layout as [`CERTIFICATE_PEM`]) registered on no app: an
+/// assertion signed with it gets AADSTS700027. Emulator-only.
+pub const UNREGISTERED_CERTIFICATE_PEM: &str = include_str!("unregistered-client-cert.pem");
+/// `x5t` of [`UNREGISTERED_CERTIFICATE_PEM`].
+pub const UNREGISTERED_CERTIFICATE_X5T: &str = "YaWp1yCftbEZlbyM_u79bS6g-kQ";
+/// `x5t#S256` of [`UNREGISTERED_CERTIFICATE_PEM`].
+pub const UNREGISTERED_CERTIFICATE_X5T_S256: &str = "COF41WLPTYAmrVaunoaBQVD2sS813SQ-Ti-Ls-diqqo";
+
+// ---- Workload identity federation (emulator-only) ----
+
+/// The emulator's OIDC issuer (`EmulatorConfig::federation_issuer` by default), standing in
+/// for a cluster's service-account issuer.
+pub const FEDERATION_ISSUER: &str = "https://oidc.emulator.local/";
+/// Subject of the federated credential on [`CLIENT_ID`]: the pod's service account.
+pub const FEDERATED_SUBJECT: &str = "system:serviceaccount:default:foundry-proxy";
+/// Audience of projected service-account tokens for workload identity (azure-facts §2).
+pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+// ---- Managed identities (emulator-only) ----
+
+/// Client id of the system-assigned managed identity (role "Azure AI User", resource tenant).
+pub const MI_CLIENT_ID: &str = "5a8d4f0e-2c77-4b61-9e0a-3f1d6c8b2e94";
+/// Object (principal) id of the system-assigned managed identity.
+pub const MI_OBJECT_ID: &str = "c3b7e2a9-81d4-4f6e-a5c0-7d2e9b4f1a63";
+/// ARM resource id of the VM that owns the system-assigned identity.
+pub const MI_RESOURCE_ID: &str = "/subscriptions/0b1e6f6c-95a4-4c1e-8a0e-5c3d7e2f9a10/resourceGroups/emulator-rg/providers/Microsoft.Compute/virtualMachines/emulator-vm";
+/// Client id of the user-assigned managed identity (role "Azure AI User", resource tenant).
+pub const USER_MI_CLIENT_ID: &str = "e91c3a57-6d02-4b8f-b4e1-2a9f7c5d0e38";
+/// Object (principal) id of the user-assigned managed identity.
+pub const USER_MI_OBJECT_ID: &str = "7f2d9b14-c6a3-4e85-9d10-b8e4a3c7f256";
+/// ARM resource id of the user-assigned managed identity.
+pub const USER_MI_RESOURCE_ID: &str = "/subscriptions/0b1e6f6c-95a4-4c1e-8a0e-5c3d7e2f9a10/resourceGroups/emulator-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/emulator-identity";
+/// `IDENTITY_HEADER` of the emulated App Service / Container Apps host: the value
+/// `X-IDENTITY-HEADER` must carry (`EmulatorConfig::identity_header` by default).
+pub const IDENTITY_HEADER: &str = "emulator-identity-header-6f1c2b9e";

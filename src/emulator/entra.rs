@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
 use super::aadsts::{self, RequestFacts};
+use super::assertion::{self, Endpoint, JWT_BEARER};
 use super::entra_error::{EntraError, entra_headers};
 use super::jwt::AccessTokenClaims;
 use super::records::TokenRequestRecord;
@@ -57,6 +58,7 @@ impl TokenParams {
 pub(crate) async fn token(
     State(emu): State<Arc<Emulator>>,
     Path(tenant): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -114,7 +116,13 @@ pub(crate) async fn token(
         None => {}
     }
 
-    match issue(&emu, &tenant, &params) {
+    // HTTP/1.1 names the host in `Host`; HTTP/2 in the URI's authority.
+    let host = header_str(&headers, "host").or(uri.authority().map(|a| a.to_string()));
+    let endpoint = Endpoint {
+        host: host.as_deref(),
+        tenant_segment: &tenant,
+    };
+    match issue(&emu, &endpoint, &params) {
         Ok(response) => {
             emu.finish_token_request(id, 200, None);
             response
@@ -130,9 +138,10 @@ pub(crate) async fn token(
 /// Runs Entra's checks in its order and issues a token when all pass.
 fn issue(
     emu: &Emulator,
-    tenant_segment: &str,
+    endpoint: &Endpoint<'_>,
     params: &TokenParams,
 ) -> Result<Response, EntraError> {
+    let tenant_segment = endpoint.tenant_segment;
     let segment = tenant_segment.to_ascii_lowercase();
     if segment == "common" || segment == "consumers" {
         return Err(aadsts::common_endpoint());
@@ -155,27 +164,32 @@ fn issue(
         .app(client_id)
         .filter(|a| a.tenant == tenant)
         .ok_or_else(|| aadsts::app_not_found(client_id, tenant_segment))?;
-    if params.get("client_assertion").is_some() {
-        // Certificate and federated credentials arrive in a later change; say so plainly.
-        return Err(EntraError {
-            status: StatusCode::BAD_REQUEST,
-            error: "unsupported",
-            code: None,
-            message: "the emulator does not yet verify client assertions; use a client secret"
-                .to_owned(),
-        });
-    }
-    let secret = params.client_secret().ok_or_else(aadsts::no_credential)?;
-    if secret != app.client_secret {
-        return Err(aadsts::invalid_secret(&app.client_id));
-    }
-    if app.secret_expired {
-        return Err(aadsts::expired_secret(&app.client_id));
-    }
+    // An assertion wins over a secret sent alongside it.
+    let asserted = if let Some(jwt) = params.get("client_assertion") {
+        match params.get("client_assertion_type") {
+            Some(JWT_BEARER) => {}
+            None => return Err(aadsts::missing("client_assertion_type")),
+            Some(other) => {
+                return Err(aadsts::invalid_assertion(&format!(
+                    "client_assertion_type '{other}' is not supported; use '{JWT_BEARER}'."
+                )));
+            }
+        }
+        Some(assertion::verify(emu, app, endpoint, jwt)?)
+    } else {
+        let secret = params.client_secret().ok_or_else(aadsts::no_credential)?;
+        if secret != app.client_secret {
+            return Err(aadsts::invalid_secret(&app.client_id));
+        }
+        if app.secret_expired {
+            return Err(aadsts::expired_secret(&app.client_id));
+        }
+        None
+    };
     let audience = audience_of(scope, tenant_segment)?;
 
     let (lifetime, as_string) = emu.token_settings();
-    let claims = AccessTokenClaims::issued_at(
+    let mut claims = AccessTokenClaims::issued_at(
         emu.now_secs(),
         tenant,
         &app.client_id,
@@ -183,6 +197,10 @@ fn issue(
         &audience,
         lifetime,
     );
+    if asserted.is_some() {
+        // appidacr "2": the client proved itself with an assertion, not a secret (azure-facts §3).
+        claims.appidacr = "2".to_owned();
+    }
     let access_token = emu.keys.sign(&claims).map_err(|e| {
         tracing::error!(error = %e, "token signing failed");
         EntraError::new(
@@ -193,7 +211,7 @@ fn issue(
         )
     })?;
     emu.count_token_issued(&claims.uti);
-    tracing::debug!(client_id = %app.client_id, "token issued");
+    tracing::debug!(client_id = %app.client_id, credential = ?asserted, "token issued");
     let expires = if as_string {
         json!(lifetime.to_string())
     } else {
@@ -226,10 +244,7 @@ fn audience_of(scope: &str, tenant_segment: &str) -> Result<String, EntraError> 
     match resources.as_slice() {
         [] => Err(aadsts::missing("scope")),
         [one] => {
-            let known = KNOWN_RESOURCES
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(one.trim_end_matches('/')));
-            if known {
+            if is_known_resource(one) {
                 Ok((*one).to_owned())
             } else {
                 Err(aadsts::resource_not_found(one, tenant_segment))
@@ -237,6 +252,14 @@ fn audience_of(scope: &str, tenant_segment: &str) -> Result<String, EntraError> 
         }
         _ => Err(aadsts::multiple_resources(scope)),
     }
+}
+
+/// True when `resource` (with or without a trailing slash) has a service principal in every
+/// emulated tenant; the token endpoint and the managed identity endpoints share this list.
+pub(crate) fn is_known_resource(resource: &str) -> bool {
+    KNOWN_RESOURCES
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(resource.trim_end_matches('/')))
 }
 
 /// Client id and secret from `Authorization: Basic`, each form-urlencoded per RFC 6749 §2.3.1.

@@ -51,6 +51,9 @@ pub struct AccessTokenClaims {
     /// App roles; absent unless granted (the emulator never grants app roles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// ARM resource id of a managed identity (its tokens carry it); absent for apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xms_mirid: Option<String>,
 }
 
 impl AccessTokenClaims {
@@ -92,6 +95,7 @@ impl AccessTokenClaims {
             uti: random_alnum(22),
             ver: "1.0".to_owned(),
             roles: None,
+            xms_mirid: None,
         }
     }
 }
@@ -147,6 +151,32 @@ impl Keys {
         jsonwebtoken::encode(&header, claims, &self.encoding)
     }
 
+    /// Signs arbitrary claims with the same key and header, e.g. the emulator's federated
+    /// (external OIDC issuer) tokens.
+    pub(crate) fn sign_value(
+        &self,
+        claims: &serde_json::Value,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some("JWT".to_owned());
+        header.kid = Some(KEY_THUMBPRINT.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+    }
+
+    /// Checks only the signature (RS256, this key) and returns the claims; the caller checks
+    /// issuer, times and audience with its own clock and its own error for each.
+    pub(crate) fn verify_signature_only(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
+        jsonwebtoken::decode::<serde_json::Value>(
+            token,
+            &self.decoding,
+            &signature_only(Algorithm::RS256),
+        )
+        .map(|data| data.claims)
+    }
+
     /// Verifies signature, one of `audiences`, and expiry and `nbf` against `now` (no leeway).
     pub(crate) fn verify(
         &self,
@@ -178,6 +208,16 @@ impl Keys {
         }
         Ok(claims)
     }
+}
+
+/// Validation that checks the signature with `alg` and nothing else (no claims required).
+pub(crate) fn signature_only(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation
 }
 
 #[cfg(test)]

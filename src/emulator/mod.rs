@@ -1,6 +1,8 @@
 //! The built-in emulator of Entra ID and Azure AI Foundry, for tests, `foundry-proxy demo` and CI.
 //!
-//! One listener serves the Entra v2.0 token endpoint (client credentials), the four Foundry
+//! One listener serves the Entra v2.0 token endpoint (client credentials with a secret, a
+//! certificate assertion or a federated assertion), the managed identity endpoints (IMDS
+//! `/metadata/identity/oauth2/token` and App Service `/msi/token`), the four Foundry
 //! surfaces (`/openai/v1`, `/openai/deployments`, `/models`, `/v1` passthrough) and the control
 //! endpoints under `/_emulator`. Status codes, bodies and headers follow `azure-facts.md`.
 //!
@@ -8,6 +10,9 @@
 //! - `state`, `records`: the shared [`Emulator`], its controls and observations
 //! - `entra`, `entra_error`, `aadsts`, `jwt`: the token endpoint, its error shape, every AADSTS
 //!   message, token signing
+//! - `assertion`, `certificate`, `digest`: client assertions (certificate and federated),
+//!   registered certificates and their thumbprints
+//! - `msi`: the managed identity endpoints (IMDS, App Service / Container Apps)
 //! - `foundry`, `route`, `auth`, `fault`, `foundry_error`, `body`: the inference side's checks
 //! - `chat`, `responses`, `embeddings`, `media`, `text`, `sse`: generated answers and streams
 //! - `control`: `/_emulator/*`; `server`: router, spawn and shutdown
@@ -21,18 +26,25 @@
 //! Control over HTTP: `GET /_emulator/state`, `POST /_emulator/reset`, and `POST /_emulator/config`
 //! with `{"entra_fault": "503" | "stall:MS" | "garbage" | "aadsts:N" | null, "token_lifetime_secs": N,
 //! "expires_in_as_string": bool, "roles": {"CLIENT_ID": ["Azure AI User"]},
-//! "resource_kind": "foundry" | "openai", "clock_offset_secs": N}` (all optional).
+//! "resource_kind": "foundry" | "openai", "clock_offset_secs": N,
+//! "imds_fault": {"status": 503, "times": 2} | null}` (all optional). `POST
+//! /_emulator/federated-token` with `{"subject", "audience", "lifetime_secs"}` (all optional)
+//! answers `{"token": JWT}` from the emulator's OIDC issuer (`federation_issuer`), for
+//! `AZURE_FEDERATED_TOKEN_FILE`.
 //!
 //! The resource kind decides Foundry's accepted audiences and 401 wording; the clock offset shifts
 //! the emulator's whole "now" (token times, Entra timestamps, Foundry's expiry check).
 
 mod aadsts;
+mod assertion;
 mod auth;
 mod body;
+mod certificate;
 mod chat;
 mod config;
 mod control;
 pub mod demo;
+mod digest;
 mod embeddings;
 mod entra;
 mod entra_error;
@@ -41,6 +53,7 @@ mod foundry;
 mod foundry_error;
 mod jwt;
 mod media;
+mod msi;
 mod records;
 mod responses;
 mod route;
@@ -51,8 +64,8 @@ mod text;
 mod util;
 
 pub use config::{
-    AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError, ResourceKind,
-    load_config,
+    AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError,
+    FederatedCredentialSpec, ImdsFault, ManagedIdentitySpec, ResourceKind, load_config,
 };
 pub use jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};

@@ -13,17 +13,21 @@ use tokio::task::JoinHandle;
 
 use super::config::EmulatorConfig;
 use super::state::Emulator;
-use super::{control, entra, foundry};
+use super::{control, entra, foundry, msi};
 
 /// How long `shutdown` lets open connections (e.g. streams) finish before cutting them.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 impl Emulator {
-    /// Everything on one router: Entra's token endpoint, the Foundry surfaces and `/_emulator`.
+    /// Everything on one router: Entra's token endpoint, the managed identity endpoints (IMDS and
+    /// App Service), the Foundry surfaces and `/_emulator`.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+            .route("/metadata/identity/oauth2/token", get(msi::imds))
+            .route("/msi/token", get(msi::app_service))
             .route("/_emulator/state", get(control::state))
+            .route("/_emulator/federated-token", post(control::federated_token))
             .route("/_emulator/config", post(control::config))
             .route("/_emulator/reset", post(control::reset))
             .fallback(foundry::handle)

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::config::{AppSpec, EmulatorConfig, ResourceKind};
+use super::certificate::Certificate;
+use super::config::{AppSpec, EmulatorConfig, ImdsFault, ResourceKind};
 use super::jwt::{AccessTokenClaims, Keys};
 use super::records::{InferenceRecord, TokenRequestRecord};
 
@@ -71,6 +72,12 @@ pub struct Emulator {
     pub(crate) streams_cancelled: AtomicU64,
     /// Seconds added to the real clock wherever the emulator reads "now".
     clock_offset_secs: AtomicI64,
+    /// Certificates registered on apps, parsed once: `(client_id, certificate)`.
+    certificates: Vec<(String, Certificate)>,
+    /// Requests to the IMDS token endpoint, faulted ones included.
+    imds_requests: AtomicU64,
+    /// Requests to the App Service / Container Apps token endpoint.
+    app_service_requests: AtomicU64,
 }
 
 /// The mutable half of the emulator.
@@ -91,6 +98,8 @@ struct Inner {
     token_requests: Vec<(u64, TokenRequestRecord)>,
     next_token_request_id: u64,
     inference_requests: Vec<InferenceRecord>,
+    /// What the next IMDS requests get; `times` counts down to zero, then IMDS answers normally.
+    imds_fault: Option<ImdsFault>,
 }
 
 impl fmt::Debug for Emulator {
@@ -105,11 +114,31 @@ impl fmt::Debug for Emulator {
 impl Emulator {
     /// Creates an emulator for this world.
     pub fn new(config: EmulatorConfig) -> Arc<Emulator> {
+        // Managed identities hold roles like apps: Foundry looks roles up by the token's `appid`.
         let roles = config
             .apps
             .iter()
             .map(|a| (a.client_id.clone(), a.roles.clone()))
+            .chain(
+                config
+                    .managed_identities
+                    .iter()
+                    .map(|m| (m.client_id.clone(), m.roles.clone())),
+            )
             .collect();
+        let mut certificates = Vec::new();
+        for app in &config.apps {
+            for pem in &app.certificates {
+                match Certificate::from_pem(pem) {
+                    Ok(cert) => certificates.push((app.client_id.clone(), cert)),
+                    // `validate` refuses these for config files; a struct built in code just
+                    // loses the certificate, and its assertions get AADSTS700027.
+                    Err(e) => {
+                        tracing::warn!(client_id = %app.client_id, error = %e, "unusable certificate")
+                    }
+                }
+            }
+        }
         let inner = Inner {
             entra_fault: None,
             token_lifetime_secs: config.token_lifetime_secs,
@@ -121,6 +150,7 @@ impl Emulator {
             token_requests: Vec::new(),
             next_token_request_id: 0,
             inference_requests: Vec::new(),
+            imds_fault: config.imds_fault.filter(|f| f.times > 0),
         };
         Arc::new(Emulator {
             keys: Keys::embedded(),
@@ -130,6 +160,9 @@ impl Emulator {
             streams_completed: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
             clock_offset_secs: AtomicI64::new(config.clock_offset_secs),
+            certificates,
+            imds_requests: AtomicU64::new(0),
+            app_service_requests: AtomicU64::new(0),
             config,
         })
     }
@@ -274,7 +307,78 @@ impl Emulator {
         self.keys.sign(claims)
     }
 
+    /// Makes the next `fault.times` IMDS requests answer `fault.status` (or clears, with `None`).
+    pub fn set_imds_fault(&self, fault: Option<ImdsFault>) {
+        self.inner().imds_fault = fault.filter(|f| f.times > 0);
+    }
+
+    /// The IMDS fault still pending, with the requests it has left.
+    pub fn imds_fault(&self) -> Option<ImdsFault> {
+        self.inner().imds_fault
+    }
+
+    /// Requests to the IMDS token endpoint so far (faulted and refused ones included).
+    pub fn imds_requests(&self) -> u64 {
+        self.imds_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests to the App Service / Container Apps token endpoint so far.
+    pub fn app_service_requests(&self) -> u64 {
+        self.app_service_requests.load(Ordering::SeqCst)
+    }
+
+    /// A token from the emulator's external OIDC issuer (`config.federation_issuer`), as a
+    /// kubelet projects it for workload identity: `aud` is a one-element array, times follow the
+    /// emulator's clock. Write it where `AZURE_FEDERATED_TOKEN_FILE` points.
+    pub fn federated_token(&self, subject: &str, audience: &str, lifetime_secs: u64) -> String {
+        let now = self.now_secs();
+        let claims = serde_json::json!({
+            "iss": self.config.federation_issuer,
+            "sub": subject,
+            "aud": [audience],
+            "iat": now,
+            "nbf": now,
+            "exp": now.saturating_add(lifetime_secs),
+            "jti": super::util::uuid(),
+        });
+        // Signing JSON with the embedded, unit-tested key cannot fail; if it did, that is a
+        // build defect, as in `Keys::embedded`.
+        #[allow(clippy::expect_used)]
+        self.keys
+            .sign_value(&claims)
+            .expect("the embedded key signs any JSON claims")
+    }
+
     // ---- crate-internal accessors used by the handlers ----
+
+    /// Certificates registered on this app.
+    pub(crate) fn certificates_of<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> impl Iterator<Item = &'a Certificate> + 'a {
+        self.certificates
+            .iter()
+            .filter(move |(id, _)| id.eq_ignore_ascii_case(client_id))
+            .map(|(_, cert)| cert)
+    }
+
+    /// Counts an IMDS request and returns the status it must fail with, if a fault is pending.
+    pub(crate) fn next_imds_request(&self) -> Option<u16> {
+        self.imds_requests.fetch_add(1, Ordering::SeqCst);
+        let mut inner = self.inner();
+        let fault = inner.imds_fault.as_mut()?;
+        let status = fault.status;
+        fault.times = fault.times.saturating_sub(1);
+        if fault.times == 0 {
+            inner.imds_fault = None;
+        }
+        Some(status)
+    }
+
+    /// Counts an App Service request.
+    pub(crate) fn count_app_service_request(&self) {
+        self.app_service_requests.fetch_add(1, Ordering::SeqCst);
+    }
 
     pub(crate) fn app(&self, client_id: &str) -> Option<&AppSpec> {
         self.config
