@@ -250,26 +250,57 @@ pub fn choose(
     let has_secret = secret.is_some() || settings.client_secret_file.is_some();
     let wanted = match kind.as_str() {
         "auto" => {
-            let (kind, why) = if has_secret {
-                ("client-secret", "a client secret is configured")
-            } else if settings.certificate_path.is_some() {
-                ("client-certificate", "AZURE_CLIENT_CERTIFICATE_PATH is set")
-            } else if settings.federated_token_file.is_some() {
-                ("workload-identity", "AZURE_FEDERATED_TOKEN_FILE is set")
-            } else if settings.identity_endpoint.is_some() || settings.imds_endpoint.is_some() {
+            // DefaultAzureCredential's order; each candidate says why it applies or not.
+            let candidates = [
+                (
+                    "client-secret",
+                    has_secret,
+                    "a client secret is configured",
+                    "no AZURE_CLIENT_SECRET or AZURE_CLIENT_SECRET_FILE",
+                ),
+                (
+                    "client-certificate",
+                    settings.certificate_path.is_some(),
+                    "AZURE_CLIENT_CERTIFICATE_PATH is set",
+                    "no AZURE_CLIENT_CERTIFICATE_PATH",
+                ),
+                (
+                    "workload-identity",
+                    settings.federated_token_file.is_some(),
+                    "AZURE_FEDERATED_TOKEN_FILE is set",
+                    "no AZURE_FEDERATED_TOKEN_FILE",
+                ),
                 (
                     "managed-identity",
+                    settings.identity_endpoint.is_some() || settings.imds_endpoint.is_some(),
                     "a managed identity endpoint is announced (IDENTITY_ENDPOINT or IMDS_ENDPOINT)",
-                )
-            } else if az_on_path && app.client_id.is_none() {
+                    "no IDENTITY_ENDPOINT or IMDS_ENDPOINT (auto never probes IMDS)",
+                ),
                 (
                     "azure-cli",
-                    "no secret, certificate, federated token or managed identity is configured, and the Azure CLI is installed",
-                )
-            } else {
+                    az_on_path && app.client_id.is_none(),
+                    "the Azure CLI is installed and no AZURE_CLIENT_ID names an app",
+                    if az_on_path {
+                        "AZURE_CLIENT_ID is set, so an app credential was expected"
+                    } else {
+                        "az is not on PATH"
+                    },
+                ),
+            ];
+            let Some(chosen) = candidates.iter().position(|(_, applies, _, _)| *applies) else {
                 return Err(no_credential(app));
             };
-            (kind, format!("auto: {why}"))
+            let (kind, _, why, _) = candidates[chosen];
+            let skipped: Vec<String> = candidates[..chosen]
+                .iter()
+                .map(|(name, _, _, why_not)| format!("{name}: {why_not}"))
+                .collect();
+            let reason = if skipped.is_empty() {
+                format!("auto: {why}")
+            } else {
+                format!("auto: {why} (skipped {})", skipped.join("; "))
+            };
+            (kind, reason)
         }
         "client-secret" | "client-certificate" | "workload-identity" | "managed-identity"
         | "azure-cli" => (kind.as_str(), format!("{ENV_CREDENTIAL}={kind}")),
@@ -492,6 +523,21 @@ mod tests {
             ..no_cert
         };
         assert_eq!(pick(no_wi, None), Ok("managed-identity"));
+        let why = choose(
+            CredentialSettings {
+                certificate_path: None,
+                ..all.clone()
+            },
+            &app(None),
+            true,
+        )
+        .expect("wi")
+        .reason;
+        assert!(
+            why.contains("AZURE_FEDERATED_TOKEN_FILE is set")
+                && why.contains("skipped client-secret"),
+            "{why}"
+        );
         let cli = choose(
             CredentialSettings::default(),
             &AppIdentity {
