@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use super::{ConfigError, Environment, parse_base_url};
+use super::{ConfigError, Environment};
 use crate::secret::Secret;
 
 /// `FOUNDRY_CREDENTIAL`
@@ -365,7 +365,7 @@ fn managed_identity(
 ) -> Result<CredentialConfig, ConfigError> {
     let endpoint = match (&settings.identity_endpoint, &settings.identity_header) {
         (Some(endpoint), Some(header)) => ManagedIdentityEndpoint::AppService {
-            endpoint: parse_base_url(
+            endpoint: local_http_url(
                 endpoint,
                 ENV_IDENTITY_ENDPOINT,
                 "use the IDENTITY_ENDPOINT the platform sets",
@@ -376,7 +376,7 @@ fn managed_identity(
             return Err(ConfigError::new(
                 ENV_IDENTITY_HEADER,
                 "missing while IDENTITY_ENDPOINT is set",
-                "App Service and Container Apps set both; pass IDENTITY_HEADER through to the proxy",
+                "App Service and Container Apps set both: pass IDENTITY_HEADER through to the proxy (Azure Arc, which sets no header, is not supported)",
             ));
         }
         (None, _) => {
@@ -385,7 +385,7 @@ fn managed_identity(
                 .clone()
                 .unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.to_owned());
             ManagedIdentityEndpoint::Imds {
-                endpoint: imds_url(&text)?,
+                endpoint: local_http_url(&text, ENV_IMDS_ENDPOINT, "use http://169.254.169.254")?,
             }
         }
     };
@@ -409,21 +409,14 @@ fn managed_identity(
     Ok(CredentialConfig::ManagedIdentity { endpoint, selector })
 }
 
-/// IMDS is plain http by design (a link-local address), so any http host is accepted here.
-fn imds_url(text: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(text.trim().trim_end_matches('/')).map_err(|e| {
-        ConfigError::new(
-            ENV_IMDS_ENDPOINT,
-            format!("'{text}' is not a URL ({e})"),
-            "use http://169.254.169.254",
-        )
-    })?;
+/// Identity endpoints are plain http by design (IMDS at a link-local address, App Service on
+/// Linux at 169.254.x.x, Container Apps on localhost): they never leave the host, so http is
+/// accepted for any host here, unlike the endpoint and the authority.
+fn local_http_url(text: &str, setting: &str, fix: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text.trim().trim_end_matches('/'))
+        .map_err(|e| ConfigError::new(setting, format!("'{text}' is not a URL ({e})"), fix))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(ConfigError::new(
-            ENV_IMDS_ENDPOINT,
-            "must be an http URL",
-            "use http://169.254.169.254",
-        ));
+        return Err(ConfigError::new(setting, "must be an http URL", fix));
     }
     Ok(url)
 }
@@ -602,6 +595,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let linux_app_service = CredentialSettings {
+            identity_endpoint: Some("http://169.254.129.2:8081/msi/token".into()),
+            identity_header: Some(Secret::new("h")),
+            ..settings.clone()
+        };
+        assert!(
+            choose(linux_app_service, &none, false).is_ok(),
+            "App Service on Linux announces a link-local http endpoint"
+        );
         let by_client = AppIdentity {
             tenant_id: None,
             client_id: Some("uami"),
