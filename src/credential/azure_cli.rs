@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use super::NumberOrString;
+
 use super::{AccessToken, Credential, CredentialError, TokenFuture};
 use crate::secret::Secret;
 
@@ -146,24 +148,6 @@ fn exit_error(status: &str, stderr: &str) -> CredentialError {
         format!("az account get-access-token failed ({status}): {first}"),
         true,
     )
-}
-
-/// A JSON number, or a number written as a string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrString {
-    Number(f64),
-    Text(String),
-}
-
-impl NumberOrString {
-    fn value(&self) -> Option<f64> {
-        let value = match self {
-            Self::Number(n) => *n,
-            Self::Text(t) => t.trim().parse::<f64>().ok()?,
-        };
-        value.is_finite().then_some(value)
-    }
 }
 
 #[derive(Deserialize)]

@@ -105,17 +105,9 @@ impl Credential for ClientCertificateCredential {
     fn get_token(&self) -> TokenFuture<'_> {
         Box::pin(async move {
             let assertion = self.assertion()?;
-            let form = [
-                ("grant_type", "client_credentials"),
-                ("client_id", self.client_id.as_str()),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion.as_str()),
-                ("scope", self.scope.as_str()),
-            ];
-            self.entra.request_token(&form).await
+            self.entra
+                .request_token_with_assertion(&self.client_id, &self.scope, &assertion)
+                .await
         })
     }
 

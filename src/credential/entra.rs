@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::NumberOrString;
 use url::Url;
 
 use super::AccessToken;
@@ -109,6 +111,27 @@ impl EntraClient {
         &self.token_url
     }
 
+    /// Client credentials with a signed client assertion (a certificate's, or a federated
+    /// token) in place of a secret.
+    pub async fn request_token_with_assertion(
+        &self,
+        client_id: &str,
+        scope: &str,
+        assertion: &str,
+    ) -> Result<AccessToken, CredentialError> {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("scope", scope),
+        ];
+        self.request_token(&form).await
+    }
+
     /// Posts the form and reads the token or the error.
     pub async fn request_token(
         &self,
@@ -151,23 +174,6 @@ struct TokenBody {
     access_token: String,
     expires_in: Option<NumberOrString>,
     token_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrString {
-    Number(f64),
-    Text(String),
-}
-
-impl NumberOrString {
-    fn seconds(&self) -> Option<u64> {
-        let value = match self {
-            Self::Number(n) => *n,
-            Self::Text(t) => t.trim().parse::<f64>().ok()?,
-        };
-        (value.is_finite() && value >= 0.0).then_some(value as u64)
-    }
 }
 
 #[derive(Deserialize)]

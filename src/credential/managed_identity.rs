@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
+
+use super::NumberOrString;
 use tracing::debug;
 use url::Url;
 
@@ -401,24 +403,6 @@ fn error_text(body: &[u8]) -> String {
         "(no error text)".to_owned()
     } else {
         line.trim_end_matches('.').to_owned()
-    }
-}
-
-/// A JSON number, or a number written as a string (MSI endpoints send strings).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrString {
-    Number(f64),
-    Text(String),
-}
-
-impl NumberOrString {
-    fn value(&self) -> Option<f64> {
-        let value = match self {
-            Self::Number(n) => *n,
-            Self::Text(t) => t.trim().parse::<f64>().ok()?,
-        };
-        value.is_finite().then_some(value)
     }
 }
 

@@ -24,6 +24,33 @@ pub use client_secret::ClientSecretCredential;
 pub use entra::{CredentialError, EntraError};
 pub use workload_identity::WorkloadIdentityCredential;
 
+/// A JSON number, or a number written as a string: Entra v2 sends numbers, the v1 and
+/// managed-identity endpoints send strings (azure-facts §1, §2).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NumberOrString {
+    /// A JSON number.
+    Number(f64),
+    /// A number in a string.
+    Text(String),
+}
+
+impl NumberOrString {
+    /// The finite value, whichever way it was written.
+    pub(crate) fn value(&self) -> Option<f64> {
+        let value = match self {
+            Self::Number(n) => *n,
+            Self::Text(t) => t.trim().parse::<f64>().ok()?,
+        };
+        value.is_finite().then_some(value)
+    }
+
+    /// The value as whole non-negative seconds.
+    pub(crate) fn seconds(&self) -> Option<u64> {
+        self.value().filter(|v| *v >= 0.0).map(|v| v as u64)
+    }
+}
+
 /// An access token and how long Entra said it lives.
 #[derive(Debug, Clone)]
 pub struct AccessToken {
