@@ -22,6 +22,9 @@ pub fn config_for_emulator(emulator_url: &str, listen: SocketAddr) -> Result<Con
         authority_host: Some(emulator_url.to_owned()),
         endpoint: Some(emulator_url.to_owned()),
         api: Some("openai-v1".to_owned()),
+        // The demo's identity is the emulator's and grants nothing real: it may listen on
+        // any address (e.g. 0.0.0.0 in a container) without access keys.
+        allow_anonymous: Some(true),
         ..Settings::default()
     };
     settings.validate(&BTreeMap::<String, String>::new())

@@ -66,6 +66,14 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// The access keys file; `None` means callers are not authenticated.
+    pub keys_file: Option<PathBuf>,
+    /// Serve without access keys on a non-loopback address (explicit opt-in).
+    pub allow_anonymous: bool,
+    /// A separate address for `/metrics`; `None` serves it on the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Browser origins allowed to call the proxy (CORS); empty means CORS is off.
+    pub cors_origins: Vec<String>,
     /// Extra CA certificates (PEM) trusted for the endpoint and the authority.
     pub extra_ca_file: Option<PathBuf>,
 }
@@ -142,6 +150,14 @@ pub struct Settings {
     pub upstream_timeout_secs: Option<u64>,
     /// `FOUNDRY_PROXY_SHUTDOWN_GRACE`: seconds.
     pub shutdown_grace_secs: Option<u64>,
+    /// `FOUNDRY_PROXY_KEYS_FILE`
+    pub keys_file: Option<PathBuf>,
+    /// `FOUNDRY_PROXY_ALLOW_ANONYMOUS`
+    pub allow_anonymous: Option<bool>,
+    /// `FOUNDRY_PROXY_METRICS_LISTEN`
+    pub metrics_listen: Option<String>,
+    /// `FOUNDRY_PROXY_CORS_ORIGINS` (comma-separated in the environment)
+    pub cors_origins: Option<Vec<String>>,
     /// `[models]` table: alias = "deployment".
     pub models: Option<BTreeMap<String, String>>,
     /// `[credential]` table: which credential and its settings.
@@ -184,6 +200,14 @@ pub const ENV_UPSTREAM_TIMEOUT: &str = "FOUNDRY_PROXY_UPSTREAM_TIMEOUT";
 pub const ENV_SHUTDOWN_GRACE: &str = "FOUNDRY_PROXY_SHUTDOWN_GRACE";
 /// Config file variable.
 pub const ENV_CONFIG: &str = "FOUNDRY_PROXY_CONFIG";
+/// Access keys file variable.
+pub const ENV_KEYS_FILE: &str = "FOUNDRY_PROXY_KEYS_FILE";
+/// Anonymous opt-in variable.
+pub const ENV_ALLOW_ANONYMOUS: &str = "FOUNDRY_PROXY_ALLOW_ANONYMOUS";
+/// Separate metrics address variable.
+pub const ENV_METRICS_LISTEN: &str = "FOUNDRY_PROXY_METRICS_LISTEN";
+/// CORS allow-list variable.
+pub const ENV_CORS_ORIGINS: &str = "FOUNDRY_PROXY_CORS_ORIGINS";
 /// Extra CA bundle variable (the usual OpenSSL name).
 pub const ENV_SSL_CERT_FILE: &str = "SSL_CERT_FILE";
 
@@ -243,6 +267,26 @@ impl Settings {
             max_body: env.var(ENV_MAX_BODY).map(SizeSetting::Text),
             upstream_timeout_secs: seconds(ENV_UPSTREAM_TIMEOUT)?,
             shutdown_grace_secs: seconds(ENV_SHUTDOWN_GRACE)?,
+            keys_file: env.var(ENV_KEYS_FILE).map(PathBuf::from),
+            allow_anonymous: env
+                .var(ENV_ALLOW_ANONYMOUS)
+                .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" => Ok(true),
+                    "0" | "false" | "no" => Ok(false),
+                    _ => Err(ConfigError::new(
+                        ENV_ALLOW_ANONYMOUS,
+                        format!("'{v}' is not true or false"),
+                        "use true or false",
+                    )),
+                })
+                .transpose()?,
+            metrics_listen: env.var(ENV_METRICS_LISTEN),
+            cors_origins: env.var(ENV_CORS_ORIGINS).map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            }),
             models: None,
             credential: Some(CredentialSettings::from_env(env)?),
         })
@@ -270,6 +314,10 @@ impl Settings {
             max_body: higher.max_body.or(self.max_body),
             upstream_timeout_secs: higher.upstream_timeout_secs.or(self.upstream_timeout_secs),
             shutdown_grace_secs: higher.shutdown_grace_secs.or(self.shutdown_grace_secs),
+            keys_file: higher.keys_file.or(self.keys_file),
+            allow_anonymous: higher.allow_anonymous.or(self.allow_anonymous),
+            metrics_listen: higher.metrics_listen.or(self.metrics_listen),
+            cors_origins: higher.cors_origins.or(self.cors_origins),
             models,
             credential: match (self.credential, higher.credential) {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
@@ -371,6 +419,46 @@ impl Settings {
             }
         }
 
+        let keys_file = self.keys_file;
+        let allow_anonymous = self.allow_anonymous.unwrap_or(false);
+        if keys_file.is_none() && !allow_anonymous && !listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                ENV_LISTEN,
+                format!(
+                    "{listen} is reachable from other machines, and no access keys are configured: anyone who reaches it would use this App Registration's permissions"
+                ),
+                "set FOUNDRY_PROXY_KEYS_FILE (create keys with `foundry-proxy keys add NAME`), listen on 127.0.0.1, or set FOUNDRY_PROXY_ALLOW_ANONYMOUS=true if something in front authenticates callers",
+            ));
+        }
+        let metrics_listen = self
+            .metrics_listen
+            .map(|text| {
+                text.trim().parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::new(
+                        ENV_METRICS_LISTEN,
+                        format!("'{text}' is not an address with a port"),
+                        "use IP:PORT, e.g. 127.0.0.1:9090",
+                    )
+                })
+            })
+            .transpose()?;
+        let cors_origins = self.cors_origins.unwrap_or_default();
+        for origin in &cors_origins {
+            let valid = origin == "*"
+                || Url::parse(origin).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.path() == "/"
+                        && !origin.ends_with('/')
+                });
+            if !valid {
+                return Err(ConfigError::new(
+                    ENV_CORS_ORIGINS,
+                    format!("'{origin}' is not an origin"),
+                    "list origins as scheme://host[:port] without a path, e.g. http://localhost:3000",
+                ));
+            }
+        }
+
         let extra_ca_file = env.var(ENV_SSL_CERT_FILE).map(PathBuf::from);
         if let Some(path) = extra_ca_file.as_ref().filter(|path| !path.is_file()) {
             return Err(ConfigError::new(
@@ -402,6 +490,10 @@ impl Settings {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             extra_ca_file,
+            keys_file,
+            allow_anonymous,
+            metrics_listen,
+            cors_origins,
         })
     }
 }
@@ -814,5 +906,55 @@ mod tests {
         let config = load(Some(&file), &vars, Settings::default()).expect("valid");
         assert_eq!(config.credential.kind(), "workload-identity");
         assert!(config.credential_reason.contains("FOUNDRY_CREDENTIAL"));
+    }
+
+    /// A non-loopback listener needs access keys or an explicit anonymous opt-in.
+    #[test]
+    fn anonymous_only_on_loopback_unless_allowed() {
+        let mut vars = minimal();
+        vars.insert(ENV_LISTEN.into(), "0.0.0.0:8080".into());
+        let err = load(None, &vars, Settings::default()).expect_err("refused");
+        assert_eq!(err.setting, ENV_LISTEN);
+        assert!(
+            err.fix.contains("FOUNDRY_PROXY_KEYS_FILE")
+                && err.fix.contains("FOUNDRY_PROXY_ALLOW_ANONYMOUS"),
+            "{err}"
+        );
+        vars.insert(ENV_ALLOW_ANONYMOUS.into(), "true".into());
+        assert!(
+            load(None, &vars, Settings::default())
+                .expect("allowed")
+                .allow_anonymous
+        );
+        vars.remove(ENV_ALLOW_ANONYMOUS);
+        vars.insert(ENV_KEYS_FILE.into(), "/etc/foundry-proxy/keys.toml".into());
+        assert!(load(None, &vars, Settings::default()).is_ok());
+    }
+
+    /// CORS origins must be origins; a separate metrics address must be an address.
+    #[test]
+    fn cors_and_metrics_settings() {
+        let mut vars = minimal();
+        vars.insert(
+            ENV_CORS_ORIGINS.into(),
+            "http://localhost:3000, https://chat.example.com".into(),
+        );
+        vars.insert(ENV_METRICS_LISTEN.into(), "127.0.0.1:9090".into());
+        let config = load(None, &vars, Settings::default()).expect("valid");
+        assert_eq!(
+            config.cors_origins,
+            ["http://localhost:3000", "https://chat.example.com"]
+        );
+        assert_eq!(config.metrics_listen.map(|a| a.port()), Some(9090));
+        vars.insert(
+            ENV_CORS_ORIGINS.into(),
+            "https://chat.example.com/app".into(),
+        );
+        assert_eq!(
+            load(None, &vars, Settings::default())
+                .expect_err("a path")
+                .setting,
+            ENV_CORS_ORIGINS
+        );
     }
 }
