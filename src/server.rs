@@ -11,13 +11,14 @@ use tokio::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
@@ -92,10 +93,13 @@ pub async fn serve(
         max_body: config.max_body,
         upstream_timeout: config.upstream_timeout,
     });
-    let app = router(Arc::new(AppState {
-        proxy,
-        started: Instant::now(),
-    }));
+    let app = router(
+        Arc::new(AppState {
+            proxy,
+            started: Instant::now(),
+        }),
+        &config.cors_origins,
+    );
 
     let listener = listener.tap_io(|tcp| {
         // Without NODELAY small SSE events wait for Nagle's timer.
@@ -129,9 +133,9 @@ pub async fn serve(
     Ok(result?)
 }
 
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: Arc<AppState>, cors_origins: &[String]) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
@@ -141,7 +145,44 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    match cors_layer(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for browser tools that call the proxy directly, only for the listed origins.
+/// Preflights are answered here and never reach Azure or need an access key.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let exposed = [
+        "x-request-id",
+        "apim-request-id",
+        "retry-after",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+    ];
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods(AllowMethods::list([
+                Method::GET,
+                Method::POST,
+                Method::DELETE,
+                Method::OPTIONS,
+            ]))
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(exposed.map(HeaderName::from_static))
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

@@ -183,6 +183,16 @@ impl Target {
         &self.base
     }
 
+    /// The deployment a friendly model name stands for (`[models]` table).
+    pub fn alias(&self, model: &str) -> Option<&str> {
+        self.aliases.get(model).map(String::as_str)
+    }
+
+    /// The friendly names of the `[models]` table, with their deployments.
+    pub fn aliases(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.aliases
+    }
+
     /// The api-version sent upstream, if any.
     pub fn api_version(&self) -> Option<&str> {
         self.version_pair

@@ -90,7 +90,7 @@ async fn forward_request(
     state: &ProxyState,
     request: Request,
 ) -> Result<(Response, Option<Duration>), ApiError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let rest = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
     let content_length = parts
         .headers
@@ -107,12 +107,32 @@ async fn forward_request(
     } else {
         OutboundBody::Streaming(body)
     };
+    let mut body = body;
     let model = match &body {
         OutboundBody::Buffered(bytes) if needs_model => {
             model::extract_model(&parts.headers, bytes).await?
         }
+        // Other styles only read `model` for aliases, metrics and explanations: a body that is
+        // not JSON is Azure's to refuse, not the proxy's.
+        OutboundBody::Buffered(bytes) if is_json(&parts.headers) => {
+            model::model_from_json(bytes).ok().flatten()
+        }
         _ => None,
     };
+    if rest == "models" && parts.method == Method::GET && !state.target.aliases().is_empty() {
+        return Ok((model::alias_list(state.target.aliases()), None));
+    }
+    if let (Some(name), OutboundBody::Buffered(bytes)) = (model.as_deref(), &body) {
+        // In the deployments style the alias picks the URL; elsewhere `model` itself must name
+        // the deployment, so the body is rewritten (only when an alias matches).
+        let rewrite = state.target.style() != crate::upstream::ApiStyle::Deployments;
+        if let Some(deployment) = state.target.alias(name).filter(|_| rewrite) {
+            if let Some(rewritten) = model::with_model(bytes, deployment) {
+                parts.headers.insert(CONTENT_LENGTH, rewritten.len().into());
+                body = OutboundBody::Buffered(rewritten);
+            }
+        }
+    }
     let url = state
         .target
         .url(rest, parts.uri.query(), model.as_deref())
@@ -238,6 +258,13 @@ fn explain_refusal(
     // The body may have been cut at the read limit; let the server frame what is sent.
     response.headers_mut().remove(CONTENT_LENGTH);
     Ok((response, Some(upstream_elapsed)))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
 }
 
 fn is_refusal(status: StatusCode) -> bool {

@@ -43,6 +43,33 @@ pub fn model_from_json(body: &[u8]) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The body with `model` replaced (an alias resolved to its deployment); `None` when the body
+/// is not a JSON object.
+pub fn with_model(body: &[u8], deployment: &str) -> Option<Bytes> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value.as_object_mut()?.insert(
+        "model".to_owned(),
+        serde_json::Value::String(deployment.to_owned()),
+    );
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+/// `GET /v1/models` when a `[models]` table is configured: the friendly names, in the OpenAI
+/// shape, so chat UIs offer exactly those.
+pub fn alias_list(
+    aliases: &std::collections::BTreeMap<String, String>,
+) -> axum::response::Response {
+    let data: Vec<serde_json::Value> = aliases
+        .iter()
+        .map(|(alias, deployment)| {
+            serde_json::json!({"id": alias, "object": "model", "created": 0, "owned_by": "foundry-proxy", "deployment": deployment})
+        })
+        .collect();
+    axum::response::IntoResponse::into_response(axum::Json(
+        serde_json::json!({"object": "list", "data": data}),
+    ))
+}
+
 async fn multipart_model(content_type: &str, body: &Bytes) -> Result<Option<String>, ApiError> {
     let boundary = multer::parse_boundary(content_type)
         .map_err(|e| refuse("invalid_multipart", format!("no valid boundary: {e}")))?;
