@@ -6,6 +6,7 @@
 //! - [`server`]: the listener, router, `/healthz`, `/readyz`, graceful shutdown.
 //! - [`proxy`]: the forwarding handler (headers, streaming bodies, the 401 retry).
 //! - [`upstream`]: API styles, the inbound-path → upstream-URL mapping, the outbound client.
+//! - [`usage`]: token counts from the upstream's `usage`, read as answers and streams pass.
 //! - [`token`]: the `ArcSwap` token cell and its refresher task.
 //! - [`credential`]: where tokens come from (Entra ID client credentials).
 //! - [`diagnose`]: Azure and Entra refusals → explanations with fix steps, from one catalog.
@@ -33,3 +34,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod usage;

@@ -1,0 +1,229 @@
+//! Usage accounting: token counts read from the upstream's own `usage`, without buffering
+//! streams.
+//!
+//! - [`from_json`]: `usage` of a complete JSON answer (Chat Completions, Completions,
+//!   Embeddings, Responses API).
+//! - [`request_usage_in_stream`]: asks the upstream for a final usage chunk in a chat stream
+//!   (`stream_options.include_usage`).
+//! - [`observe`]: wraps a response body; every frame passes on as it arrives and the usage is
+//!   reported once, when the body ends, fails or is dropped. With `strip_injected` the usage the
+//!   proxy asked for is taken out again, so the client gets the stream it asked for.
+//!
+//! The pieces: `inject` (the request rewrite), `sse` (the incremental event scanner, no I/O),
+//! `event` (one event's data and the JSON read inside it), `observe` (the `http_body::Body`
+//! wrapper).
+
+mod event;
+mod inject;
+mod observe;
+mod sse;
+
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use serde::Deserialize;
+
+pub use inject::request_usage_in_stream;
+pub use observe::observe;
+
+/// Token counts from an upstream answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens (`prompt_tokens`, or the Responses API's `input_tokens`).
+    pub prompt_tokens: u64,
+    /// Output tokens (`completion_tokens`, or `output_tokens`); 0 for embeddings.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Input plus output tokens.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// A `usage` object in either naming. Unknown fields (`total_tokens`, the `*_details`) are
+/// skipped without being built.
+#[derive(Debug, Deserialize)]
+struct RawUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+impl RawUsage {
+    /// The counts, or None when the object names none of them.
+    fn usage(&self) -> Option<Usage> {
+        let prompt = self.prompt_tokens.or(self.input_tokens);
+        let completion = self.completion_tokens.or(self.output_tokens);
+        if prompt.is_none() && completion.is_none() {
+            return None;
+        }
+        Some(Usage {
+            prompt_tokens: prompt.unwrap_or(0),
+            completion_tokens: completion.unwrap_or(0),
+        })
+    }
+}
+
+/// The one field of a complete answer that matters here.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    usage: Option<RawUsage>,
+}
+
+/// Reads `usage` from a complete JSON answer: chat/completions/embeddings (`usage.prompt_tokens`,
+/// `usage.completion_tokens`), Responses API (`usage.input_tokens`, `usage.output_tokens`).
+/// None if absent, null, or the body is not a JSON object.
+pub fn from_json(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<Answer>(body).ok()?.usage?.usage()
+}
+
+/// How a response body is watched, from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// One JSON document: a bounded copy is parsed at the end.
+    Json,
+    /// `text/event-stream`: scanned event by event as it passes.
+    Sse,
+    /// Anything else: passed through untouched, no usage.
+    Other,
+}
+
+impl BodyKind {
+    /// `text/event-stream` → Sse; `application/json` or any `…+json` → Json; else (or no
+    /// header) Other. Parameters (`; charset=utf-8`) and case are ignored.
+    pub fn from_content_type(value: Option<&http::HeaderValue>) -> Self {
+        let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+            return Self::Other;
+        };
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "text/event-stream" {
+            Self::Sse
+        } else if essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+        {
+            Self::Json
+        } else {
+            Self::Other
+        }
+    }
+
+    /// Like [`from_content_type`](Self::from_content_type), but Other when the body is
+    /// compressed (`content-encoding` other than `identity`): its bytes cannot be read as they pass.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let encoded = headers
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            Self::Other
+        } else {
+            Self::from_content_type(headers.get(CONTENT_TYPE))
+        }
+    }
+}
+
+/// How an observed body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The upstream body ended normally.
+    Complete,
+    /// The upstream body yielded an error.
+    Error,
+    /// The body was dropped before its end (the client went away).
+    Dropped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    /// Chat Completions usage: prompt and completion tokens.
+    #[test]
+    fn chat_usage() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],
+            "usage":{"completion_tokens":7,"prompt_tokens":12,"total_tokens":19,
+            "prompt_tokens_details":{"cached_tokens":0}}}"#;
+        let usage = from_json(body).expect("usage");
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: 12,
+                completion_tokens: 7
+            }
+        );
+        assert_eq!(usage.total(), 19);
+    }
+
+    /// Embeddings report prompt tokens only: completion counts as 0.
+    #[test]
+    fn embeddings_usage() {
+        let body = br#"{"object":"list","data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
+        assert_eq!(
+            from_json(body),
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 0
+            })
+        );
+    }
+
+    /// The Responses API names them input and output tokens.
+    #[test]
+    fn responses_usage() {
+        let body = br#"{"object":"response","output":[],"usage":{"input_tokens":3,
+            "input_tokens_details":{"cached_tokens":0},"output_tokens":4,"total_tokens":7}}"#;
+        assert_eq!(
+            from_json(body),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            })
+        );
+    }
+
+    /// No usage, a null usage, an empty usage, an error answer or non-JSON: None.
+    #[test]
+    fn absent_usage() {
+        for body in [
+            &br#"{"id":"x"}"#[..],
+            br#"{"usage":null}"#,
+            br#"{"usage":{}}"#,
+            br#"{"error":{"code":"429","message":"slow down"}}"#,
+            b"not json",
+            b"[1,2]",
+            b"",
+        ] {
+            assert_eq!(from_json(body), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    /// Content types map to kinds whatever their parameters and case; compressed bodies are Other.
+    #[test]
+    fn kinds() {
+        let kind = |v: &str| BodyKind::from_content_type(Some(&HeaderValue::from_str(v).unwrap()));
+        assert_eq!(kind("text/event-stream; charset=utf-8"), BodyKind::Sse);
+        assert_eq!(kind("Text/Event-Stream"), BodyKind::Sse);
+        assert_eq!(kind("application/json"), BodyKind::Json);
+        assert_eq!(kind("application/json; charset=utf-8"), BodyKind::Json);
+        assert_eq!(kind("application/problem+json"), BodyKind::Json);
+        assert_eq!(kind("text/plain"), BodyKind::Other);
+        assert_eq!(kind("audio/mpeg"), BodyKind::Other);
+        assert_eq!(BodyKind::from_content_type(None), BodyKind::Other);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert_eq!(BodyKind::from_headers(&headers), BodyKind::Json);
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("identity"));
+        assert_eq!(BodyKind::from_headers(&headers), BodyKind::Json);
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(BodyKind::from_headers(&headers), BodyKind::Other);
+    }
+}
