@@ -510,6 +510,33 @@ pub const CATALOG: &[Entry] = &[
     },
     // The proxy's own refusals.
     Entry {
+        code: "invalid_api_key",
+        origin: Origin::Proxy,
+        status: 401,
+        sees: "401 when access keys are configured and the request has no valid key",
+        cause: "This proxy requires an access key, and the request carried none or an unknown one.",
+        fix: &[
+            "Send your key as the OpenAI SDKs do: OPENAI_API_KEY=<your key> (Authorization: Bearer …), or the api-key header.",
+            "Ask the proxy's operator for a key: foundry-proxy keys add <name>.",
+        ],
+    },
+    Entry {
+        code: "rate_limit_exceeded",
+        origin: Origin::Proxy,
+        status: 429,
+        sees: "429 with retry-after: the key's requests per minute are used up",
+        cause: "Key '{detail}' has used its {limit} requests per minute; retry after the time in retry-after.",
+        fix: &["Wait for retry-after seconds, or ask the operator to raise requests_per_minute for this key in the keys file."],
+    },
+    Entry {
+        code: "token_limit_exceeded",
+        origin: Origin::Proxy,
+        status: 429,
+        sees: "429 with retry-after: the key's tokens per minute are used up",
+        cause: "Key '{detail}' has used its {limit} tokens per minute; retry after the time in retry-after.",
+        fix: &["Wait for retry-after seconds, or ask the operator to raise tokens_per_minute for this key in the keys file."],
+    },
+    Entry {
         code: "token_pending",
         origin: Origin::Proxy,
         status: 503,
@@ -753,6 +780,7 @@ mod tests {
             "entra_message",
             "detail",
             "max_body",
+            "limit",
         ];
         let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code).collect();
         codes.sort_unstable();

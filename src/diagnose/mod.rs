@@ -184,6 +184,7 @@ fn kind_for(status: StatusCode) -> &'static str {
         403 => "permission_error",
         404 => "not_found_error",
         413 | 400 | 422 => "invalid_request_error",
+        429 => "rate_limit_error",
         _ => "api_error",
     }
 }
