@@ -3,6 +3,7 @@
 //!
 //! Modules, in the order a request meets them:
 //! - [`config`]: defaults < TOML file < environment < flags, validated with clear errors.
+//! - [`keys`]: inbound access keys (`FOUNDRY_PROXY_KEYS_FILE`), hot-reloaded, checked in constant time.
 //! - [`server`]: the listener, router, `/healthz`, `/readyz`, graceful shutdown.
 //! - [`proxy`]: the forwarding handler (headers, streaming bodies, the 401 retry).
 //! - [`upstream`]: API styles, the inbound-path → upstream-URL mapping, the outbound client.
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod emulator;
 pub mod error;
+pub mod keys;
 pub mod proxy;
 pub mod secret;
 pub mod server;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use foundry_proxy::check::report;
 use foundry_proxy::config::{self, ProcessEnv, Settings};
 use foundry_proxy::emulator::{self, EmulatorConfig};
+use foundry_proxy::keys;
 use foundry_proxy::server::{self, ServeOptions};
 use foundry_proxy::{demo, telemetry};
 
@@ -60,6 +61,11 @@ enum Command {
         /// Emulator world (apps, roles, deployments) as TOML.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Manage the access keys clients must present (the FOUNDRY_PROXY_KEYS_FILE file).
+    Keys {
+        #[command(subcommand)]
+        action: keys::cli::KeysCommand,
     },
 }
 
@@ -127,6 +133,7 @@ async fn run(cli: Cli) -> ExitCode {
             model,
             json,
         }) => check(&settings, model, json).await,
+        Some(Command::Keys { action }) => ExitCode::from(keys::cli::run(&action)),
     }
 }
 

@@ -1,0 +1,200 @@
+//! `foundry-proxy keys add | list | revoke`: the command line over [`super::file`].
+//!
+//! Exit codes: 0 done, 1 the edit failed (one line on stderr), 2 no keys file named.
+//! `add` prints the key alone on stdout, so `KEY=$(foundry-proxy keys add alice)` works.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::{ENV_KEYS_FILE, Limits, add_key, list_keys, revoke_key};
+
+/// The `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key: prints it once on stdout and stores only its SHA-256.
+    Add {
+        /// The key's name, shown in logs and usage (1-64 letters, digits, '-', '_', '.').
+        name: String,
+        /// Requests per minute allowed with this key [default: unlimited].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rpm: Option<u32>,
+        /// Tokens per minute allowed with this key [default: unlimited].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        tpm: Option<u64>,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// List the keys' names and limits.
+    List {
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Remove a key; a running proxy refuses it within a second or two.
+    Revoke {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        file: FileArg,
+    },
+}
+
+/// The keys file option shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct FileArg {
+    /// The keys file [env: FOUNDRY_PROXY_KEYS_FILE].
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+}
+
+impl KeysCommand {
+    fn file(&self) -> &FileArg {
+        match self {
+            KeysCommand::Add { file, .. }
+            | KeysCommand::List { file }
+            | KeysCommand::Revoke { file, .. } => file,
+        }
+    }
+}
+
+/// Runs a `keys` subcommand against the process's stdout, stderr and environment; returns
+/// the exit code.
+pub fn run(command: &KeysCommand) -> u8 {
+    run_with(
+        command,
+        std::env::var_os(ENV_KEYS_FILE),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// [`run`] with the environment's keys file and the output streams passed in.
+pub fn run_with(
+    command: &KeysCommand,
+    env_file: Option<OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let env_file = env_file.filter(|v| !v.is_empty()).map(PathBuf::from);
+    let Some(path) = command.file().file.clone().or(env_file) else {
+        let _ = writeln!(
+            err,
+            "foundry-proxy: {ENV_KEYS_FILE}: not set — pass --file PATH or set it"
+        );
+        return 2;
+    };
+    let done = match command {
+        KeysCommand::Add { name, rpm, tpm, .. } => {
+            let limits = Limits {
+                requests_per_minute: *rpm,
+                tokens_per_minute: *tpm,
+            };
+            add_key(&path, name, limits).map(|key| {
+                let _ = writeln!(out, "{key}");
+                let _ = writeln!(
+                    err,
+                    "foundry-proxy: key {name:?} added to {}; store it now: it cannot be shown again",
+                    path.display()
+                );
+            })
+        }
+        KeysCommand::List { .. } => list_keys(&path).map(|keys| {
+            let _ = out.write_all(table(&keys).as_bytes());
+            if keys.is_empty() {
+                let _ = writeln!(
+                    err,
+                    "foundry-proxy: no keys in {} — add one with `foundry-proxy keys add NAME`",
+                    path.display()
+                );
+            }
+        }),
+        KeysCommand::Revoke { name, .. } => revoke_key(&path, name).map(|()| {
+            let _ = writeln!(out, "revoked {name}");
+        }),
+    };
+    match done {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "foundry-proxy: {e}");
+            1
+        }
+    }
+}
+
+/// Names and limits as an aligned table, `-` for unlimited.
+fn table(keys: &[(String, Limits)]) -> String {
+    let rows: Vec<[String; 3]> = keys
+        .iter()
+        .map(|(name, limits)| {
+            let show = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            [
+                name.clone(),
+                show(limits.requests_per_minute.map(|n| n.to_string())),
+                show(limits.tokens_per_minute.map(|n| n.to_string())),
+            ]
+        })
+        .collect();
+    let width = rows
+        .iter()
+        .map(|r| r[0].len())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
+    let mut text = format!(
+        "{:<width$}  {:>12}  {:>12}\n",
+        "NAME", "REQUESTS/MIN", "TOKENS/MIN"
+    );
+    for [name, rpm, tpm] in rows {
+        text.push_str(&format!("{name:<width$}  {rpm:>12}  {tpm:>12}\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table aligns names of any length and shows `-` for no limit.
+    #[test]
+    fn table_layout() {
+        let shown = table(&[
+            ("a".to_owned(), Limits::default()),
+            (
+                "longer-name".to_owned(),
+                Limits {
+                    requests_per_minute: Some(60),
+                    tokens_per_minute: Some(100_000),
+                },
+            ),
+        ]);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME         "), "{shown}");
+        assert!(
+            lines[1].starts_with("a   ") && lines[1].ends_with('-'),
+            "{shown}"
+        );
+        assert!(lines[2].ends_with("      100000"), "{shown}");
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{shown}");
+    }
+
+    /// Without --file or the environment variable, the command is a usage error.
+    #[test]
+    fn missing_file_is_a_usage_error() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let command = KeysCommand::List {
+            file: FileArg { file: None },
+        };
+        assert_eq!(
+            run_with(&command, Some(OsString::new()), &mut out, &mut err),
+            2
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&err),
+            "foundry-proxy: FOUNDRY_PROXY_KEYS_FILE: not set — pass --file PATH or set it\n"
+        );
+        assert!(out.is_empty());
+    }
+}

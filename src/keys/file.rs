@@ -1,0 +1,358 @@
+//! The edits behind `foundry-proxy keys add | list | revoke`.
+//!
+//! Edits keep the file's text (comments, order, layout) and only add or cut one `[[key]]`
+//! block; when the file is laid out in a way the line-based cut cannot follow (inline
+//! tables, say), the file is rewritten from its parsed entries instead. Every new text is
+//! parsed and checked before it is written, and written atomically: a temporary file in the
+//! same directory, fsync, rename. A new file is created with mode 0600; an existing file
+//! keeps its mode. A running proxy's watcher therefore sees either the old or the new file,
+//! never half of one.
+//!
+//! Two CLI edits racing on the same file may lose one of them (last rename wins); the
+//! watcher never sees a broken file either way.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::TryRngCore;
+
+use super::{KeyFileError, KeyRing, Limits, digest_of, hex, read_error, read_file, validate_name};
+
+/// What a generated key starts with, so scanners and people recognise it.
+pub const KEY_PREFIX: &str = "fpk-";
+
+/// A generated key's length: the prefix and 43 characters of base64.
+pub const KEY_LEN: usize = KEY_PREFIX.len() + 43;
+
+/// The comment block `keys add` writes at the top of a new file.
+pub const FILE_HEADER: &str = "\
+# foundry-proxy access keys: only SHA-256 digests are stored. Manage with `foundry-proxy keys`.
+# Each entry:
+#   [[key]]
+#   name = \"alice\"                # 1-64 letters, digits, '-', '_', '.'; unique; shown in logs
+#   sha256 = \"<64 hex chars>\"     # SHA-256 of the key (the key itself is never stored)
+#   requests_per_minute = 60      # optional
+#   tokens_per_minute = 100000    # optional
+# The proxy reloads this file within a second of a change; a broken edit keeps the previous keys.
+";
+
+/// Adds a key named `name` with `limits`, creating the file (with [`FILE_HEADER`]) if it
+/// does not exist. Returns the new key: it is stored nowhere, so show it once.
+pub fn add_key(path: &Path, name: &str, limits: Limits) -> Result<String, KeyFileError> {
+    validate_name(name).map_err(|problem| {
+        KeyFileError::new(problem, "use 1-64 letters, digits, '-', '_' or '.'").in_file(path)
+    })?;
+    if limits.requests_per_minute == Some(0) || limits.tokens_per_minute == Some(0) {
+        return Err(KeyFileError::new(
+            "a limit of 0 would refuse every request",
+            "use at least 1, or leave the limit out for none",
+        )
+        .in_file(path));
+    }
+    let (text, ring) = match fs::read_to_string(path) {
+        Ok(text) => {
+            let ring = KeyRing::parse(&text).map_err(|e| refuse_to_edit(e, path))?;
+            (text, ring)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            (FILE_HEADER.to_owned(), KeyRing::default())
+        }
+        Err(e) => return Err(read_error(path, &e)),
+    };
+    if ring.get(name).is_some() {
+        return Err(KeyFileError::new(
+            format!("a key named {name:?} already exists"),
+            format!(
+                "choose another name, or revoke it first with `foundry-proxy keys revoke {name}`"
+            ),
+        )
+        .in_file(path));
+    }
+    let key = generate_key()?;
+    let mut new_text = text;
+    if !new_text.is_empty() && !new_text.ends_with('\n') {
+        new_text.push('\n');
+    }
+    if !new_text.is_empty() && !new_text.ends_with("\n\n") {
+        new_text.push('\n');
+    }
+    new_text.push_str(&entry_text(name, &digest_of(&key), limits));
+    // The appended block must parse to exactly the old keys plus this one.
+    let added = KeyRing::parse(&new_text).map_err(|e| e.in_file(path))?;
+    let found = added.authenticate(&key);
+    if added.len() != ring.len() + 1 || found.is_none_or(|e| e.name != name) {
+        return Err(KeyFileError::new(
+            "the new entry did not read back as written",
+            "check the file for stray text, then try again",
+        )
+        .in_file(path));
+    }
+    write_atomic(path, &new_text)?;
+    Ok(key)
+}
+
+/// Removes the key named `name`. An unknown name is an error that lists the names there are.
+pub fn revoke_key(path: &Path, name: &str) -> Result<(), KeyFileError> {
+    let text = read_file(path)?;
+    let ring = KeyRing::parse(&text).map_err(|e| refuse_to_edit(e, path))?;
+    let Some(index) = ring.entries().position(|e| e.name == name) else {
+        let names: Vec<&str> = ring.entries().map(|e| e.name.as_str()).collect();
+        let problem = if names.is_empty() {
+            format!("no key named {name:?}: the file has no keys")
+        } else {
+            format!("no key named {name:?} (keys: {})", names.join(", "))
+        };
+        return Err(KeyFileError::new(
+            problem,
+            "use one of the names `foundry-proxy keys list` shows",
+        )
+        .in_file(path));
+    };
+    let expected = KeyRing {
+        keys: ring
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, k)| super::StoredKey {
+                digest: k.digest,
+                entry: k.entry.clone(),
+            })
+            .collect(),
+    };
+    let new_text = cut_entry(&text, index, ring.len())
+        .filter(|cut| KeyRing::parse(cut).is_ok_and(|r| same_keys(&r, &expected)))
+        .unwrap_or_else(|| render(&expected));
+    write_atomic(path, &new_text)
+}
+
+/// The keys' names and limits, in file order.
+pub fn list_keys(path: &Path) -> Result<Vec<(String, Limits)>, KeyFileError> {
+    Ok(KeyRing::load(path)?
+        .entries()
+        .map(|e| (e.name.clone(), e.limits))
+        .collect())
+}
+
+/// A new key: [`KEY_PREFIX`] + 43 characters of URL-safe base64 of 32 bytes from the OS RNG.
+pub fn generate_key() -> Result<String, KeyFileError> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| {
+        KeyFileError::new(
+            format!("the operating system's random generator failed: {e}"),
+            "try again; if it persists, the system has no usable entropy source",
+        )
+    })?;
+    Ok(format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+fn refuse_to_edit(mut error: KeyFileError, path: &Path) -> KeyFileError {
+    error.fix = format!("{} (the file is left as it is until it parses)", error.fix);
+    error.in_file(path)
+}
+
+/// One `[[key]]` block, ending with a newline.
+fn entry_text(name: &str, digest: &[u8; 32], limits: Limits) -> String {
+    // `name` is validated (letters, digits, - _ .), so it needs no escaping.
+    let mut block = format!("[[key]]\nname = \"{name}\"\nsha256 = \"{}\"\n", hex(digest));
+    if let Some(rpm) = limits.requests_per_minute {
+        block.push_str(&format!("requests_per_minute = {rpm}\n"));
+    }
+    if let Some(tpm) = limits.tokens_per_minute {
+        block.push_str(&format!("tokens_per_minute = {tpm}\n"));
+    }
+    block
+}
+
+/// The whole file written from scratch: the header and every entry.
+fn render(ring: &KeyRing) -> String {
+    let mut text = FILE_HEADER.to_owned();
+    for key in &ring.keys {
+        text.push('\n');
+        text.push_str(&entry_text(&key.entry.name, &key.digest, key.entry.limits));
+    }
+    text
+}
+
+/// Same names, digests and limits, in the same order.
+fn same_keys(a: &KeyRing, b: &KeyRing) -> bool {
+    a.keys.len() == b.keys.len()
+        && a.keys
+            .iter()
+            .zip(&b.keys)
+            .all(|(x, y)| x.digest == y.digest && x.entry == y.entry)
+}
+
+fn is_header(line: &str) -> bool {
+    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+    compact.starts_with("[[key]]")
+}
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with('#')
+}
+
+/// `text` without the `index`th of `count` `[[key]]` blocks: from its header (with the
+/// comment lines directly above it, except for the first entry, whose comments are the
+/// file's preamble) up to the comment lines directly above the next header. `None` when
+/// the headers cannot be matched to the entries one to one.
+fn cut_entry(text: &str, index: usize, count: usize) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let headers: Vec<usize> = (0..lines.len()).filter(|&i| is_header(lines[i])).collect();
+    if headers.len() != count {
+        return None;
+    }
+    let own = *headers.get(index)?;
+    let mut start = own;
+    if index > 0 {
+        while start > 0 && is_comment(lines[start - 1]) {
+            start -= 1;
+        }
+    }
+    let mut end = headers.get(index + 1).copied().unwrap_or(lines.len());
+    if index + 1 < count {
+        while end > own + 1 && is_comment(lines[end - 1]) {
+            end -= 1;
+        }
+    }
+    let mut kept: String = lines[..start].concat();
+    kept.push_str(&lines[end..].concat());
+    let trimmed = kept.trim_end();
+    Some(if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}\n")
+    })
+}
+
+/// Writes `text` to `path` atomically: a temporary file beside it, fsync, rename, then an
+/// fsync of the directory. Follows a symlink to the file it names.
+fn write_atomic(path: &Path, text: &str) -> Result<(), KeyFileError> {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    write_replacing(&target, text).map_err(|e| {
+        KeyFileError::new(
+            format!("cannot write it: {e}"),
+            "check that its directory is writable",
+        )
+        .in_file(path)
+    })
+}
+
+fn write_replacing(target: &Path, text: &str) -> io::Result<()> {
+    let existing = fs::metadata(target).ok().map(|m| m.permissions());
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if existing.is_none() {
+        fs::create_dir_all(&dir)?;
+    }
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let mut nonce = [0u8; 4];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut nonce)
+        .map_err(io::Error::other)?;
+    let tmp = dir.join(format!(
+        ".{}.{}-{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        u32::from_le_bytes(nonce)
+    ));
+    let written = (|| {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        if let Some(permissions) = existing {
+            file.set_permissions(permissions)?;
+        }
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, target)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    #[cfg(unix)]
+    if let Ok(dir) = fs::File::open(&dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "[[key]]\nname = \"alice\"\nsha256 = \"";
+
+    fn digest_line(key: &str) -> String {
+        hex(&digest_of(key))
+    }
+
+    fn two_keys() -> String {
+        format!(
+            "# my keys\n\n{ALICE}{}\"\n\n# bob runs CI\n[[key]]\nname = \"bob\"\nsha256 = \"{}\"\nrequests_per_minute = 5\n",
+            digest_line("a"),
+            digest_line("b")
+        )
+    }
+
+    /// Cutting an entry keeps the other entries' comments and the file's preamble.
+    #[test]
+    fn cut_keeps_comments() {
+        let text = two_keys();
+        let without_alice = cut_entry(&text, 0, 2).expect("cut");
+        assert!(
+            without_alice.starts_with("# my keys\n\n# bob runs CI\n[[key]]"),
+            "{without_alice}"
+        );
+        let without_bob = cut_entry(&text, 1, 2).expect("cut");
+        assert!(!without_bob.contains("bob"), "{without_bob}");
+        assert!(without_bob.starts_with("# my keys\n"), "{without_bob}");
+        let ring = KeyRing::parse(&without_bob).expect("parses");
+        assert_eq!(ring.len(), 1);
+        assert!(ring.authenticate("a").is_some());
+    }
+
+    /// A layout the line-based cut cannot follow (an inline array) is detected, so revoke
+    /// falls back to rewriting the file.
+    #[test]
+    fn cut_refuses_inline_tables() {
+        let text = format!(
+            "key = [{{ name = \"a\", sha256 = \"{}\" }}]\n",
+            digest_line("a")
+        );
+        assert_eq!(KeyRing::parse(&text).expect("valid").len(), 1);
+        assert!(cut_entry(&text, 0, 1).is_none());
+    }
+
+    /// Generated keys have the documented shape and differ each time.
+    #[test]
+    fn generated_key_shape() {
+        let a = generate_key().expect("key");
+        let b = generate_key().expect("key");
+        assert_ne!(a, b);
+        assert!(a.starts_with(KEY_PREFIX));
+        let body = &a[KEY_PREFIX.len()..];
+        assert_eq!((a.len(), body.len()), (KEY_LEN, 43));
+        assert!(
+            body.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+
+    /// The header written into new files is itself a valid (empty) keys file.
+    #[test]
+    fn header_is_valid() {
+        assert!(KeyRing::parse(FILE_HEADER).expect("valid").is_empty());
+    }
+}
