@@ -13,10 +13,14 @@
 //! - [`diagnose`]: Azure and Entra refusals → explanations with fix steps, from one catalog.
 //! - [`check`]: `foundry-proxy check`, the permission checklist walked for real.
 //! - [`error`]: the OpenAI-shaped error answer.
+//! - [`limits`]: per-key requests and tokens per minute over a sliding window.
 //! - [`claims`]: reading the proxy's own token to explain refusals.
 //! - [`secret`]: a string that cannot leak through `Debug`, `Display` or `Serialize`.
 //! - [`tls`]: the shared TLS client configuration (`SSL_CERT_FILE`).
 //! - [`telemetry`]: logging setup.
+//! - [`metrics`]: Prometheus metrics for `/metrics`, and usage per access key and model.
+//! - [`status`]: the `/status` document, and reading it for `foundry-proxy usage`.
+//! - [`healthcheck`]: `foundry-proxy healthcheck`, the container health probe.
 //! - [`emulator`]: the built-in Entra ID + Foundry emulator (tests, `demo`, users' CI).
 //! - [`demo`]: the emulator and the proxy wired together in one process.
 
@@ -28,10 +32,14 @@ pub mod demo;
 pub mod diagnose;
 pub mod emulator;
 pub mod error;
+pub mod limits;
+pub mod healthcheck;
 pub mod keys;
+pub mod metrics;
 pub mod proxy;
 pub mod secret;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

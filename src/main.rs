@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use foundry_proxy::check::report;
 use foundry_proxy::config::{self, ProcessEnv, Settings};
 use foundry_proxy::emulator::{self, EmulatorConfig};
+use foundry_proxy::healthcheck::{self, Probe};
 use foundry_proxy::keys;
 use foundry_proxy::server::{self, ServeOptions};
-use foundry_proxy::{demo, telemetry};
+use foundry_proxy::{demo, status, telemetry};
 
 /// A local OpenAI-compatible proxy that adds an Entra ID token to every request to
 /// Azure AI Foundry / Azure OpenAI, and explains every refusal.
@@ -67,6 +68,47 @@ enum Command {
         #[command(subcommand)]
         action: keys::cli::KeysCommand,
     },
+    /// Usage per access key and model (requests, errors, tokens) from a running proxy's
+    /// /status. Exit code 1 with one line saying why when it cannot be read.
+    Usage {
+        /// The proxy's address [default: http:// + FOUNDRY_PROXY_LISTEN, 0.0.0.0 as 127.0.0.1].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Access key sent as a bearer token [env: FOUNDRY_PROXY_KEY].
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Print the rows as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running proxy whether it is ready (GET /readyz): exit code 0 on 200, else 1
+    /// with one line saying why. For container health checks (no shell or curl needed).
+    Healthcheck {
+        /// The proxy's address [default: http:// + FOUNDRY_PROXY_LISTEN, 0.0.0.0 as 127.0.0.1].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Ask whether it is alive (GET /healthz) instead of ready.
+        #[arg(long)]
+        live: bool,
+        /// Seconds to wait for the answer.
+        #[arg(long, value_name = "SECS", default_value_t = healthcheck::DEFAULT_TIMEOUT.as_secs_f64())]
+        timeout: f64,
+    },
+}
+
+impl Command {
+    /// Whether stdout is free for JSON logs (services) or holds the command's answer (tools).
+    fn log_role(&self) -> telemetry::Role {
+        match self {
+            Command::Check { .. }
+            | Command::Healthcheck { .. }
+            | Command::Usage { .. }
+            | Command::Keys { .. } => telemetry::Role::Tool,
+            Command::Serve(_) | Command::Demo { .. } | Command::Emulate { .. } => {
+                telemetry::Role::Service
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -102,7 +144,11 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    telemetry::init(
+        cli.command
+            .as_ref()
+            .map_or(telemetry::Role::Service, Command::log_role),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -134,6 +180,54 @@ async fn run(cli: Cli) -> ExitCode {
             json,
         }) => check(&settings, model, json).await,
         Some(Command::Keys { action }) => ExitCode::from(keys::cli::run(&action)),
+        Some(Command::Usage { url, key, json }) => usage(url, key, json).await,
+        Some(Command::Healthcheck { url, live, timeout }) => {
+            health(url.as_deref(), live, timeout).await
+        }
+    }
+}
+
+async fn health(url: Option<&str>, live: bool, timeout_secs: f64) -> ExitCode {
+    let listen = std::env::var(foundry_proxy::config::ENV_LISTEN).ok();
+    let target = match healthcheck::Target::resolve(url, listen.as_deref()) {
+        Ok(target) => target,
+        // Not 2: Docker reserves exit code 2 in health checks.
+        Err(e) => return fail(1, &e),
+    };
+    let timeout = std::time::Duration::try_from_secs_f64(timeout_secs)
+        .unwrap_or(healthcheck::DEFAULT_TIMEOUT);
+    let probe = if live { Probe::Alive } else { Probe::Ready };
+    match healthcheck::run(&target, probe, timeout).await {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}
+
+async fn usage(url: Option<String>, key: Option<String>, json: bool) -> ExitCode {
+    let url = url
+        .unwrap_or_else(|| status::default_url(std::env::var(config::ENV_LISTEN).ok().as_deref()));
+    let key = key
+        .or_else(|| std::env::var(status::ENV_KEY).ok())
+        .filter(|k| !k.is_empty());
+    let rows = status::fetch_status(&url, key.as_deref())
+        .await
+        .and_then(|document| status::usage_rows(&document));
+    match rows {
+        Ok(rows) if json => match serde_json::to_string_pretty(&rows) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, &e),
+        },
+        Ok(rows) => {
+            print!("{}", status::usage_table(&rows));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
     }
 }
 
@@ -159,6 +253,7 @@ async fn serve(args: ServeArgs, shutdown: CancellationToken) -> ExitCode {
     }
     match server::serve(config, listener, shutdown, ServeOptions::default()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ server::ServeError::Keys(_)) => fail(2, &e),
         Err(e) => fail(1, &e),
     }
 }

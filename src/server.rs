@@ -25,7 +25,11 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
+use crate::keys::KeyStore;
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyState};
+use crate::status::StatusInfo;
 use crate::token::{self, TokenCell, TokenPolicy};
 use crate::upstream::{self, Target};
 
@@ -38,6 +42,9 @@ pub enum ServeError {
     /// The Entra client could not be built.
     #[error("{0}")]
     Credential(#[from] crate::credential::CredentialError),
+    /// The access keys file is unusable at start.
+    #[error("FOUNDRY_PROXY_KEYS_FILE: {0}")]
+    Keys(String),
     /// The listener failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -55,7 +62,13 @@ pub struct ServeOptions {
 struct AppState {
     proxy: Arc<ProxyState>,
     started: Instant,
+    status: StatusInfo,
+    /// True on the separate metrics listener, where `/metrics` needs no access key.
+    open_metrics: bool,
 }
+
+/// How often the keys file is checked for changes.
+const KEYS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the proxy on `listener` until `shutdown` is cancelled, then drains in-flight requests
 /// for at most the configured grace period.
@@ -69,6 +82,27 @@ pub async fn serve(
     let credential = crate::credential::build(&config, Arc::clone(&tls))?;
     info!(credential = credential.kind(), reason = %config.credential_reason, "credential chosen");
     let tokens = TokenCell::new(options.token_policy, credential.kind());
+    let metrics = Metrics::new();
+    metrics.set_info(credential.kind(), config.api.as_str());
+    let observed = Arc::clone(&metrics);
+    tokens.observe_attempts(move |ok| observed.token_refresh(ok));
+    let background = CancellationToken::new();
+    let keys = match &config.keys_file {
+        Some(path) => {
+            let store =
+                KeyStore::open(path.clone()).map_err(|e| ServeError::Keys(e.to_string()))?;
+            info!(keys = store.current().len(), file = %path.display(), "access keys loaded");
+            store.spawn_watcher(KEYS_POLL, background.clone());
+            Some(store)
+        }
+        None => {
+            if !config.listen.ip().is_loopback() {
+                warn!(listen = %config.listen, "no access keys: anyone who can reach this address uses the App Registration (FOUNDRY_PROXY_ALLOW_ANONYMOUS=true)");
+            }
+            None
+        }
+    };
+    let status_info = StatusInfo::from_config(&config, credential.kind());
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
 
@@ -92,11 +126,34 @@ pub async fn serve(
         diagnosis: DiagnosisContext::from_config(&config),
         max_body: config.max_body,
         upstream_timeout: config.upstream_timeout,
+        keys,
+        limiter: Limiter::new(),
+        metrics,
     });
+    if let Some(address) = config.metrics_listen {
+        let metrics_listener = TcpListener::bind(address).await?;
+        info!(listen = %address, "metrics listening");
+        let metrics_app = Router::new()
+            .route("/metrics", get(metrics_text))
+            .with_state(Arc::new(AppState {
+                proxy: Arc::clone(&proxy),
+                started: Instant::now(),
+                status: status_info.clone(),
+                open_metrics: true,
+            }));
+        let stop = background.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(metrics_listener, metrics_app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
     let app = router(
         Arc::new(AppState {
             proxy,
             started: Instant::now(),
+            status: status_info,
+            open_metrics: false,
         }),
         &config.cors_origins,
     );
@@ -128,6 +185,7 @@ pub async fn serve(
         }
     };
     refresher_stop.cancel();
+    background.cancel();
     let _ = refresher.await;
     info!("foundry-proxy stopped");
     Ok(result?)
@@ -138,6 +196,8 @@ fn router(state: Arc<AppState>, cors_origins: &[String]) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/status", get(status))
         .route(
             "/v1/{*rest}",
             any(proxy::forward).with_state(Arc::clone(&state.proxy)),
@@ -232,6 +292,50 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     if let (Some(target), serde_json::Value::Object(source)) = (into.as_object_mut(), from) {
         target.extend(source);
     }
+}
+
+/// `/metrics` (Prometheus text). With access keys configured it needs a key on the main
+/// listener (it names keys and their usage); the separate metrics listener is open.
+async fn metrics_text(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let checked = if state.open_metrics {
+        Ok(())
+    } else {
+        require_key(&state, &headers)
+    };
+    if let Err(refused) = checked {
+        return refused.into_response();
+    }
+    let text = state.proxy.metrics.render(&state.proxy.tokens.load());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `/status`: credential, token, last refresh error (explained), upstream, usage.
+async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(refused) = require_key(&state, &headers) {
+        return refused.into_response();
+    }
+    let proxy = &state.proxy;
+    Json(crate::status::status_json(
+        &state.status,
+        &proxy.tokens.load(),
+        &proxy.diagnosis,
+        &proxy.metrics,
+    ))
+    .into_response()
+}
+
+fn require_key(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    proxy::authenticate(&state.proxy, headers).map(|_| ())
 }
 
 async fn not_found() -> ApiError {

@@ -162,7 +162,6 @@ pub enum Unusable {
 }
 
 /// The shared token cell. Handlers read; the refresher writes.
-#[derive(Debug)]
 pub struct TokenCell {
     state: ArcSwap<TokenState>,
     /// Wakes the refresher for a forced refresh; one stored permit coalesces many callers.
@@ -171,6 +170,17 @@ pub struct TokenCell {
     attempts: watch::Sender<u64>,
     policy: TokenPolicy,
     kind: &'static str,
+    /// Told the outcome of every attempt (metrics); set once at start.
+    observer: std::sync::OnceLock<Box<dyn Fn(bool) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for TokenCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCell")
+            .field("kind", &self.kind)
+            .field("state", &self.state.load())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenCell {
@@ -182,6 +192,7 @@ impl TokenCell {
             attempts: watch::Sender::new(0),
             policy,
             kind,
+            observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -253,7 +264,15 @@ impl TokenCell {
             .cloned()
     }
 
+    /// Registers the function told the outcome of every refresh attempt (`true` = success).
+    pub fn observe_attempts(&self, observer: impl Fn(bool) + Send + Sync + 'static) {
+        let _ = self.observer.set(Box::new(observer));
+    }
+
     fn publish(&self, state: TokenState) {
+        if let Some(observer) = self.observer.get() {
+            observer(state.failure.is_none());
+        }
         let attempts = state.attempts;
         self.state.store(Arc::new(state));
         self.attempts.send_replace(attempts);

@@ -19,8 +19,12 @@ use tracing::{info, warn};
 
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
+use crate::keys::{self, KeyEntry, KeyStore};
+use crate::limits::{Decision, Exceeded, KeyLimits, Limiter};
+use crate::metrics::{Metrics, RequestRecord};
 use crate::token::{HeldToken, TokenCell};
 use crate::upstream::{RouteError, Target, UpstreamClient};
+use crate::usage;
 
 /// Request bodies up to this size are held in memory so a 401 can be retried with a fresh
 /// token; larger ones stream straight through (and are not retried).
@@ -50,6 +54,19 @@ pub struct ProxyState {
     pub max_body: usize,
     /// Time allowed for upstream response headers.
     pub upstream_timeout: Duration,
+    /// Access keys; `None` when callers are not authenticated.
+    pub keys: Option<Arc<KeyStore>>,
+    /// Per-key limits state.
+    pub limiter: Arc<Limiter>,
+    /// Prometheus metrics and usage.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the handler learned about a request, for its log line and metrics.
+#[derive(Debug, Default)]
+struct Observed {
+    model: Option<String>,
+    upstream: Option<Duration>,
 }
 
 /// The request body as sent upstream.
@@ -60,7 +77,7 @@ enum OutboundBody {
     Streaming(Body),
 }
 
-/// Forwards `/v1/{rest}` upstream. Every outcome is one log line.
+/// Forwards `/v1/{rest}` upstream. Every outcome is one log line and one metrics record.
 pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -69,27 +86,117 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (response, upstream_ms) = match forward_request(&state, request).await {
-        Ok((response, upstream)) => (response, upstream.map(|d| d.as_millis() as u64)),
-        Err(error) => (error.into_response(), None),
+        .unwrap_or("")
+        .to_owned();
+    let key = match authenticate(&state, request.headers()) {
+        Ok(key) => key,
+        Err(error) => {
+            let response = error.into_response();
+            info!(method = %method, path = %path, status = response.status().as_u16(), request_id = %request_id, "request refused: no valid access key");
+            return response;
+        }
     };
-    info!(
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        upstream_ms,
-        total_ms = started.elapsed().as_millis() as u64,
-        request_id = request_id.as_deref().unwrap_or(""),
-        "request"
-    );
+    let key_name = key.as_ref().map_or("", |k| k.name.as_str());
+    let span = tracing::info_span!("request", request_id = %request_id, key = key_name);
+    let mut observed = Observed::default();
+    let outcome = tracing::Instrument::instrument(
+        forward_request(&state, request, key.as_deref(), &mut observed),
+        span.clone(),
+    )
+    .await;
+    let response = outcome.unwrap_or_else(IntoResponse::into_response);
+    let route = path.strip_prefix("/v1/").unwrap_or(&path);
+    let status = response.status().as_u16();
+    state.metrics.record_request(&RequestRecord {
+        route,
+        status,
+        model: observed.model.as_deref().unwrap_or(""),
+        key: key_name,
+        upstream_latency: observed.upstream,
+    });
+    span.in_scope(|| {
+        info!(
+            method = %method,
+            path = %path,
+            status,
+            model = observed.model.as_deref().unwrap_or(""),
+            upstream_ms = observed.upstream.map(|d| d.as_millis() as u64),
+            total_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    });
     response
+}
+
+/// The caller's access key, when keys are configured: a missing or unknown key is a 401.
+pub(crate) fn authenticate(
+    state: &ProxyState,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<KeyEntry>>, ApiError> {
+    let Some(store) = &state.keys else {
+        return Ok(None);
+    };
+    match keys::presented_key(headers).and_then(|presented| store.current().authenticate(presented))
+    {
+        Some(entry) => Ok(Some(entry)),
+        None => Err(diagnose::proxy_refusal(
+            "invalid_api_key",
+            &diagnose::catalog::Vars::new(),
+        )),
+    }
+}
+
+/// Counts the request against its key's limits, or answers 429 with `retry-after`.
+fn admit(state: &ProxyState, key: &KeyEntry) -> Result<(), ApiError> {
+    let limits = KeyLimits {
+        requests_per_minute: key.limits.requests_per_minute.map(u64::from),
+        tokens_per_minute: key.limits.tokens_per_minute,
+    };
+    match state
+        .limiter
+        .admit(&key.name, limits, tokio::time::Instant::now())
+    {
+        Decision::Allow => Ok(()),
+        Decision::Deny {
+            exceeded,
+            limit,
+            retry_after,
+        } => {
+            let code = match exceeded {
+                Exceeded::Requests => "rate_limit_exceeded",
+                Exceeded::Tokens => "token_limit_exceeded",
+            };
+            let vars = diagnose::catalog::Vars::new()
+                .set("detail", key.name.clone())
+                .set("limit", limit.to_string());
+            let mut error = diagnose::proxy_refusal(code, &vars);
+            error.retry_after = Some(retry_after.as_secs().max(1));
+            Err(error)
+        }
+    }
+}
+
+/// True when the upstream surface accepts `stream_options` (the v1 API, and dated versions
+/// from 2024-09-01 on): only then does the proxy ask for usage in streams.
+fn can_request_stream_usage(target: &Target) -> bool {
+    match target.style() {
+        crate::upstream::ApiStyle::OpenAiV1 => true,
+        crate::upstream::ApiStyle::Deployments => {
+            target.api_version().is_some_and(|v| v >= "2024-09-01")
+        }
+        _ => false,
+    }
 }
 
 async fn forward_request(
     state: &ProxyState,
     request: Request,
-) -> Result<(Response, Option<Duration>), ApiError> {
+    key: Option<&KeyEntry>,
+    observed: &mut Observed,
+) -> Result<Response, ApiError> {
+    if let Some(key) = key {
+        admit(state, key)?;
+    }
     let (mut parts, body) = request.into_parts();
     let rest = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
     let content_length = parts
@@ -119,18 +226,34 @@ async fn forward_request(
         }
         _ => None,
     };
+    observed.model.clone_from(&model);
     if rest == "models" && parts.method == Method::GET && !state.target.aliases().is_empty() {
-        return Ok((model::alias_list(state.target.aliases()), None));
+        return Ok(model::alias_list(state.target.aliases()));
     }
-    if let (Some(name), OutboundBody::Buffered(bytes)) = (model.as_deref(), &body) {
+    let mut ask_stream_usage = false;
+    if let OutboundBody::Buffered(bytes) = &body {
         // In the deployments style the alias picks the URL; elsewhere `model` itself must name
         // the deployment, so the body is rewritten (only when an alias matches).
         let rewrite = state.target.style() != crate::upstream::ApiStyle::Deployments;
-        if let Some(deployment) = state.target.alias(name).filter(|_| rewrite) {
-            if let Some(rewritten) = model::with_model(bytes, deployment) {
-                parts.headers.insert(CONTENT_LENGTH, rewritten.len().into());
-                body = OutboundBody::Buffered(rewritten);
+        let mut rewritten = model
+            .as_deref()
+            .and_then(|name| state.target.alias(name))
+            .filter(|_| rewrite)
+            .and_then(|deployment| model::with_model(bytes, deployment));
+        // Ask for usage in streams (stripped again before the client sees it), so streamed
+        // tokens count against the key's limits and in the usage metrics.
+        if matches!(rest, "chat/completions" | "completions")
+            && can_request_stream_usage(&state.target)
+        {
+            let current = rewritten.as_ref().unwrap_or(bytes);
+            if let Some(with_usage) = usage::request_usage_in_stream(current) {
+                rewritten = Some(with_usage);
+                ask_stream_usage = true;
             }
+        }
+        if let Some(rewritten) = rewritten {
+            parts.headers.insert(CONTENT_LENGTH, rewritten.len().into());
+            body = OutboundBody::Buffered(rewritten);
         }
     }
     let url = state
@@ -149,6 +272,9 @@ async fn forward_request(
 
     let mut headers = parts.headers;
     headers::prepare_request_headers(&mut headers);
+    // Compressed answers could not be read for `usage` on their way through; the hop to
+    // Azure is not where bandwidth matters.
+    headers.remove(http::header::ACCEPT_ENCODING);
     let method = parts.method;
 
     let upstream_started = Instant::now();
@@ -163,12 +289,6 @@ async fn forward_request(
     let request = build_request(&method, &uri, &headers, &token, first_body);
     let mut response = send(state, request).await?;
     let mut token = token;
-    // The body's model, for explanations only: parsed lazily, since most answers are 2xx.
-    let refused_model = |replay: Option<&Bytes>| {
-        model
-            .clone()
-            .or_else(|| replay.and_then(|bytes| model::model_from_json(bytes).ok().flatten()))
-    };
 
     if let Some(bytes) = replay.as_ref().filter(|_| is_refusal(response.status())) {
         // Read the refusal first: it is needed if no fresher token can be had, and reading
@@ -178,15 +298,14 @@ async fn forward_request(
             .await
             .unwrap_or_default();
         let Some(fresh) = state.tokens.refreshed_after(token.serial).await else {
-            let model = refused_model(Some(bytes));
-            return explain_refusal(
+            observed.upstream = Some(upstream_started.elapsed());
+            return Ok(explain_refusal(
                 state,
                 parts,
                 refusal,
                 &token,
                 model.as_deref(),
-                upstream_started.elapsed(),
-            );
+            ));
         };
         info!(
             status = parts.status.as_u16(),
@@ -200,6 +319,7 @@ async fn forward_request(
         .await?;
     }
     let upstream_elapsed = upstream_started.elapsed();
+    observed.upstream = Some(upstream_elapsed);
 
     let status = response.status();
     if is_refusal(status) || (diagnose::worth_reading(status) && is_small_json(response.headers()))
@@ -208,23 +328,46 @@ async fn forward_request(
         let bytes = read_limited(incoming, REFUSAL_BODY_LIMIT)
             .await
             .unwrap_or_default();
-        let model = refused_model(replay.as_ref());
-        return explain_refusal(
+        return Ok(explain_refusal(
             state,
             parts,
             bytes,
             &token,
             model.as_deref(),
-            upstream_elapsed,
-        );
+        ));
     }
 
     let (mut parts, incoming) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Ok((
-        Response::from_parts(parts, Body::new(incoming)),
-        Some(upstream_elapsed),
-    ))
+    let kind = usage::BodyKind::from_headers(&parts.headers);
+    let strip = ask_stream_usage && kind == usage::BodyKind::Sse;
+    if strip {
+        // The stripped stream is shorter than what Azure announced.
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    let stream_guard = (kind == usage::BodyKind::Sse).then(|| {
+        state
+            .metrics
+            .record_ttfb(rest, upstream_elapsed.as_secs_f64());
+        state.metrics.stream_started()
+    });
+    let on_done = {
+        let limiter = Arc::clone(&state.limiter);
+        let metrics = Arc::clone(&state.metrics);
+        let key = key.map(|k| k.name.clone()).unwrap_or_default();
+        let model = model.unwrap_or_default();
+        move |seen: Option<usage::Usage>, _ending: usage::Ending| {
+            drop(stream_guard);
+            if let Some(seen) = seen {
+                if !key.is_empty() {
+                    limiter.add_tokens(&key, seen.total(), tokio::time::Instant::now());
+                }
+                metrics.record_usage(&key, &model, seen.prompt_tokens, seen.completion_tokens);
+            }
+        }
+    };
+    let body = usage::observe(Body::new(incoming), kind, strip, on_done);
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Answers a refusal whose body has been read: explained when diagnosis knows it, else
@@ -235,8 +378,7 @@ fn explain_refusal(
     body: Bytes,
     token: &HeldToken,
     model: Option<&str>,
-    upstream_elapsed: Duration,
-) -> Result<(Response, Option<Duration>), ApiError> {
+) -> Response {
     let facts = diagnose::RequestFacts { model };
     if let Some(mut explained) = diagnose::upstream_refusal(
         &state.diagnosis,
@@ -251,13 +393,13 @@ fn explain_refusal(
             "upstream refused"
         );
         copy_correlation_headers(&parts.headers, &mut explained.headers);
-        return Ok((explained.into_response(), Some(upstream_elapsed)));
+        return explained.into_response();
     }
     let mut response = Response::from_parts(parts, Body::from(body));
     headers::strip_hop_by_hop(response.headers_mut());
     // The body may have been cut at the read limit; let the server frame what is sent.
     response.headers_mut().remove(CONTENT_LENGTH);
-    Ok((response, Some(upstream_elapsed)))
+    response
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

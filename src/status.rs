@@ -1,0 +1,397 @@
+//! The `/status` document (credential, token, last refresh error explained, upstream,
+//! version, uptime, usage per key and model), and the client side of
+//! `foundry-proxy usage`, which reads it from a running proxy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::{Config, DEFAULT_LISTEN};
+use crate::diagnose::{self, DiagnosisContext};
+use crate::metrics::{Metrics, UsageRow};
+use crate::token::TokenState;
+
+/// Environment variable holding the access key `foundry-proxy usage` sends.
+pub const ENV_KEY: &str = "FOUNDRY_PROXY_KEY";
+/// Time allowed for the whole `/status` request.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest `/status` answer read.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// What `/status` says about the configuration; fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct StatusInfo {
+    /// The credential kind (`client_secret`, `managed_identity`, …).
+    pub credential: &'static str,
+    /// Why that credential was chosen.
+    pub credential_reason: String,
+    /// The upstream endpoint.
+    pub endpoint: String,
+    /// The API style's name.
+    pub api: &'static str,
+    /// The api-version sent upstream, if the style uses one.
+    pub api_version: Option<String>,
+    /// When the proxy started.
+    pub started: Instant,
+}
+
+impl StatusInfo {
+    /// From the configuration and the credential built from it; `started` is now.
+    pub fn from_config(config: &Config, credential: &'static str) -> Self {
+        Self {
+            credential,
+            credential_reason: config.credential_reason.clone(),
+            endpoint: config.endpoint.as_str().trim_end_matches('/').to_owned(),
+            api: config.api.as_str(),
+            api_version: config
+                .api_version
+                .clone()
+                .or_else(|| config.api.default_api_version().map(str::to_owned)),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The `/status` document.
+pub fn status_json(
+    info: &StatusInfo,
+    token: &TokenState,
+    diagnosis: &DiagnosisContext,
+    metrics: &Metrics,
+) -> Value {
+    let now = Instant::now();
+    let valid = token.token.as_ref().filter(|t| t.is_valid(now));
+    let last_refresh_error = token.failure.as_ref().map(|failure| {
+        let explained = diagnose::credential_failure(diagnosis, failure);
+        json!({
+            "code": explained.code,
+            "message": explained.message,
+            "fix": explained.fix,
+        })
+    });
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": now.saturating_duration_since(info.started).as_secs(),
+        "credential": {"kind": info.credential, "reason": info.credential_reason},
+        "token": {
+            "valid": valid.is_some(),
+            "expires_in_secs": valid.map(|t| t.expires_at.saturating_duration_since(now).as_secs()),
+            "next_refresh_in_secs": token.next_refresh.map(|at| at.saturating_duration_since(now).as_secs()),
+            "identity": token.token.as_ref().and_then(|t| t.claims.as_ref()).map(crate::claims::TokenClaims::identity),
+            "refresh_attempts": token.attempts,
+            "consecutive_failures": token.failure.as_ref().map_or(0, |f| f.failures),
+        },
+        "last_refresh_error": last_refresh_error,
+        "upstream": {"endpoint": info.endpoint, "api": info.api, "api_version": info.api_version},
+        "usage": metrics.usage_snapshot(),
+    })
+}
+
+/// The proxy's URL when `--url` is not given: from `FOUNDRY_PROXY_LISTEN` (its value in
+/// `listen_env`), else the default listen address; a wildcard address is asked on loopback.
+pub fn default_url(listen_env: Option<&str>) -> String {
+    let text = listen_env
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(DEFAULT_LISTEN);
+    match text.parse::<SocketAddr>() {
+        Ok(mut addr) => {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{addr}")
+        }
+        Err(_) => format!("http://{text}"),
+    }
+}
+
+/// `GET {url}/status` from a running proxy, with `key` as a bearer token when given.
+/// Errors are one line saying what went wrong and what to do.
+pub async fn fetch_status(url: &str, key: Option<&str>) -> Result<Value, String> {
+    let base = url.trim_end_matches('/');
+    let parsed = Url::parse(base).map_err(|e| format!("--url: '{url}' is not a URL ({e})"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!(
+            "--url: '{url}' must be http:// (the proxy serves plain HTTP)"
+        ));
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("--url: '{url}' has no host"))?
+        .to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let authority = match parsed.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let path = format!("{}/status", parsed.path().trim_end_matches('/'));
+    let status_url = format!("{base}/status");
+    let (status, body) = tokio::time::timeout(
+        FETCH_TIMEOUT,
+        get((&host, port), &authority, &path, key),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "no answer from the proxy at {base} within {} s — is foundry-proxy running? pass --url",
+            FETCH_TIMEOUT.as_secs()
+        )
+    })?
+    .map_err(|e| match e {
+        GetError::Connect(e) => {
+            format!("cannot reach the proxy at {base}: {e} — is foundry-proxy running? pass --url")
+        }
+        GetError::Http(e) => format!("{status_url}: {e}"),
+    })?;
+    match status {
+        200 => serde_json::from_slice(&body)
+            .map_err(|e| format!("{status_url} answered something that is not JSON ({e})")),
+        401 | 403 => Err(format!(
+            "{status_url} answered {status}: pass an access key with --key or {ENV_KEY}"
+        )),
+        404 => Err(format!(
+            "{status_url} answered 404 — is this a foundry-proxy with /status? check --url"
+        )),
+        _ => Err(format!("{status_url} answered {status}")),
+    }
+}
+
+/// The usage rows of a `/status` document.
+pub fn usage_rows(status: &Value) -> Result<Vec<UsageRow>, String> {
+    let usage = status
+        .get("usage")
+        .ok_or("the /status answer has no usage (an older foundry-proxy?)")?;
+    serde_json::from_value(usage.clone())
+        .map_err(|e| format!("the /status usage is malformed: {e}"))
+}
+
+/// A table: one line per key and model, then a totals line.
+pub fn usage_table(rows: &[UsageRow]) -> String {
+    const HEADER: [&str; 7] = [
+        "KEY",
+        "MODEL",
+        "REQUESTS",
+        "ERRORS",
+        "PROMPT",
+        "COMPLETION",
+        "TOTAL",
+    ];
+    let line = |key: &str, model: &str, n: [u64; 4]| {
+        let [requests, errors, prompt, completion] = n;
+        [
+            key.to_owned(),
+            model.to_owned(),
+            requests.to_string(),
+            errors.to_string(),
+            prompt.to_string(),
+            completion.to_string(),
+            prompt.saturating_add(completion).to_string(),
+        ]
+    };
+    let mut total = [0u64; 4];
+    let mut lines: Vec<[String; 7]> = vec![HEADER.map(str::to_owned)];
+    for row in rows {
+        let n = [
+            row.requests,
+            row.errors,
+            row.prompt_tokens,
+            row.completion_tokens,
+        ];
+        for (sum, value) in total.iter_mut().zip(n) {
+            *sum = sum.saturating_add(value);
+        }
+        lines.push(line(&row.key, &row.model, n));
+    }
+    lines.push(line("total", "", total));
+    let mut widths = [0usize; 7];
+    for cells in &lines {
+        for (width, cell) in widths.iter_mut().zip(cells) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for cells in &lines {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i < 2 {
+                text.push_str(&format!("{cell:<width$}  "));
+            } else {
+                text.push_str(&format!("{cell:>width$}  "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+enum GetError {
+    Connect(std::io::Error),
+    Http(String),
+}
+
+/// One `GET` over a fresh HTTP/1.1 connection: the status and the body.
+async fn get(
+    (host, port): (&str, u16),
+    authority: &str,
+    path: &str,
+    key: Option<&str>,
+) -> Result<(u16, Bytes), GetError> {
+    let connect_host = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = TcpStream::connect((connect_host, port))
+        .await
+        .map_err(GetError::Connect)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| GetError::Http(e.to_string()))?;
+    let connection = tokio::spawn(connection);
+    let mut request = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(key) = key {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| GetError::Http(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| GetError::Http(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| GetError::Http(format!("reading the answer: {e}")))?
+        .to_bytes();
+    connection.abort();
+    Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::credential::CredentialError;
+    use crate::metrics::RequestRecord;
+    use crate::token::RefreshFailure;
+
+    fn diagnosis() -> DiagnosisContext {
+        DiagnosisContext {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            scope: "https://cognitiveservices.azure.com/.default".into(),
+            endpoint_host: "x.openai.azure.com".into(),
+            authority: "https://login.microsoftonline.com".into(),
+            api: "openai-v1",
+            api_version: None,
+            started: None,
+        }
+    }
+
+    /// A failing refresher shows up explained (catalog code, message, fix steps) next to
+    /// the configuration, the token's state and the usage rows.
+    #[test]
+    fn document_explains_last_refresh_error() {
+        let info = StatusInfo {
+            credential: "client_secret",
+            credential_reason: "AZURE_CLIENT_SECRET is set".into(),
+            endpoint: "https://x.openai.azure.com".into(),
+            api: "openai-v1",
+            api_version: None,
+            started: Instant::now(),
+        };
+        let token = TokenState {
+            failure: Some(Arc::new(RefreshFailure {
+                error: CredentialError::Unreachable("connection refused".into()),
+                failures: 3,
+                next_attempt: Instant::now(),
+            })),
+            attempts: 3,
+            ..TokenState::default()
+        };
+        let metrics = Metrics::new();
+        metrics.record_request(&RequestRecord {
+            route: "chat/completions",
+            status: 503,
+            model: "gpt-4o",
+            key: "",
+            upstream_latency: None,
+        });
+        let doc = status_json(&info, &token, &diagnosis(), &metrics);
+        assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(doc["credential"]["kind"], "client_secret");
+        assert_eq!(doc["token"]["valid"], false);
+        assert_eq!(doc["token"]["expires_in_secs"], Value::Null);
+        assert_eq!(doc["token"]["consecutive_failures"], 3);
+        assert_eq!(doc["last_refresh_error"]["code"], "entra_unavailable");
+        assert!(
+            doc["last_refresh_error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        assert!(
+            doc["last_refresh_error"]["fix"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+        );
+        assert_eq!(doc["upstream"]["api"], "openai-v1");
+        let rows = usage_rows(&doc).expect("rows");
+        assert_eq!((rows[0].key.as_str(), rows[0].errors), ("anonymous", 1));
+    }
+
+    /// A wildcard listen address is asked on loopback; the default applies when unset.
+    #[test]
+    fn default_url_from_listen() {
+        assert_eq!(default_url(None), "http://127.0.0.1:8080");
+        assert_eq!(default_url(Some("0.0.0.0:9000")), "http://127.0.0.1:9000");
+        assert_eq!(default_url(Some("[::]:9000")), "http://[::1]:9000");
+        assert_eq!(default_url(Some("10.0.0.5:80")), "http://10.0.0.5:80");
+    }
+
+    /// The table has a header, one aligned line per row, and totals that add up.
+    #[test]
+    fn table_totals() {
+        let rows = [
+            UsageRow {
+                key: "alice".into(),
+                model: "gpt-4o".into(),
+                requests: 3,
+                errors: 1,
+                prompt_tokens: 100,
+                completion_tokens: 20,
+            },
+            UsageRow {
+                key: "bob".into(),
+                model: "o3".into(),
+                requests: 2,
+                errors: 0,
+                prompt_tokens: 5,
+                completion_tokens: 1000,
+            },
+        ];
+        let table = usage_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("KEY"));
+        let total: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(total, ["total", "5", "1", "105", "1020", "1125"]);
+        let ends: Vec<usize> = lines.iter().map(|l| l.len()).collect();
+        assert!(
+            ends.iter().all(|&e| e == ends[0]),
+            "right-aligned:\n{table}"
+        );
+    }
+}
