@@ -105,10 +105,10 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
     )
     .await;
     let response = outcome.unwrap_or_else(IntoResponse::into_response);
-    let route = path.strip_prefix("/v1/").unwrap_or(&path);
+    let route = route_label(path.strip_prefix("/v1/").unwrap_or(&path));
     let status = response.status().as_u16();
     state.metrics.record_request(&RequestRecord {
-        route,
+        route: &route,
         status,
         model: observed.model.as_deref().unwrap_or(""),
         key: key_name,
@@ -126,6 +126,54 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
         );
     });
     response
+}
+
+/// The route as a metrics label: OpenAI API words kept, ids (`resp_…`, `file-…`, numbers)
+/// collapsed to `:id`, so labels stay few.
+fn route_label(rest: &str) -> String {
+    const WORDS: &[&str] = &[
+        "chat",
+        "completions",
+        "embeddings",
+        "responses",
+        "models",
+        "audio",
+        "images",
+        "files",
+        "batches",
+        "transcriptions",
+        "translations",
+        "speech",
+        "generations",
+        "edits",
+        "variations",
+        "threads",
+        "assistants",
+        "runs",
+        "messages",
+        "steps",
+        "vector_stores",
+        "fine_tuning",
+        "jobs",
+        "uploads",
+        "parts",
+        "input_items",
+        "cancel",
+        "content",
+        "moderations",
+        "realtime",
+        "sessions",
+    ];
+    rest.split('/')
+        .map(|segment| {
+            if WORDS.contains(&segment) {
+                segment
+            } else {
+                ":id"
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The caller's access key, when keys are configured: a missing or unknown key is a 401.
@@ -348,7 +396,7 @@ async fn forward_request(
     let stream_guard = (kind == usage::BodyKind::Sse).then(|| {
         state
             .metrics
-            .record_ttfb(rest, upstream_elapsed.as_secs_f64());
+            .record_ttfb(&route_label(rest), upstream_elapsed.as_secs_f64());
         state.metrics.stream_started()
     });
     let on_done = {
@@ -520,5 +568,18 @@ fn copy_correlation_headers(from: &HeaderMap, to: &mut HeaderMap) {
         if let Some(value) = from.get(name) {
             to.insert(HeaderName::from_static(name), value.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    /// Ids in paths collapse so metrics labels stay bounded.
+    #[test]
+    fn routes_collapse_ids() {
+        assert_eq!(route_label("chat/completions"), "chat/completions");
+        assert_eq!(route_label("responses/resp_68af"), "responses/:id");
+        assert_eq!(route_label("files/file-abc/content"), "files/:id/content");
     }
 }
