@@ -1,58 +1,98 @@
-# foundry-proxy container image.
+# foundry-proxy container image: one static binary in an empty image.
 #
-#   docker build -t foundry-proxy .
-#   docker run --rm -p 127.0.0.1:8080:8080 --env-file .env foundry-proxy            # the proxy
-#   docker run --rm -p 127.0.0.1:8080:8080 foundry-proxy demo --listen 0.0.0.0:8080 # the demo
+#   docker build -t foundry-proxy .                           # compile from source (below)
+#   scripts/container-image foundry-proxy                     # or package a binary built on this machine
 #
-# Two stages: a full Rust toolchain compiles a release binary, and a distroless runtime
-# image holds only that binary, glibc and libgcc. The binary has the Mozilla CA roots
-# built in (webpki-roots), so the runtime image needs no CA bundle. Extra CAs can still
-# be mounted and named with SSL_CERT_FILE.
+#   docker run --rm -p 127.0.0.1:8080:8080 --env-file .env foundry-proxy              # the proxy
+#   docker run --rm -p 127.0.0.1:8080:8080 foundry-proxy demo --listen 0.0.0.0:8080   # the demo
+#
+# Stages, in the order the classic (non-BuildKit) builder runs them:
+#   base      the runtime image without the binary: no shell, no libc, no package manager;
+#             a non-root user, the port, the health check, the entrypoint
+#   prebuilt  base + a static binary from the build context (--target prebuilt): how
+#             scripts/container-image and the tests package a binary built on the host
+#   build     compiles the static binary from source in the official Rust image
+#   runtime   base + the binary from `build` (the default target)
+# The classic (non-BuildKit) builder runs every stage up to the one it builds, so
+# `--target prebuilt` never needs the Rust image, and a default build also runs `prebuilt`
+# (harmlessly, see below). BuildKit skips the stages the target does not need.
+
+# ---- base -----------------------------------------------------------------------------
+FROM scratch AS base
+
+# Outside a container the proxy listens on 127.0.0.1 only, so nothing on the network can use
+# its Azure identity. A published port (-p) cannot reach a container's loopback, so the image
+# listens on all of the container's interfaces and the boundary moves to the port mapping:
+# publish on the host's loopback (-p 127.0.0.1:8080:8080). As a sidecar (Compose
+# network_mode: service:…, a Kubernetes pod) set FOUNDRY_PROXY_LISTEN=127.0.0.1:8080: the
+# app shares the proxy's loopback and nothing else can reach it.
+ENV FOUNDRY_PROXY_LISTEN=0.0.0.0:8080
+# Container logs are not terminals: no ANSI colour codes. FOUNDRY_PROXY_LOG_FORMAT=json
+# writes one JSON object per line to stdout.
+ENV NO_COLOR=1
+# The Mozilla CA roots are compiled into the binary, so the image needs no CA bundle. For
+# extra CAs (a TLS-inspecting egress proxy), mount a PEM file and set SSL_CERT_FILE.
+
+EXPOSE 8080
+# A numeric uid:gid (the "nonroot" ids of distroless images): no /etc/passwd needed, and
+# Kubernetes' runAsNonRoot can verify it.
+USER 65532:65532
+
+# `foundry-proxy healthcheck` asks /readyz on FOUNDRY_PROXY_LISTEN (0.0.0.0 → 127.0.0.1):
+# healthy while the proxy holds a valid Entra ID token. It needs no shell or curl.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/foundry-proxy", "healthcheck"]
+
+# The binary is PID 1: SIGTERM (docker stop, Kubernetes) stops accepting connections and
+# drains in-flight requests for FOUNDRY_PROXY_SHUTDOWN_GRACE seconds (default 30). Give the
+# container more than that before SIGKILL (docker stop -t 35, stop_grace_period,
+# terminationGracePeriodSeconds).
+STOPSIGNAL SIGTERM
+# `docker run IMAGE` runs the proxy; `docker run IMAGE demo …`, `… emulate …`, `… check`
+# run another command.
+ENTRYPOINT ["/usr/local/bin/foundry-proxy"]
+CMD ["serve"]
+
+# ---- prebuilt -------------------------------------------------------------------------
+# A static binary built on the host, packaged into the same runtime image:
+#   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+#   docker build --target prebuilt --build-arg BINARY=foundry-proxy -f Dockerfile DIR
+# where DIR holds the binary (and nothing big: it is the build context).
+# scripts/container-image does both. BINARY must be given. Its default names the one file
+# every build context has, so that the classic builder's pass through this stage during a
+# default build succeeds (that pass is thrown away; the runtime stage never uses it).
+FROM base AS prebuilt
+ARG BINARY=Dockerfile
+COPY ${BINARY} /usr/local/bin/foundry-proxy
 
 # ---- build ----------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
+# release: fat LTO, the smallest binary. container: a faster build, a slightly larger one.
+ARG PROFILE=release
 WORKDIR /src
+# glibc linked in statically: the binary runs in an empty image. Name resolution still
+# works there: glibc ≥ 2.34 has its "files" and "dns" lookups built in.
+ENV RUSTFLAGS="-C target-feature=+crt-static" \
+    CARGO_TERM_COLOR=never
 
-# Dependencies first, in their own layer: build the locked dependency graph against an
-# empty library and an empty main. This layer is rebuilt only when Cargo.toml or
-# Cargo.lock change, not on every source edit.
+# Dependencies first, in their own layer: the locked dependency graph built against an empty
+# library and an empty main. Rebuilt only when Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --profile "$PROFILE" --locked --target "$(rustc -vV | sed -n 's/^host: //p')" \
     && rm -rf src
 
-# The real source. COPY keeps the files' own modification times, which can be older
-# than the placeholder build above. Touch them so cargo rebuilds this crate and does not
-# reuse the placeholder.
+# The real source. COPY keeps the files' modification times, which can be older than the
+# placeholder build above: touch them so cargo rebuilds this crate.
 COPY src ./src
 RUN find src -type f -exec touch {} + \
-    && cargo build --release --locked --bin foundry-proxy \
-    && ./target/release/foundry-proxy --version
+    && target="$(rustc -vV | sed -n 's/^host: //p')" \
+    && cargo build --profile "$PROFILE" --locked --target "$target" --bin foundry-proxy \
+    && cp "target/$target/$PROFILE/foundry-proxy" /foundry-proxy \
+    && /foundry-proxy --version
 
-# ---- runtime --------------------------------------------------------------------------
-# distroless "cc": glibc, libgcc and nothing else (no shell, no package manager).
-# The ":nonroot" variant runs as uid 65532, so the proxy never runs as root.
-FROM gcr.io/distroless/cc-debian12:nonroot
-
-COPY --from=build /src/target/release/foundry-proxy /usr/local/bin/foundry-proxy
-
-# Outside a container the proxy listens on 127.0.0.1 only, so nothing on the network can
-# use its Azure identity. Inside one, 127.0.0.1 is the container's own loopback: a
-# published port (-p) could never reach it. So the container listens on all of ITS
-# interfaces, and the boundary moves to the port mapping. Publish it on the host's
-# loopback (-p 127.0.0.1:8080:8080) unless other machines should reach the proxy.
-# This variable beats a `listen` key in a mounted config file. Override it with -e, or
-# with --listen, which beats both.
-ENV FOUNDRY_PROXY_LISTEN=0.0.0.0:8080
-# Container logs are not terminals: no ANSI colour codes. For JSON logs, set
-# FOUNDRY_PROXY_LOG_FORMAT=json.
-ENV NO_COLOR=1
-
-EXPOSE 8080
-USER nonroot:nonroot
-
-# `docker run IMAGE` runs the proxy. `docker run IMAGE demo …` or `… emulate …` runs another command.
-ENTRYPOINT ["/usr/local/bin/foundry-proxy"]
-CMD ["serve"]
+# ---- runtime (default) ----------------------------------------------------------------
+FROM base AS runtime
+COPY --from=build /foundry-proxy /usr/local/bin/foundry-proxy
