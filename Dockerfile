@@ -58,9 +58,10 @@ CMD ["serve"]
 #   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
 #   docker build --target prebuilt --build-arg BINARY=foundry-proxy -f Dockerfile DIR
 # where DIR holds the binary (and nothing big: it is the build context).
-# scripts/container-image does both. BINARY must be given. Its default names the one file
-# every build context has, so that the classic builder's pass through this stage during a
-# default build succeeds (that pass is thrown away; the runtime stage never uses it).
+# scripts/container-image does both. BINARY must be given. Its default names the Dockerfile
+# (which .dockerignore keeps in the context) so that the classic builder's pass through this
+# stage during a default build succeeds; that pass is thrown away, the runtime stage never
+# uses it.
 FROM base AS prebuilt
 ARG BINARY=Dockerfile
 COPY ${BINARY} /usr/local/bin/foundry-proxy
