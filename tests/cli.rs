@@ -399,3 +399,63 @@ async fn azure_cli_credential_through_the_proxy() {
     assert!(logs.contains("azure-cli"), "{logs}");
     emulator.shutdown().await;
 }
+
+/// With access keys at RUST_LOG=trace, log lines name the key (its name), never the key.
+#[tokio::test]
+async fn access_keys_never_logged() {
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let url = emulator.url();
+    let dir = std::env::temp_dir().join(format!("fp-cli-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let keys = dir.join("keys.toml");
+    let _ = std::fs::remove_file(&keys);
+    let key =
+        foundry_proxy::keys::file::add_key(&keys, "erin", foundry_proxy::keys::Limits::default())
+            .expect("key");
+    let keys_path = keys.to_string_lossy().into_owned();
+    let mut child = serve(
+        &url,
+        &[
+            ("RUST_LOG", "trace"),
+            ("FOUNDRY_PROXY_KEYS_FILE", &keys_path),
+        ],
+    )
+    .spawn()
+    .expect("spawn");
+    let proxy = listening_url(&mut child);
+    let client = http_client();
+    let chat = serde_json::json!({"model": world::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]});
+    let ok = client
+        .post(format!("{proxy}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(ok.status(), 200);
+    let refused = client
+        .post(format!("{proxy}/v1/chat/completions"))
+        .bearer_auth(format!("{key}x"))
+        .json(&chat)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), 401);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    assert!(
+        logs.contains("erin"),
+        "the key's name identifies requests: {logs}"
+    );
+    assert!(!logs.contains(&key[4..20]), "an access key in the logs");
+    emulator.shutdown().await;
+}

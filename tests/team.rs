@@ -500,3 +500,128 @@ async fn keys_reload_under_load() {
         harness.stop().await;
     }
 }
+
+/// Usage totals on /status equal what the emulator reported: a JSON answer, a stream whose
+/// client asked for usage (and sees it), and the same stream without asking (usage counted,
+/// chunk hidden; the emulator is deterministic, so its usage equals the asked one's).
+#[tokio::test]
+async fn usage_totals_match_the_emulator() {
+    use foundry_proxy::keys::{Limits, file::add_key};
+    let path = keys_file("usage.toml");
+    let key = add_key(&path, "carol", Limits::default()).expect("key");
+    let harness = Harness::start_with(with_keys(&path)).await;
+    let post = |body: Value| {
+        harness
+            .client
+            .post(harness.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    let first: Value = post(Harness::chat(
+        world::CHAT_DEPLOYMENT,
+        "tokens in a JSON answer",
+    ))
+    .await
+    .expect("answer")
+    .json()
+    .await
+    .expect("json");
+    let (p1, c1) = (
+        first["usage"]["prompt_tokens"].as_u64().expect("prompt"),
+        first["usage"]["completion_tokens"]
+            .as_u64()
+            .expect("completion"),
+    );
+    let stream_body = |include: bool| {
+        let mut body = json!({"model": world::CHAT_DEPLOYMENT, "stream": true, "messages": [{"role": "user", "content": "tokens in a stream"}]});
+        if include {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    };
+    let asked = post(stream_body(true))
+        .await
+        .expect("stream")
+        .text()
+        .await
+        .expect("text");
+    let usage_chunk: Value = asked
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|chunk| chunk["usage"].is_object())
+        .expect("the client that asked sees the usage chunk");
+    let (p2, c2) = (
+        usage_chunk["usage"]["prompt_tokens"]
+            .as_u64()
+            .expect("prompt"),
+        usage_chunk["usage"]["completion_tokens"]
+            .as_u64()
+            .expect("completion"),
+    );
+    let hidden = post(stream_body(false))
+        .await
+        .expect("stream")
+        .text()
+        .await
+        .expect("text");
+    assert!(!hidden.contains("\"usage\""), "{hidden}");
+    let status: Value = harness
+        .client
+        .get(harness.url("/status"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    let row = status["usage"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["key"] == "carol"))
+        .cloned()
+        .expect("row for carol");
+    assert_eq!(row["requests"], 3);
+    assert_eq!(row["prompt_tokens"], p1 + 2 * p2, "{row}");
+    assert_eq!(row["completion_tokens"], c1 + 2 * c2, "{row}");
+    harness.stop().await;
+}
+
+/// /metrics can live on its own address, where it needs no key.
+#[tokio::test]
+async fn metrics_on_a_separate_address() {
+    use foundry_proxy::keys::{Limits, file::add_key};
+    let path = keys_file("metrics.toml");
+    let key = add_key(&path, "dave", Limits::default()).expect("key");
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let address = probe.local_addr().expect("addr");
+    drop(probe);
+    let mut setup = with_keys(&path);
+    setup.settings.metrics_listen = Some(address.to_string());
+    let harness = Harness::start_with(setup).await;
+    assert_eq!(
+        chat_with(&harness, Some(&key), "authorization")
+            .await
+            .status(),
+        200
+    );
+    let mut text = String::new();
+    for _ in 0..50 {
+        if let Ok(response) = harness
+            .client
+            .get(format!("http://{address}/metrics"))
+            .send()
+            .await
+        {
+            text = response.text().await.expect("text");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        text.contains("foundry_proxy_requests_total") && text.contains("key=\"dave\""),
+        "{text}"
+    );
+    harness.stop().await;
+}
