@@ -526,7 +526,9 @@ pub const CATALOG: &[Entry] = &[
         status: 429,
         sees: "429 with retry-after: the key's requests per minute are used up",
         cause: "Key '{detail}' has used its {limit} requests per minute; retry after the time in retry-after.",
-        fix: &["Wait for retry-after seconds, or ask the operator to raise requests_per_minute for this key in the keys file."],
+        fix: &[
+            "Wait for retry-after seconds, or ask the operator to raise requests_per_minute for this key in the keys file.",
+        ],
     },
     Entry {
         code: "token_limit_exceeded",
@@ -534,7 +536,9 @@ pub const CATALOG: &[Entry] = &[
         status: 429,
         sees: "429 with retry-after: the key's tokens per minute are used up",
         cause: "Key '{detail}' has used its {limit} tokens per minute; retry after the time in retry-after.",
-        fix: &["Wait for retry-after seconds, or ask the operator to raise tokens_per_minute for this key in the keys file."],
+        fix: &[
+            "Wait for retry-after seconds, or ask the operator to raise tokens_per_minute for this key in the keys file.",
+        ],
     },
     Entry {
         code: "token_pending",
