@@ -6,11 +6,11 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::NumberOrString;
+use super::{NumberOrString, unix_now};
 
 use super::{AccessToken, Credential, CredentialError, TokenFuture};
 use crate::secret::Secret;
@@ -199,12 +199,6 @@ fn parse_output(stdout: &[u8], now: u64) -> Result<AccessToken, String> {
         token: Secret::new(token),
         expires_in: lifetime,
     })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@
 //! giving up; the refresher's own backoff comes on top of that.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use super::NumberOrString;
+use super::{NumberOrString, unix_now};
 use tracing::debug;
 use url::Url;
 
@@ -448,12 +448,6 @@ fn parse_token(body: &[u8], now: u64) -> Result<AccessToken, String> {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         expires_in: Duration::from_secs(lifetime as u64),
     })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
