@@ -130,7 +130,7 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
 
 /// The route as a metrics label: OpenAI API words kept, ids (`resp_…`, `file-…`, numbers)
 /// collapsed to `:id`, so labels stay few.
-fn route_label(rest: &str) -> String {
+fn route_label(rest: &str) -> std::borrow::Cow<'_, str> {
     const WORDS: &[&str] = &[
         "chat",
         "completions",
@@ -164,7 +164,12 @@ fn route_label(rest: &str) -> String {
         "realtime",
         "sessions",
     ];
-    rest.split('/')
+    // The common case (no ids in the path) borrows: no allocation per request.
+    if rest.split('/').all(|segment| WORDS.contains(&segment)) {
+        return std::borrow::Cow::Borrowed(rest);
+    }
+    let collapsed: Vec<&str> = rest
+        .split('/')
         .map(|segment| {
             if WORDS.contains(&segment) {
                 segment
@@ -172,8 +177,8 @@ fn route_label(rest: &str) -> String {
                 ":id"
             }
         })
-        .collect::<Vec<_>>()
-        .join("/")
+        .collect();
+    std::borrow::Cow::Owned(collapsed.join("/"))
 }
 
 /// The caller's access key, when keys are configured: a missing or unknown key is a 401.
