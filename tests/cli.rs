@@ -52,6 +52,23 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
+/// SIGTERM, a clean exit (code 0) within 10 s, and everything the process logged to stderr.
+fn stop_cleanly(child: &mut Child) -> String {
+    sigterm(child);
+    assert!(
+        wait_exit(child, Duration::from_secs(10)).success(),
+        "clean exit after SIGTERM"
+    );
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("read logs");
+    logs
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;
     loop {
@@ -141,16 +158,7 @@ async fn logs_never_contain_secrets() {
         let response = request.send().await.expect("answer");
         assert!(response.status() == 200 || response.status() == 401);
     }
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert!(status.success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("read logs");
+    let logs = stop_cleanly(&mut child);
     assert!(logs.contains("token acquired"), "{logs}");
     assert!(
         logs.contains("\"request\"") || logs.contains(" request "),
@@ -300,15 +308,7 @@ async fn credential_choice_logged_without_secrets() {
             .await
             .expect("answer");
         assert_eq!(response.status(), 200, "{kind}");
-        sigterm(&child);
-        assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
-        let mut logs = String::new();
-        child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut logs)
-            .expect("logs");
+        let logs = stop_cleanly(&mut child);
         assert!(
             logs.contains("credential chosen") && logs.contains(kind) && logs.contains("auto:"),
             "{kind}: {logs}"
@@ -443,15 +443,7 @@ async fn access_keys_never_logged() {
         .await
         .expect("answer");
     assert_eq!(refused.status(), 401);
-    sigterm(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("logs");
+    let logs = stop_cleanly(&mut child);
     assert!(
         logs.contains("erin"),
         "the key's name identifies requests: {logs}"
