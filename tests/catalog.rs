@@ -300,15 +300,7 @@ async fn entra_refusals_are_explained() {
             error["fix"].as_array().is_some_and(|f| !f.is_empty()),
             "{aadsts}"
         );
-        let ready: Value = harness
-            .client
-            .get(harness.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
+        let ready: Value = harness.get_json("/readyz").await;
         assert_eq!(ready["code"], code, "{aadsts}");
         harness.stop().await;
     }

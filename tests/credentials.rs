@@ -390,15 +390,7 @@ async fn managed_identity_through_the_proxy() {
             .pop()
             .expect("recorded");
         assert_eq!(record.token_oid.as_deref(), Some(object_id), "{label}");
-        let ready: serde_json::Value = harness
-            .client
-            .get(harness.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
+        let ready: serde_json::Value = harness.get_json("/readyz").await;
         assert_eq!(ready["credential"], "managed-identity", "{label}");
         harness.stop().await;
     }

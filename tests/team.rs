@@ -37,15 +37,7 @@ async fn model_aliases() {
         ),
     ] {
         let harness = Harness::start_with(aliases(api)).await;
-        let list: Value = harness
-            .client
-            .get(harness.url("/v1/models"))
-            .send()
-            .await
-            .expect("models")
-            .json()
-            .await
-            .expect("json");
+        let list: Value = harness.get_json("/v1/models").await;
         assert_eq!(list["object"], "list");
         assert_eq!(list["data"][0]["id"], "fast", "{api}");
         assert_eq!(list["data"][0]["object"], "model");

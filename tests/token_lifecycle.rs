@@ -82,15 +82,7 @@ async fn short_lived_tokens_renewed_without_failures() {
 async fn readyz_reports_token_state() {
     let harness = Harness::start().await;
     harness.wait_ready().await;
-    let body: serde_json::Value = harness
-        .client
-        .get(harness.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let body: serde_json::Value = harness.get_json("/readyz").await;
     assert_eq!(body["status"], "ready");
     assert_eq!(body["credential"], "client-secret");
     let expires = body["token_expires_in_secs"].as_u64().expect("expiry");

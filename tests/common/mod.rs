@@ -129,6 +129,17 @@ impl Harness {
             .expect("proxy answers")
     }
 
+    /// GETs `path` on the proxy (no key) and reads the JSON answer, whatever its status.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("proxy answers");
+        response.json().await.expect("a JSON answer")
+    }
+
     /// A one-message chat request body.
     pub fn chat(model: &str, text: &str) -> serde_json::Value {
         serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
