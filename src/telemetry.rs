@@ -8,6 +8,8 @@
 //! - JSON logs of the tools whose stdout is their answer (`check`, `healthcheck`) stay on
 //!   stderr, so `check --json` still prints one document.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// The environment variable that selects the log format.
@@ -63,8 +65,12 @@ pub fn stream(format: Format, role: Role) -> Stream {
 pub fn init(role: Role) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let format = Format::from_env_value(std::env::var(ENV_LOG_FORMAT).ok().as_deref());
+    // Colour codes only for a person at a terminal: in files and log collectors they are noise
+    // (and formatting them costs time on every request's line).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_target(false);
     let _ = match (format, stream(format, role)) {
         (Format::Json, Stream::Stdout) => builder

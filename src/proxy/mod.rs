@@ -268,17 +268,19 @@ async fn forward_request(
         OutboundBody::Streaming(body)
     };
     let mut body = body;
-    let model = match &body {
+    // One pass over the body reads `model` and whether a stream was asked for.
+    let facts = match &body {
         OutboundBody::Buffered(bytes) if needs_model => {
-            model::extract_model(&parts.headers, bytes).await?
+            model::read_facts(&parts.headers, bytes).await?
         }
         // Other styles only read `model` for aliases, metrics and explanations: a body that is
         // not JSON is Azure's to refuse, not the proxy's.
         OutboundBody::Buffered(bytes) if is_json(&parts.headers) => {
-            model::model_from_json(bytes).ok().flatten()
+            model::json_facts(bytes).unwrap_or_default()
         }
-        _ => None,
+        _ => model::BodyFacts::default(),
     };
+    let model = facts.model;
     observed.model.clone_from(&model);
     if rest == "models" && parts.method == Method::GET && !state.target.aliases().is_empty() {
         return Ok(model::alias_list(state.target.aliases()));
@@ -299,7 +301,11 @@ async fn forward_request(
             && can_request_stream_usage(&state.target)
         {
             let current = rewritten.as_ref().unwrap_or(bytes);
-            if let Some(with_usage) = usage::request_usage_in_stream(current) {
+            if let Some(with_usage) = usage::request_usage_in_known_stream(
+                current,
+                facts.stream,
+                facts.has_stream_options,
+            ) {
                 rewritten = Some(with_usage);
                 ask_stream_usage = true;
             }
@@ -491,12 +497,10 @@ fn build_request(
     let mut request = http::Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri.clone();
-    let outbound = request.headers_mut();
-    outbound.reserve(headers.len() + 1);
-    for (name, value) in headers {
-        outbound.append(name.clone(), value.clone());
-    }
+    // A clone copies the map's tables whole; values are shared, not copied.
+    let mut outbound = headers.clone();
     outbound.insert(AUTHORIZATION, token.header.clone());
+    *request.headers_mut() = outbound;
     request
 }
 

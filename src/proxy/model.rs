@@ -1,5 +1,6 @@
-//! Reading `model` from a request body, for styles that route on it. Only that field is
-//! decoded; the body itself is forwarded byte for byte.
+//! Reading what the proxy needs from a request body in one pass: `model` (for styles that route
+//! on it, aliases, metrics and explanations) and whether a chat stream was asked for. Only those
+//! fields are decoded; the body itself is forwarded byte for byte.
 
 use std::borrow::Cow;
 
@@ -11,14 +12,48 @@ use serde::Deserialize;
 use super::refuse;
 use crate::error::ApiError;
 
+/// What one pass over a request body tells the proxy.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BodyFacts {
+    /// The body's `model`.
+    pub model: Option<String>,
+    /// `"stream": true` (a JSON `true`, nothing else).
+    pub stream: bool,
+    /// The body has a `stream_options` member, whatever its value (`null` included).
+    pub has_stream_options: bool,
+}
+
+/// The fields read; every other member is skipped without being decoded.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "is_true")]
+    stream: bool,
+    #[serde(default, deserialize_with = "present")]
+    stream_options: bool,
+}
+
+/// Only `model`: the fallback for bodies the full peek refuses (a duplicated `stream`).
 #[derive(Deserialize)]
 struct ModelOnly<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
 }
 
-/// The body's `model`: from JSON, or from the `model` field of a multipart form.
-pub async fn extract_model(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, ApiError> {
+fn is_true<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(matches!(
+        serde_json::Value::deserialize(deserializer)?,
+        serde_json::Value::Bool(true)
+    ))
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
+}
+
+/// The body's facts: from JSON, or (`model` only) from the `model` field of a multipart form.
+pub async fn read_facts(headers: &HeaderMap, body: &Bytes) -> Result<BodyFacts, ApiError> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -27,19 +62,34 @@ pub async fn extract_model(headers: &HeaderMap, body: &Bytes) -> Result<Option<S
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")
     {
-        return multipart_model(content_type, body).await;
+        let model = multipart_model(content_type, body).await?;
+        return Ok(BodyFacts {
+            model,
+            ..BodyFacts::default()
+        });
     }
     if body.is_empty() {
-        return Ok(None);
+        return Ok(BodyFacts::default());
     }
-    model_from_json(body)
+    json_facts(body)
 }
 
-/// The `model` of a JSON body; a 400 in the OpenAI shape if the body is not a JSON object.
-pub fn model_from_json(body: &[u8]) -> Result<Option<String>, ApiError> {
-    match serde_json::from_slice::<ModelOnly<'_>>(body) {
-        Ok(parsed) => Ok(parsed.model.map(Cow::into_owned)),
-        Err(e) => Err(refuse("invalid_json", e.to_string())),
+/// The facts of a JSON body; a 400 in the OpenAI shape if the body is not a JSON object.
+pub fn json_facts(body: &[u8]) -> Result<BodyFacts, ApiError> {
+    match serde_json::from_slice::<Peek<'_>>(body) {
+        Ok(peek) => Ok(BodyFacts {
+            model: peek.model.map(Cow::into_owned),
+            stream: peek.stream,
+            has_stream_options: peek.stream_options,
+        }),
+        // Duplicated members are refused by the peek; `model` alone may still be readable.
+        Err(e) => match serde_json::from_slice::<ModelOnly<'_>>(body) {
+            Ok(parsed) => Ok(BodyFacts {
+                model: parsed.model.map(Cow::into_owned),
+                ..BodyFacts::default()
+            }),
+            Err(_) => Err(refuse("invalid_json", e.to_string())),
+        },
     }
 }
 
@@ -111,16 +161,16 @@ mod tests {
             br#"{"messages":[{"role":"user","content":"hi \"model\""}],"model":"gpt-4o"}"#,
         );
         assert_eq!(
-            extract_model(&headers, &body).await.expect("ok").as_deref(),
+            read_facts(&headers, &body).await.expect("ok").model.as_deref(),
             Some("gpt-4o")
         );
         assert_eq!(
-            extract_model(&headers, &Bytes::from_static(b"{}"))
+            read_facts(&headers, &Bytes::from_static(b"{}"))
                 .await
                 .expect("ok"),
-            None
+            BodyFacts::default()
         );
-        let err = extract_model(&headers, &Bytes::from_static(b"{\"model\":"))
+        let err = read_facts(&headers, &Bytes::from_static(b"{\"model\":"))
             .await
             .expect_err("bad json");
         assert_eq!(err.code, "invalid_json");
@@ -139,8 +189,23 @@ mod tests {
             b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--XyZ--\r\n",
         );
         assert_eq!(
-            extract_model(&headers, &body).await.expect("ok").as_deref(),
+            read_facts(&headers, &body).await.expect("ok").model.as_deref(),
             Some("whisper")
         );
+    }
+
+    /// `stream` counts only as a JSON `true`; `stream_options` counts whatever its value.
+    #[test]
+    fn stream_facts() {
+        let facts = |body: &str| json_facts(body.as_bytes()).expect("json");
+        assert!(facts(r#"{"model":"m","stream":true}"#).stream);
+        assert!(!facts(r#"{"stream":"true"}"#).stream);
+        assert!(!facts(r#"{"stream":false,"x":[1,{"stream":true}]}"#).stream);
+        assert!(facts(r#"{"stream_options":null}"#).has_stream_options);
+        assert!(facts(r#"{"stream_options":{"include_usage":false}}"#).has_stream_options);
+        assert!(!facts(r#"{"stream":true}"#).has_stream_options);
+        // A duplicated member: the model is still read, nothing is asked of the stream.
+        let dup = facts(r#"{"model":"m","stream":true,"stream":true}"#);
+        assert_eq!((dup.model.as_deref(), dup.stream), (Some("m"), false));
     }
 }

@@ -23,16 +23,7 @@ pub fn request_usage_in_stream(body: &[u8]) -> Option<Bytes> {
         return None;
     }
     match request.get_mut("stream_options") {
-        None => {
-            // Valid JSON with an object at the top: the first non-blank byte is its `{`, and the
-            // object has members (`stream` at least), so a trailing comma is right.
-            let brace = body.iter().position(|b| *b == b'{')?;
-            let mut out = Vec::with_capacity(body.len() + STREAM_OPTIONS.len());
-            out.extend_from_slice(&body[..=brace]);
-            out.extend_from_slice(STREAM_OPTIONS);
-            out.extend_from_slice(&body[brace + 1..]);
-            Some(Bytes::from(out))
-        }
+        None => insert_stream_options(body),
         Some(Value::Object(options)) => {
             if options.get("include_usage") == Some(&Value::Bool(true)) {
                 return None;
@@ -49,6 +40,33 @@ pub fn request_usage_in_stream(body: &[u8]) -> Option<Bytes> {
         // Malformed: the upstream's 400 says so better than a rewrite would.
         Some(_) => None,
     }
+}
+
+/// [`request_usage_in_stream`] for a body whose `stream` and `stream_options` members are
+/// already known (from one pass that also read `model`): the common case — a stream without
+/// `stream_options` — is a splice, with no second parse.
+pub fn request_usage_in_known_stream(
+    body: &[u8],
+    stream: bool,
+    has_stream_options: bool,
+) -> Option<Bytes> {
+    match (stream, has_stream_options) {
+        (false, _) => None,
+        (true, false) => insert_stream_options(body),
+        (true, true) => request_usage_in_stream(body),
+    }
+}
+
+/// The body with [`STREAM_OPTIONS`] inserted as its first member.
+fn insert_stream_options(body: &[u8]) -> Option<Bytes> {
+    // Valid JSON with an object at the top: the first non-blank byte is its `{`, and the
+    // object has members (`stream` at least), so a trailing comma is right.
+    let brace = body.iter().position(|b| *b == b'{')?;
+    let mut out = Vec::with_capacity(body.len() + STREAM_OPTIONS.len());
+    out.extend_from_slice(&body[..=brace]);
+    out.extend_from_slice(STREAM_OPTIONS);
+    out.extend_from_slice(&body[brace + 1..]);
+    Some(Bytes::from(out))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::Deserialize;
 
-pub use inject::request_usage_in_stream;
+pub use inject::{request_usage_in_known_stream, request_usage_in_stream};
 pub use observe::observe;
 
 /// Token counts from an upstream answer.

@@ -1,0 +1,730 @@
+//! What the proxy adds, in process, to one request: `cargo bench --bench request_path`.
+//!
+//! A regression guard for the proxy's own request path, with no external peers and no
+//! pass/fail threshold: it prints numbers to compare between commits (run it before and
+//! after a change, on the same machine). The whole run takes about 15 s after the build.
+//!
+//! Set-up, all on 127.0.0.1 and all on ONE current-thread tokio runtime (so every number is
+//! the CPU of one thread plus loopback syscalls, and runs are steady):
+//! - the built-in emulator, used only to issue the proxy's Entra token;
+//! - an upstream stub: a bare hyper HTTP/1.1 server answering any request with a canned
+//!   `chat.completion` JSON (~0.6 KB, `content-length`), or, when the body says
+//!   `"stream":true`, a canned SSE stream (`text/event-stream`, chunked: 16 chunk events, a
+//!   usage chunk and `[DONE]`), so the upstream costs next to nothing;
+//! - the real proxy (`foundry_proxy::server::serve`), `api: openai-v1`, endpoint = the stub:
+//!   one without access keys, one with a keys file of 20 keys (the last one presented);
+//! - a client: hyper HTTP/1.1 on one keep-alive connection, sending the same request either
+//!   straight to the stub (`/openai/v1/chat/completions`, "direct") or to the proxy
+//!   (`/v1/chat/completions`, "proxy"), reading each answer to its end.
+//!
+//! How to read the table (one row per case):
+//! - `direct µs` / `proxy µs`: wall time per request, median over batches (direct and proxy
+//!   batches alternate). `+proxy µs` = proxy − direct = the proxy's overhead: its own CPU
+//!   (inbound HTTP parse, routing, request id, key check, body read and JSON look, token,
+//!   outbound hyper client, usage scan of the answer, metrics, logs) plus the extra loopback
+//!   hop's syscalls. The spread (max−min over batches, % of the median) says how much to trust
+//!   small differences; treat changes under ~5% as noise.
+//! - `allocs` / `KB`: heap allocations (alloc + realloc calls) and bytes requested per request,
+//!   counted by a `#[global_allocator]` wrapper around `System` over a separate batch. They
+//!   count the whole process (client and stub included, the same in both columns), so
+//!   `+proxy` is what the proxy allocates per request. Nearly deterministic: a change of
+//!   even one allocation per request is real.
+//! - Cases: `chat json` (no keys, no log subscriber); `chat sse` (the proxy also adds
+//!   `stream_options.include_usage` and strips the usage chunk again); `json + 20 keys`
+//!   (Bearer key checked against a keys file of 20); `json + log text` / `json + log json`:
+//!   an `info` subscriber like the binary's (`EnvFilter` + fmt, text or flattened JSON)
+//!   writing to `io::sink`, so the formatting cost of the per-request log line shows but no
+//!   I/O. The first three rows run with NO tracing subscriber installed (events are
+//!   disabled at their call sites), which is the floor; the log rows are what a deployment
+//!   pays.
+//! - Below the table, two micro-measurements of single steps (formerly
+//!   `examples/request_path_cost.rs`): the key check among 20 keys, and one metrics record
+//!   (request + usage).
+//!
+//! Profiling mode (for `valgrind --tool=callgrind`, built with `--profile profiling` for
+//! symbols): `request_path --only proxy:json --requests 3000` runs the set-up, then only
+//! that loop (`direct|proxy` : `json|sse|keys`), and prints nothing else. Compare the
+//! instruction totals of `direct:…` and `proxy:…` runs; `--requests 0` gives the set-up cost.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use foundry_proxy::config::Settings;
+use foundry_proxy::emulator::{self, EmulatorConfig, demo as world};
+use foundry_proxy::keys::{KeyRing, Limits, file::add_key};
+use foundry_proxy::metrics::{Metrics, RequestRecord};
+use foundry_proxy::secret::Secret;
+use foundry_proxy::server::{self, ServeOptions};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------------------------------
+// Allocation counting.
+
+/// `System`, counting allocations while [`COUNTING`] is set.
+struct CountingAllocator;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+fn note_allocation(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to `System` unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // A realloc is an allocator call; its bytes are the growth.
+        note_allocation(new_size.saturating_sub(layout.size()));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+// ---------------------------------------------------------------------------------------
+// The upstream stub.
+
+/// Answers, built once.
+struct Canned {
+    json: Bytes,
+    sse: Vec<Bytes>,
+}
+
+const MODEL: &str = "gpt-4o-mini";
+
+fn canned() -> &'static Canned {
+    let json = format!(
+        concat!(
+            r#"{{"id":"chatcmpl-BENCH0123456789abcdefghij","object":"chat.completion","#,
+            r#""created":1735689600,"model":"{model}-2024-07-18","choices":[{{"index":0,"#,
+            r#""message":{{"role":"assistant","content":"Hello! The quick brown fox jumps "#,
+            r#"over the lazy dog; how can I help you today?","refusal":null,"annotations":[]}},"#,
+            r#""logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":12,"#,
+            r#""completion_tokens":18,"total_tokens":30,"prompt_tokens_details":{{"#,
+            r#""cached_tokens":0,"audio_tokens":0}},"completion_tokens_details":{{"#,
+            r#""reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"#,
+            r#""rejected_prediction_tokens":0}}}},"system_fingerprint":"fp_0123456789","#,
+            r#""prompt_filter_results":[{{"prompt_index":0,"content_filter_results":{{}}}}]}}"#
+        ),
+        model = MODEL
+    );
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            concat!(
+                r#"data: {{"id":"chatcmpl-BENCH0123456789abcdefghij","#,
+                r#""object":"chat.completion.chunk","created":1735689600,"#,
+                r#""model":"{model}-2024-07-18","system_fingerprint":"fp_0123456789","#,
+                r#""choices":[{{"index":0,"delta":{delta},"logprobs":null,"#,
+                r#""finish_reason":{finish}}}],"usage":null}}"#,
+                "\n\n"
+            ),
+            model = MODEL,
+            delta = delta,
+            finish = finish
+        )
+    };
+    let mut sse = vec![chunk(r#"{"role":"assistant","content":""}"#, "null")];
+    for word in [
+        "Hello", "!", " The", " quick", " brown", " fox", " jumps", " over", " the", " lazy",
+        " dog", ";", " how", " can",
+    ] {
+        sse.push(chunk(&format!(r#"{{"content":"{word}"}}"#), "null"));
+    }
+    sse.push(chunk("{}", r#""stop""#));
+    sse.push(format!(
+        concat!(
+            r#"data: {{"id":"chatcmpl-BENCH0123456789abcdefghij","#,
+            r#""object":"chat.completion.chunk","created":1735689600,"#,
+            r#""model":"{model}-2024-07-18","system_fingerprint":"fp_0123456789","#,
+            r#""choices":[],"usage":{{"prompt_tokens":12,"completion_tokens":14,"#,
+            r#""total_tokens":26}}}}"#,
+            "\n\n"
+        ),
+        model = MODEL
+    ));
+    sse.push("data: [DONE]\n\n".to_owned());
+    let leak = |s: String| Bytes::from_static(Box::leak(s.into_boxed_str()).as_bytes());
+    Box::leak(Box::new(Canned {
+        json: leak(json),
+        sse: sse.into_iter().map(leak).collect(),
+    }))
+}
+
+/// The stub's answer body: one JSON frame with an exact size (`content-length`), or SSE
+/// events one frame each (chunked).
+enum Reply {
+    Json(Option<Bytes>),
+    Sse(&'static [Bytes]),
+}
+
+impl http_body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = match self.get_mut() {
+            Reply::Json(body) => body.take(),
+            Reply::Sse(events) => events.split_first().map(|(first, rest)| {
+                *events = rest;
+                first.clone()
+            }),
+        };
+        Poll::Ready(next.map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::Json(body) => body.is_none(),
+            Reply::Sse(events) => events.is_empty(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Reply::Json(body) => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
+            Reply::Sse(_) => SizeHint::default(),
+        }
+    }
+}
+
+async fn stub_answer(
+    request: Request<Incoming>,
+    canned: &'static Canned,
+) -> Result<Response<Reply>, Infallible> {
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let stream = body.windows(14).any(|w| w == b"\"stream\":true");
+    let builder = Response::builder()
+        .header("apim-request-id", "3b0c9a4e-7f1d-4e2a-9c6b-5d8e0f1a2b3c")
+        .header("x-request-id", "8d2f6a1c-4b3e-4f5a-8c7d-9e0f1a2b3c4d")
+        .header("x-ms-region", "Sweden Central")
+        .header("x-ratelimit-remaining-requests", "9999")
+        .header("x-ratelimit-remaining-tokens", "1999970")
+        .header("x-content-type-options", "nosniff")
+        .header(
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        );
+    let response = if stream {
+        builder
+            .header(CONTENT_TYPE, "text/event-stream; charset=utf-8")
+            .body(Reply::Sse(&canned.sse))
+    } else {
+        builder
+            .header(CONTENT_TYPE, "application/json")
+            .body(Reply::Json(Some(canned.json.clone())))
+    };
+    Ok(response.expect("valid response"))
+}
+
+async fn run_stub(listener: TcpListener, canned: &'static Canned) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| stub_answer(request, canned));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The client.
+
+/// One keep-alive HTTP/1.1 connection and the request it repeats.
+struct Client {
+    sender: SendRequest<Full<Bytes>>,
+    host: HeaderValue,
+    path: &'static str,
+    authorization: HeaderValue,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr, path: &'static str, authorization: &str) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        Self {
+            sender,
+            host: HeaderValue::from_str(&addr.to_string()).expect("host"),
+            path,
+            authorization: HeaderValue::from_str(authorization).expect("authorization"),
+        }
+    }
+
+    /// Sends `body` as an SDK would, reads the whole answer.
+    async fn send(&mut self, path: &str, body: &Bytes) -> (StatusCode, Bytes) {
+        let request = Request::post(path)
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, "OpenAI/Python 1.99.9")
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header("x-stainless-lang", "python")
+            .header("x-stainless-retry-count", "0")
+            .body(Full::new(body.clone()))
+            .expect("request");
+        self.sender.ready().await.expect("connection open");
+        let response = self.sender.send_request(request).await.expect("an answer");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("whole body")
+            .to_bytes();
+        (status, bytes)
+    }
+
+    /// One measured request: the answer must be a 200.
+    async fn call(&mut self, body: &Bytes) -> usize {
+        let (status, bytes) = self.send(self.path, body).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxy.
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("foundry-proxy-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Starts a proxy with the demo app's credential (token from `emulator`), forwarding to `stub`.
+async fn start_proxy(
+    emulator: &str,
+    stub: SocketAddr,
+    keys_file: Option<PathBuf>,
+    shutdown: &CancellationToken,
+) -> SocketAddr {
+    let settings = Settings {
+        tenant_id: Some(world::TENANT_ID.into()),
+        client_id: Some(world::CLIENT_ID.into()),
+        client_secret: Some(Secret::new(world::CLIENT_SECRET)),
+        authority_host: Some(emulator.into()),
+        endpoint: Some(format!("http://{stub}")),
+        api: Some("openai-v1".into()),
+        keys_file,
+        ..Settings::default()
+    };
+    let config = settings
+        .validate(&BTreeMap::<String, String>::new())
+        .expect("valid config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(server::serve(
+        config,
+        listener,
+        shutdown.clone(),
+        ServeOptions::default(),
+    ));
+    addr
+}
+
+/// Waits (bounded) until the proxy holds a token.
+async fn wait_ready(proxy: SocketAddr) {
+    let mut client = Client::connect(proxy, "/readyz", "Bearer none").await;
+    for _ in 0..400 {
+        let request = Request::get("/readyz")
+            .header(HOST, client.host.clone())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        client.sender.ready().await.expect("open");
+        let response = client.sender.send_request(request).await.expect("answer");
+        let ok = response.status() == StatusCode::OK;
+        let _ = response.into_body().collect().await;
+        if ok {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("proxy not ready within 10 s");
+}
+
+// ---------------------------------------------------------------------------------------
+// Measuring.
+
+/// How much to run per case.
+struct Plan {
+    warmup: usize,
+    batches: usize,
+    per_batch: usize,
+    counted: usize,
+}
+
+const PLAN: Plan = Plan {
+    warmup: 300,
+    batches: 7,
+    per_batch: 1000,
+    counted: 500,
+};
+
+/// One side (direct or proxy) of a case.
+#[derive(Default)]
+struct Side {
+    /// Per-batch ns per request.
+    ns: Vec<f64>,
+    allocs: f64,
+    bytes: f64,
+}
+
+impl Side {
+    fn median(&self) -> f64 {
+        let mut sorted = self.ns.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+
+    fn spread_percent(&self) -> f64 {
+        let min = self.ns.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.ns.iter().copied().fold(0.0, f64::max);
+        (max - min) / self.median() * 100.0
+    }
+}
+
+async fn timed_batch(client: &mut Client, body: &Bytes, n: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(client.call(body).await);
+    }
+    started.elapsed().as_nanos() as f64 / n as f64
+}
+
+async fn counted_batch(client: &mut Client, body: &Bytes, n: usize) -> (f64, f64) {
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    ALLOCATED_BYTES.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    for _ in 0..n {
+        std::hint::black_box(client.call(body).await);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    let count = ALLOCATIONS.load(Ordering::Relaxed) as f64;
+    let bytes = ALLOCATED_BYTES.load(Ordering::Relaxed) as f64;
+    (count / n as f64, bytes / n as f64)
+}
+
+async fn measure(direct: &mut Client, proxy: &mut Client, body: &Bytes) -> (Side, Side) {
+    for _ in 0..PLAN.warmup {
+        direct.call(body).await;
+        proxy.call(body).await;
+    }
+    let (mut d, mut p) = (Side::default(), Side::default());
+    for _ in 0..PLAN.batches {
+        d.ns.push(timed_batch(direct, body, PLAN.per_batch).await);
+        p.ns.push(timed_batch(proxy, body, PLAN.per_batch).await);
+    }
+    (d.allocs, d.bytes) = counted_batch(direct, body, PLAN.counted).await;
+    (p.allocs, p.bytes) = counted_batch(proxy, body, PLAN.counted).await;
+    (d, p)
+}
+
+fn print_header() {
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}",
+        "case",
+        "direct µs",
+        "proxy µs",
+        "+proxy µs",
+        "spread",
+        "allocs",
+        "allocs",
+        "+proxy",
+        "KB",
+        "KB",
+        "+proxy"
+    );
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}",
+        "", "", "", "", "d/p %", "direct", "proxy", "allocs", "direct", "proxy", "KB"
+    );
+}
+
+fn print_row(name: &str, d: &Side, p: &Side) {
+    let (dm, pm) = (d.median() / 1000.0, p.median() / 1000.0);
+    println!(
+        "{:<16} {:>9.1} {:>9.1} {:>9.1} {:>3.0}/{:<3.0} | {:>7.1} {:>7.1} {:>7.1} | {:>7.2} {:>7.2} {:>7.2}",
+        name,
+        dm,
+        pm,
+        pm - dm,
+        d.spread_percent(),
+        p.spread_percent(),
+        d.allocs,
+        p.allocs,
+        p.allocs - d.allocs,
+        d.bytes / 1024.0,
+        p.bytes / 1024.0,
+        (p.bytes - d.bytes) / 1024.0,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Micro-measurements of single steps (formerly examples/request_path_cost.rs).
+
+fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn micro() {
+    let mut text = String::new();
+    let mut last_key = String::new();
+    for i in 0..20 {
+        let key = format!("fpk-example-key-number-{i:02}-0123456789abcdefghijklmnop");
+        let digest = sha256_hex(&key);
+        text.push_str(&format!(
+            "[[key]]\nname = \"user{i}\"\nsha256 = \"{digest}\"\n"
+        ));
+        last_key = key;
+    }
+    let ring = KeyRing::parse(&text).expect("keys");
+    let rounds = 100_000u32;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        assert!(ring.authenticate(std::hint::black_box(&last_key)).is_some());
+    }
+    let per_key = started.elapsed() / rounds;
+
+    let metrics = Metrics::new();
+    let started = Instant::now();
+    for i in 0..rounds {
+        metrics.record_request(&RequestRecord {
+            route: "chat/completions",
+            status: 200,
+            model: if i % 2 == 0 {
+                "gpt-4o-mini"
+            } else {
+                "text-embedding-3-small"
+            },
+            key: "user19",
+            upstream_latency: Some(Duration::from_millis(3)),
+        });
+        metrics.record_usage("user19", "gpt-4o-mini", 12, 30);
+    }
+    let per_record = started.elapsed() / rounds;
+    println!("step: key check among 20 keys           {per_key:>10.2?} per request");
+    println!("step: metrics (request + usage record)  {per_record:>10.2?} per request");
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// `--only direct|proxy:json|sse|keys` and `--requests N` (profiling mode); other
+/// arguments (cargo passes `--bench`) are ignored.
+struct Args {
+    only: Option<(String, String)>,
+    requests: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        only: None,
+        requests: 3000,
+    };
+    let mut given = std::env::args().skip(1);
+    while let Some(arg) = given.next() {
+        match arg.as_str() {
+            "--only" => {
+                let value = given.next().expect("--only side:case");
+                let (side, case) = value.split_once(':').expect("--only side:case");
+                args.only = Some((side.to_owned(), case.to_owned()));
+            }
+            "--requests" => {
+                args.requests = given
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--requests N");
+            }
+            _ => {}
+        }
+    }
+    args
+}
+
+fn chat_body(stream: bool) -> Bytes {
+    let stream = if stream { r#""stream":true,"# } else { "" };
+    Bytes::from(format!(
+        concat!(
+            r#"{{"model":"{model}",{stream}"messages":[{{"role":"system","content":"You are "#,
+            r#"a helpful assistant."}},{{"role":"user","content":"Say hello and finish the "#,
+            r#"pangram about the fox."}}],"temperature":0.2,"max_tokens":64}}"#
+        ),
+        model = MODEL,
+        stream = stream
+    ))
+}
+
+fn main() {
+    let args = args();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(args));
+}
+
+async fn run(args: Args) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let canned = canned();
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let stub_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let stub = stub_listener.local_addr().expect("addr");
+    tokio::spawn(run_stub(stub_listener, canned));
+
+    let dir = temp_dir();
+    let keys_path = dir.join("keys.toml");
+    let mut key = String::new();
+    for i in 0..20 {
+        key = add_key(&keys_path, &format!("user{i:02}"), Limits::default()).expect("key");
+    }
+    let shutdown = CancellationToken::new();
+    let url = emulator.url();
+    let plain = start_proxy(&url, stub, None, &shutdown).await;
+    let keyed = start_proxy(&url, stub, Some(keys_path), &shutdown).await;
+    wait_ready(plain).await;
+    wait_ready(keyed).await;
+
+    let anonymous = "Bearer sk-unused-by-the-proxy-0123456789";
+    let keyed_auth = format!("Bearer {key}");
+    const UPSTREAM: &str = "/openai/v1/chat/completions";
+    const PROXY: &str = "/v1/chat/completions";
+    let mut direct = Client::connect(stub, UPSTREAM, anonymous).await;
+    let mut direct_keyed = Client::connect(stub, UPSTREAM, &keyed_auth).await;
+    let mut via_plain = Client::connect(plain, PROXY, anonymous).await;
+    let mut via_keyed = Client::connect(keyed, PROXY, &keyed_auth).await;
+    let json = chat_body(false);
+    let sse = chat_body(true);
+
+    // The proxy must pass answers through unchanged (less the usage chunk it asked for).
+    let (_, direct_json) = direct.send(UPSTREAM, &json).await;
+    let (status, proxied_json) = via_plain.send(PROXY, &json).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(direct_json, proxied_json, "JSON answers pass unchanged");
+    let (_, proxied_sse) = via_plain.send(PROXY, &sse).await;
+    let proxied_sse = String::from_utf8_lossy(&proxied_sse);
+    assert_eq!(proxied_sse.matches("data: ").count(), canned.sse.len() - 1);
+    assert!(proxied_sse.ends_with("data: [DONE]\n\n") && !proxied_sse.contains("\"total_tokens\""));
+    let (status, _) = via_keyed.send(PROXY, &json).await;
+    assert_eq!(status, StatusCode::OK, "the key is accepted");
+
+    if let Some((side, case)) = args.only {
+        let (client, body) = match (side.as_str(), case.as_str()) {
+            ("direct", "json") => (&mut direct, &json),
+            ("direct", "sse") => (&mut direct, &sse),
+            ("direct", "keys") => (&mut direct_keyed, &json),
+            ("proxy", "json") => (&mut via_plain, &json),
+            ("proxy", "sse") => (&mut via_plain, &sse),
+            ("proxy", "keys") => (&mut via_keyed, &json),
+            other => panic!("--only {other:?}: use direct|proxy:json|sse|keys"),
+        };
+        for _ in 0..args.requests {
+            std::hint::black_box(client.call(body).await);
+        }
+        return;
+    }
+
+    println!(
+        "foundry-proxy request path, in process: one current-thread runtime (client, proxy, \
+         upstream stub); per request, median of {} batches x {} (allocations: {} more)",
+        PLAN.batches, PLAN.per_batch, PLAN.counted
+    );
+    print_header();
+    let (d, p) = measure(&mut direct, &mut via_plain, &json).await;
+    print_row("chat json", &d, &p);
+    let (d, p) = measure(&mut direct, &mut via_plain, &sse).await;
+    print_row("chat sse", &d, &p);
+    let (d, p) = measure(&mut direct_keyed, &mut via_keyed, &json).await;
+    print_row("json + 20 keys", &d, &p);
+    // Log subscribers last: once one has been installed, call sites stay registered.
+    {
+        let text = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_target(false)
+            .with_writer(std::io::sink)
+            .finish();
+        let _guard = tracing::subscriber::set_default(text);
+        let (d, p) = measure(&mut direct, &mut via_plain, &json).await;
+        print_row("json + log text", &d, &p);
+    }
+    {
+        let json_logs = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_target(false)
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::sink)
+            .finish();
+        let _guard = tracing::subscriber::set_default(json_logs);
+        let (d, p) = measure(&mut direct, &mut via_plain, &json).await;
+        print_row("json + log json", &d, &p);
+    }
+    micro();
+
+    shutdown.cancel();
+    emulator.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
