@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use http::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -144,6 +145,9 @@ pub struct Target {
     version_pair: Option<String>,
     /// Friendly names → deployment names.
     aliases: std::collections::BTreeMap<String, String>,
+    /// `base` split once, so each request's URI is assembled without parsing it again:
+    /// scheme and authority (shared, not copied) and the path prefix (`base`'s path part).
+    origin: Option<(http::uri::Scheme, http::uri::Authority, usize)>,
 }
 
 impl Target {
@@ -165,12 +169,45 @@ impl Target {
             }
         }
         let version = api_version.or(style.default_api_version());
+        let origin = base.parse::<Uri>().ok().and_then(|uri| {
+            let parts = uri.into_parts();
+            let authority = parts.authority?;
+            let scheme = parts.scheme?;
+            // The path prefix starts right after `scheme://authority`.
+            let prefix_at = scheme.as_str().len() + "://".len() + authority.as_str().len();
+            Some((scheme, authority, prefix_at))
+        });
         Self {
             style,
             base,
             version_pair: version.map(|v| format!("api-version={v}")),
             aliases,
+            origin,
         }
+    }
+
+    /// [`Target::url`] as an `http::Uri`, for the forwarding path: only the path and query
+    /// are new bytes; scheme and authority are shared with every other request.
+    pub fn uri(
+        &self,
+        rest: &str,
+        query: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<Uri, RouteError> {
+        let url = self.url(rest, query, model)?;
+        let bad_path = || RouteError::BadPath(rest.to_owned());
+        let Some((scheme, authority, prefix_at)) = &self.origin else {
+            return url.parse().map_err(|_| bad_path());
+        };
+        let mut path_and_query = bytes::Bytes::from(url);
+        let path_and_query = path_and_query.split_off(*prefix_at);
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme.clone());
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(
+            http::uri::PathAndQuery::from_maybe_shared(path_and_query).map_err(|_| bad_path())?,
+        );
+        Uri::from_parts(parts).map_err(|_| bad_path())
     }
 
     /// The API style in use.
@@ -263,15 +300,20 @@ impl Target {
 
 /// Refuses paths that could escape the intended upstream route.
 fn check_rest(rest: &str) -> Result<(), RouteError> {
-    let lowered = rest.to_ascii_lowercase();
+    // Encoded `/`, `\` and `.`, in either case.
+    let encoded_escape = rest.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                [w[1], w[2].to_ascii_lowercase()],
+                [b'2', b'f'] | [b'5', b'c'] | [b'2', b'e']
+            )
+    });
     let escapes = rest.is_empty()
         || rest.starts_with('/')
         || rest
             .split('/')
             .any(|segment| segment == ".." || segment == "." || segment.is_empty())
-        || lowered.contains("%2f")
-        || lowered.contains("%5c")
-        || lowered.contains("%2e")
+        || encoded_escape
         || rest
             .bytes()
             .any(|b| b.is_ascii_control() || b == b'\\' || b == b'#' || b == b'?' || b == b'@');
@@ -314,6 +356,44 @@ mod tests {
             .into_iter()
             .collect();
         Target::new(&url, style, version, aliases)
+    }
+
+    /// The forwarding path's `Uri` is the URL, parsed: for every style, with a path in the
+    /// endpoint, a port, a query and an api-version.
+    #[test]
+    fn uri_matches_url() {
+        for (endpoint, style) in [
+            ("https://contoso.openai.azure.com", ApiStyle::Deployments),
+            (
+                "https://contoso.openai.azure.com/openai/v1",
+                ApiStyle::OpenAiV1,
+            ),
+            ("http://127.0.0.1:8081", ApiStyle::OpenAiV1),
+            (
+                "https://contoso.services.ai.azure.com/models",
+                ApiStyle::Models,
+            ),
+            (
+                "https://gw.example.com/api/projects/p1/",
+                ApiStyle::Passthrough,
+            ),
+        ] {
+            let target = target(endpoint, style, None);
+            for (rest, query) in [
+                ("chat/completions", None),
+                ("embeddings", Some("a=1&api-version=2024-10-21")),
+                ("responses/resp_1", Some("")),
+            ] {
+                let url = target.url(rest, query, Some("fast")).expect("url");
+                let uri = target.uri(rest, query, Some("fast")).expect("uri");
+                assert_eq!(
+                    uri,
+                    url.parse::<Uri>().expect("parses"),
+                    "{endpoint} {rest}"
+                );
+                assert_eq!(uri.to_string(), url);
+            }
+        }
     }
 
     /// Each style maps chat completions as design.md says.

@@ -22,34 +22,47 @@ const CALLER_CREDENTIALS: [HeaderName; 2] =
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
+    remove_matching(headers, |name| {
+        HOP_BY_HOP.contains(name) || name == header::UPGRADE
+    });
 }
 
 /// Prepares the caller's headers for the upstream: no hop-by-hop headers, no caller
 /// credentials, no `Host` (the client sets the upstream's) and no `Expect` (the body is
 /// already read or streamed by the proxy).
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in &CALLER_CREDENTIALS {
+    remove_matching(headers, |name| {
+        HOP_BY_HOP.contains(name)
+            || CALLER_CREDENTIALS.contains(name)
+            || name == header::UPGRADE
+            || name == header::HOST
+            || name == header::EXPECT
+    });
+}
+
+/// Removes every header `unwanted` names, and those a `Connection` header names. One pass over
+/// the few headers present (rather than one lookup per unwanted name); removals only for what
+/// is there.
+fn remove_matching(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if unwanted(name) {
+            found.push(name.clone());
+        }
+    }
+    if found.contains(&header::CONNECTION) {
+        found.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+        );
+    }
+    for name in found {
         headers.remove(name);
     }
-    headers.remove(header::HOST);
-    headers.remove(header::EXPECT);
 }
 
 #[cfg(test)]

@@ -161,7 +161,11 @@ mod tests {
             br#"{"messages":[{"role":"user","content":"hi \"model\""}],"model":"gpt-4o"}"#,
         );
         assert_eq!(
-            read_facts(&headers, &body).await.expect("ok").model.as_deref(),
+            read_facts(&headers, &body)
+                .await
+                .expect("ok")
+                .model
+                .as_deref(),
             Some("gpt-4o")
         );
         assert_eq!(
@@ -189,7 +193,11 @@ mod tests {
             b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--XyZ--\r\n",
         );
         assert_eq!(
-            read_facts(&headers, &body).await.expect("ok").model.as_deref(),
+            read_facts(&headers, &body)
+                .await
+                .expect("ok")
+                .model
+                .as_deref(),
             Some("whisper")
         );
     }

@@ -66,17 +66,76 @@ impl RawUsage {
     }
 }
 
-/// The one field of a complete answer that matters here.
-#[derive(Debug, Deserialize)]
-struct Answer {
-    usage: Option<RawUsage>,
-}
-
 /// Reads `usage` from a complete JSON answer: chat/completions/embeddings (`usage.prompt_tokens`,
 /// `usage.completion_tokens`), Responses API (`usage.input_tokens`, `usage.output_tokens`).
 /// None if absent, null, or the body is not a JSON object.
+///
+/// Only the `usage` object is decoded: the rest of the answer (an embeddings answer is mostly
+/// numbers, a chat answer mostly text) is stepped over by [`top_level_value`], several times
+/// faster than a parser skipping it, and without checking it is valid JSON — that is the
+/// client's business, not the meter's.
 pub fn from_json(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<Answer>(body).ok()?.usage?.usage()
+    let value = top_level_value(body, b"usage")?;
+    let mut deserializer = serde_json::Deserializer::from_slice(value);
+    Option::<RawUsage>::deserialize(&mut deserializer)
+        .ok()??
+        .usage()
+}
+
+/// The bytes from the start of the value of member `key` of the top-level JSON object to the end
+/// of `body`; None when `body` is not an object or has no such member. Strings are skipped with
+/// `memchr` (only `"` and `\` stop it) and nested values by counting brackets, so a `"usage"`
+/// inside a string or a nested object never matches.
+fn top_level_value<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'{' {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut at = start;
+    while at < body.len() {
+        match body[at] {
+            b'"' => {
+                let end = string_end(body, at + 1)?;
+                if depth == 1 && &body[at + 1..end] == key {
+                    let colon = end
+                        + 1
+                        + body[end + 1..]
+                            .iter()
+                            .position(|b| !b.is_ascii_whitespace())?;
+                    if body[colon] == b':' {
+                        return Some(&body[colon + 1..]);
+                    }
+                }
+                at = end + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                at += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                at += 1;
+            }
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+/// The index of the `"` that closes the string whose contents start at `from`.
+fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let found = from + memchr::memchr2(b'"', b'\\', &body[from..])?;
+        if body[found] == b'"' {
+            return Some(found);
+        }
+        // An escape: the next byte is taken whatever it is (`\"` does not end the string).
+        from = found + 2;
+        if from > body.len() {
+            return None;
+        }
+    }
 }
 
 /// How a response body is watched, from its headers.
@@ -97,16 +156,23 @@ impl BodyKind {
         let Some(value) = value.and_then(|v| v.to_str().ok()) else {
             return Self::Other;
         };
-        let essence = value
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if essence == "text/event-stream" {
+        let essence = value.split(';').next().unwrap_or_default().trim();
+        let starts = |prefix: &str| {
+            essence
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        let ends = |suffix: &str| {
+            essence
+                .len()
+                .checked_sub(suffix.len())
+                .and_then(|at| essence.get(at..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        };
+        if essence.eq_ignore_ascii_case("text/event-stream") {
             Self::Sse
-        } else if essence == "application/json"
-            || (essence.starts_with("application/") && essence.ends_with("+json"))
+        } else if essence.eq_ignore_ascii_case("application/json")
+            || (starts("application/") && ends("+json"))
         {
             Self::Json
         } else {
@@ -199,6 +265,10 @@ mod tests {
             br#"{"error":{"code":"429","message":"slow down"}}"#,
             b"not json",
             b"[1,2]",
+            br#"[{"usage":{"prompt_tokens":1}}]"#,
+            br#"{"choices":[{"usage":{"prompt_tokens":1}}],"x":"\"usage\":{\"prompt_tokens\":2}"}"#,
+            br#"{"a":"\\","b":{"usage":{"prompt_tokens":3}}}"#,
+            br#"{"usage""#,
             b"",
         ] {
             assert_eq!(from_json(body), None, "{}", String::from_utf8_lossy(body));
