@@ -8,9 +8,14 @@
 //! - JSON logs of the tools whose stdout is their answer (`check`, `healthcheck`) stay on
 //!   stderr, so `check --json` still prints one document.
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
 
 /// The environment variable that selects the log format.
 pub const ENV_LOG_FORMAT: &str = "FOUNDRY_PROXY_LOG_FORMAT";
@@ -83,8 +88,145 @@ pub fn init(role: Role) {
             .flatten_event(true)
             .with_writer(std::io::stderr)
             .try_init(),
-        (Format::Text, _) => builder.with_writer(std::io::stderr).try_init(),
+        (Format::Text, _) => builder
+            .fmt_fields(TextFields)
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
+}
+
+/// Text log fields, as tracing-subscriber's default writes them without colour: the message,
+/// then `name=value` separated by spaces, strings quoted. Written straight to the line: the
+/// default formatter paints every field name (colour or not) and goes through `Debug` for every
+/// value, which made the per-request line a seventh of the request path's instructions.
+///
+/// Control characters in any value are escaped (`\u{1b}`), so no value — a model name or a
+/// path from a client — can forge a line or drive the terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextFields;
+
+impl<'writer> FormatFields<'writer> for TextFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = TextVisitor {
+            writer,
+            result: Ok(()),
+            first: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'writer> {
+    writer: Writer<'writer>,
+    result: fmt::Result,
+    first: bool,
+}
+
+impl TextVisitor<'_> {
+    /// Writes the separator and `name=` (nothing for the message); false after an error.
+    fn begin(&mut self, field: &Field) -> bool {
+        if self.result.is_err() {
+            return false;
+        }
+        if !self.first {
+            self.result = self.writer.write_char(' ');
+        }
+        self.first = false;
+        let name = field.name();
+        if name != "message" && self.result.is_ok() {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.result = self
+                .writer
+                .write_str(name)
+                .and_then(|()| self.writer.write_char('='));
+        }
+        self.result.is_ok()
+    }
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.begin(field) {
+            return;
+        }
+        self.result = if field.name() == "message" {
+            Escaped(&mut self.writer).write_str(value)
+        } else {
+            write_quoted(&mut self.writer, value)
+        };
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.begin(field) {
+            self.result = write!(self.writer, "{value}");
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.begin(field) {
+            self.result = write!(self.writer, "{value}");
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.begin(field) {
+            self.result = self.writer.write_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.begin(field) {
+            self.result = write!(Escaped(&mut self.writer), "{value:?}");
+        }
+    }
+}
+
+/// `value` in double quotes, with `"`, `\\` and control characters escaped as `Debug` does.
+fn write_quoted(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    out.write_char('"')?;
+    if value
+        .bytes()
+        .all(|b| is_plain(b) && b != b'"' && b != b'\\')
+    {
+        out.write_str(value)?;
+    } else {
+        for c in value.chars() {
+            match c {
+                '"' | '\\' => {
+                    out.write_char('\\')?;
+                    out.write_char(c)?;
+                }
+                c if c.is_control() => write!(out, "{}", c.escape_debug())?,
+                c => out.write_char(c)?,
+            }
+        }
+    }
+    out.write_char('"')
+}
+
+/// Printable ASCII: needs no look at the characters.
+fn is_plain(byte: u8) -> bool {
+    (0x20..0x7f).contains(&byte)
+}
+
+/// A writer that escapes control characters (ESC, CR, LF, C1 controls) on their way through.
+struct Escaped<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if text.bytes().all(is_plain) {
+            return self.0.write_str(text);
+        }
+        for c in text.chars() {
+            if c.is_control() {
+                write!(self.0, "{}", c.escape_debug())?;
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +250,51 @@ mod tests {
         assert_eq!(Format::from_env_value(Some("")), Format::Text);
         assert_eq!(Format::from_env_value(Some("text")), Format::Text);
         assert_eq!(Format::from_env_value(None), Format::Text);
+    }
+
+    /// Text fields read as the default formatter's (without colour), and no value can carry a
+    /// control character into the line.
+    #[test]
+    fn text_fields() {
+        use tracing_subscriber::layer::SubscriberExt;
+
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(TextFields)
+                .with_ansi(false)
+                .without_time()
+                .with_target(false)
+                .with_writer(move || sink.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                method = %"POST",
+                status = 200u64,
+                delta = -3i64,
+                ok = true,
+                model = "gpt-4o \"mini\"\n\u{1b}[31m",
+                path = %"/v1/x\r\ny",
+                "request {}",
+                "\u{1b}]0;title"
+            );
+        });
+        let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+        assert_eq!(
+            text,
+            " INFO request \\u{1b}]0;title method=POST status=200 delta=-3 ok=true model=\"gpt-4o \\\"mini\\\"\\n\\u{1b}[31m\" path=/v1/x\\r\\ny\n"
+        );
     }
 }
