@@ -5,6 +5,7 @@
 //! - [`config`]: defaults < TOML file < environment < flags, validated with clear errors.
 //! - [`keys`]: inbound access keys (`FOUNDRY_PROXY_KEYS_FILE`), hot-reloaded, checked in constant time.
 //! - [`server`]: the listener, router, `/healthz`, `/readyz`, graceful shutdown.
+//! - [`request_id`]: the `x-request-id` of each request, taken or made.
 //! - [`proxy`]: the forwarding handler (headers, streaming bodies, the 401 retry).
 //! - [`upstream`]: API styles, the inbound-path → upstream-URL mapping, the outbound client.
 //! - [`usage`]: token counts from the upstream's `usage`, read as answers and streams pass.
@@ -37,6 +38,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod request_id;
 pub mod secret;
 pub mod server;
 pub mod status;

@@ -19,7 +19,8 @@ use foundry_proxy::{demo, status, telemetry};
 
 /// mimalloc instead of the system allocator: a proxied request allocates a few dozen small
 /// buffers (headers, futures, bodies), and glibc's malloc/free were 15% of the request path's
-/// instructions (callgrind; benches/README.md).
+/// instructions (callgrind). Built without transparent huge pages (`no_thp`): with them an idle
+/// proxy held 17 MiB instead of 10.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,8 +4,6 @@
 //! then the router. Body limits and inbound errors are handled in the forwarding handler,
 //! so every refusal has the OpenAI error shape.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -13,16 +11,17 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{any, get};
-use axum::serve::ListenerExt;
+use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
+
+mod connections;
+
+pub use connections::ConnectionLimits;
 
 use crate::config::Config;
 use crate::diagnose::{self, DiagnosisContext};
@@ -31,6 +30,7 @@ use crate::keys::KeyStore;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyState};
+use crate::request_id;
 use crate::status::StatusInfo;
 use crate::token::{self, TokenCell, TokenPolicy};
 use crate::upstream::{self, Target};
@@ -52,11 +52,13 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Knobs that are not user configuration (tests shorten the token policy).
+/// Knobs that are not user configuration (tests shorten the token policy and timeouts).
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Refresh timing.
     pub token_policy: TokenPolicy,
+    /// What one client connection may do.
+    pub connection_limits: ConnectionLimits,
 }
 
 /// Everything the routes share.
@@ -160,71 +162,43 @@ pub async fn serve(
         &config.cors_origins,
     );
 
-    let listener = listener.tap_io(|tcp| {
-        // Without NODELAY small SSE events wait for Nagle's timer.
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
+    connections::run(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        options.connection_limits,
+        shutdown,
+        config.shutdown_grace,
     )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .into_future();
-    let grace = config.shutdown_grace;
-    let deadline = async {
-        shutdown.cancelled().await;
-        info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: draining in-flight requests"
-        );
-        tokio::time::sleep(grace).await;
-    };
-    let result = tokio::select! {
-        result = server => result,
-        () = deadline => {
-            warn!("grace period over; closing the remaining connections");
-            Ok(())
-        }
-    };
+    .await;
     refresher_stop.cancel();
     background.cancel();
     let _ = refresher.await;
     info!("foundry-proxy stopped");
-    Ok(result?)
+    Ok(())
 }
 
 fn router(state: Arc<AppState>, cors_origins: &[String]) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
+    // The proxy's own endpoints get request ids from tower-http's layers; every other request
+    // reaches the forwarding handler as the fallback, which handles its id itself and answers
+    // paths outside `/v1/` with 404: no route match, path parameters or extensions are built
+    // per proxied request.
+    let proxy_state = Arc::clone(&state.proxy);
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/status", get(status))
-        .route(
-            "/v1/{*rest}",
-            any(proxy::forward).with_state(Arc::clone(&state.proxy)),
-        )
-        .fallback(not_found)
+        .route_layer(PropagateRequestIdLayer::new(request_id::HEADER))
+        .route_layer(SetRequestIdLayer::new(
+            request_id::HEADER,
+            request_id::RandomRequestId,
+        ))
         .with_state(state)
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, RandomRequestId));
+        .fallback(proxy::forward)
+        .with_state(proxy_state);
     match cors_layer(cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
-    }
-}
-
-/// Request ids for requests that come without one: random (v4) UUIDs drawn from the thread's
-/// generator, which is seeded once, instead of one `getrandom` system call per request.
-#[derive(Debug, Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
     }
 }
 
@@ -352,8 +326,4 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
 
 fn require_key(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     proxy::authenticate(&state.proxy, headers).map(|_| ())
-}
-
-async fn not_found() -> ApiError {
-    diagnose::proxy_refusal("unknown_path", &diagnose::catalog::Vars::new())
 }

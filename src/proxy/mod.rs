@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use tracing::{info, warn};
 
@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::keys::{self, KeyEntry, KeyStore};
 use crate::limits::{Decision, Exceeded, KeyLimits, Limiter};
 use crate::metrics::{Metrics, RequestRecord};
+use crate::request_id;
 use crate::token::{HeldToken, TokenCell};
 use crate::upstream::{RouteError, Target, UpstreamClient};
 use crate::usage;
@@ -86,18 +87,31 @@ enum OutboundBody {
 }
 
 /// Forwards `/v1/{rest}` upstream. Every outcome is one log line and one metrics record.
-pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+///
+/// It is the router's fallback: any other path is answered 404 `unknown_path` here. Either way
+/// the response carries the request's `x-request-id`.
+pub async fn forward(State(state): State<Arc<ProxyState>>, mut request: Request) -> Response {
+    let id = request_id::ensure(&mut request);
+    let mut response = forward_with_id(&state, request, &id).await;
+    response
+        .headers_mut()
+        .entry(request_id::HEADER)
+        .or_insert(id);
+    response
+}
+
+async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderValue) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // Clones share the request's bytes: no allocation for the log line.
     let uri = request.uri().clone();
     let path = uri.path();
-    let request_id = request.headers().get("x-request-id").cloned();
-    let request_id = request_id
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let key = match authenticate(&state, request.headers()) {
+    let request_id = id.to_str().unwrap_or("");
+    if !path.starts_with("/v1/") {
+        return diagnose::proxy_refusal("unknown_path", &diagnose::catalog::Vars::new())
+            .into_response();
+    }
+    let key = match authenticate(state, request.headers()) {
         Ok(key) => key,
         Err(error) => {
             let response = error.into_response();
@@ -111,7 +125,7 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
         key: key_name,
     };
     let mut observed = Observed::default();
-    let outcome = forward_request(&state, request, key.as_ref(), tag, &mut observed).await;
+    let outcome = forward_request(state, request, key.as_ref(), tag, &mut observed).await;
     let response = outcome.unwrap_or_else(IntoResponse::into_response);
     let route = route_label(path.strip_prefix("/v1/").unwrap_or(path));
     let status = response.status().as_u16();

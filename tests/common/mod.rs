@@ -103,6 +103,7 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let options = ServeOptions {
             token_policy: setup.policy.unwrap_or_default(),
+            ..ServeOptions::default()
         };
         let task = tokio::spawn(server::serve(config, listener, shutdown.clone(), options));
         Self {
