@@ -328,6 +328,7 @@ async fn forward_request(
                 current,
                 facts.stream,
                 facts.has_stream_options,
+                facts.usage_asked,
             ) {
                 rewritten = Some(with_usage);
                 ask_stream_usage = true;

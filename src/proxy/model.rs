@@ -21,6 +21,8 @@ pub struct BodyFacts {
     pub stream: bool,
     /// The body has a `stream_options` member, whatever its value (`null` included).
     pub has_stream_options: bool,
+    /// `stream_options.include_usage` is `true`: the client asked for usage itself.
+    pub usage_asked: bool,
 }
 
 /// The fields read; every other member is skipped without being decoded.
@@ -30,8 +32,25 @@ struct Peek<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "is_true")]
     stream: bool,
-    #[serde(default, deserialize_with = "present")]
-    stream_options: bool,
+    #[serde(default, deserialize_with = "stream_options")]
+    stream_options: StreamOptions,
+}
+
+/// What `stream_options` says, read without building it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum StreamOptions {
+    #[default]
+    Absent,
+    /// Present (`null`, or an object without `include_usage: true`).
+    Present,
+    /// An object with `include_usage: true`.
+    AsksUsage,
+}
+
+#[derive(Deserialize)]
+struct OptionsPeek {
+    #[serde(default, deserialize_with = "is_true")]
+    include_usage: bool,
 }
 
 /// Only `model`: the fallback for bodies the full peek refuses (a duplicated `stream`).
@@ -48,8 +67,17 @@ fn is_true<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D:
     ))
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
+/// `null` and objects; any other value is malformed and fails the peek (the body then goes
+/// as it came: Azure's 400 says what is wrong better than the proxy would).
+fn stream_options<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<StreamOptions, D::Error> {
+    Ok(match Option::<OptionsPeek>::deserialize(deserializer)? {
+        Some(OptionsPeek {
+            include_usage: true,
+        }) => StreamOptions::AsksUsage,
+        _ => StreamOptions::Present,
+    })
 }
 
 /// The body's facts: from JSON, or (`model` only) from the `model` field of a multipart form.
@@ -80,7 +108,8 @@ pub fn json_facts(body: &[u8]) -> Result<BodyFacts, ApiError> {
         Ok(peek) => Ok(BodyFacts {
             model: peek.model.map(Cow::into_owned),
             stream: peek.stream,
-            has_stream_options: peek.stream_options,
+            has_stream_options: peek.stream_options != StreamOptions::Absent,
+            usage_asked: peek.stream_options == StreamOptions::AsksUsage,
         }),
         // Duplicated members are refused by the peek; `model` alone may still be readable.
         Err(e) => match serde_json::from_slice::<ModelOnly<'_>>(body) {
@@ -211,7 +240,11 @@ mod tests {
         assert!(!facts(r#"{"stream":false,"x":[1,{"stream":true}]}"#).stream);
         assert!(facts(r#"{"stream_options":null}"#).has_stream_options);
         assert!(facts(r#"{"stream_options":{"include_usage":false}}"#).has_stream_options);
+        assert!(!facts(r#"{"stream_options":{"include_usage":false}}"#).usage_asked);
+        assert!(facts(r#"{"stream_options":{"x":[1],"include_usage":true}}"#).usage_asked);
         assert!(!facts(r#"{"stream":true}"#).has_stream_options);
+        // Malformed options: nothing is asked of the stream.
+        assert!(!facts(r#"{"stream":true,"stream_options":1}"#).stream);
         // A duplicated member: the model is still read, nothing is asked of the stream.
         let dup = facts(r#"{"model":"m","stream":true,"stream":true}"#);
         assert_eq!((dup.model.as_deref(), dup.stream), (Some("m"), false));

@@ -22,10 +22,7 @@ pub(super) fn event_data(event: &[u8]) -> EventData<'_> {
     let mut lines = 0;
     let mut pos = 0;
     while pos < event.len() {
-        let end = event[pos..]
-            .iter()
-            .position(|b| matches!(b, b'\r' | b'\n'))
-            .map_or(event.len(), |n| pos + n);
+        let end = memchr::memchr2(b'\r', b'\n', &event[pos..]).map_or(event.len(), |n| pos + n);
         let line = &event[pos..end];
         let line_at = pos;
         pos = if event[end..].starts_with(b"\r\n") {
@@ -37,7 +34,7 @@ pub(super) fn event_data(event: &[u8]) -> EventData<'_> {
             continue;
         }
         lines += 1;
-        let (name, value_at) = match line.iter().position(|b| *b == b':') {
+        let (name, value_at) = match memchr::memchr(b':', line) {
             Some(colon) if line.get(colon + 1) == Some(&b' ') => (&line[..colon], colon + 2),
             Some(colon) => (&line[..colon], colon + 1),
             None => (line, line.len()),
@@ -92,7 +89,7 @@ fn usage_null_at(json: &[u8], at: usize) -> Option<usize> {
 pub(super) fn may_carry_usage(json: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
     let mut from = 0;
-    while let Some(found) = json[from..].windows(KEY.len()).position(|w| w == KEY) {
+    while let Some(found) = memchr::memmem::find(&json[from..], KEY) {
         let at = from + found;
         let colon = skip_blanks(json, at + KEY.len());
         if json.get(colon) == Some(&b':') {

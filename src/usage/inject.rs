@@ -49,11 +49,12 @@ pub fn request_usage_in_known_stream(
     body: &[u8],
     stream: bool,
     has_stream_options: bool,
+    usage_asked: bool,
 ) -> Option<Bytes> {
-    match (stream, has_stream_options) {
-        (false, _) => None,
-        (true, false) => insert_stream_options(body),
-        (true, true) => request_usage_in_stream(body),
+    match (stream, has_stream_options, usage_asked) {
+        (false, _, _) | (true, true, true) => None,
+        (true, false, _) => insert_stream_options(body),
+        (true, true, false) => request_usage_in_stream(body),
     }
 }
 

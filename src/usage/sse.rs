@@ -127,6 +127,13 @@ impl SseScanner {
         }
         let mut i = start;
         while i < chunk.len() {
+            if !self.line_empty && !self.after_cr {
+                // Inside a line only its end matters: jump to it.
+                match memchr::memchr2(b'\r', b'\n', &chunk[i..]) {
+                    Some(offset) => i += offset,
+                    None => break,
+                }
+            }
             let byte = chunk[i];
             i += 1;
             if mem::take(&mut self.after_cr) && byte == b'\n' {
