@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod logs;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
