@@ -8,7 +8,12 @@
 # Prints one markdown table (also written to target/bench/peers.md): req/s, latency, CPU per
 # request and RSS of each target's own process tree, and each proxy's ratio to nginx.
 #
-# Usage: benches/peers.sh [SECONDS_PER_RUN]   (default 5; WARMUP=seconds, default 1)
+# Usage: benches/peers.sh [SECONDS_PER_RUN]   (default 5)
+#   WARMUP=seconds before each measured run (default 1)
+#   TARGETS="direct nginx" to measure only some targets (default: all four)
+#   INSTRUCTIONS=seconds of the callgrind runs that count instructions per request (default 4;
+#     0 skips them)
+#   KEEP_LOGS=1 to keep the work dir (configs, logs, wrk reports) even when all went well
 # Installs wrk and nginx (Debian) and LiteLLM (PyPI, into target/bench/venv) when missing.
 # Loopback only. Bounded: every wait and every wrk run has a limit, and every process started
 # here is stopped on exit. The proxy under test gets core 0; the upstream and wrk share core 1.
@@ -25,7 +30,8 @@ venv="$bench_dir/venv"
 report="$bench_dir/peers.md"
 kinds=(json sse)
 conn_counts=(1 32)
-targets=(direct foundry-proxy nginx litellm)
+read -r -a targets <<<"${TARGETS:-direct foundry-proxy nginx litellm}"
+instr_seconds="${INSTRUCTIONS:-4}"
 target_core=0
 load_core=1
 
@@ -90,7 +96,7 @@ tree_rss_kb() {
 stop_tree() {
     local root="$1" pids pid
     pids="$(tree_pids "$root")"
-    [ -n "$pids" ] || return 0
+    [ -n "$pids" ] || { forget "$root"; return 0; }
     for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
     for _ in $(seq 1 50); do
         kill -0 "$root" 2>/dev/null || break
@@ -98,13 +104,21 @@ stop_tree() {
     done
     for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
     wait "$root" 2>/dev/null || true
+    forget "$root"
+}
+
+# Drops $1 from started: once stopped, its pid may be reused by a process that is not ours.
+forget() {
+    local pid kept=()
+    for pid in "${started[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+    started=("${kept[@]}")
 }
 
 cleanup() {
     local status=$? pid
     trap - EXIT INT TERM
     for pid in "${started[@]}"; do stop_tree "$pid"; done
-    if [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]; then
+    if [ "$status" -eq 0 ] && [ "$failed" -eq 0 ] && [ -z "${KEEP_LOGS:-}" ]; then
         rm -rf "$work"
     else
         log "logs kept in $work"
@@ -114,11 +128,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A free loopback port for the servers that need one written into their config.
+# A free loopback port for the servers that need one written into their config. It is taken
+# below the kernel's ephemeral range: the many client connections of a run use ports in that
+# range, and a port in use by one of them cannot be bound even though nothing listens on it.
 free_port() {
-    local port
+    local port low
+    low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+    [ "$low" -gt 11000 ] || die "the ephemeral port range starts too low ($low) to pick a port below it"
     for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 30000))
+        port=$((10000 + RANDOM % (low - 10000)))
         if ! (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
     done
     die "no free port found"
@@ -148,7 +166,7 @@ wait_line() {
 fill_template() {
     local text name
     text="$(<"$1")"
-    for name in WORK PORT UPSTREAM_PORT JSON_BODY SSE_BODY; do
+    for name in WORK PORT SNIFF_PORT UPSTREAM_PORT JSON_BODY SSE_SET SSE_VARS; do
         text="${text//@"$name"@/${!name-}}"
     done
     printf '%s\n' "$text" >"$2"
@@ -189,18 +207,19 @@ install_litellm() {
         return
     fi
     touch "$marker"
+    log "litellm installed"
 }
 
 # ---------------------------------------------------------------- measuring
 
-declare -A row_status row_rps row_p50 row_p99 row_cpu row_rss
+declare -A row_status row_rps row_p50 row_p99 row_cpu row_rss row_other
 
 # wrk's latency ("812.00us", "1.23ms", "2.01s", "1.50m") in milliseconds.
 to_ms() {
     awk -v v="$1" 'BEGIN {
         n = v + 0; unit = v; sub(/^[0-9.]+/, "", unit)
         if (unit == "us") n /= 1000; else if (unit == "s") n *= 1000; else if (unit == "m") n *= 60000
-        printf "%.2f", n }'
+        printf(n < 1 ? "%.3f" : "%.2f", n) }'
 }
 
 # One wrk run against URL $1: kind $2 (json|sse), $3 connections, $4 seconds. Prints wrk's report.
@@ -209,39 +228,51 @@ wrk_run() {
         wrk -t1 -c"$3" -d"${4}s" --timeout 10s --latency -s "$peers/post.lua" "$1"
 }
 
-# Measures target $1 (URL $2, process tree under $3) for every kind and connection count.
+# user+nice+system ticks of the proxy core, all processes together: with the target's own
+# ticks it shows how much of that core other work on the machine took during a run.
+core_ticks() { awk -v cpu="cpu$target_core" '$1 == cpu {print $2 + $3 + $4}' /proc/stat; }
+
+# Measures target $1 (URL $2, process tree under $3, pinned to core $4) for every kind and
+# connection count.
 measure() {
-    local target="$1" url="$2" root="$3" kind conns key out before after requests non2xx errors
+    local target="$1" url="$2" root="$3" core="$4" kind conns key out before after requests
+    local non2xx errors core_before core_after t0 t1 own
     for kind in "${kinds[@]}"; do
         for conns in "${conn_counts[@]}"; do
             key="$target/$kind/$conns"
             log "measuring $key for ${duration}s"
             # Warm-up: connections opened, pools filled, lazy paths taken before the clock runs.
             [ "$warmup" -eq 0 ] || wrk_run "$url" "$kind" "$conns" "$warmup" >/dev/null || true
-            before="$(tree_ticks "$root")"
+            before="$(tree_ticks "$root")" core_before="$(core_ticks)" t0="$(date +%s%N)"
             if ! out="$(wrk_run "$url" "$kind" "$conns" "$duration")"; then
                 row_status[$key]="FAIL: wrk exited non-zero"
                 failed=1
                 log "FAIL $key: wrk failed: $out"
                 continue
             fi
-            after="$(tree_ticks "$root")"
+            after="$(tree_ticks "$root")" core_after="$(core_ticks)" t1="$(date +%s%N)"
             printf '%s\n' "$out" >"$work/wrk-${target}-${kind}-${conns}.txt"
             requests="$(awk '/requests in/ {print $1; exit}' <<<"$out")"
+            if [ "${requests:-0}" -eq 0 ]; then
+                row_status[$key]="FAIL: no request completed in ${duration} s"
+                failed=1
+                log "FAIL $key: ${row_status[$key]}; wrk said:"$'\n'"$out"
+                continue
+            fi
             row_rps[$key]="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")"
             row_p50[$key]="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
             row_p99[$key]="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
             row_rss[$key]="$(awk -v kb="$(tree_rss_kb "$root")" 'BEGIN {printf "%.1f", kb / 1024}')"
-            if [ "${requests:-0}" -gt 0 ]; then
-                row_cpu[$key]="$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" \
-                    'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
-            fi
+            row_cpu[$key]="$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" \
+                'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+            own=0
+            [ "$core" != "$target_core" ] || own=$((after - before))
+            row_other[$key]="$(awk -v t=$((core_after - core_before - own)) -v hz="$clk_tck" \
+                -v ns=$((t1 - t0)) 'BEGIN {o = t / hz / (ns / 1e9) * 100; printf "%.0f", o < 0 ? 0 : o}')"
             # Any error response or broken connection makes the numbers meaningless: say so.
             non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")"
             errors="$(grep -m1 'Socket errors:' <<<"$out" || true)"
-            if [ "${requests:-0}" -eq 0 ]; then
-                row_status[$key]="FAIL: no request completed"
-            elif [ -n "$non2xx" ]; then
+            if [ -n "$non2xx" ]; then
                 row_status[$key]="FAIL: $non2xx non-2xx of $requests"
             elif [ -n "$errors" ]; then
                 row_status[$key]="FAIL: ${errors#*Socket errors: }"
@@ -250,24 +281,26 @@ measure() {
                 continue
             fi
             failed=1
-            log "FAIL $key: ${row_status[$key]}"
-            log "wrk said:"$'\n'"$out"
+            log "FAIL $key: ${row_status[$key]}; wrk said:"$'\n'"$out"
         done
     done
 }
 
-# Marks every row of target $1 as not run, with reason $2.
+# Marks every row of target $1 as not run, with reason $2 (cut short: it goes in a table cell).
 skip_target() {
-    local kind conns
+    local kind conns reason="${2//|/\\|}"
+    [ "${#reason}" -le 160 ] || reason="${reason:0:160}…"
+    log "$1 not run: $2"
     for kind in "${kinds[@]}"; do
-        for conns in "${conn_counts[@]}"; do row_status[$1/$kind/$conns]="not run: $2"; done
+        for conns in "${conn_counts[@]}"; do row_status[$1/$kind/$conns]="not run: $reason"; done
     done
 }
 
 # Checks that base URL $1 (…/v1 or …/openai/v1) answers a JSON and an SSE chat completion
 # correctly before it is measured: a fast error page would otherwise look like a fast proxy.
+# $3: the accept header of the streaming request (default text/event-stream).
 verify_target() {
-    local name="$1" url="$2/chat/completions" body headers
+    local name="$1" url="$2/chat/completions" accept="${3:-text/event-stream}" body headers
     body="$(curl -sS --max-time 30 -D "$work/verify-$name-json.headers" -H 'content-type: application/json' \
         -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}' "$url")" || true
     if ! head -n1 "$work/verify-$name-json.headers" | grep -q ' 200' ||
@@ -276,7 +309,7 @@ verify_target() {
         return 1
     fi
     body="$(curl -sS -N --max-time 30 -D "$work/verify-$name-sse.headers" -H 'content-type: application/json' \
-        -H 'accept: text/event-stream' \
+        -H "accept: $accept" \
         -d '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}' \
         "$url")" || true
     headers="$(cat "$work/verify-$name-sse.headers")"
@@ -292,40 +325,68 @@ verify_target() {
 
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
-upstream_port=""
+upstream_port=""      # the canned answers, chosen by the accept header
+upstream_sniff_port="" # the same answers, chosen by "stream":true in the body (for LiteLLM)
 upstream_pid=""
 start_upstream() {
-    local WORK="$work" PORT JSON_BODY SSE_BODY
+    local WORK="$work" PORT SNIFF_PORT JSON_BODY SSE_SET="" SSE_VARS="" piece="" event n=0
     PORT="$(free_port)"
+    SNIFF_PORT="$(free_port)"
+    while [ "$SNIFF_PORT" = "$PORT" ]; do SNIFF_PORT="$(free_port)"; done
     JSON_BODY="$(<"$peers/chat.json")"
-    SSE_BODY="$(<"$peers/chat-stream.sse")"$'\n' # $(<) drops the blank line after [DONE]
     # The bodies go into single-quoted nginx strings, where these three are special.
-    case "$JSON_BODY$SSE_BODY" in *[\'\\\$]*) die "canned bodies must not contain ' \\ or \$" ;; esac
+    case "$JSON_BODY$(<"$peers/chat-stream.sse")" in *[\'\\\$]*) die "canned bodies must not contain ' \\ or \$" ;; esac
+    # nginx takes at most 4 KB in one config string, so the stream is cut at event boundaries
+    # into pieces that each go into a variable, and the answer joins them.
+    while IFS= read -r event; do
+        [ -n "$event" ] || continue
+        if [ $((${#piece} + ${#event})) -gt 3000 ]; then
+            SSE_SET+="            set \$sse_$n '$piece';"$'\n'
+            SSE_VARS+="\$sse_$n"
+            piece="" n=$((n + 1))
+        fi
+        piece+="$event"$'\n\n'
+    done <"$peers/chat-stream.sse"
+    SSE_SET+="            set \$sse_$n '$piece';"
+    SSE_VARS+="\$sse_$n"
     fill_template "$peers/upstream.conf" "$work/upstream.conf"
     taskset -c "$load_core" "$(nginx_bin)" -p "$work" -c "$work/upstream.conf" -g 'daemon off;' \
         >"$work/upstream.out" 2>&1 &
     upstream_pid=$!
     started+=("$upstream_pid")
     upstream_port="$PORT"
+    upstream_sniff_port="$SNIFF_PORT"
     wait_http "http://127.0.0.1:$PORT/" 10 || die "upstream nginx did not start: $(cat "$work/upstream.out")"
     verify_target upstream "http://127.0.0.1:$PORT/openai/v1" || die "the upstream answers wrongly"
+    verify_target upstream-side-door "http://127.0.0.1:$SNIFF_PORT/openai/v1" application/json ||
+        die "the upstream's side door answers wrongly"
 }
 
 run_direct() {
-    measure direct "http://127.0.0.1:$upstream_port/openai/v1/chat/completions" "$upstream_pid"
+    measure direct "http://127.0.0.1:$upstream_port/openai/v1/chat/completions" "$upstream_pid" "$load_core"
 }
 
 demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/demo.rs; }
 
-run_foundry_proxy() {
-    local bin=target/release/foundry-proxy emulator_pid emulator proxy_pid proxy deadline
+# Builds foundry-proxy first, so that a long build does not sit between measured runs.
+build_skip=""
+build_foundry_proxy() {
+    local t0=$SECONDS
     log "cargo build --release"
-    cargo build --release -q >&2 || die "cargo build --release failed"
+    cargo build --release -q >&2 || build_skip="cargo build --release failed"
+    log "cargo build --release took $((SECONDS - t0)) s"
+}
+
+# Starts the emulator (for the token) and foundry-proxy; sets emulator_pid, proxy_pid and
+# proxy_url (locals of run_foundry_proxy), or returns 1 with the reason in start_error.
+start_foundry_proxy() {
+    local bin=target/release/foundry-proxy emulator deadline
     # The emulator only hands out the Entra token; it idles on the load core during the runs.
     taskset -c "$load_core" "$bin" emulate --listen 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.err" &
     emulator_pid=$!
     started+=("$emulator_pid")
-    emulator="$(wait_line "$work/emulator.out" "emulator listening on " 20)" || die "emulator did not start"
+    emulator="$(wait_line "$work/emulator.out" "emulator listening on " 20)" ||
+        { start_error="emulator did not start: $(tail -n1 "$work/emulator.err")"; return 1; }
     # Default log level on purpose: one info line per request, as nginx writes its access log.
     FOUNDRY_PROXY_LISTEN=127.0.0.1:0 AZURE_AUTHORITY_HOST="$emulator" \
     FOUNDRY_ENDPOINT="http://127.0.0.1:$upstream_port" FOUNDRY_API=openai-v1 \
@@ -334,20 +395,35 @@ run_foundry_proxy() {
         taskset -c "$target_core" "$bin" serve >"$work/proxy.out" 2>"$work/proxy.log" &
     proxy_pid=$!
     started+=("$proxy_pid")
-    proxy="$(wait_line "$work/proxy.out" "foundry-proxy listening on " 20)" ||
-        die "foundry-proxy did not start: $(tail -n5 "$work/proxy.log")"
+    proxy_url="$(wait_line "$work/proxy.out" "foundry-proxy listening on " 20)" ||
+        { start_error="did not start: $(tail -n1 "$work/proxy.log")"; return 1; }
     deadline=$((SECONDS + 20))
-    until curl -sf "$proxy/readyz" >/dev/null; do
-        [ "$SECONDS" -lt "$deadline" ] || die "foundry-proxy never became ready: $(tail -n5 "$work/proxy.log")"
+    until curl -sf "$proxy_url/readyz" >/dev/null; do
+        [ "$SECONDS" -lt "$deadline" ] ||
+            { start_error="never ready: $(tail -n1 "$work/proxy.log")"; return 1; }
         sleep 0.05
     done
-    verify_target foundry-proxy "$proxy/v1" || die "foundry-proxy answers wrongly (see $work/proxy.log)"
-    measure foundry-proxy "$proxy/v1/chat/completions" "$proxy_pid"
-    stop_tree "$proxy_pid"
-    stop_tree "$emulator_pid"
+    verify_target foundry-proxy "$proxy_url/v1" ||
+        { start_error="answered wrongly (see $work/proxy.log)"; return 1; }
+}
+
+run_foundry_proxy() {
+    local start_error="" proxy_url="" proxy_pid="" emulator_pid=""
+    if [ -n "$build_skip" ]; then
+        skip_target foundry-proxy "$build_skip"
+    elif start_foundry_proxy; then
+        measure foundry-proxy "$proxy_url/v1/chat/completions" "$proxy_pid" "$target_core"
+    else
+        skip_target foundry-proxy "$start_error"
+    fi
+    [ -z "$build_skip$start_error" ] || failed=1
+    # The emulator goes too: nothing of this target may run while the next one is measured.
+    [ -z "$proxy_pid" ] || stop_tree "$proxy_pid"
+    [ -z "$emulator_pid" ] || stop_tree "$emulator_pid"
 }
 
 run_nginx() {
+    # shellcheck disable=SC2034 # WORK and UPSTREAM_PORT are read by fill_template, by name
     local WORK="$work" PORT UPSTREAM_PORT="$upstream_port" pid
     PORT="$(free_port)"
     fill_template "$peers/nginx-proxy.conf" "$work/nginx-proxy.conf"
@@ -355,14 +431,23 @@ run_nginx() {
         >"$work/nginx-proxy.out" 2>&1 &
     pid=$!
     started+=("$pid")
-    wait_http "http://127.0.0.1:$PORT/" 10 || die "nginx proxy did not start: $(cat "$work/nginx-proxy.out")"
-    verify_target nginx "http://127.0.0.1:$PORT/v1" || die "the nginx proxy answers wrongly"
-    measure nginx "http://127.0.0.1:$PORT/v1/chat/completions" "$pid"
+    if ! wait_http "http://127.0.0.1:$PORT/" 10; then
+        skip_target nginx "did not start: $(tail -n1 "$work/nginx-proxy.out")"
+        failed=1
+    elif ! verify_target nginx "http://127.0.0.1:$PORT/v1"; then
+        skip_target nginx "answered wrongly (see $work/nginx-proxy-error.log)"
+        failed=1
+    else
+        measure nginx "http://127.0.0.1:$PORT/v1/chat/completions" "$pid" "$target_core"
+    fi
     stop_tree "$pid"
 }
 
 run_litellm() {
-    local UPSTREAM_PORT="$upstream_port" port pid
+    # LiteLLM streams without "accept: text/event-stream", so it gets the side door that
+    # looks at the body (see upstream.conf).
+    # shellcheck disable=SC2034 # read by fill_template, by name
+    local UPSTREAM_PORT="$upstream_sniff_port" port pid
     if [ -n "$litellm_skip" ]; then skip_target litellm "$litellm_skip"; return; fi
     port="$(free_port)"
     fill_template "$peers/litellm.yaml" "$work/litellm.yaml"
@@ -380,9 +465,109 @@ run_litellm() {
         skip_target litellm "answered wrongly (see $work/litellm.out)"
         failed=1
     else
-        measure litellm "http://127.0.0.1:$port/v1/chat/completions" "$pid"
+        measure litellm "http://127.0.0.1:$port/v1/chat/completions" "$pid" "$target_core"
     fi
     stop_tree "$pid"
+}
+
+# ---------------------------------------------------------------- instructions (callgrind)
+
+# Times and CPU seconds move with whatever else the machine does; the number of instructions
+# a proxy executes in user space per request does not. Each proxy runs once more under
+# valgrind's callgrind with instrumentation off; it is switched on only around a fixed wrk run
+# per kind (after a warm-up), and the counts are dumped per kind. Kernel work (the TCP stack)
+# is not counted: it is the same for every proxy that makes the same system calls.
+declare -A instr_per_req=()
+
+# How many callgrind dumps target $1 has written, and the newest.
+dump_count() {
+    local files=("$work/callgrind.$1".*)
+    if [ -e "${files[0]}" ]; then echo "${#files[@]}"; else echo 0; fi
+}
+newest_dump() {
+    local file newest=""
+    for file in "$work/callgrind.$1".*; do
+        if [ -z "$newest" ] || [ "$file" -nt "$newest" ]; then newest="$file"; fi
+    done
+    echo "$newest"
+}
+
+# Runs kind $2 through the proxy at URL $3 (callgrind pid $4) and records instructions per
+# request under "$1/$2".
+instructions_of_kind() {
+    local name="$1" kind="$2" url="$3" pid="$4" out requests dump before
+    BENCH_KIND="$kind" taskset -c "$load_core" wrk -t1 -c4 -d1s -s "$peers/post.lua" "$url" >/dev/null
+    before="$(dump_count "$name")"
+    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null
+    out="$(BENCH_KIND="$kind" taskset -c "$load_core" wrk -t1 -c4 -d"${instr_seconds}s" -s "$peers/post.lua" "$url")"
+    callgrind_control -i off "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null
+    requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+    for _ in $(seq 1 100); do
+        [ "$(dump_count "$name")" -gt "$before" ] && break
+        sleep 0.1
+    done
+    dump="$(newest_dump "$name")"
+    if grep -q "Non-2xx\|Socket errors" <<<"$out" || [ -z "$requests" ] || [ "$requests" -eq 0 ]; then
+        log "$name $kind under callgrind: errors or no requests"; failed=1; return
+    fi
+    instr_per_req["$name/$kind"]="$(awk -v n="$requests" '/^totals:/ {print int($2 / n); exit}' "$dump")"
+}
+
+# foundry-proxy (the release binary) and nginx, each under callgrind, JSON then SSE.
+count_instructions() {
+    local emulator proxy_url pid port kind
+    command -v valgrind >/dev/null || { apt-get install -y -q valgrind >&2 || return 0; }
+    taskset -c "$load_core" target/release/foundry-proxy emulate --listen 127.0.0.1:0 \
+        >"$work/cg-emulator.out" 2>/dev/null &
+    started+=($!)
+    emulator="$(wait_line "$work/cg-emulator.out" "emulator listening on " 20)" || return 0
+    FOUNDRY_PROXY_LISTEN=127.0.0.1:0 AZURE_AUTHORITY_HOST="$emulator" \
+    FOUNDRY_ENDPOINT="http://127.0.0.1:$upstream_port" FOUNDRY_API=openai-v1 \
+    AZURE_TENANT_ID="$(demo_value TENANT_ID)" AZURE_CLIENT_ID="$(demo_value CLIENT_ID)" \
+    AZURE_CLIENT_SECRET="$(demo_value CLIENT_SECRET)" \
+        taskset -c "$target_core" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$work/callgrind.foundry-proxy.%p" target/release/foundry-proxy serve \
+        >"$work/cg-proxy.out" 2>"$work/cg-proxy.log" &
+    pid=$!
+    started+=("$pid")
+    proxy_url="$(wait_line "$work/cg-proxy.out" "foundry-proxy listening on " 60)" || return 0
+    for _ in $(seq 1 600); do curl -sf "$proxy_url/readyz" >/dev/null && break; sleep 0.1; done
+    for kind in "${kinds[@]}"; do
+        instructions_of_kind foundry-proxy "$kind" "$proxy_url/v1/chat/completions" "$pid"
+    done
+    stop_tree "$pid"
+
+    # shellcheck disable=SC2034 # WORK and UPSTREAM_PORT are read by fill_template, by name
+    local WORK="$work" PORT UPSTREAM_PORT="$upstream_port"
+    PORT="$(free_port)"
+    fill_template "$peers/nginx-proxy.conf" "$work/nginx-cg.conf"
+    # One process: callgrind then sees the worker's instructions.
+    sed -i 's/^worker_processes .*/worker_processes 1;\nmaster_process off;/' "$work/nginx-cg.conf"
+    taskset -c "$target_core" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$work/callgrind.nginx.%p" "$(nginx_bin)" -p "$work" -c "$work/nginx-cg.conf" \
+        -g 'daemon off;' >"$work/nginx-cg.out" 2>&1 &
+    pid=$!
+    started+=("$pid")
+    wait_http "http://127.0.0.1:$PORT/" 60 || return 0
+    for kind in "${kinds[@]}"; do
+        instructions_of_kind nginx "$kind" "http://127.0.0.1:$PORT/v1/chat/completions" "$pid"
+    done
+    stop_tree "$pid"
+}
+
+render_instructions() {
+    local kind
+    echo
+    echo "### Instructions per request (callgrind, user space, 4 connections, ${instr_seconds} s)"
+    echo
+    echo "| kind | foundry-proxy | nginx | foundry-proxy ×nginx |"
+    echo "|---|---:|---:|---:|"
+    for kind in "${kinds[@]}"; do
+        echo "| $kind | ${instr_per_req[foundry-proxy/$kind]:-–} | ${instr_per_req[nginx/$kind]:-–}" \
+            "| $(ratio "${instr_per_req[foundry-proxy/$kind]:-}" "${instr_per_req[nginx/$kind]:-}") |"
+    done
 }
 
 # ---------------------------------------------------------------- the table
@@ -390,7 +575,9 @@ run_litellm() {
 # "0.42×" for $1 / $2, or "–" when either is missing.
 ratio() {
     if [ -z "$1" ] || [ -z "$2" ]; then echo "–"; return; fi
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "–"; else printf "%.2f×\n", a / b }'
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (b == 0) { print "–"; exit }
+        r = a / b; printf(r >= 100 ? "%.0f×\n" : r >= 0.1 ? "%.2f×\n" : "%.3f×\n", r) }'
 }
 
 render_table() {
@@ -406,11 +593,17 @@ render_table() {
         "($(grep -c '^data:' "$peers/chat-stream.sse") events, $(wc -c <"$peers/chat-stream.sse") B)." \
         "$("$(nginx_bin)" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')," \
         "litellm $litellm_version."
+    echo "LiteLLM's OpenAI client streams without \`accept: text/event-stream\`, so LiteLLM's api_base is a" \
+        "side door of the same upstream nginx that picks the answer from \`\"stream\":true\` in the body."
+    echo "Load average (1, 5, 15 min) when the runs began: $load_before; when they ended: $load_after." \
+        "Other work on the machine skews the rows."
     echo "CPU µs/req: the target's own process tree (utime+stime from /proc) over the run / requests completed." \
-        "RSS: VmRSS of that tree after the run. ×nginx: ratio to the nginx proxy at the same kind and connections."
+        "RSS: VmRSS of that tree after the run. ×nginx: ratio to the nginx proxy at the same kind and connections." \
+        "core $target_core other %: CPU time other processes took on the proxy core during the run" \
+        "(user+system from /proc/stat, less the target's own); well above 0 means the row was disturbed."
     echo
-    echo "| kind | conns | target | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB | req/s ×nginx | CPU ×nginx | status |"
-    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| kind | conns | target | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB | req/s ×nginx | CPU ×nginx | core $target_core other % | status |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     for kind in "${kinds[@]}"; do
         for conns in "${conn_counts[@]}"; do
             base="nginx/$kind/$conns"
@@ -418,7 +611,7 @@ render_table() {
                 key="$target/$kind/$conns"
                 status="${row_status[$key]:-not run}"
                 if [ -z "${row_rps[$key]:-}" ]; then # never measured: only the reason
-                    echo "| $kind | $conns | $target | – | – | – | – | – | – | – | $status |"
+                    echo "| $kind | $conns | $target | – | – | – | – | – | – | – | – | $status |"
                     continue
                 fi
                 if [ "${row_status[$base]:-}" = ok ]; then
@@ -428,7 +621,7 @@ render_table() {
                     rps_ratio="–" cpu_ratio="–"
                 fi
                 echo "| $kind | $conns | $target | ${row_rps[$key]:-–} | ${row_p50[$key]:-–} | ${row_p99[$key]:-–}" \
-                    "| ${row_cpu[$key]:-–} | ${row_rss[$key]:-–} | $rps_ratio | $cpu_ratio | $status |"
+                    "| ${row_cpu[$key]:-–} | ${row_rss[$key]:-–} | $rps_ratio | $cpu_ratio | ${row_other[$key]:-–} | $status |"
             done
         done
     done
@@ -437,17 +630,29 @@ render_table() {
 # ---------------------------------------------------------------- main
 
 main() {
-    local started_at=$SECONDS
+    local started_at=$SECONDS target
     install_debian_tools
-    install_litellm
+    case " ${targets[*]} " in *" litellm "*) install_litellm ;; esac
+    case " ${targets[*]} " in *" foundry-proxy "*) build_foundry_proxy ;; esac
     clk_tck="$(getconf CLK_TCK)"
+    load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
     start_upstream
-    run_direct
-    run_foundry_proxy
-    run_nginx
-    run_litellm
+    for target in "${targets[@]}"; do
+        case "$target" in
+            direct) run_direct ;;
+            foundry-proxy) run_foundry_proxy ;;
+            nginx) run_nginx ;;
+            litellm) run_litellm ;;
+            *) die "unknown target '$target' (direct, foundry-proxy, nginx, litellm)" ;;
+        esac
+    done
+    load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ "$instr_seconds" -gt 0 ] && [ -z "$build_skip" ] &&
+        [[ " ${targets[*]} " == *" foundry-proxy "* ]] && [[ " ${targets[*]} " == *" nginx "* ]]; then
+        count_instructions
+    fi
     mkdir -p "$bench_dir"
-    render_table >"$report"
+    { render_table; [ "$instr_seconds" -eq 0 ] || render_instructions; } >"$report"
     cat "$report"
     log "done in $((SECONDS - started_at)) s; table written to $report"
     if [ "$failed" -ne 0 ]; then

@@ -2,7 +2,7 @@
 //!
 //! A regression guard for the proxy's own request path, with no external peers and no
 //! pass/fail threshold: it prints numbers to compare between commits (run it before and
-//! after a change, on the same machine). The whole run takes about 15 s after the build.
+//! after a change, on the same machine). The whole run takes 10-15 s after the build.
 //!
 //! Set-up, all on 127.0.0.1 and all on ONE current-thread tokio runtime (so every number is
 //! the CPU of one thread plus loopback syscalls, and runs are steady):
@@ -18,35 +18,38 @@
 //!   (`/v1/chat/completions`, "proxy"), reading each answer to its end.
 //!
 //! How to read the table (one row per case):
-//! - `direct µs` / `proxy µs`: wall time per request, median over batches (direct and proxy
-//!   batches alternate). `+proxy µs` = proxy − direct = the proxy's overhead: its own CPU
-//!   (inbound HTTP parse, routing, request id, key check, body read and JSON look, token,
-//!   outbound hyper client, usage scan of the answer, metrics, logs) plus the extra loopback
-//!   hop's syscalls. The spread (max−min over batches, % of the median) says how much to trust
-//!   small differences; treat changes under ~5% as noise.
+//! - `direct µs` / `proxy µs`: wall time per request, median over 11 batches of 1000 (direct
+//!   and proxy batches alternate). `+proxy µs` = proxy − direct = the proxy's overhead: its
+//!   own CPU (inbound HTTP parse, routing, request id, key check, body read and JSON look,
+//!   token, outbound hyper client, usage scan of the answer, metrics, logs) plus the extra
+//!   loopback hop's syscalls and task wake-ups. `+proxy best µs` = fastest proxy batch −
+//!   fastest direct batch: less disturbed by other processes on a busy machine. `proxy
+//!   spread` = (slowest − fastest batch) / median: above ~10% the machine was busy, and
+//!   time differences smaller than the spread are noise.
 //! - `allocs` / `KB`: heap allocations (alloc + realloc calls) and bytes requested per request,
-//!   counted by a `#[global_allocator]` wrapper around `System` over a separate batch. They
-//!   count the whole process (client and stub included, the same in both columns), so
-//!   `+proxy` is what the proxy allocates per request. Nearly deterministic: a change of
-//!   even one allocation per request is real.
+//!   counted over a separate batch by a `#[global_allocator]` wrapper around the binary's
+//!   allocator (mimalloc). They count the whole process (client and stub included, the same
+//!   in both columns), so `+proxy` is what the proxy allocates per request. Nearly
+//!   deterministic, whatever the load: a change of one allocation per request is real.
 //! - Cases: `chat json` (no keys, no log subscriber); `chat sse` (the proxy also adds
 //!   `stream_options.include_usage` and strips the usage chunk again); `json + 20 keys`
 //!   (Bearer key checked against a keys file of 20); `json + log text` / `json + log json`:
-//!   an `info` subscriber like the binary's (`EnvFilter` + fmt, text or flattened JSON)
-//!   writing to `io::sink`, so the formatting cost of the per-request log line shows but no
-//!   I/O. The first three rows run with NO tracing subscriber installed (events are
-//!   disabled at their call sites), which is the floor; the log rows are what a deployment
-//!   pays.
+//!   an `info` subscriber like the binary's with piped output (`EnvFilter`, no ANSI,
+//!   `telemetry::TextFields` or flattened JSON) writing to `io::sink`, so the cost of
+//!   formatting the per-request log line shows, but no I/O. The first three rows run with NO
+//!   tracing subscriber installed (every event is disabled at its call site): the floor. The
+//!   log rows are what a deployment pays.
 //! - Below the table, two micro-measurements of single steps (formerly
 //!   `examples/request_path_cost.rs`): the key check among 20 keys, and one metrics record
 //!   (request + usage).
 //!
 //! Profiling mode (for `valgrind --tool=callgrind`, built with `--profile profiling` for
 //! symbols): `request_path --only proxy:json --requests 3000` runs the set-up, then only
-//! that loop (`direct|proxy` : `json|sse|keys`), and prints nothing else. Compare the
-//! instruction totals of `direct:…` and `proxy:…` runs; `--requests 0` gives the set-up cost.
+//! that loop (`direct|proxy` : `json|sse|keys`; add `--log text|json` for a log subscriber),
+//! and prints nothing else. Compare the instruction totals of `direct:…` and `proxy:…` runs;
+//! `--requests 0` gives the set-up cost.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -71,13 +74,15 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use mimalloc::MiMalloc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------
 // Allocation counting.
 
-/// `System`, counting allocations while [`COUNTING`] is set.
+/// The binary's allocator (mimalloc, see `src/main.rs`), counting allocations while
+/// [`COUNTING`] is set.
 struct CountingAllocator;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
@@ -92,26 +97,26 @@ fn note_allocation(bytes: usize) {
     }
 }
 
-// SAFETY: every call is passed on to `System` unchanged.
+// SAFETY: every call is passed on to mimalloc unchanged.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_allocation(layout.size());
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note_allocation(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // A realloc is an allocator call; its bytes are the growth.
         note_allocation(new_size.saturating_sub(layout.size()));
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -237,7 +242,8 @@ async fn stub_answer(
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let stream = body.windows(14).any(|w| w == b"\"stream\":true");
+    const STREAM: &[u8] = b"\"stream\":true";
+    let stream = body.windows(STREAM.len()).any(|w| w == STREAM);
     let builder = Response::builder()
         .header("apim-request-id", "3b0c9a4e-7f1d-4e2a-9c6b-5d8e0f1a2b3c")
         .header("x-request-id", "8d2f6a1c-4b3e-4f5a-8c7d-9e0f1a2b3c4d")
@@ -414,7 +420,7 @@ struct Plan {
 
 const PLAN: Plan = Plan {
     warmup: 300,
-    batches: 7,
+    batches: 11,
     per_batch: 1000,
     counted: 500,
 };
@@ -435,10 +441,14 @@ impl Side {
         sorted[sorted.len() / 2]
     }
 
+    fn min(&self) -> f64 {
+        self.ns.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// (max − min) / median.
     fn spread_percent(&self) -> f64 {
-        let min = self.ns.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.ns.iter().copied().fold(0.0, f64::max);
-        (max - min) / self.median() * 100.0
+        (max - self.min()) / self.median() * 100.0
     }
 }
 
@@ -480,34 +490,46 @@ async fn measure(direct: &mut Client, proxy: &mut Client, body: &Bytes) -> (Side
 
 fn print_header() {
     println!(
-        "{:<16} {:>9} {:>9} {:>9} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}",
-        "case",
-        "direct µs",
-        "proxy µs",
-        "+proxy µs",
-        "spread",
-        "allocs",
-        "allocs",
+        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>6} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6}",
+        "",
+        "direct",
+        "proxy",
         "+proxy",
+        "+proxy",
+        "proxy",
+        "allocs",
+        "allocs",
+        "allocs",
         "KB",
         "KB",
-        "+proxy"
+        "KB"
     );
     println!(
-        "{:<16} {:>9} {:>9} {:>9} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}",
-        "", "", "", "", "d/p %", "direct", "proxy", "allocs", "direct", "proxy", "KB"
+        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>6} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6}",
+        "case",
+        "µs",
+        "µs",
+        "µs",
+        "best µs",
+        "spread",
+        "direct",
+        "proxy",
+        "+proxy",
+        "direct",
+        "proxy",
+        "+proxy"
     );
 }
 
 fn print_row(name: &str, d: &Side, p: &Side) {
     let (dm, pm) = (d.median() / 1000.0, p.median() / 1000.0);
     println!(
-        "{:<16} {:>9.1} {:>9.1} {:>9.1} {:>3.0}/{:<3.0} | {:>7.1} {:>7.1} {:>7.1} | {:>7.2} {:>7.2} {:>7.2}",
+        "{:<16} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.0}% | {:>6.1} {:>6.1} {:>6.1} | {:>6.2} {:>6.2} {:>6.2}",
         name,
         dm,
         pm,
         pm - dm,
-        d.spread_percent(),
+        (p.min() - d.min()) / 1000.0,
         p.spread_percent(),
         d.allocs,
         p.allocs,
@@ -571,17 +593,19 @@ fn micro() {
 
 // ---------------------------------------------------------------------------------------
 
-/// `--only direct|proxy:json|sse|keys` and `--requests N` (profiling mode); other
-/// arguments (cargo passes `--bench`) are ignored.
+/// `--only direct|proxy:json|sse|keys`, `--requests N` and `--log text|json` (profiling
+/// mode); other arguments (cargo passes `--bench`) are ignored.
 struct Args {
     only: Option<(String, String)>,
     requests: usize,
+    log: Option<String>,
 }
 
 fn args() -> Args {
     let mut args = Args {
         only: None,
         requests: 3000,
+        log: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -591,6 +615,7 @@ fn args() -> Args {
                 let (side, case) = value.split_once(':').expect("--only side:case");
                 args.only = Some((side.to_owned(), case.to_owned()));
             }
+            "--log" => args.log = Some(given.next().expect("--log text|json")),
             "--requests" => {
                 args.requests = given
                     .next()
@@ -601,6 +626,25 @@ fn args() -> Args {
         }
     }
     args
+}
+
+/// An `info` subscriber like the binary's with piped output (`telemetry::init`: no ANSI, no
+/// target), `text` or `json`, writing to `io::sink`.
+fn log_subscriber(format: &str) -> tracing::Dispatch {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::sink);
+    match format {
+        "text" => tracing::Dispatch::new(
+            builder
+                .fmt_fields(foundry_proxy::telemetry::TextFields)
+                .finish(),
+        ),
+        "json" => tracing::Dispatch::new(builder.json().flatten_event(true).finish()),
+        other => panic!("--log {other:?}: use text|json"),
+    }
 }
 
 fn chat_body(stream: bool) -> Bytes {
@@ -664,9 +708,14 @@ async fn run(args: Args) {
     let (status, proxied_json) = via_plain.send(PROXY, &json).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(direct_json, proxied_json, "JSON answers pass unchanged");
-    let (_, proxied_sse) = via_plain.send(PROXY, &sse).await;
+    let (status, proxied_sse) = via_plain.send(PROXY, &sse).await;
     let proxied_sse = String::from_utf8_lossy(&proxied_sse);
-    assert_eq!(proxied_sse.matches("data: ").count(), canned.sse.len() - 1);
+    assert_eq!(status, StatusCode::OK, "{proxied_sse}");
+    assert_eq!(
+        proxied_sse.matches("data: ").count(),
+        canned.sse.len() - 1,
+        "{proxied_sse}"
+    );
     assert!(proxied_sse.ends_with("data: [DONE]\n\n") && !proxied_sse.contains("\"total_tokens\""));
     let (status, _) = via_keyed.send(PROXY, &json).await;
     assert_eq!(status, StatusCode::OK, "the key is accepted");
@@ -681,6 +730,10 @@ async fn run(args: Args) {
             ("proxy", "keys") => (&mut via_keyed, &json),
             other => panic!("--only {other:?}: use direct|proxy:json|sse|keys"),
         };
+        let _guard = args
+            .log
+            .as_deref()
+            .map(|format| tracing::dispatcher::set_default(&log_subscriber(format)));
         for _ in 0..args.requests {
             std::hint::black_box(client.call(body).await);
         }
@@ -700,27 +753,10 @@ async fn run(args: Args) {
     let (d, p) = measure(&mut direct_keyed, &mut via_keyed, &json).await;
     print_row("json + 20 keys", &d, &p);
     // Log subscribers last: once one has been installed, call sites stay registered.
-    {
-        let text = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .with_target(false)
-            .with_writer(std::io::sink)
-            .finish();
-        let _guard = tracing::subscriber::set_default(text);
+    for format in ["text", "json"] {
+        let _guard = tracing::dispatcher::set_default(&log_subscriber(format));
         let (d, p) = measure(&mut direct, &mut via_plain, &json).await;
-        print_row("json + log text", &d, &p);
-    }
-    {
-        let json_logs = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .with_target(false)
-            .json()
-            .flatten_event(true)
-            .with_writer(std::io::sink)
-            .finish();
-        let _guard = tracing::subscriber::set_default(json_logs);
-        let (d, p) = measure(&mut direct, &mut via_plain, &json).await;
-        print_row("json + log json", &d, &p);
+        print_row(&format!("json + log {format}"), &d, &p);
     }
     micro();
 

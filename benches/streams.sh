@@ -8,14 +8,17 @@
 # with one plain HTTP/1.1 connection per stream.
 #
 #   1. direct:  TTFB_STREAMS streams (HTTPS, HTTP/1.1) straight to the upstream;
-#   2. proxied: the same through the proxy (it also warms the proxy's upstream connection);
+#   2. proxied: the same through the proxy, after one warm-up stream that opens the proxy's
+#      connection to the upstream;
 #   3. N streams through the proxy, opened at most OPEN_CONCURRENCY at a time; the proxy's RSS
 #      and fds are read when all N are open (the plateau) and again after they have finished.
 #
-# Usage: benches/streams.sh [N] [SECONDS]   (defaults 10000 streams of 20 s; about 1-2 minutes
-# once built). The proxy runs on core 0, everything else on core 1. Writes target/bench/streams.md
-# (and streams-samples.tsv: RSS and fds of the proxy every half second). Fails if any stream
-# fails. Environment: TTFB_STREAMS (100), OPEN_CONCURRENCY (128).
+# Usage: benches/streams.sh [N] [SECONDS]   (defaults: 10000 streams of 20 s, about 40 s once
+# built; SECONDS must exceed the time it takes to open all N, or the plateau never holds all of
+# them). The proxy runs on core 0, everything else on core 1. Writes target/bench/streams.md,
+# streams-samples.tsv (the proxy's RSS and fds every half second during the N-stream run) and
+# streams-proxy.log (its warnings). Fails if any stream fails or the proxy goes away.
+# Environment: TTFB_STREAMS (100), OPEN_CONCURRENCY (128).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 streams="${1:-10000}"
@@ -42,10 +45,17 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    cp "$work/proxy.err" "$out_dir/streams-proxy.log" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
+forget() { # pid: reaped, so its number may soon belong to someone else
+    local pid kept=()
+    for pid in "${pids[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+    pids=("${kept[@]}")
+}
 bench_started=$SECONDS
+loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/demo.rs; }
 tenant="$(demo_value TENANT_ID)"; client="$(demo_value CLIENT_ID)"; secret="$(demo_value CLIENT_SECRET)"
@@ -63,6 +73,7 @@ taskset -c 1 "$bin" emulate --listen 127.0.0.1:0 >"$work/emulator.out" 2>"$work/
 emulator="$(wait_line "$work/emulator.out" "emulator listening on ")"
 taskset -c 1 "$bench" upstream --listen 127.0.0.1:0 --cert-out "$work/pki" \
     >"$work/upstream.out" 2>"$work/upstream.err" & pids+=($!)
+upstream_pid=$!
 upstream="$(wait_line "$work/upstream.out" "upstream listening on ")"
 FOUNDRY_PROXY_LISTEN=127.0.0.1:0 AZURE_AUTHORITY_HOST="$emulator" FOUNDRY_ENDPOINT="$upstream" \
 FOUNDRY_API=openai-v1 SSL_CERT_FILE="$work/pki/ca.pem" \
@@ -73,15 +84,28 @@ proxy="$(wait_line "$work/proxy.out" "foundry-proxy listening on ")"
 for _ in $(seq 1 200); do curl -sf "$proxy/readyz" >/dev/null && break; sleep 0.05; done
 curl -sf "$proxy/readyz" >/dev/null || { echo "proxy never became ready" >&2; cat "$work/proxy.err" >&2; exit 1; }
 
+# The proxy must outlive every phase; if it is gone, say how it ended and stop.
+check_proxy() { # phase
+    kill -0 "$proxy_pid" 2>/dev/null && return 0
+    local status=0
+    wait "$proxy_pid" || status=$?
+    forget "$proxy_pid"
+    echo "streams.sh: foundry-proxy (pid $proxy_pid) is gone during $1: exit status $status" \
+        "($( [ "$status" -gt 128 ] && echo "signal $((status - 128))" || echo "exited; 0 = clean shutdown after SIGTERM/SIGINT"))" >&2
+    echo "last proxy log lines:" >&2
+    tail -20 "$work/proxy.err" >&2
+    exit 1
+}
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$proxy_pid/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$proxy_pid/status"; }
 fds() { find "/proc/$proxy_pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$proxy_pid/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy_pid/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$proxy_pid}/stat" 2>/dev/null || echo 0; }
+cpu_secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}'; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
 field() { sed -n "s/^$2=//p" "$1"; }
 in_flight() { curl -sf "$proxy/metrics" | awk '/^foundry_proxy_streams_in_flight / {print $2}'; }
-upstream_stat() { curl -sf --cacert "$work/pki/ca.pem" "$upstream/stats" | sed -n "s/^$1=//p"; }
+upstream_stat() { curl -sf --http1.1 --cacert "$work/pki/ca.pem" "$upstream/stats" | sed -n "s/^$1=//p"; }
 rss_start="$(rss_kib)"; fds_start="$(fds)"
 
 load() { # label url out-file extra-args...
@@ -92,26 +116,33 @@ load() { # label url out-file extra-args...
 echo "== 1. direct: $ttfb_streams streams to the upstream (HTTPS, HTTP/1.1)"
 load direct "$upstream/openai/v1/chat/completions" "$work/direct.txt" --streams "$ttfb_streams" \
     --seconds "$ttfb_seconds" --rate 200 --open-concurrency 16 --tls-ca "$work/pki/ca.pem"
-echo "== 2. proxied: $ttfb_streams streams through foundry-proxy"
+echo "== 2. proxied: $ttfb_streams streams through foundry-proxy (after one warm-up stream, which opens its HTTP/2 connection)"
+load warm-up "$proxy/v1/chat/completions" "$work/warm-up.txt" --streams 1 --seconds 0 >/dev/null
 load proxied "$proxy/v1/chat/completions" "$work/proxied.txt" --streams "$ttfb_streams" \
     --seconds "$ttfb_seconds" --rate 200 --open-concurrency 16
 sleep 1
+check_proxy "the warm-up"
+h2_warm="$(upstream_stat connections_h2)"
 rss_idle="$(rss_kib)"; fds_idle="$(fds)"; threads_idle="$(threads)"
 
 echo "== 3. $streams streams of $seconds s through foundry-proxy (idle RSS $(mib "$rss_idle"), $fds_idle fds)"
-ticks_before="$(cpu_ticks)"
+ticks_before="$(cpu_ticks)"; upstream_ticks_before="$(cpu_ticks "$upstream_pid")"
 load_started=$SECONDS
-load plateau "$proxy/v1/chat/completions" "$work/plateau.txt" --streams "$streams" \
-    --seconds "$seconds" --open-concurrency "$open_concurrency" --ready-file "$work/ready" \
+taskset -c 1 "$bench" load --label plateau --url "$proxy/v1/chat/completions" \
+    --out "$work/plateau.txt" --streams "$streams" --seconds "$seconds" \
+    --open-concurrency "$open_concurrency" --ready-file "$work/ready" \
     --timeout "$((seconds + 120))" &
 load_pid=$!
 pids+=($load_pid)
+load_ticks=0
 printf 't_s\trss_kib\tfds\n' >"$out_dir/streams-samples.tsv"
 rss_plateau=""; fds_plateau=""; in_flight_plateau=""; upstream_active_plateau=""
 while kill -0 "$load_pid" 2>/dev/null; do
+    check_proxy "the $streams-stream run"
     printf '%s\t%s\t%s\n' "$((SECONDS - load_started))" "$(rss_kib)" "$(fds)" >>"$out_dir/streams-samples.tsv"
     if [ -z "$rss_plateau" ] && [ -f "$work/ready" ]; then
         rss_plateau="$(rss_kib)"; fds_plateau="$(fds)"; threads_plateau="$(threads)"
+        ticks_ramp="$(cpu_ticks)"
         in_flight_plateau="$(in_flight || echo '?')"
         upstream_active_plateau="$(upstream_stat streams_active || echo '?')"
         plateau_at=$((SECONDS - load_started))
@@ -121,17 +152,20 @@ while kill -0 "$load_pid" 2>/dev/null; do
     if [ -n "$rss_plateau" ] && [ "$((SECONDS - load_started))" -le "$((seconds - 1))" ]; then
         rss_plateau_end="$(rss_kib)"
     fi
+    ticks="$(cpu_ticks "$load_pid")"; [ "$ticks" -gt 0 ] && load_ticks="$ticks"
     sleep 0.5
 done
 load_status=0
 wait "$load_pid" || load_status=$?
-ticks_after="$(cpu_ticks)"
+forget "$load_pid"
+ticks_after="$(cpu_ticks)"; upstream_ticks_after="$(cpu_ticks "$upstream_pid")"
 load_secs=$((SECONDS - load_started))
 sleep 2
+check_proxy "the end of the $streams-stream run"
 rss_after="$(rss_kib)"; fds_after="$(fds)"; rss_peak="$(hwm_kib)"
 in_flight_after="$(in_flight || echo '?')"
 up_h2="$(upstream_stat connections_h2)"; up_h1="$(upstream_stat connections_http1)"
-up_open="$(upstream_stat connections_open)"; up_peak="$(upstream_stat streams_peak)"
+up_open="$(upstream_stat connections_h2_open)"; up_peak="$(upstream_stat streams_peak)"
 warnings="$(grep -c -E 'WARN|ERROR' "$work/proxy.err" || true)"
 upstream_errors="$(wc -l <"$work/upstream.err")"
 
@@ -146,35 +180,41 @@ per_stream="$(awk -v a="$rss_plateau" -v b="$rss_idle" -v n="$active_at_ready" \
     'BEGIN {if (n > 0) printf "%.1f", (a - b) / n; else print "?"}')"
 per_stream_end="$(awk -v a="$rss_plateau_end" -v b="$rss_idle" -v n="$active_at_ready" \
     'BEGIN {if (n > 0) printf "%.1f", (a - b) / n; else print "?"}')"
-cpu_secs="$(awk -v t="$((ticks_after - ticks_before))" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}')"
+ramp_secs="$(field "$work/plateau.txt" ramp_secs)"
+proxy_cpu_ramp="$(cpu_secs "$((${ticks_ramp:-$ticks_after} - ticks_before))")"
+proxy_cpu_rest="$(cpu_secs "$((ticks_after - ${ticks_ramp:-$ticks_after}))")"
+upstream_cpu="$(cpu_secs "$((upstream_ticks_after - upstream_ticks_before))")"
+load_cpu="$(cpu_secs "$load_ticks")"
 overhead() { awk -v a="$(field "$work/proxied.txt" "$1")" -v b="$(field "$work/direct.txt" "$1")" \
     'BEGIN {printf "%+.2f ms", a - b}'; }
-ttfb() { echo "$(field "$1" ttfb_p50_ms) / $(field "$1" ttfb_p99_ms) / $(field "$1" ttfb_max_ms) ms"; }
+ttfb() { echo "$(field "$1" ttfb_min_ms) / $(field "$1" ttfb_p50_ms) / $(field "$1" ttfb_p99_ms) / $(field "$1" ttfb_max_ms) ms"; }
 
 report="$out_dir/streams.md"
 {
     echo "## foundry-proxy: $streams concurrent slow SSE streams"
     echo
-    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- src 2>/dev/null || echo ' (src modified)'), $(nproc) cores; proxy on core 0, load + upstream on core 1."
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- src 2>/dev/null || echo ' (src modified)'), $(nproc) cores (load average before: $loadavg_before); proxy on core 0, load + upstream on core 1."
     echo "Each stream: one HTTP/1.1 connection to the proxy, a role chunk at once, then one chunk a second."
     echo "Upstream: HTTPS, reached by the proxy over HTTP/2. TTFB: request written → first body byte."
     echo
     echo "| measure | value |"
     echo "|---|---|"
-    echo "| TTFB direct, $ttfb_streams streams (HTTPS HTTP/1.1), p50 / p99 / max | $(ttfb "$work/direct.txt") |"
-    echo "| TTFB through proxy, $ttfb_streams streams, p50 / p99 / max | $(ttfb "$work/proxied.txt") |"
+    echo "| TTFB direct, $ttfb_streams streams (HTTPS HTTP/1.1), min / p50 / p99 / max | $(ttfb "$work/direct.txt") |"
+    echo "| TTFB through proxy, $ttfb_streams streams, min / p50 / p99 / max | $(ttfb "$work/proxied.txt") |"
     echo "| TTFB overhead of the proxy, p50 / p99 | $(overhead ttfb_p50_ms) / $(overhead ttfb_p99_ms) |"
-    echo "| TTFB while opening $streams streams ($open_concurrency opening at once), p50 / p99 / max | $(ttfb "$work/plateau.txt") |"
+    echo "| TTFB while opening $streams streams ($open_concurrency opening at once), min / p50 / p99 / max | $(ttfb "$work/plateau.txt") |"
     echo "| time to open all $streams streams | $(field "$work/plateau.txt" ramp_secs) s |"
     echo "| streams open at the plateau (load / proxy metric / upstream) | $active_at_ready / $in_flight_plateau / $upstream_active_plateau |"
     echo "| streams completed / failed | $(field "$work/plateau.txt" completed) / $(field "$work/plateau.txt" failed) |"
-    echo "| longest gap between chunks, p50 / p99 / max (1000 ms expected) | $(field "$work/plateau.txt" gap_p50_ms) / $(field "$work/plateau.txt" gap_p99_ms) / $(field "$work/plateau.txt" gap_max_ms) ms |"
+    echo "| each stream's longest gap between chunks, p50 / p99 / max (1000 ms expected) | $(field "$work/plateau.txt" gap_p50_ms) / $(field "$work/plateau.txt" gap_p99_ms) / $(field "$work/plateau.txt" gap_max_ms) ms |"
+    echo "| the same, gaps beginning after all streams were open | $(field "$work/plateau.txt" plateau_gap_p50_ms) / $(field "$work/plateau.txt" plateau_gap_p99_ms) / $(field "$work/plateau.txt" plateau_gap_max_ms) ms |"
     echo "| proxy RSS: start / idle (warm) / all open / end of plateau / after / peak | $(mib "$rss_start") / $(mib "$rss_idle") / $(mib "$rss_plateau") / $(mib "$rss_plateau_end") / $(mib "$rss_after") / $(mib "$rss_peak") |"
     echo "| proxy RSS per open stream (all open − idle) / streams; at end of plateau | $per_stream KiB; $per_stream_end KiB |"
     echo "| proxy fds: start / idle / all open / after | $fds_start / $fds_idle / $fds_plateau / $fds_after |"
     echo "| proxy threads: idle / all open | $threads_idle / $threads_plateau |"
-    echo "| proxy CPU during the $streams-stream run (${load_secs} s) | $cpu_secs s |"
-    echo "| proxy → upstream connections (h2 / http1), still open; upstream peak streams | $up_h2 / $up_h1, $up_open; $up_peak |"
+    echo "| CPU, $streams-stream run: proxy while opening (${ramp_secs} s) / after (the rest of ${load_secs} s); upstream; load generator | $proxy_cpu_ramp s / $proxy_cpu_rest s; $upstream_cpu s; $load_cpu s |"
+    echo "| proxy → upstream h2 connections: after warm-up / after the $streams-stream run / open at the end | $h2_warm / $up_h2 / $((up_open)) |"
+    echo "| upstream: peak concurrent streams | $up_peak |"
     echo "| streams in flight after (proxy metric) | $in_flight_after |"
     echo "| proxy warnings/errors logged; upstream stderr lines | $warnings; $upstream_errors |"
 } >"$report"

@@ -17,8 +17,10 @@
 //! to first byte runs from writing the request on an established connection (after the TLS
 //! handshake) to the first body byte. When every stream has opened (or failed), the ready file is
 //! written: that is the plateau. A stream completes when it saw `data: [DONE]` and exactly K + 2
-//! data events (role, K contents, finish). Results go to stdout and, as `key=value` lines, to
-//! the out file; the exit status is 1 when any stream failed.
+//! data events (role, K contents, finish), and no `"usage"` member (the proxy asks for usage
+//! itself and must take it out again). Each stream's longest wait between two events is kept,
+//! overall and counting only waits that began on the plateau. Results go to stdout and, as
+//! `key=value` lines, to the out file; the exit status is 1 when any stream failed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -134,7 +136,7 @@ impl Options {
 struct UpstreamStats {
     connections_h2: AtomicU64,
     connections_http1: AtomicU64,
-    connections_open: AtomicU64,
+    connections_h2_open: AtomicU64,
     tls_failures: AtomicU64,
     streams_started: AtomicU64,
     streams_finished: AtomicU64,
@@ -146,11 +148,11 @@ impl UpstreamStats {
     fn text(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
-            "connections_h2={}\nconnections_http1={}\nconnections_open={}\ntls_failures={}\n\
+            "connections_h2={}\nconnections_http1={}\nconnections_h2_open={}\ntls_failures={}\n\
              streams_started={}\nstreams_finished={}\nstreams_active={}\nstreams_peak={}\n",
             get(&self.connections_h2),
             get(&self.connections_http1),
-            get(&self.connections_open),
+            get(&self.connections_h2_open),
             get(&self.tls_failures),
             get(&self.streams_started),
             get(&self.streams_finished),
@@ -198,9 +200,10 @@ async fn upstream(options: &Options) -> Result<bool, BoxError> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http2().max_concurrent_streams(50_000);
     let builder = Arc::new(builder);
+    let started = Instant::now();
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // EMFILE and friends: wait instead of spinning.
                 eprintln!("upstream: accept failed: {error}");
@@ -222,12 +225,23 @@ async fn upstream(options: &Options) -> Result<bool, BoxError> {
                 }
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 {
-                stats.connections_h2.fetch_add(1, Ordering::Relaxed);
+            let serial = if h2 {
+                stats.connections_h2.fetch_add(1, Ordering::Relaxed)
             } else {
-                stats.connections_http1.fetch_add(1, Ordering::Relaxed);
+                stats.connections_http1.fetch_add(1, Ordering::Relaxed)
+            };
+            if h2 {
+                // Few (a proxy multiplexes): worth a line each, with the streams served so far.
+                println!(
+                    "upstream: h2 connection {} from {peer} after {:.3} s ({} streams started so far)",
+                    serial + 1,
+                    started.elapsed().as_secs_f64(),
+                    stats.streams_started.load(Ordering::Relaxed)
+                );
             }
-            stats.connections_open.fetch_add(1, Ordering::Relaxed);
+            if h2 {
+                stats.connections_h2_open.fetch_add(1, Ordering::Relaxed);
+            }
             let service_stats = Arc::clone(&stats);
             let service = hyper::service::service_fn(move |request| {
                 respond(request, Arc::clone(&service_stats))
@@ -235,7 +249,9 @@ async fn upstream(options: &Options) -> Result<bool, BoxError> {
             if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
                 eprintln!("upstream: connection ended with an error: {error}");
             }
-            stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+            if h2 {
+                stats.connections_h2_open.fetch_sub(1, Ordering::Relaxed);
+            }
         });
     }
 }
@@ -454,6 +470,8 @@ struct Progress {
     peak_active: AtomicUsize,
     ready_file: Option<String>,
     ready_at: Mutex<Option<(Duration, usize)>>,
+    /// When every stream had settled: gaps that begin after it are plateau gaps.
+    ready_instant: std::sync::OnceLock<Instant>,
 }
 
 impl Progress {
@@ -466,6 +484,7 @@ impl Progress {
         let active = self.active.load(Ordering::Acquire);
         let opened = self.opened.load(Ordering::Acquire);
         *self.ready_at.lock().expect("lock") = Some((elapsed, active));
+        let _ = self.ready_instant.set(self.started + elapsed);
         println!(
             "all {} streams settled after {:.2} s: {opened} opened, {active} open now",
             self.streams,
@@ -486,6 +505,9 @@ struct StreamReport {
     ttfb: Option<Duration>,
     /// Longest wait between two data events.
     max_gap: Option<Duration>,
+    /// Longest wait between two data events, counting only waits that began once every
+    /// stream was open (the plateau, without the ramp's own load).
+    max_plateau_gap: Option<Duration>,
     duration: Option<Duration>,
     failure: Option<String>,
 }
@@ -552,6 +574,7 @@ async fn load(options: &Options) -> Result<bool, BoxError> {
         peak_active: AtomicUsize::new(0),
         ready_file: options.text("ready-file").map(str::to_owned),
         ready_at: Mutex::new(None),
+        ready_instant: std::sync::OnceLock::new(),
     });
     println!(
         "{label}: {streams} streams to {url} ({}), {seconds} s each, at most {open_concurrency} \
@@ -685,6 +708,7 @@ where
     let mut usage_seen = false;
     let mut last_event: Option<Instant> = None;
     let mut max_gap = Duration::ZERO;
+    let mut max_plateau_gap: Option<Duration> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             format!(
@@ -726,6 +750,14 @@ where
                 }
                 if let Some(previous) = last_event {
                     max_gap = max_gap.max(now - previous);
+                    if progress
+                        .ready_instant
+                        .get()
+                        .is_some_and(|ready| previous >= *ready)
+                    {
+                        let longest = max_plateau_gap.get_or_insert(Duration::ZERO);
+                        *longest = (*longest).max(now - previous);
+                    }
                 }
                 last_event = Some(now);
             }
@@ -734,6 +766,7 @@ where
     }
     report.duration = Some(sent.elapsed());
     report.max_gap = Some(max_gap);
+    report.max_plateau_gap = max_plateau_gap;
     if !done {
         return Err(format!("ended without [DONE] after {events} events"));
     }
@@ -776,6 +809,12 @@ fn summarize(
         .filter_map(|r| r.max_gap)
         .collect();
     gaps.sort();
+    let mut plateau_gaps: Vec<Duration> = reports
+        .iter()
+        .filter(|r| r.failure.is_none())
+        .filter_map(|r| r.max_plateau_gap)
+        .collect();
+    plateau_gaps.sort();
     let mut durations: Vec<Duration> = reports
         .iter()
         .filter(|r| r.failure.is_none())
@@ -807,6 +846,7 @@ fn summarize(
             "peak_active={}",
             progress.peak_active.load(Ordering::Acquire)
         ),
+        format!("ttfb_min_ms={}", ms(percentile(&ttfb, 0.0))),
         format!("ttfb_p50_ms={}", ms(percentile(&ttfb, 0.50))),
         format!("ttfb_p90_ms={}", ms(percentile(&ttfb, 0.90))),
         format!("ttfb_p99_ms={}", ms(percentile(&ttfb, 0.99))),
@@ -814,6 +854,10 @@ fn summarize(
         format!("gap_p50_ms={}", ms(percentile(&gaps, 0.50))),
         format!("gap_p99_ms={}", ms(percentile(&gaps, 0.99))),
         format!("gap_max_ms={}", ms(percentile(&gaps, 1.0))),
+        format!("plateau_gap_streams={}", plateau_gaps.len()),
+        format!("plateau_gap_p50_ms={}", ms(percentile(&plateau_gaps, 0.50))),
+        format!("plateau_gap_p99_ms={}", ms(percentile(&plateau_gaps, 0.99))),
+        format!("plateau_gap_max_ms={}", ms(percentile(&plateau_gaps, 1.0))),
         format!(
             "duration_max_s={:.2}",
             percentile(&durations, 1.0).as_secs_f64()

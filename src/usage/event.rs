@@ -84,12 +84,26 @@ fn usage_null_at(json: &[u8], at: usize) -> Option<usize> {
     json[value..].starts_with(b"null").then_some(value + 4)
 }
 
+/// The quoted key searched for, with a searcher built once (building one per call cost more
+/// than the search).
+fn usage_key() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    &FINDER
+}
+
+/// Whether `"usage"` appears at all: most events (every content chunk) have no such key, and
+/// need no closer look.
+pub(super) fn mentions_usage(json: &[u8]) -> bool {
+    usage_key().find(json).is_some()
+}
+
 /// Cheap pre-check before parsing: some `"usage"` key has a value other than `null`. (A quote
 /// inside a JSON string is escaped, so `"usage"` followed by a colon is always a key.)
 pub(super) fn may_carry_usage(json: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
     let mut from = 0;
-    while let Some(found) = memchr::memmem::find(&json[from..], KEY) {
+    while let Some(found) = usage_key().find(&json[from..]) {
         let at = from + found;
         let colon = skip_blanks(json, at + KEY.len());
         if json.get(colon) == Some(&b':') {

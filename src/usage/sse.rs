@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::event::{event_data, may_carry_usage, null_usage_member};
+use super::event::{event_data, may_carry_usage, mentions_usage, null_usage_member};
 use super::{RawUsage, Usage};
 
 /// The most of one event kept (pass-through: copied for parsing; stripping: held back). A
@@ -262,6 +262,9 @@ impl SseScanner {
         let Some(data) = fields.data else {
             return Action::Keep;
         };
+        if !mentions_usage(&data) {
+            return Action::Keep;
+        }
         if may_carry_usage(&data)
             && let Ok(json) = serde_json::from_slice::<EventJson>(&data)
         {
