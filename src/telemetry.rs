@@ -100,8 +100,9 @@ pub fn init(role: Role) {
 /// default formatter paints every field name (colour or not) and goes through `Debug` for every
 /// value, which made the per-request line a seventh of the request path's instructions.
 ///
-/// Control characters in any value are escaped (`\u{1b}`), so no value — a model name or a
-/// path from a client — can forge a line or drive the terminal.
+/// Control characters, line separators and bidi overrides in any value are escaped (`\u{1b}`),
+/// so no value — a model name or a path from a client — can forge a line, disguise one or drive
+/// the terminal.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextFields;
 
@@ -197,12 +198,22 @@ fn write_quoted(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
                     out.write_char('\\')?;
                     out.write_char(c)?;
                 }
-                c if c.is_control() => write!(out, "{}", c.escape_debug())?,
+                c if needs_escape(c) => write!(out, "{}", c.escape_unicode())?,
                 c => out.write_char(c)?,
             }
         }
     }
     out.write_char('"')
+}
+
+/// Characters that could forge or disguise a line: controls (C0, DEL, C1), line and paragraph
+/// separators, and bidirectional overrides and isolates.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Printable ASCII: needs no look at the characters.
@@ -219,8 +230,8 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
             return self.0.write_str(text);
         }
         for c in text.chars() {
-            if c.is_control() {
-                write!(self.0, "{}", c.escape_debug())?;
+            if needs_escape(c) {
+                write!(self.0, "{}", c.escape_unicode())?;
             } else {
                 self.0.write_char(c)?;
             }
@@ -285,7 +296,7 @@ mod tests {
                 status = 200u64,
                 delta = -3i64,
                 ok = true,
-                model = "gpt-4o \"mini\"\n\u{1b}[31m",
+                model = "gpt-4o \"mini\"\n\u{1b}[31m\u{202e}\u{2028}",
                 path = %"/v1/x\r\ny",
                 "request {}",
                 "\u{1b}]0;title"
@@ -294,7 +305,7 @@ mod tests {
         let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
         assert_eq!(
             text,
-            " INFO request \\u{1b}]0;title method=POST status=200 delta=-3 ok=true model=\"gpt-4o \\\"mini\\\"\\n\\u{1b}[31m\" path=/v1/x\\r\\ny\n"
+            " INFO request \\u{1b}]0;title method=POST status=200 delta=-3 ok=true model=\"gpt-4o \\\"mini\\\"\\u{a}\\u{1b}[31m\\u{202e}\\u{2028}\" path=/v1/x\\u{d}\\u{a}y\n"
         );
     }
 }

@@ -66,6 +66,9 @@ pub fn backoff_delay(failures: u32, policy: &TokenPolicy, rng: &mut impl Rng) ->
     full.mul_f64(jitter).max(Duration::from_millis(10))
 }
 
+/// The longest lifetime a token is taken to have, whatever its `expires_in` says.
+const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
 /// A token the proxy holds, with its `Authorization` header value prebuilt.
 #[derive(Debug)]
 pub struct HeldToken {
@@ -90,6 +93,10 @@ impl HeldToken {
     }
 
     fn new(token: AccessToken, serial: u64, obtained: Instant) -> Result<Self, CredentialError> {
+        // A broken or hostile endpoint may grant any `expires_in` (`1e300` reads as
+        // `u64::MAX` seconds): past a year it would overflow the clock arithmetic here and in
+        // the refresher, killing it, so it counts as a year.
+        let lifetime = token.expires_in.min(MAX_LIFETIME);
         let claims = TokenClaims::decode(token.token.expose());
         let mut header = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
             .map_err(|_| {
@@ -103,10 +110,10 @@ impl HeldToken {
             .map_or(0, |d| d.as_secs());
         Ok(Self {
             header,
-            expires_at: obtained + token.expires_in,
-            expires_at_unix: i64::try_from(now_unix.saturating_add(token.expires_in.as_secs()))
+            expires_at: obtained + lifetime,
+            expires_at_unix: i64::try_from(now_unix.saturating_add(lifetime.as_secs()))
                 .unwrap_or(i64::MAX),
-            lifetime: token.expires_in,
+            lifetime,
             claims,
             serial,
         })

@@ -95,12 +95,13 @@ impl FromStr for ApiStyle {
     }
 }
 
-/// Deployment names Azure allows: letters, digits, `-`, `_`, `.`; at most 64 characters.
+/// Deployment names Azure allows: letters, digits, `-`, `_`, `.`; at most 64 characters. A
+/// leading dot is refused too: no real name has one, and `.`, `..` or `...` as a URL segment
+/// is one that servers and gateways may normalise away.
 pub fn is_valid_deployment_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name != "."
-        && name != ".."
+        && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -275,8 +276,15 @@ impl Target {
         }
         url.push_str(rest);
         let client_query = query.filter(|q| !q.is_empty());
-        let client_sets_version =
-            client_query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("api-version=")));
+        // The client's own api-version replaces the proxy's, whatever its case: a server that
+        // reads query names case-insensitively would otherwise see two.
+        let client_sets_version = client_query.is_some_and(|q| {
+            q.split('&').any(|pair| {
+                pair.as_bytes()
+                    .get(..VERSION_KEY.len())
+                    .is_some_and(|key| key.eq_ignore_ascii_case(VERSION_KEY))
+            })
+        });
         let version = self
             .version_pair
             .as_deref()
@@ -298,30 +306,50 @@ impl Target {
     }
 }
 
-/// Refuses paths that could escape the intended upstream route.
+/// `api-version=`, the query pair that selects the API version.
+const VERSION_KEY: &[u8] = b"api-version=";
+
+/// Refuses paths that could escape the intended upstream route, or that a server or gateway
+/// on the way could read differently from the proxy:
+/// - empty segments (`//`, a leading or trailing `/`) and segments starting with `.` (`.`,
+///   `..`, `...`, `..;`, `..%20`: dot segments, or names some servers normalise into them);
+/// - `\`, `@`, `;` (path parameters), `?`, `#`, control characters and any non-ASCII byte
+///   (raw Unicode, look-alikes and bidi controls, must be percent-encoded);
+/// - percent escapes that are malformed (`%`, `%zz`, IIS-style `%u002e`) or that encode `/`,
+///   `\`, `.`, `%` (double encoding) or a control character.
 fn check_rest(rest: &str) -> Result<(), RouteError> {
-    // Encoded `/`, `\` and `.`, in either case.
-    let encoded_escape = rest.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                [w[1], w[2].to_ascii_lowercase()],
-                [b'2', b'f'] | [b'5', b'c'] | [b'2', b'e']
-            )
-    });
     let escapes = rest.is_empty()
-        || rest.starts_with('/')
         || rest
             .split('/')
-            .any(|segment| segment == ".." || segment == "." || segment.is_empty())
-        || encoded_escape
-        || rest
-            .bytes()
-            .any(|b| b.is_ascii_control() || b == b'\\' || b == b'#' || b == b'?' || b == b'@');
+            .any(|segment| segment.is_empty() || segment.starts_with('.'))
+        || rest.bytes().any(|b| {
+            !b.is_ascii() || b.is_ascii_control() || matches!(b, b'\\' | b'#' | b'?' | b'@' | b';')
+        })
+        || !escapes_are_plain(rest.as_bytes());
     if escapes {
         Err(RouteError::BadPath(rest.to_owned()))
     } else {
         Ok(())
     }
+}
+
+/// True when every `%` starts a two-hex-digit escape of a byte that is not a separator, a dot,
+/// a `%` or a control character.
+fn escapes_are_plain(path: &[u8]) -> bool {
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+    let mut from = 0;
+    while let Some(found) = memchr::memchr(b'%', &path[from..]) {
+        let at = from + found;
+        let Some((high, low)) = hex(path.get(at + 1)).zip(hex(path.get(at + 2))) else {
+            return false;
+        };
+        let decoded = ((high << 4) | low) as u8;
+        if matches!(decoded, b'/' | b'\\' | b'.' | b'%') || decoded.is_ascii_control() {
+            return false;
+        }
+        from = at + 3;
+    }
+    true
 }
 
 /// The shared outbound client: pooled keep-alive, HTTP/2 where the upstream offers it.
@@ -457,6 +485,19 @@ mod tests {
             Ok("https://r.openai.azure.com/openai/deployments/m/embeddings?api-version=x")
         );
         assert_eq!(
+            dep.url("embeddings", Some("API-Version=x"), Some("m"))
+                .as_deref(),
+            Ok("https://r.openai.azure.com/openai/deployments/m/embeddings?API-Version=x"),
+            "the client's api-version, in any case, replaces the proxy's"
+        );
+        assert_eq!(
+            dep.url("embeddings", Some("x=api-version=y"), Some("m"))
+                .as_deref(),
+            Ok(
+                "https://r.openai.azure.com/openai/deployments/m/embeddings?x=api-version=y&api-version=2025-04-01-preview"
+            )
+        );
+        assert_eq!(
             dep.url("chat/completions", None, None),
             Err(RouteError::MissingModel)
         );
@@ -482,11 +523,45 @@ mod tests {
             "/x",
             "a@b",
             "a\\b",
+            "a/",
+            "...",
+            "../",
+            "a/..;/b",
+            "a;x=1/b",
+            "a/..%20/b",
+            "%252e%252e/x",
+            "a%252fb",
+            "%u002e%u002e/x",
+            "a%",
+            "a%2",
+            "a%zz",
+            "a%00",
+            "a%0d%0ab",
+            "a%1B",
+            "a%7f",
+            "c\u{f6}mpletions",
+            "\u{202e}x",
+            "\u{9b}31m",
         ] {
             assert!(
                 matches!(v1.url(rest, None, None), Err(RouteError::BadPath(_))),
                 "{rest:?}"
             );
+        }
+    }
+
+    /// Escapes of ordinary characters, and ids with dots, dashes and colons, pass.
+    #[test]
+    fn plain_paths_pass() {
+        let v1 = target("https://r.openai.azure.com", ApiStyle::OpenAiV1, None);
+        for rest in [
+            "chat/completions",
+            "files/file-abc.jsonl/content",
+            "models/ft:gpt-4o-mini:org::abc",
+            "models/gpt%2D4o",
+            "vector_stores/vs_1/files/caf%C3%A9",
+        ] {
+            assert!(v1.url(rest, None, None).is_ok(), "{rest:?}");
         }
     }
 
@@ -521,7 +596,20 @@ mod tests {
     #[test]
     fn deployment_names() {
         assert!(is_valid_deployment_name("gpt-4o_mini.2"));
-        for bad in ["", "..", "a/b", "a%2fb", "a b", "a\nb", &"x".repeat(65)] {
+        assert!(is_valid_deployment_name(&"x".repeat(64)));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            ".hidden",
+            "a/b",
+            "a%2fb",
+            "a b",
+            "a\nb",
+            "gpt-4\u{f6}",
+            &"x".repeat(65),
+        ] {
             assert!(!is_valid_deployment_name(bad), "{bad:?}");
         }
     }

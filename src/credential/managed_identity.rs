@@ -174,7 +174,7 @@ impl ManagedIdentityCredential {
                         let delay = answer
                             .retry_after
                             .map_or_else(|| self.retry.delay(retries), |s| self.retry.capped(s));
-                        let text = error_text(&answer.body);
+                        let text = error_text(&self.redact_body(&answer.body));
                         (delay, format!("answered {}: {text}", answer.status))
                     }
                 },
@@ -201,7 +201,7 @@ impl ManagedIdentityCredential {
 
     /// A final (non-retryable) answer as an error.
     fn refusal(&self, status: u16, body: &[u8]) -> CredentialError {
-        let text = error_text(body);
+        let text = error_text(&self.redact_body(body));
         let detail = self.redact(format!("{} answered {status}: {text}", self.shown));
         let code = match status {
             401 | 403 => "managed_identity_refused",
@@ -213,6 +213,29 @@ impl ManagedIdentityCredential {
             detail,
             transient: false,
         }
+    }
+
+    /// The body without the identity header's value, before any of it is shown: cut at 200
+    /// characters, a body could otherwise keep part of it, which [`Self::redact`] cannot find.
+    fn redact_body<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let Some(secret) = self.header_secret.as_ref().filter(|s| !s.is_blank()) else {
+            return std::borrow::Cow::Borrowed(body);
+        };
+        let needle = secret.expose().as_bytes();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for at in memchr::memmem::find_iter(body, needle) {
+            if at >= from {
+                out.extend_from_slice(&body[from..at]);
+                out.extend_from_slice(b"<redacted>");
+                from = at + needle.len();
+            }
+        }
+        if from == 0 {
+            return std::borrow::Cow::Borrowed(body);
+        }
+        out.extend_from_slice(&body[from..]);
+        std::borrow::Cow::Owned(out)
     }
 
     /// Removes the identity header's value from text shown to anyone.
@@ -575,5 +598,29 @@ mod tests {
             "https://cognitiveservices.azure.com"
         );
         assert_eq!(resource_of("https://ai.azure.com"), "https://ai.azure.com");
+    }
+
+    /// A body echoing the identity header is redacted before it is cut to 200 characters, so no
+    /// part of the header is shown (found by `tests/fuzz.rs`).
+    #[test]
+    fn echoed_header_never_shown() {
+        let secret = "SECRETabcdefghijklmnopqrstuvwxyz";
+        let tls = crate::tls::client_config(None).expect("tls");
+        let endpoint = ManagedIdentityEndpoint::AppService {
+            endpoint: Url::parse("http://127.0.0.1:1/msi/token").expect("url"),
+            header: Secret::new(secret),
+        };
+        let credential = ManagedIdentityCredential::new(
+            endpoint,
+            IdentitySelector::SystemAssigned,
+            "https://cognitiveservices.azure.com/.default",
+            tls,
+        )
+        .expect("credential");
+        for pad in 160..200 {
+            let body = format!("{}{secret} and more", "x".repeat(pad));
+            let shown = credential.refusal(400, body.as_bytes()).to_string();
+            assert!(!shown.contains(&secret[..8]), "{shown}");
+        }
     }
 }

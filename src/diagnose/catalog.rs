@@ -568,9 +568,17 @@ pub const CATALOG: &[Entry] = &[
         code: "invalid_path",
         origin: Origin::Proxy,
         status: 400,
-        sees: "400 for paths with .., encoded slashes or control characters",
-        cause: "The path '{detail}' is not allowed: it could escape the upstream route.",
+        sees: "400 for paths with .., //, encoded slashes or dots, '@', ';', bad escapes, control characters or raw non-ASCII",
+        cause: "The path '{detail}' is not allowed: it could escape the upstream route, or be read differently on the way.",
         fix: &["Use the OpenAI API paths as they are, e.g. /v1/chat/completions."],
+    },
+    Entry {
+        code: "method_not_allowed",
+        origin: Origin::Proxy,
+        status: 405,
+        sees: "405 for a method the API does not use (TRACE, CONNECT, FOO, …)",
+        cause: "The method '{detail}' is not forwarded: the proxy passes GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS.",
+        fix: &["Use the method the OpenAI API documents for the path (POST or GET for most)."],
     },
     Entry {
         code: "missing_model",
@@ -585,7 +593,7 @@ pub const CATALOG: &[Entry] = &[
         origin: Origin::Proxy,
         status: 400,
         sees: "400: 'model' is not a valid deployment name (deployments style)",
-        cause: "'{detail}' is not a valid deployment name (letters, digits, '-', '_' and '.', at most 64).",
+        cause: "'{detail}' is not a valid deployment name (letters, digits, '-', '_' and '.', not starting with '.', at most 64).",
         fix: &["Send the deployment name exactly as shown in the Foundry portal."],
     },
     Entry {
@@ -611,6 +619,16 @@ pub const CATALOG: &[Entry] = &[
         sees: "400: the request body could not be read",
         cause: "The request body could not be read: {detail}.",
         fix: &["Retry; check the client sends a complete body."],
+    },
+    Entry {
+        code: "request_body_timeout",
+        origin: Origin::Proxy,
+        status: 408,
+        sees: "408: the request body stopped arriving",
+        cause: "The request body stopped arriving: no data for {detail} s before it was complete.",
+        fix: &[
+            "Check that the client sends the whole body it announces (Content-Length, or a final chunk) without pausing.",
+        ],
     },
     Entry {
         code: "request_too_large",

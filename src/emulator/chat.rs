@@ -95,7 +95,7 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
         frames.push(sse::data(&last));
     }
     frames.push("data: [DONE]\n\n".to_owned());
-    sse::stream(ctx.emu, frames, ctx.delay)
+    sse::stream(ctx, frames)
 }
 
 /// `POST …/completions` (legacy text completions).
@@ -149,5 +149,5 @@ pub(crate) fn completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
         frames.push(sse::data(&json!({"id": id, "object": "text_completion", "created": created, "model": ctx.model, "choices": [], "usage": usage})));
     }
     frames.push("data: [DONE]\n\n".to_owned());
-    sse::stream(ctx.emu, frames, ctx.delay)
+    sse::stream(ctx, frames)
 }

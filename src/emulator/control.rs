@@ -121,6 +121,7 @@ pub(crate) async fn state(State(emu): State<Arc<Emulator>>) -> Response {
         "streams_started": emu.streams_started(),
         "streams_completed": emu.streams_completed(),
         "streams_cancelled": emu.streams_cancelled(),
+        "streams_reset": emu.streams_reset(),
         "token_requests": emu.token_requests(),
         "inference_requests": emu.inference_requests(),
     }))

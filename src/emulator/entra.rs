@@ -80,6 +80,7 @@ pub(crate) async fn token(
         basic_auth: params.basic.is_some(),
         status: 0,
         aadsts: None,
+        received_ms: super::util::now_millis(),
     };
     let id = emu.record_token_request(record);
     let correlation = header_str(&headers, "client-request-id");
@@ -210,7 +211,7 @@ fn issue(
             "Token signing failed.",
         )
     })?;
-    emu.count_token_issued(&claims.uti);
+    emu.count_token_issued(&claims.uti, &access_token);
     tracing::debug!(client_id = %app.client_id, credential = ?asserted, "token issued");
     let expires = if as_string {
         json!(lifetime.to_string())

@@ -38,6 +38,8 @@ pub(crate) struct GenCtx<'a> {
     pub(crate) chunks: Option<usize>,
     /// Delay between streamed frames.
     pub(crate) delay: Duration,
+    /// `x-emulator-reset-after`: drop the connection after this many streamed frames.
+    pub(crate) reset_after: Option<usize>,
 }
 
 /// Every request that is not for Entra or `/_emulator`.
@@ -127,6 +129,8 @@ async fn serve(
                 .unwrap_or(emu.config.stream_chunk_delay_ms)
                 .min(60_000),
         ),
+        reset_after: header_num(&parts.headers, "x-emulator-reset-after")
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
     let body = payload.json();
     Ok(match (route.op, &payload) {

@@ -22,6 +22,8 @@
 //!   caller or deployment stage; the list and stages are in `fault`'s docs)
 //! - `x-emulator-chunks: N`: the answer has N content chunks (and N completion tokens)
 //! - `x-emulator-chunk-delay-ms: MS`: delay between streamed frames
+//! - `x-emulator-reset-after: N`: a stream is cut after N frames: the connection is dropped
+//!   without the body's end, as when a front end or the network resets it mid-stream
 //!
 //! Control over HTTP: `GET /_emulator/state`, `POST /_emulator/reset`, and `POST /_emulator/config`
 //! with `{"entra_fault": "503" | "stall:MS" | "garbage" | "aadsts:N" | null, "token_lifetime_secs": N,

@@ -308,7 +308,7 @@ fn issue(emu: &Emulator, identity: &ManagedIdentitySpec, resource: &str) -> Opti
         .sign(&claims)
         .map_err(|e| tracing::error!(error = %e, "token signing failed"))
         .ok()?;
-    emu.count_token_issued(&claims.uti);
+    emu.count_token_issued(&claims.uti, &token);
     tracing::debug!(client_id = %identity.client_id, "managed identity token issued");
     Some(Issued {
         token,

@@ -19,6 +19,9 @@ pub struct TokenRequestRecord {
     pub status: u16,
     /// The AADSTS code of an error answer.
     pub aadsts: Option<u32>,
+    /// When the request arrived: milliseconds since the Unix epoch on the real clock (the
+    /// clock offset does not apply), so tests can see how retries are spaced.
+    pub received_ms: u64,
 }
 
 /// One request to the Foundry side (anything not under the token endpoint or `/_emulator`).

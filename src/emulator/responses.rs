@@ -144,5 +144,5 @@ pub(crate) fn responses(ctx: &GenCtx<'_>, body: &Value) -> Response {
             sse::event(name, &data)
         })
         .collect();
-    sse::stream(ctx.emu, frames, ctx.delay)
+    sse::stream(ctx, frames)
 }

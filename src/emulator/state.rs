@@ -52,6 +52,9 @@ impl std::str::FromStr for EntraFault {
     }
 }
 
+/// How many issued access tokens [`Emulator::issued_tokens`] keeps.
+const ISSUED_TOKENS_KEPT: usize = 1000;
+
 /// The emulator: one per running server, shared by every handler through an `Arc`.
 ///
 /// Locks are held only for short, synchronous reads and writes, never across `.await`.
@@ -70,6 +73,8 @@ pub struct Emulator {
     pub(crate) streams_completed: AtomicU64,
     /// Streams whose client went away before the end.
     pub(crate) streams_cancelled: AtomicU64,
+    /// Streams the emulator cut on purpose (`x-emulator-reset-after`).
+    pub(crate) streams_reset: AtomicU64,
     /// Seconds added to the real clock wherever the emulator reads "now".
     clock_offset_secs: AtomicI64,
     /// Certificates registered on apps, parsed once: `(client_id, certificate)`.
@@ -94,6 +99,8 @@ struct Inner {
     issued_utis: Vec<String>,
     /// Tokens Foundry now refuses, as after a signing-key rollover.
     revoked_utis: std::collections::HashSet<String>,
+    /// The last [`ISSUED_TOKENS_KEPT`] access tokens issued, oldest first.
+    issued_tokens: std::collections::VecDeque<String>,
     /// Token requests with an id, so a stalled request can fill in its status later.
     token_requests: Vec<(u64, TokenRequestRecord)>,
     next_token_request_id: u64,
@@ -147,6 +154,7 @@ impl Emulator {
             roles,
             issued_utis: Vec::new(),
             revoked_utis: std::collections::HashSet::new(),
+            issued_tokens: std::collections::VecDeque::new(),
             token_requests: Vec::new(),
             next_token_request_id: 0,
             inference_requests: Vec::new(),
@@ -159,6 +167,7 @@ impl Emulator {
             streams_started: AtomicU64::new(0),
             streams_completed: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
+            streams_reset: AtomicU64::new(0),
             clock_offset_secs: AtomicI64::new(config.clock_offset_secs),
             certificates,
             imds_requests: AtomicU64::new(0),
@@ -251,6 +260,12 @@ impl Emulator {
         self.inner().inference_requests.clone()
     }
 
+    /// The access tokens issued (token endpoint and managed identity endpoints), oldest first;
+    /// the last 1 000 are kept. Tests look for them where they must not be, such as logs.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.inner().issued_tokens.iter().cloned().collect()
+    }
+
     /// Access tokens issued so far.
     pub fn tokens_issued(&self) -> u64 {
         self.tokens_issued.load(Ordering::SeqCst)
@@ -269,6 +284,11 @@ impl Emulator {
     /// Streaming responses whose client went away mid-stream.
     pub fn streams_cancelled(&self) -> u64 {
         self.streams_cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Streaming responses cut by `x-emulator-reset-after`.
+    pub fn streams_reset(&self) -> u64 {
+        self.streams_reset.load(Ordering::SeqCst)
     }
 
     /// Forgets recorded requests (counters and controls are kept).
@@ -405,9 +425,14 @@ impl Emulator {
         (inner.token_lifetime_secs, inner.expires_in_as_string)
     }
 
-    pub(crate) fn count_token_issued(&self, uti: &str) {
+    pub(crate) fn count_token_issued(&self, uti: &str, token: &str) {
         self.tokens_issued.fetch_add(1, Ordering::SeqCst);
-        self.inner().issued_utis.push(uti.to_owned());
+        let mut inner = self.inner();
+        inner.issued_utis.push(uti.to_owned());
+        if inner.issued_tokens.len() == ISSUED_TOKENS_KEPT {
+            inner.issued_tokens.pop_front();
+        }
+        inner.issued_tokens.push_back(token.to_owned());
     }
 
     /// True when the token with this `uti` was revoked by [`Emulator::revoke_issued_tokens`].

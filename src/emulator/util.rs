@@ -12,6 +12,13 @@ pub(crate) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the Unix epoch on the real clock.
+pub(crate) fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `now` moved by `offset_secs`, saturating at the epoch and at `u64::MAX`.
 pub(crate) fn shifted(now: u64, offset_secs: i64) -> u64 {
     now.saturating_add_signed(offset_secs)

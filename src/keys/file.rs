@@ -72,15 +72,44 @@ pub fn add_key(path: &Path, name: &str, limits: Limits) -> Result<String, KeyFil
         .in_file(path));
     }
     let key = generate_key()?;
-    let mut new_text = text;
-    if !new_text.is_empty() && !new_text.ends_with('\n') {
-        new_text.push('\n');
+    let digest = digest_of(&key);
+    let mut appended = text;
+    if !appended.is_empty() && !appended.ends_with('\n') {
+        appended.push('\n');
     }
-    if !new_text.is_empty() && !new_text.ends_with("\n\n") {
-        new_text.push('\n');
+    if !appended.is_empty() && !appended.ends_with("\n\n") {
+        appended.push('\n');
     }
-    new_text.push_str(&entry_text(name, &digest_of(&key), limits));
-    // The appended block must parse to exactly the old keys plus this one.
+    appended.push_str(&entry_text(name, &digest, limits));
+    let reads_back = |text: &str| {
+        KeyRing::parse(text).is_ok_and(|added| {
+            added.len() == ring.len() + 1
+                && added.authenticate(&key).is_some_and(|e| e.name == name)
+        })
+    };
+    // A layout the appended `[[key]]` block cannot join (an inline `key = [...]` array) is
+    // rewritten from its entries instead, as `revoke_key` does.
+    let new_text = if reads_back(&appended) {
+        appended
+    } else {
+        let mut keys: Vec<super::StoredKey> = ring
+            .keys
+            .iter()
+            .map(|k| super::StoredKey {
+                digest: k.digest,
+                entry: k.entry.clone(),
+            })
+            .collect();
+        keys.push(super::StoredKey {
+            digest,
+            entry: std::sync::Arc::new(super::KeyEntry {
+                name: name.to_owned(),
+                limits,
+            }),
+        });
+        render(&KeyRing { keys })
+    };
+    // The new text must parse to exactly the old keys plus this one.
     let added = KeyRing::parse(&new_text).map_err(|e| e.in_file(path))?;
     let found = added.authenticate(&key);
     if added.len() != ring.len() + 1 || found.is_none_or(|e| e.name != name) {
@@ -333,6 +362,34 @@ mod tests {
         );
         assert_eq!(KeyRing::parse(&text).expect("valid").len(), 1);
         assert!(cut_entry(&text, 0, 1).is_none());
+    }
+
+    /// A key added to a file in the inline-array layout (found by `tests/fuzz.rs`): the file is
+    /// rewritten from its entries, since a `[[key]]` block cannot follow `key = [...]`.
+    #[test]
+    fn add_to_inline_file() {
+        let dir = std::env::temp_dir().join(format!("fp-keys-inline-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("keys.toml");
+        for inline in [
+            "key = []\n".to_owned(),
+            format!(
+                "key = [{{ name = \"a\", sha256 = \"{}\" }}]\n",
+                digest_line("a")
+            ),
+        ] {
+            fs::write(&path, &inline).expect("write");
+            let before = KeyRing::parse(&inline).expect("valid").len();
+            let key = add_key(&path, "new", Limits::default()).expect("added");
+            let ring = KeyRing::load(&path).expect("parses");
+            assert_eq!(ring.len(), before + 1);
+            assert_eq!(
+                ring.authenticate(&key).map(|e| e.name.clone()).as_deref(),
+                Some("new")
+            );
+            assert_eq!(before == 1, ring.authenticate("a").is_some());
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// Generated keys have the documented shape and differ each time.

@@ -20,6 +20,17 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 const CALLER_CREDENTIALS: [HeaderName; 2] =
     [header::AUTHORIZATION, HeaderName::from_static("api-key")];
 
+/// Headers some servers and gateways read as a replacement path or method (IIS URL Rewrite,
+/// Rails/ASP.NET method overrides): never forwarded, so the route and method Azure sees are the
+/// ones the proxy checked.
+const OVERRIDES: [HeaderName; 5] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_matching(headers, |name| {
@@ -28,8 +39,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares the caller's headers for the upstream: no hop-by-hop headers, no caller
-/// credentials, no `Host` (the client sets the upstream's) and no `Expect` (the body is
-/// already read or streamed by the proxy).
+/// credentials, no `Host` (the client sets the upstream's), no `Expect` (the body is
+/// already read or streamed by the proxy) and no path or method overrides.
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
     remove_matching(headers, |name| {
         HOP_BY_HOP.contains(name)
@@ -37,6 +48,7 @@ pub fn prepare_request_headers(headers: &mut HeaderMap) {
             || name == header::UPGRADE
             || name == header::HOST
             || name == header::EXPECT
+            || OVERRIDES.contains(name)
     });
 }
 
@@ -51,13 +63,14 @@ fn remove_matching(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bo
         }
     }
     if found.contains(&header::CONNECTION) {
+        // Split the bytes, not the text: a value with one non-ASCII byte (obs-text) still names
+        // the headers it lists.
         found.extend(
             headers
                 .get_all(header::CONNECTION)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok()),
         );
     }
     for name in found {
@@ -70,7 +83,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    /// Credentials, hop-by-hop and Connection-named headers go; the rest stays.
+    /// Credentials, hop-by-hop, Connection-named and override headers go; the rest stays.
     #[test]
     fn request_headers_filtered() {
         let mut headers = HeaderMap::new();
@@ -85,6 +98,11 @@ mod tests {
             ("upgrade", "h2c"),
             ("proxy-authorization", "Basic x"),
             ("host", "127.0.0.1:8080"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-http-method-override", "TRACE"),
+            ("x-http-method", "TRACE"),
+            ("x-method-override", "TRACE"),
             ("content-type", "application/json"),
             ("x-ms-client-request-id", "abc"),
             ("openai-beta", "assistants=v2"),

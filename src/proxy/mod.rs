@@ -111,11 +111,15 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
         return diagnose::proxy_refusal("unknown_path", &diagnose::catalog::Vars::new())
             .into_response();
     }
+    if !FORWARDED_METHODS.contains(&method) {
+        info!(method = %method, path = %loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
+        return method_not_allowed(&method);
+    }
     let key = match authenticate(state, request.headers()) {
         Ok(key) => key,
         Err(error) => {
             let response = error.into_response();
-            info!(method = %method, path = %path, status = response.status().as_u16(), request_id = %request_id, "request refused: no valid access key");
+            info!(method = %method, path = %loggable(path), status = response.status().as_u16(), request_id = %request_id, "request refused: no valid access key");
             return response;
         }
     };
@@ -138,7 +142,7 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     });
     info!(
         method = %method,
-        path = %path,
+        path = %loggable(path),
         status,
         model = observed.model.as_deref().unwrap_or(""),
         upstream_ms = observed.upstream.map(|d| d.as_millis() as u64),
@@ -148,6 +152,66 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
         "request"
     );
     response
+}
+
+/// The methods of the HTTP APIs behind the proxy. Anything else is refused, not forwarded:
+/// TRACE would have a server echo the request, the proxy's token included; CONNECT asks for a
+/// tunnel; unknown tokens have no meaning for Azure.
+const FORWARDED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// 405 in the OpenAI shape, with the methods that are forwarded in `Allow`.
+fn method_not_allowed(method: &Method) -> Response {
+    let mut error = refuse("method_not_allowed", method.as_str());
+    error.kind = "invalid_request_error";
+    error.headers.insert(
+        http::header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    error.into_response()
+}
+
+/// The path as logged: a non-ASCII path (Unicode may carry control, line-separator or bidi
+/// characters) is escaped, so no path can forge or reorder a log line.
+fn loggable(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.is_ascii() {
+        std::borrow::Cow::Borrowed(path)
+    } else {
+        std::borrow::Cow::Owned(path.escape_debug().to_string())
+    }
+}
+
+/// A request body that stopped arriving: the client sent nothing for the connection's body read
+/// timeout while the body was being read. Raised by the listener's request bodies, answered 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no request body data for {} s", .0.as_secs())]
+pub struct BodyReadTimeout(pub Duration);
+
+impl BodyReadTimeout {
+    /// The timeout somewhere in `error`'s chain of causes.
+    fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if let Some(timeout) = error.downcast_ref::<Self>() {
+                return Some(*timeout);
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    fn refusal(self) -> ApiError {
+        let mut error = refuse("request_body_timeout", self.0.as_secs().to_string());
+        error.kind = "invalid_request_error";
+        error
+    }
 }
 
 /// The route as a metrics label: OpenAI API words kept, ids (`resp_…`, `file-…`, numbers)
@@ -541,7 +605,11 @@ async fn send(
 ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
     match tokio::time::timeout(state.upstream_timeout, state.client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(upstream_unreachable(state, tag, &error)),
+        // A streamed request body that stopped arriving is the client's failure, not Azure's.
+        Ok(Err(error)) => Err(BodyReadTimeout::find(&error).map_or_else(
+            || upstream_unreachable(state, tag, &error),
+            BodyReadTimeout::refusal,
+        )),
         Err(_) => {
             let vars = state
                 .diagnosis
@@ -575,7 +643,10 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
-        Err(error) => Err(refuse("unreadable_body", error.to_string())),
+        Err(error) => Err(BodyReadTimeout::find(&*error).map_or_else(
+            || refuse("unreadable_body", error.to_string()),
+            BodyReadTimeout::refusal,
+        )),
     }
 }
 

@@ -47,12 +47,6 @@ enum StreamOptions {
     AsksUsage,
 }
 
-#[derive(Deserialize)]
-struct OptionsPeek {
-    #[serde(default, deserialize_with = "is_true")]
-    include_usage: bool,
-}
-
 /// Only `model`: the fallback for bodies the full peek refuses (a duplicated `stream`).
 #[derive(Deserialize)]
 struct ModelOnly<'a> {
@@ -72,11 +66,13 @@ fn is_true<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D:
 fn stream_options<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<StreamOptions, D::Error> {
-    Ok(match Option::<OptionsPeek>::deserialize(deserializer)? {
-        Some(OptionsPeek {
-            include_usage: true,
-        }) => StreamOptions::AsksUsage,
-        _ => StreamOptions::Present,
+    // A map, not a struct: serde reads a struct from an array too (`[true]`).
+    let options = Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?;
+    let asks = options.is_some_and(|o| o.get("include_usage") == Some(&true.into()));
+    Ok(if asks {
+        StreamOptions::AsksUsage
+    } else {
+        StreamOptions::Present
     })
 }
 
@@ -104,6 +100,21 @@ pub async fn read_facts(headers: &HeaderMap, body: &Bytes) -> Result<BodyFacts, 
 
 /// The facts of a JSON body; a 400 in the OpenAI shape if the body is not a JSON object.
 pub fn json_facts(body: &[u8]) -> Result<BodyFacts, ApiError> {
+    // serde reads a struct from an array too (`["gpt-4o", true]` has a model and a stream):
+    // only an object counts.
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(refuse("invalid_json", "the body is not a JSON object"));
+    }
+    // The members skipped below are not decoded, so not checked for UTF-8 either: JSON is UTF-8.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(refuse(
+            "invalid_json",
+            format!("the body is not UTF-8 ({e})"),
+        ));
+    }
     match serde_json::from_slice::<Peek<'_>>(body) {
         Ok(peek) => Ok(BodyFacts {
             model: peek.model.map(Cow::into_owned),
@@ -245,6 +256,10 @@ mod tests {
         assert!(!facts(r#"{"stream":true}"#).has_stream_options);
         // Malformed options: nothing is asked of the stream.
         assert!(!facts(r#"{"stream":true,"stream_options":1}"#).stream);
+        assert!(!facts(r#"{"stream":true,"stream_options":[true]}"#).has_stream_options);
+        // Only objects (found by `tests/fuzz.rs`).
+        assert!(json_facts(br#"["{", true]"#).is_err());
+        assert!(json_facts(b"{\"stream\":true,\"x\":\"\xff\"}").is_err());
         // A duplicated member: the model is still read, nothing is asked of the stream.
         let dup = facts(r#"{"model":"m","stream":true,"stream":true}"#);
         assert_eq!((dup.model.as_deref(), dup.stream), (Some("m"), false));

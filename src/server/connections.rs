@@ -4,30 +4,55 @@
 //! hyper's connection builder is used directly (not `axum::serve`) because the limits live
 //! there: without a timer, hyper never times out a client that sends its headers a byte at a
 //! time (slowloris), and `axum::serve` sets none.
+//!
+//! Around hyper, each connection also gets:
+//! - a deadline for its first request (the header read timeout): hyper's timer starts only
+//!   once the HTTP version is known, so a client that sends nothing, stops inside the HTTP/2
+//!   preface or never sends a request on HTTP/2 would otherwise hold its connection forever;
+//! - request bodies that fail with [`BodyReadTimeout`] (answered 408) when the client stops
+//!   sending in the middle;
+//! - a limit on requests abandoned before their answer (HTTP/2 rapid reset paced to get past
+//!   h2's own protection): the connection is closed.
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
+
+use crate::proxy::BodyReadTimeout;
 
 /// Limits on what one client connection may do.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// Time allowed for a request's headers to arrive, from its first byte (HTTP/1.1); a
-    /// client slower than this is disconnected.
+    /// Time allowed for a request's headers to arrive (HTTP/1.1), and for a new connection's
+    /// first request to begin (HTTP/1.1 and HTTP/2, the version sniffing included); a client
+    /// slower than this is disconnected.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers, HTTP/1.1) or header list (HTTP/2) in
     /// bytes; larger heads are answered 431.
     pub max_header_bytes: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
+    /// Time a request body may stall: a client that stops sending in the middle of a body
+    /// (fewer bytes than its `Content-Length`, an unfinished chunk) is answered 408.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -36,6 +61,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(15),
             max_header_bytes: 64 * 1024,
             http2_max_streams: 256,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -65,15 +91,63 @@ pub(super) async fn run(
         };
         // Without NODELAY small SSE events wait for Nagle's timer.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let watch = Arc::new(Watch::default());
+        let service = {
+            let (counted, guarded) = (Arc::clone(&watch), Arc::clone(&watch));
+            let body_read_timeout = limits.body_read_timeout;
+            app.clone()
+                .map_request(move |request: http::Request<Incoming>| {
+                    counted.requests.fetch_add(1, Ordering::Relaxed);
+                    request.map(|body| TimedBody::new(body, body_read_timeout))
+                })
+                .map_future(move |answer| {
+                    let mut guard = Unanswered {
+                        watch: Arc::clone(&guarded),
+                        answered: false,
+                    };
+                    async move {
+                        let answer = answer.await;
+                        guard.answered();
+                        answer
+                    }
+                })
+        };
         // No upgrades (WebSocket, CONNECT) are proxied, so none are offered: hyper would
         // otherwise attach an upgrade handle to every request.
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
+        let first_request_limit = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            // hyper's header read timeout starts only once the protocol is known: a client
+            // that sends nothing, or stops inside the HTTP/2 preface, or opens HTTP/2 and never
+            // sends a request, would hold the connection forever.
+            let first_request = tokio::time::sleep(first_request_limit);
+            let mut first_request = std::pin::pin!(first_request);
+            let mut waiting_for_first = true;
+            let ended = loop {
+                tokio::select! {
+                    ended = connection.as_mut() => break ended,
+                    () = first_request.as_mut(), if waiting_for_first => {
+                        if watch.requests.load(Ordering::Relaxed) == 0 {
+                            debug!("no request within the header read timeout: connection closed");
+                            return;
+                        }
+                        waiting_for_first = false;
+                    }
+                    () = watch.abuse.notified() => {
+                        warn!(
+                            abandoned = watch.abandoned.load(Ordering::Relaxed),
+                            requests = watch.requests.load(Ordering::Relaxed),
+                            "most requests on a connection were cancelled before their answer (HTTP/2 rapid reset?): connection closed"
+                        );
+                        return;
+                    }
+                }
+            };
+            if let Err(error) = ended {
                 // Clients that go away, time out or send garbage: theirs to know, not a fault
                 // of the proxy.
                 debug!(%error, "connection ended with an error");
@@ -106,6 +180,109 @@ fn builder(limits: ConnectionLimits) -> Builder<TokioExecutor> {
         .max_concurrent_streams(limits.http2_max_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
+}
+
+/// Requests a connection may abandon (an HTTP/2 stream reset before its answer began) before
+/// it is closed, once they are also most of its requests. Each abandoned request may have cost
+/// an upstream request and connection: resetting streams as fast as they open would otherwise
+/// turn a few bytes per stream into that much work (HTTP/2 "rapid reset"), past the stream limit.
+const ABANDONED_LIMIT: u32 = 100;
+
+/// What one connection's requests did, for the connection's own limits.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Requests that arrived whole.
+    requests: AtomicU32,
+    /// Requests dropped before their answer was ready.
+    abandoned: AtomicU32,
+    /// Woken when abandoned requests pass [`ABANDONED_LIMIT`] and half the requests.
+    abuse: Notify,
+}
+
+/// Counts its request as abandoned if dropped before the answer is ready.
+struct Unanswered {
+    watch: Arc<Watch>,
+    answered: bool,
+}
+
+impl Unanswered {
+    /// The answer is ready: the request was not abandoned.
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let watch = &self.watch;
+        let abandoned = watch.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+        let requests = watch.requests.load(Ordering::Relaxed);
+        if abandoned > ABANDONED_LIMIT && abandoned.saturating_mul(2) > requests {
+            watch.abuse.notify_one();
+        }
+    }
+}
+
+/// A request body that fails with [`BodyReadTimeout`] once the client has sent nothing for
+/// `limit` while the body is being read. Only time spent waiting for the client counts: a reader
+/// that pauses (an upstream applying back-pressure) does not use the client's time up.
+struct TimedBody {
+    inner: Incoming,
+    limit: Duration,
+    /// Made at the first wait, then reset at each new wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A read is waiting for the client and the timer runs.
+    waiting: bool,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = Instant::now() + this.limit;
+            match this.timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match this.timer.as_mut().map(|timer| timer.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(BodyReadTimeout(this.limit))))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// After a failed `accept`: out of file descriptors or memory, wait a moment (the error

@@ -61,8 +61,12 @@ pub fn request_usage_in_known_stream(
 /// The body with [`STREAM_OPTIONS`] inserted as its first member.
 fn insert_stream_options(body: &[u8]) -> Option<Bytes> {
     // Valid JSON with an object at the top: the first non-blank byte is its `{`, and the
-    // object has members (`stream` at least), so a trailing comma is right.
-    let brace = body.iter().position(|b| *b == b'{')?;
+    // object has members (`stream` at least), so a trailing comma is right. Anything else (an
+    // array whose first string holds a `{`, say) is left alone.
+    let brace = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[brace] != b'{' {
+        return None;
+    }
     let mut out = Vec::with_capacity(body.len() + STREAM_OPTIONS.len());
     out.extend_from_slice(&body[..=brace]);
     out.extend_from_slice(STREAM_OPTIONS);

@@ -97,7 +97,7 @@ fn top_level_value<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
         match body[at] {
             b'"' => {
                 let end = string_end(body, at + 1)?;
-                if depth == 1 && &body[at + 1..end] == key {
+                if depth == 1 && is_key(&body[at..=end], key) {
                     let colon = end
                         + 1
                         + body[end + 1..]
@@ -121,6 +121,19 @@ fn top_level_value<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
         }
     }
     None
+}
+
+/// Whether the quoted JSON string `quoted` is `key`: byte for byte, or (rarely) once its
+/// escapes are decoded (`"us\u0061ge"` is `usage` to any JSON parser, so to the meter too).
+fn is_key(quoted: &[u8], key: &[u8]) -> bool {
+    let raw = &quoted[1..quoted.len() - 1];
+    if raw == key {
+        return true;
+    }
+    // At most six bytes (`\uXXXX`) per character of the key; longer strings are not it.
+    raw.len() <= key.len() * 6
+        && memchr::memchr(b'\\', raw).is_some()
+        && serde_json::from_slice::<String>(quoted).is_ok_and(|text| text.as_bytes() == key)
 }
 
 /// The index of the `"` that closes the string whose contents start at `from`.
@@ -273,6 +286,20 @@ mod tests {
         ] {
             assert_eq!(from_json(body), None, "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    /// A `usage` key written with escapes is still `usage` (found by `tests/fuzz.rs`).
+    #[test]
+    fn escaped_key() {
+        let body = br#"{"id":"x\"","u\u0073\u0061ge":{"in\u0070ut_tokens":4}}"#;
+        assert_eq!(
+            from_json(body),
+            Some(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 0
+            })
+        );
+        assert_eq!(from_json(br#"{"usag\u0065x":{"prompt_tokens":1}}"#), None);
     }
 
     /// Content types map to kinds whatever their parameters and case; compressed bodies are Other.

@@ -31,6 +31,9 @@ pub struct Setup {
     pub env: BTreeMap<String, String>,
     /// An Entra fault in place before the proxy's first token request.
     pub entra_fault: Option<foundry_proxy::emulator::EntraFault>,
+    /// Limits on client connections (header and body read timeouts, head size, HTTP/2
+    /// streams); `None` keeps the defaults.
+    pub connection_limits: Option<foundry_proxy::server::ConnectionLimits>,
 }
 
 /// A running emulator and proxy.
@@ -105,7 +108,7 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let options = ServeOptions {
             token_policy: setup.policy.unwrap_or_default(),
-            ..ServeOptions::default()
+            connection_limits: setup.connection_limits.unwrap_or_default(),
         };
         let task = tokio::spawn(server::serve(config, listener, shutdown.clone(), options));
         Self {
@@ -190,4 +193,33 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// Adds one access key (named `name`, no limits) in a fresh keys file to `setup`, so the proxy
+/// authenticates its callers; returns the key. Send it with [`client_with_key`].
+pub fn add_access_key(setup: &mut Setup, name: &str) -> String {
+    static FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fp-test-keys-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("keys dir");
+    let path = dir.join("keys.toml");
+    let _ = std::fs::remove_file(&path);
+    let key =
+        foundry_proxy::keys::file::add_key(&path, name, foundry_proxy::keys::Limits::default())
+            .expect("key added");
+    setup.settings.keys_file = Some(path);
+    key
+}
+
+/// Like [`http_client`], sending `key` as a bearer token on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("key");
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
