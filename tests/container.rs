@@ -212,7 +212,7 @@ fn build_client_image(tag: &str, cleanup: &mut Cleanup) {
     let bytes = std::fs::read(&busybox).unwrap_or_else(|e| {
         panic!(
             "the client container needs a static busybox at {} ({e}): \
-             apt-get install busybox-static, or set FOUNDRY_PROXY_TEST_BUSYBOX",
+             scripts/test fetches one; or apt-get install busybox-static, or set FOUNDRY_PROXY_TEST_BUSYBOX",
             busybox.display()
         )
     });

@@ -7,19 +7,19 @@
 //! reference meaning (a full `serde_json` parse, a header set, a URL prefix), the property
 //! compares against it.
 //!
-//! Case counts: each property runs `PROPTEST_CASES / weight` cases (`PROPTEST_CASES` defaults
-//! to [`DEFAULT_CASES`]), its weight being about its cost per case (debug build, busy machine),
-//! so that every property takes about the same time. The default run takes a few seconds; the
-//! long run, `PROPTEST_CASES=100000 cargo nextest run --test fuzz`, about ten minutes on two busy
-//! cores (from 200 to 16 000 cases per property). Failures are not persisted to files: the
-//! minimal failing input is printed, and belongs in a unit test once fixed.
-//! `PROPTEST_RNG_SEED=N` makes a run repeatable.
+//! Case counts: by default each property runs `DEFAULT_CASES / weight` cases, its weight being
+//! about its cost per case, so the whole file takes a few seconds. `PROPTEST_CASES=N` (proptest's
+//! own rule) runs N cases of every property instead, except `managed_identity_answers` (a socket
+//! round trip per attempt), which runs N / 100. The long run,
+//! `PROPTEST_CASES=100000 cargo nextest run --test fuzz`, takes about ten minutes on two busy
+//! cores. Failures are not persisted to files: the minimal failing input is printed, and belongs
+//! in a unit test once fixed. `PROPTEST_RNG_SEED=N` makes a run repeatable.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -42,26 +42,32 @@ use foundry_proxy::usage::{self, BodyKind, Ending, Usage};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
+use proptest::string::RegexGeneratorStrategy;
+use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-/// `PROPTEST_CASES` when it is not set: the whole file stays well under 20 s on two busy cores.
-const DEFAULT_CASES: u32 = 8192;
+/// The default run's budget: each property runs `DEFAULT_CASES / weight` cases, a few seconds
+/// for the whole file (`PROPTEST_CASES`, when set, replaces every count: see the module docs).
+const DEFAULT_CASES: u32 = 4096;
 
-/// The configuration of a property whose cases cost about `weight` units (about 0.1 ms each in a
-/// debug build).
+/// The configuration of a property whose cases cost about `weight` units of 0.05 ms (debug
+/// build). The `proptest!` macro then applies the `PROPTEST_*` environment variables over it.
 fn config(weight: u32) -> ProptestConfig {
-    let base = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(DEFAULT_CASES);
+    let defaults = ProptestConfig::default();
     ProptestConfig {
-        cases: (base / weight).max(1),
+        cases: (DEFAULT_CASES / weight).max(1),
         failure_persistence: None,
-        ..ProptestConfig::default()
+        // Unless `PROPTEST_RNG_ALGORITHM` says otherwise: every `prop_oneof!` seeds a generator
+        // per arm, and ChaCha seeding (in an unoptimised build) was most of the run time.
+        rng_algorithm: if std::env::var_os("PROPTEST_RNG_ALGORITHM").is_some() {
+            defaults.rng_algorithm
+        } else {
+            RngAlgorithm::XorShift
+        },
+        ..defaults
     }
 }
 
@@ -107,6 +113,17 @@ impl Drop for TempDir {
 // ---------------------------------------------------------------------------------------------
 // Generators: JSON values, their renderings, hostile byte soups.
 // ---------------------------------------------------------------------------------------------
+
+/// A regex strategy compiled once per pattern and process: a `&str` strategy parses its regex
+/// (and builds its Unicode classes) again for every value it generates.
+fn re(pattern: &'static str) -> Arc<RegexGeneratorStrategy<String>> {
+    type Compiled = HashMap<&'static str, Arc<RegexGeneratorStrategy<String>>>;
+    static COMPILED: LazyLock<Mutex<Compiled>> = LazyLock::new(Mutex::default);
+    let mut compiled = COMPILED.lock().expect("lock");
+    Arc::clone(compiled.entry(pattern).or_insert_with(|| {
+        Arc::new(proptest::string::string_regex(pattern).expect("a valid regex"))
+    }))
+}
 
 /// A small deterministic generator for rendering choices (whitespace, escapes, order), so
 /// that one `u64` from proptest decides a whole rendering.
@@ -311,16 +328,16 @@ const KEYS: &[&str] = &[
 fn key() -> BoxedStrategy<String> {
     prop_oneof![
         3 => prop::sample::select(KEYS).prop_map(str::to_owned),
-        1 => "\\PC{0,6}",
-        1 => "[\"\\\\{}\\[\\]:,a-z]{0,6}",
+        1 => re("\\PC{0,6}"),
+        1 => re("[\"\\\\{}\\[\\]:,a-z]{0,6}"),
     ]
     .boxed()
 }
 
 fn text() -> BoxedStrategy<String> {
     prop_oneof![
-        3 => "\\PC{0,12}",
-        1 => "[\"\\\\{}:,\\r\\n\\t u]{0,12}",
+        3 => re("\\PC{0,12}"),
+        1 => re("[\"\\\\{}:,\\r\\n\\t u]{0,12}"),
         1 => prop::sample::select(&[
             "\"usage\":{\"prompt_tokens\":2}",
             "\\\"usage\\\":null",
@@ -704,7 +721,7 @@ fn check_usage_rewrite(input: &[u8], output: &[u8]) -> Result<(), TestCaseError>
 }
 
 proptest! {
-    #![proptest_config(config(21))]
+    #![proptest_config(config(5))]
 
     /// `json_facts`: never panics; on JSON without duplicate members it says what a full parse
     /// says (a non-object is refused).
@@ -725,12 +742,12 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(20))]
+    #![proptest_config(config(6))]
 
     /// `with_model`: Some exactly for JSON objects; the output is the same object with `model`
     /// replaced.
     #[test]
-    fn with_model_replaces_only_the_model(body in request_body(), deployment in "\\PC{0,12}") {
+    fn with_model_replaces_only_the_model(body in request_body(), deployment in re("\\PC{0,12}")) {
         let parsed = serde_json::from_slice::<Value>(&body).ok();
         let rewritten = with_model(&body, &deployment);
         match parsed {
@@ -753,7 +770,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(20))]
+    #![proptest_config(config(5))]
 
     /// `request_usage_in_stream`: Some exactly when a streaming request does not ask for usage
     /// yet and its options can take it; the output is JSON with `include_usage: true` and
@@ -779,7 +796,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(20))]
+    #![proptest_config(config(7))]
 
     /// The request path's pipeline: facts from one pass, the alias rewrite, then
     /// `request_usage_in_known_stream` with those facts: the output, when Some, is JSON asking
@@ -787,7 +804,7 @@ proptest! {
     #[test]
     fn known_stream_rewrite_is_json(
         body in request_body(),
-        alias in proptest::option::of("[a-z0-9.-]{1,10}"),
+        alias in proptest::option::of(re("[a-z0-9.-]{1,10}")),
     ) {
         let Ok(facts) = json_facts(&body) else {
             return Ok(());
@@ -828,12 +845,12 @@ fn multipart_form() -> BoxedStrategy<(String, Vec<Part>, Vec<u8>)> {
     // Anything but a CR, so no content can hold the delimiter. The `model` field is text
     // (multer decodes it as the encoding its BOM names, so no BOM).
     let bytes = prop::collection::vec(any::<u8>().prop_filter("no CR", |b| *b != b'\r'), 0..64);
-    let text = "[^\r\u{feff}]{0,30}".prop_map(String::into_bytes);
-    let part = prop_oneof![(Just("model".to_owned()), text), ("[a-z_]{1,8}", bytes),]
+    let text = re("[^\r\u{feff}]{0,30}").prop_map(String::into_bytes);
+    let part = prop_oneof![(Just("model".to_owned()), text), (re("[a-z_]{1,8}"), bytes),]
         .prop_flat_map(|(name, content)| {
             (
                 Just(name),
-                proptest::option::of("[a-zA-Z0-9._ ]{1,12}"),
+                proptest::option::of(re("[a-zA-Z0-9._ ]{1,12}")),
                 Just(content),
             )
         })
@@ -843,7 +860,7 @@ fn multipart_form() -> BoxedStrategy<(String, Vec<Part>, Vec<u8>)> {
             content,
         });
     (
-        "[A-Za-z0-9'()+_,./:=?-]{1,40}",
+        re("[A-Za-z0-9'()+_,./:=?-]{1,40}"),
         prop::collection::vec(part, 0..5),
         prop::collection::vec(any::<u8>(), 0..3),
     )
@@ -869,7 +886,7 @@ fn form_bytes(boundary: &str, parts: &[Part]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config(19))]
+    #![proptest_config(config(4))]
 
     /// `read_facts` on multipart forms: a well-formed form yields its first `model` field,
     /// trimmed; hostile forms and content types never panic.
@@ -879,7 +896,7 @@ proptest! {
         mangle in proptest::option::of(edits()),
         content_type in prop_oneof![
             3 => Just(None),
-            1 => "multipart/form-data[;= a-zA-Z\"]{0,30}".prop_map(Some),
+            1 => re("multipart/form-data[;= a-zA-Z\"]{0,30}").prop_map(Some),
         ],
     ) {
         let well_formed = mangle.is_none() && content_type.is_none();
@@ -910,11 +927,11 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(80))]
+    #![proptest_config(config(8))]
 
     /// `read_facts` with any content type and any body never panics.
     #[test]
-    fn read_facts_any_body(body in request_body(), content_type in "\\PC{0,40}") {
+    fn read_facts_any_body(body in request_body(), content_type in re("\\PC{0,40}")) {
         let mut headers = HeaderMap::new();
         if let Ok(value) = HeaderValue::from_str(&content_type) {
             headers.insert(http::header::CONTENT_TYPE, value);
@@ -1003,7 +1020,7 @@ fn reference_usage(document: &Value) -> Option<Usage> {
 }
 
 proptest! {
-    #![proptest_config(config(40))]
+    #![proptest_config(config(5))]
 
     /// `usage::from_json` never panics, and on JSON objects without duplicate members it agrees
     /// with a full parse of the top-level `usage`, whatever the layout, order and escapes.
@@ -1017,12 +1034,12 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(6))]
+    #![proptest_config(config(1))]
 
     /// `BodyKind::from_content_type` never panics and recognises exactly the SSE and JSON
     /// essences.
     #[test]
-    fn body_kind_of_any_content_type(value in "\\PC{0,40}|[ -~]{0,40}") {
+    fn body_kind_of_any_content_type(value in re("\\PC{0,40}|[ -~]{0,40}")) {
         let Ok(header) = HeaderValue::from_str(&value) else {
             return Ok(());
         };
@@ -1109,9 +1126,9 @@ fn event() -> BoxedStrategy<Event> {
                 members.insert(at % (members.len() + 1), ("choices".into(), Value::Array(choices)));
                 Event::Chunk(members, at / 7)
             }),
-        1 => "[ -~]{0,20}".prop_map(Event::Comment),
+        1 => re("[ -~]{0,20}").prop_map(Event::Comment),
         // Named events carry no top-level usage: that is the chat chunks' business here.
-        1 => ("[a-z.]{1,12}", json_value()).prop_map(|(n, mut v)| {
+        1 => (re("[a-z.]{1,12}"), json_value()).prop_map(|(n, mut v)| {
             if let Some(members) = v.as_object_mut() {
                 members.remove("usage");
                 members.remove("response");
@@ -1266,7 +1283,7 @@ fn sse_bytes() -> BoxedStrategy<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config(50))]
+    #![proptest_config(config(9))]
 
     /// The SSE scanner on any bytes cut anywhere: never panics; passing through, the output is
     /// the input; stripping or not, output and usage do not depend on where chunks end; both
@@ -1293,7 +1310,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(80))]
+    #![proptest_config(config(19))]
 
     /// Generated chat streams with the proxy's injection, in every line-ending style and cut
     /// anywhere: stripping gives back exactly the plain stream, and the usage is the injected
@@ -1319,7 +1336,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(100))]
+    #![proptest_config(config(6))]
 
     /// JSON answers through `observe`, cut anywhere: the bytes pass unchanged and the usage is
     /// `from_json`'s.
@@ -1377,7 +1394,7 @@ fn header_name() -> BoxedStrategy<String> {
         1 => prop::sample::select(CREDENTIALS).prop_map(str::to_owned),
         1 => prop::sample::select(NOT_FORWARDED).prop_map(str::to_owned),
         2 => prop::sample::select(ORDINARY).prop_map(str::to_owned),
-        1 => "[a-z0-9!#$%&'*+.^_`|~-]{1,12}",
+        1 => re("[a-z0-9!#$%&'*+.^_`|~-]{1,12}"),
     ]
     .boxed()
 }
@@ -1482,7 +1499,7 @@ fn check_filter(
 }
 
 proptest! {
-    #![proptest_config(config(15))]
+    #![proptest_config(config(5))]
 
     /// `prepare_request_headers`: no hop-by-hop header, caller credential, `Host`, `Expect` or
     /// header named by `Connection` survives; every other header is kept as it was.
@@ -1496,7 +1513,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(35))]
+    #![proptest_config(config(4))]
 
     /// `strip_hop_by_hop`: the hop-by-hop headers and those `Connection` names go, the rest
     /// (credentials included) stays.
@@ -1510,7 +1527,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(6))]
+    #![proptest_config(config(1))]
 
     /// `presented_key` never panics; a key it finds is non-empty, trimmed, and part of one of
     /// the values sent.
@@ -1520,7 +1537,7 @@ proptest! {
             (prop::sample::select(&["authorization", "api-key", "x-api-key"][..]),
              prop_oneof![
                  header_value(),
-                 ("(?i:bearer)[ \t]{0,2}", "[ -~]{0,20}")
+                 (re("(?i:bearer)[ \t]{0,2}"), re("[ -~]{0,20}"))
                      .prop_map(|(s, k)| format!("{s}{k}").into_bytes()),
              ]),
             0..4,
@@ -1574,12 +1591,12 @@ fn rest() -> BoxedStrategy<String> {
             "a%2fb", "%00", "%", "a@b", "a?b", "a#b", "a\\b", "a\r\nb", "...", "%u002e",
             "\u{ff0e}\u{ff0e}", "a b", "~", ";x=1", "@", ":", "//",
         ][..]).prop_map(str::to_owned),
-        1 => "\\PC{0,6}",
-        1 => "[ -~]{0,6}",
+        1 => re("\\PC{0,6}"),
+        1 => re("[ -~]{0,6}"),
     ];
     prop_oneof![
         4 => prop::collection::vec(segment, 1..5).prop_map(|s| s.join("/")),
-        1 => "\\PC{0,20}",
+        1 => re("\\PC{0,20}"),
         1 => any::<Vec<u8>>().prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
     ]
     .boxed()
@@ -1587,9 +1604,9 @@ fn rest() -> BoxedStrategy<String> {
 
 fn query() -> BoxedStrategy<Option<String>> {
     proptest::option::of(prop_oneof![
-        2 => "[a-z=&-]{0,20}",
-        1 => "[ -~]{0,20}",
-        1 => "\\PC{0,20}",
+        2 => re("[a-z=&-]{0,20}"),
+        1 => re("[ -~]{0,20}"),
+        1 => re("\\PC{0,20}"),
         1 => prop::sample::select(&[
             "api-version=x", "a=1&api-version=2024-10-21", "#frag", "@evil.com", "/../../x",
             "x=1#@evil.com/", "\r\nHost: evil",
@@ -1600,10 +1617,10 @@ fn query() -> BoxedStrategy<Option<String>> {
 
 fn model() -> BoxedStrategy<Option<String>> {
     proptest::option::of(prop_oneof![
-        2 => "[a-zA-Z0-9._-]{1,10}",
+        2 => re("[a-zA-Z0-9._-]{1,10}"),
         1 => prop::sample::select(&["fast", "..", ".", "../x", "a/b", "gpt-4o", "%2e%2e"][..])
             .prop_map(str::to_owned),
-        1 => "\\PC{0,10}",
+        1 => re("\\PC{0,10}"),
     ])
     .boxed()
 }
@@ -1685,7 +1702,7 @@ fn check_confined(path: &str, prefix: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(10))]
+    #![proptest_config(config(2))]
 
     /// `Target::url` / `Target::uri` with any rest, query and model: never panic; when Ok, the
     /// host, port and scheme are the endpoint's and the path stays under the style's prefix,
@@ -1695,7 +1712,7 @@ proptest! {
         endpoint in prop::sample::select(ENDPOINTS),
         style in prop::sample::select(STYLES),
         version in proptest::option::of(prop::sample::select(&["2024-10-21", "x&y=z", "a#b"][..])),
-        aliases in prop::collection::btree_map("[a-z]{1,5}", "[a-zA-Z0-9._-]{1,10}|\\.\\.|a/b", 0..3),
+        aliases in prop::collection::btree_map(re("[a-z]{1,5}"), re("[a-zA-Z0-9._-]{1,10}|\\.\\.|a/b"), 0..3),
         rest in rest(),
         query in query(),
         model in model(),
@@ -1739,7 +1756,7 @@ fn context() -> BoxedStrategy<DiagnosisContext> {
     (
         prop_oneof![
             Just("11111111-1111-1111-1111-111111111111".to_owned()),
-            "\\PC{0,40}",
+            re("\\PC{0,40}"),
         ],
         prop_oneof![
             prop::sample::select(
@@ -1755,9 +1772,9 @@ fn context() -> BoxedStrategy<DiagnosisContext> {
                 ][..]
             )
             .prop_map(str::to_owned),
-            "\\PC{0,20}",
+            re("\\PC{0,20}"),
         ],
-        proptest::option::of("\\PC{0,12}"),
+        proptest::option::of(re("\\PC{0,12}")),
         any::<bool>(),
     )
         .prop_map(|(tenant, host, version, started)| DiagnosisContext {
@@ -1776,7 +1793,7 @@ fn context() -> BoxedStrategy<DiagnosisContext> {
 fn claims() -> BoxedStrategy<Option<TokenClaims>> {
     let text = || {
         proptest::option::of(prop_oneof![
-            "\\PC{0,20}",
+            re("\\PC{0,20}"),
             prop::sample::select(
                 &[
                     "https://cognitiveservices.azure.com",
@@ -1855,9 +1872,9 @@ fn azure_error() -> BoxedStrategy<Value> {
         ][..],
     );
     let message = prop_oneof![
-        3 => prop::collection::vec(prop_oneof![fragment.prop_map(str::to_owned), "\\PC{0,8}"], 0..8)
+        3 => prop::collection::vec(prop_oneof![fragment.prop_map(str::to_owned), re("\\PC{0,8}")], 0..8)
             .prop_map(|parts| parts.concat()),
-        1 => "\\PC{0,30}",
+        1 => re("\\PC{0,30}"),
     ];
     let code = prop_oneof![
         prop::sample::select(
@@ -1892,7 +1909,7 @@ fn azure_error() -> BoxedStrategy<Value> {
 }
 
 proptest! {
-    #![proptest_config(config(40))]
+    #![proptest_config(config(7))]
 
     /// `upstream_refusal` with any status, body, claims and model: never panics; it explains
     /// only statuses worth reading and always explains 401/403; an explanation keeps Azure's
@@ -1906,7 +1923,7 @@ proptest! {
         ],
         body in hostile(azure_error),
         claims in claims(),
-        model in proptest::option::of("\\PC{0,12}"),
+        model in proptest::option::of(re("\\PC{0,12}")),
     ) {
         let status = StatusCode::from_u16(status).expect("status");
         let explained = diagnose::upstream_refusal(
@@ -1955,7 +1972,7 @@ fn lifetime() -> BoxedStrategy<Value> {
 fn token_answer() -> BoxedStrategy<Value> {
     (
         proptest::option::of(prop_oneof![
-            3 => "[A-Za-z0-9._-]{1,40}".prop_map(Value::String),
+            3 => re("[A-Za-z0-9._-]{1,40}").prop_map(Value::String),
             1 => text().prop_map(Value::String),
             1 => json_value(),
         ]),
@@ -1989,7 +2006,7 @@ fn entra_error() -> BoxedStrategy<Value> {
     (
         prop_oneof![Just(json!("invalid_client")), json_value()],
         prop_oneof![
-            "AADSTS[0-9]{0,25}: \\PC{0,20}(\r\n\\PC{0,10}){0,2}".prop_map(Value::String),
+            re("AADSTS[0-9]{0,25}: \\PC{0,20}(\r\n\\PC{0,10}){0,2}").prop_map(Value::String),
             json_value(),
         ],
         proptest::option::of(prop_oneof![
@@ -2065,7 +2082,7 @@ fn through_refresher(token: AccessToken) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(60))]
+    #![proptest_config(config(5))]
 
     /// `parse_token_response` with any status and body: never panics; a token only from a 2xx
     /// with a non-empty token; a rejection only from a non-2xx, with that status, a one-line
@@ -2099,7 +2116,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(27))]
+    #![proptest_config(config(5))]
 
     /// Whatever lifetime a token endpoint grants, the refresher stores the token and keeps
     /// running.
@@ -2175,7 +2192,7 @@ async fn identity_endpoint(answer: Arc<Mutex<Answer>>) -> String {
 /// A managed-identity endpoint's answer, with the App Service header's secret echoed in it
 /// (where a broken endpoint might put it).
 fn identity_answer() -> BoxedStrategy<(Answer, String)> {
-    let secret = "[A-Za-z0-9]{24,40}".prop_map(|s| format!("SECRET{s}"));
+    let secret = re("[A-Za-z0-9]{24,40}").prop_map(|s| format!("SECRET{s}"));
     (
         prop_oneof![
             2 => Just(200u16),
@@ -2186,7 +2203,7 @@ fn identity_answer() -> BoxedStrategy<(Answer, String)> {
             Just("0".to_owned()),
             Just("1".to_owned()),
             Just("Wed, 21 Oct 2015 07:28:00 GMT".to_owned()),
-            "[ -~]{0,10}",
+            re("[ -~]{0,10}"),
         ]),
         secret,
         // Around the 200-character cut of a plain-text body, mostly.
@@ -2196,7 +2213,7 @@ fn identity_answer() -> BoxedStrategy<(Answer, String)> {
             1 => Just((Value::Null, true)),
             1 => json_value().prop_map(|v| (v, false)),
         ],
-        "[ -~]{0,30}",
+        re("[ -~]{0,30}"),
         prop::sample::select(&["error_description", "message", "Message", "error"][..]),
     )
         .prop_map(
@@ -2238,7 +2255,15 @@ fn managed_identity_answers() {
     let tls = foundry_proxy::tls::client_config(None).expect("tls");
     let answer = Arc::new(Mutex::new(Answer::default()));
     let url = block_on(identity_endpoint(Arc::clone(&answer)));
-    let mut runner = proptest::test_runner::TestRunner::new(config(30));
+    // Not through `proptest!`, so `PROPTEST_CASES` is read here: a hundredth of it.
+    let mut config = config(100);
+    if let Some(cases) = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    {
+        config.cases = (cases / 100).max(1);
+    }
+    let mut runner = proptest::test_runner::TestRunner::new(config);
     runner
         .run(
             &(identity_answer(), any::<bool>()),
@@ -2305,7 +2330,7 @@ fn toml_value(key: &str) -> BoxedStrategy<String> {
     let generic = prop_oneof![
         any::<i64>().prop_map(|n| n.to_string()),
         any::<bool>().prop_map(|b| b.to_string()),
-        "\\PC{0,12}".prop_map(|s| toml_string(&s)),
+        re("\\PC{0,12}").prop_map(|s| toml_string(&s)),
         Just("[]".to_owned()),
         Just("{}".to_owned()),
         Just("1.5".to_owned()),
@@ -2472,10 +2497,10 @@ fn config_text() -> BoxedStrategy<String> {
     (
         prop::collection::vec(entry(SETTINGS_KEYS), 0..10),
         proptest::option::of(prop::collection::btree_map(
-            "[a-z0-9-]{1,6}|\"\\PC{0,4}\"",
+            re("[a-z0-9-]{1,6}|\"\\PC{0,4}\""),
             prop_oneof![
-                "[a-zA-Z0-9._-]{1,10}".prop_map(|s| toml_string(&s)),
-                "\\PC{0,8}".prop_map(|s| toml_string(&s)),
+                re("[a-zA-Z0-9._-]{1,10}").prop_map(|s| toml_string(&s)),
+                re("\\PC{0,8}").prop_map(|s| toml_string(&s)),
                 Just("1".to_owned()),
             ],
             0..3,
@@ -2551,7 +2576,7 @@ fn environment() -> BoxedStrategy<BTreeMap<String, String>> {
                 ][..]
             )
             .prop_map(str::to_owned),
-            "\\PC{0,10}",
+            re("\\PC{0,10}"),
         ],
         0..5,
     )
@@ -2585,7 +2610,7 @@ fn check_config(config: &config::Config) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(9))]
 
     /// Any text as a config file: `Settings::from_file` and the whole `config::load` never
     /// panic; errors name a setting; a configuration that loads keeps the security invariants.
@@ -2595,7 +2620,7 @@ proptest! {
             3 => config_text().prop_map(String::into_bytes),
             1 => (config_text(), edits()).prop_map(|(t, e)| apply(t.into_bytes(), &e)),
             1 => prop::collection::vec(any::<u8>(), 0..200),
-            1 => "\\PC{0,200}".prop_map(String::into_bytes),
+            1 => re("\\PC{0,200}").prop_map(String::into_bytes),
         ],
         env in environment(),
     ) {
@@ -2635,12 +2660,12 @@ struct Layout {
 fn key_spec() -> BoxedStrategy<KeySpec> {
     (
         prop_oneof![
-            6 => "[a-zA-Z0-9._-]{1,12}",
+            6 => re("[a-zA-Z0-9._-]{1,12}"),
             1 => prop::sample::select(&["", "a b", "é", "fpk-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"][..])
                 .prop_map(str::to_owned),
-            1 => "[a-z]{65,70}",
+            1 => re("[a-z]{65,70}"),
         ],
-        "[a-zA-Z0-9]{1,16}",
+        re("[a-zA-Z0-9]{1,16}"),
         proptest::option::of(prop_oneof![4 => 1u32..1000, 1 => Just(0u32)]),
         proptest::option::of(prop_oneof![4 => 1u64..1_000_000, 1 => Just(0u64)]),
     )
@@ -2764,13 +2789,13 @@ fn check_ring(ring: &KeyRing, specs: &[KeySpec]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(7))]
+    #![proptest_config(config(5))]
 
     /// `KeyRing::parse` on any text never panics; an error's line is inside the text.
     #[test]
     fn keys_parse_any_text(
         text in prop_oneof![
-            1 => "\\PC{0,200}",
+            1 => re("\\PC{0,200}"),
             1 => (prop::collection::vec(key_spec(), 0..4), any::<u64>(), any::<bool>(), any::<bool>(), edits())
                 .prop_map(|(specs, seed, crlf, inline, e)| {
                     let text = keys_file(&specs, Layout { seed, crlf, inline });
@@ -2787,7 +2812,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(500))]
+    #![proptest_config(config(22))]
 
     /// Generated keys files in many layouts: valid entries parse to exactly those keys (each
     /// found by its key, with its limits), invalid ones are refused; revoking one entry and
@@ -2837,7 +2862,7 @@ proptest! {
 
 fn claims_object() -> BoxedStrategy<Value> {
     let claim = prop_oneof![
-        3 => "\\PC{0,16}".prop_map(Value::String),
+        3 => re("\\PC{0,16}").prop_map(Value::String),
         1 => Just(Value::Null),
         1 => json_value(),
     ];
@@ -2867,7 +2892,7 @@ fn claims_object() -> BoxedStrategy<Value> {
 }
 
 proptest! {
-    #![proptest_config(config(100))]
+    #![proptest_config(config(5))]
 
     /// `TokenClaims::decode` on any text, and on JWTs whose payload is any claims object in any
     /// base64 padding: never panics; a JWT decodes exactly when its payload deserializes;
@@ -2876,7 +2901,7 @@ proptest! {
     fn claims_decoded(
         payload in hostile(claims_object),
         padding in 0usize..3,
-        raw in "\\PC{0,60}",
+        raw in re("\\PC{0,60}"),
         sections in prop::sample::select(&[1usize, 2, 3, 5][..]),
     ) {
         let _ = TokenClaims::decode(&raw).map(|c| c.identity());
@@ -2901,7 +2926,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(8))]
+    #![proptest_config(config(2))]
 
     /// `usage_rows` and `usage_table` on any `/status` document never panic.
     #[test]
@@ -2911,7 +2936,7 @@ proptest! {
             prop::collection::vec(
                 prop::collection::btree_map(
                     prop::sample::select(&["key", "model", "requests", "errors", "prompt_tokens", "completion_tokens"][..]),
-                    prop_oneof![number(), "\\PC{0,8}".prop_map(Value::String), Just(Value::Null)],
+                    prop_oneof![number(), re("\\PC{0,8}").prop_map(Value::String), Just(Value::Null)],
                     0..6,
                 ),
                 0..4,
