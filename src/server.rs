@@ -1,7 +1,8 @@
 //! The listener: router, layers, `/healthz` and `/readyz`, and graceful shutdown.
 //!
-//! Layers, outermost first: request id (`x-request-id` set when absent and echoed back),
-//! then the router. Body limits and inbound errors are handled in the forwarding handler,
+//! Layers, outermost first: the browser guard (Host allow-list and Origin check, see
+//! [`browser_guard`]), CORS (only with `FOUNDRY_PROXY_CORS_ORIGINS`), then the router, whose
+//! own endpoints get request ids (`x-request-id` set when absent and echoed back). Body limits and inbound errors are handled in the forwarding handler,
 //! so every refusal has the OpenAI error shape.
 
 use std::sync::Arc;
@@ -19,9 +20,12 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
+pub mod browser_guard;
 mod connections;
 
 pub use connections::ConnectionLimits;
+
+use browser_guard::{BrowserGuard, BrowserGuardLayer};
 
 use crate::config::Config;
 use crate::diagnose::{self, DiagnosisContext};
@@ -144,13 +148,28 @@ pub async fn serve(
                 started: Instant::now(),
                 status: status_info.clone(),
                 open_metrics: true,
-            }));
+            }))
+            .layer(BrowserGuardLayer::new(BrowserGuard::new(
+                metrics_listener.local_addr()?,
+                config.allowed_hosts.clone(),
+                &config.cors_origins,
+            )));
         let stop = background.clone();
         tokio::spawn(async move {
             let _ = axum::serve(metrics_listener, metrics_app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
         });
+    }
+    let guard = BrowserGuard::new(
+        listener.local_addr()?,
+        config.allowed_hosts.clone(),
+        &config.cors_origins,
+    );
+    if guard.any_host() {
+        warn!(
+            "FOUNDRY_PROXY_ALLOWED_HOSTS=*: requests naming any host are served, so a web page can reach the proxy by DNS rebinding; list the names instead"
+        );
     }
     let app = router(
         Arc::new(AppState {
@@ -159,6 +178,7 @@ pub async fn serve(
             status: status_info,
             open_metrics: false,
         }),
+        guard,
         &config.cors_origins,
     );
 
@@ -177,7 +197,7 @@ pub async fn serve(
     Ok(())
 }
 
-fn router(state: Arc<AppState>, cors_origins: &[String]) -> Router {
+fn router(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) -> Router {
     // The proxy's own endpoints get request ids from tower-http's layers; every other request
     // reaches the forwarding handler as the fallback, which handles its id itself and answers
     // paths outside `/v1/` with 404: no route match, path parameters or extensions are built
@@ -196,10 +216,12 @@ fn router(state: Arc<AppState>, cors_origins: &[String]) -> Router {
         .with_state(state)
         .fallback(proxy::forward)
         .with_state(proxy_state);
-    match cors_layer(cors_origins) {
+    let router = match cors_layer(cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
-    }
+    };
+    // Outermost: a request a web page must not send is refused before anything else runs.
+    router.layer(BrowserGuardLayer::new(guard))
 }
 
 /// CORS for browser tools that call the proxy directly, only for the listed origins.
@@ -231,7 +253,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             ]))
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(exposed.map(HeaderName::from_static))
-            .max_age(std::time::Duration::from_secs(600)),
+            .max_age(std::time::Duration::from_secs(600))
+            // Chrome asks before a public page reaches a private address; only allowed origins
+            // get here (the browser guard refuses the others).
+            .allow_private_network(true),
     )
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::secret::Secret;
+use crate::server::browser_guard::{HostRule, parse_allowed_hosts};
 use crate::upstream::ApiStyle;
 
 pub mod credential;
@@ -72,8 +73,11 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// A separate address for `/metrics`; `None` serves it on the main listener.
     pub metrics_listen: Option<SocketAddr>,
-    /// Browser origins allowed to call the proxy (CORS); empty means CORS is off.
+    /// Browser origins allowed to call the proxy (CORS); empty means CORS is off, and any
+    /// request from a web page is refused.
     pub cors_origins: Vec<String>,
+    /// Host names, besides the loopback names and IP literals, that requests may name.
+    pub allowed_hosts: Vec<HostRule>,
     /// Extra CA certificates (PEM) trusted for the endpoint and the authority.
     pub extra_ca_file: Option<PathBuf>,
 }
@@ -158,6 +162,8 @@ pub struct Settings {
     pub metrics_listen: Option<String>,
     /// `FOUNDRY_PROXY_CORS_ORIGINS` (comma-separated in the environment)
     pub cors_origins: Option<Vec<String>>,
+    /// `FOUNDRY_PROXY_ALLOWED_HOSTS` (comma-separated in the environment)
+    pub allowed_hosts: Option<Vec<String>>,
     /// `[models]` table: alias = "deployment".
     pub models: Option<BTreeMap<String, String>>,
     /// `[credential]` table: which credential and its settings.
@@ -208,6 +214,8 @@ pub const ENV_ALLOW_ANONYMOUS: &str = "FOUNDRY_PROXY_ALLOW_ANONYMOUS";
 pub const ENV_METRICS_LISTEN: &str = "FOUNDRY_PROXY_METRICS_LISTEN";
 /// CORS allow-list variable.
 pub const ENV_CORS_ORIGINS: &str = "FOUNDRY_PROXY_CORS_ORIGINS";
+/// Host names (besides loopback names and IP literals) requests may name.
+pub const ENV_ALLOWED_HOSTS: &str = "FOUNDRY_PROXY_ALLOWED_HOSTS";
 /// Extra CA bundle variable (the usual OpenSSL name).
 pub const ENV_SSL_CERT_FILE: &str = "SSL_CERT_FILE";
 
@@ -281,12 +289,8 @@ impl Settings {
                 })
                 .transpose()?,
             metrics_listen: env.var(ENV_METRICS_LISTEN),
-            cors_origins: env.var(ENV_CORS_ORIGINS).map(|v| {
-                v.split(',')
-                    .map(|o| o.trim().to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect()
-            }),
+            cors_origins: env.var(ENV_CORS_ORIGINS).map(|v| comma_list(&v)),
+            allowed_hosts: env.var(ENV_ALLOWED_HOSTS).map(|v| comma_list(&v)),
             models: None,
             credential: Some(CredentialSettings::from_env(env)?),
         })
@@ -318,6 +322,7 @@ impl Settings {
             allow_anonymous: higher.allow_anonymous.or(self.allow_anonymous),
             metrics_listen: higher.metrics_listen.or(self.metrics_listen),
             cors_origins: higher.cors_origins.or(self.cors_origins),
+            allowed_hosts: higher.allowed_hosts.or(self.allowed_hosts),
             models,
             credential: match (self.credential, higher.credential) {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
@@ -458,6 +463,14 @@ impl Settings {
                 ));
             }
         }
+        let allowed_hosts =
+            parse_allowed_hosts(&self.allowed_hosts.unwrap_or_default()).map_err(|problem| {
+                ConfigError::new(
+                    ENV_ALLOWED_HOSTS,
+                    problem,
+                    "list host names as NAME, NAME:PORT or *.DOMAIN, comma-separated, e.g. foundry-proxy,foundry-proxy.team.svc",
+                )
+            })?;
 
         let extra_ca_file = env.var(ENV_SSL_CERT_FILE).map(PathBuf::from);
         if let Some(path) = extra_ca_file.as_ref().filter(|path| !path.is_file()) {
@@ -494,6 +507,7 @@ impl Settings {
             allow_anonymous,
             metrics_listen,
             cors_origins,
+            allowed_hosts,
         })
     }
 }
@@ -517,6 +531,15 @@ pub fn load(
         .overlay(Settings::from_env(env)?)
         .overlay(flags)
         .validate(env)
+}
+
+/// The non-empty, trimmed entries of a comma-separated environment value.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|entry| entry.trim().to_owned())
+        .filter(|entry| !entry.is_empty())
+        .collect()
 }
 
 fn optional(value: Option<String>) -> Option<String> {

@@ -565,6 +565,28 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Set the base URL to http://HOST:PORT/v1 (OPENAI_BASE_URL)."],
     },
     Entry {
+        code: "host_not_allowed",
+        origin: Origin::Proxy,
+        status: 403,
+        sees: "403 for a Host (or HTTP/2 :authority) that does not name the proxy",
+        cause: "The request names the host '{detail}', which is not this proxy: a web page reaching the proxy through a name of its own (DNS rebinding) is refused, and nothing was forwarded.",
+        fix: &[
+            "Call the proxy as http://127.0.0.1:PORT or http://localhost:PORT.",
+            "If other names reach it on purpose (a Kubernetes service, a container name, a port forwarded to another number), list them in FOUNDRY_PROXY_ALLOWED_HOSTS, comma-separated: NAME (any port), NAME:PORT or *.DOMAIN.",
+        ],
+    },
+    Entry {
+        code: "origin_not_allowed",
+        origin: Origin::Proxy,
+        status: 403,
+        sees: "403 for a request from a web page whose origin is not allowed",
+        cause: "The request comes from a web page (Origin: {detail}) that is not allowed to use this proxy's Azure identity; nothing was forwarded.",
+        fix: &[
+            "If the page is a tool you trust, list its origin in FOUNDRY_PROXY_CORS_ORIGINS, e.g. http://localhost:3000 (scheme://host[:port]).",
+            "SDKs, curl and servers send no Origin and need nothing: only browsers are checked.",
+        ],
+    },
+    Entry {
         code: "invalid_path",
         origin: Origin::Proxy,
         status: 400,
