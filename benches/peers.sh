@@ -7,6 +7,8 @@
 #   litellm        the LiteLLM proxy, one worker, pointed at the same upstream.
 # Prints one markdown table (also written to target/bench/peers.md): req/s, latency, CPU per
 # request and RSS of each target's own process tree, and each proxy's ratio to nginx.
+# With UPDATE_DOCS=1, a run without failed rows also writes it into docs/performance.md,
+# between the <!-- peers:begin --> and <!-- peers:end --> lines.
 #
 # Usage: benches/peers.sh [SECONDS_PER_RUN]   (default 5)
 #   WARMUP=seconds before each measured run (default 1)
@@ -627,6 +629,25 @@ render_table() {
     done
 }
 
+# Replaces what lies between the peers markers of $2 with the report $1 (its heading left out).
+update_docs() {
+    local report_file="$1" doc="$2" tmp
+    grep -qx '<!-- peers:begin -->' "$doc" && grep -qx '<!-- peers:end -->' "$doc" ||
+        die "$doc has no <!-- peers:begin --> and <!-- peers:end --> lines"
+    tmp="$(mktemp "$doc.XXXXXX")"
+    awk -v report="$report_file" '
+        $0 == "<!-- peers:begin -->" {
+            print
+            while ((getline line < report) > 0) if (++n > 2) print line # skip "## …" and its blank line
+            skip = 1
+            next
+        }
+        $0 == "<!-- peers:end -->" { skip = 0 }
+        !skip { print }' "$doc" >"$tmp"
+    mv "$tmp" "$doc"
+    log "table written into $doc"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -658,6 +679,9 @@ main() {
     if [ "$failed" -ne 0 ]; then
         log "FAILED: at least one row has errors (see status column)"
         exit 1
+    fi
+    if [ "${UPDATE_DOCS:-}" = 1 ]; then
+        update_docs "$report" docs/performance.md
     fi
 }
 

@@ -318,7 +318,7 @@ async fn emulate(listen: &str, config: Option<PathBuf>, shutdown: CancellationTo
     println!("emulator listening on {url}");
     println!("Point a proxy at it with:");
     println!(
-        "  AZURE_AUTHORITY_HOST={url} FOUNDRY_ENDPOINT={url} AZURE_TENANT_ID={} AZURE_CLIENT_ID={} AZURE_CLIENT_SECRET=<the demo secret in the README>",
+        "  AZURE_AUTHORITY_HOST={url} FOUNDRY_ENDPOINT={url} AZURE_TENANT_ID={} AZURE_CLIENT_ID={} AZURE_CLIENT_SECRET=<the demo secret in docs/development.md>",
         emulator::demo::TENANT_ID,
         emulator::demo::CLIENT_ID
     );
