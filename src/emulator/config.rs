@@ -207,7 +207,7 @@ impl EmulatorConfig {
                 ));
             }
             for (i, pem) in app.certificates.iter().enumerate() {
-                if let Err(e) = super::certificate::Certificate::from_pem(pem) {
+                if let Err(e) = super::entra::certificate::Certificate::from_pem(pem) {
                     return Err(format!(
                         "apps: app '{}' certificates[{i}]: {e}",
                         app.client_id

@@ -37,39 +37,21 @@
 //! The resource kind decides Foundry's accepted audiences and 401 wording; the clock offset shifts
 //! the emulator's whole "now" (token times, Entra timestamps, Foundry's expiry check).
 
-mod aadsts;
-mod assertion;
-mod auth;
-mod body;
-mod certificate;
-mod chat;
 mod config;
 mod control;
 pub mod demo;
-mod digest;
-mod embeddings;
 mod entra;
-mod entra_error;
-mod fault;
 mod foundry;
-mod foundry_error;
-mod jwt;
-mod media;
-mod msi;
 mod records;
-mod responses;
-mod route;
 mod server;
-mod sse;
 mod state;
-mod text;
 mod util;
 
 pub use config::{
     AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError,
     FederatedCredentialSpec, ImdsFault, ManagedIdentitySpec, ResourceKind, load_config,
 };
-pub use jwt::{AccessTokenClaims, KEY_THUMBPRINT};
+pub use entra::jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};
 pub use server::{RunningEmulator, spawn, spawn_on};
 pub use state::{Emulator, EntraFault};

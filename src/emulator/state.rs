@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::certificate::Certificate;
 use super::config::{AppSpec, EmulatorConfig, ImdsFault, ResourceKind};
-use super::jwt::{AccessTokenClaims, Keys};
+use super::entra::certificate::Certificate;
+use super::entra::jwt::{AccessTokenClaims, Keys};
 use super::records::{InferenceRecord, TokenRequestRecord};
 
 /// A failure injected at the token endpoint (only there).
@@ -27,7 +27,7 @@ pub enum EntraFault {
 
 impl EntraFault {
     /// The AADSTS codes [`EntraFault::Aadsts`] can play.
-    pub const AADSTS_CODES: &'static [u32] = super::aadsts::CODES;
+    pub const AADSTS_CODES: &'static [u32] = super::entra::aadsts::CODES;
 }
 
 impl fmt::Display for EntraFault {

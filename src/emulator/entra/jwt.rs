@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::util::{now_secs, random_alnum};
+use crate::emulator::util::{now_secs, random_alnum};
 
 // A public, emulator-only RSA key pair generated once with openssl for this repository. It signs
 // tokens only the emulator accepts; it protects nothing. Embedded because RSA key generation in
