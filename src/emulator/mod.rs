@@ -39,9 +39,9 @@
 
 mod config;
 mod control;
-pub mod demo;
 mod entra;
 mod foundry;
+pub mod identities;
 mod records;
 mod server;
 mod state;
