@@ -52,6 +52,9 @@ mod server;
 mod state;
 mod util;
 
+#[cfg(test)]
+mod layering_tests;
+
 pub use config::{
     AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError,
     FederatedCredentialSpec, ImdsFault, ManagedIdentitySpec, ResourceKind, load_config,
