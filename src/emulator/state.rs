@@ -225,7 +225,7 @@ impl Emulator {
 
     /// The emulator's "now" in epoch seconds: the real clock plus the offset.
     pub fn now_secs(&self) -> u64 {
-        super::util::shifted(super::util::now_secs(), self.clock_offset())
+        super::util::shifted(super::util::since_epoch().as_secs(), self.clock_offset())
     }
 
     /// Current role assignments by client id, as `set_roles` and the config left them.
