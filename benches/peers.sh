@@ -368,7 +368,7 @@ run_direct() {
     measure direct "http://127.0.0.1:$upstream_port/openai/v1/chat/completions" "$upstream_pid" "$load_core"
 }
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/demo.rs; }
+demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
 
 # Builds foundry-proxy first, so that a long build does not sit between measured runs.
 build_skip=""

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::{self, EmulatorConfig, demo as world};
+use foundry_proxy::emulator::{self, EmulatorConfig, identities as world};
 use foundry_proxy::keys::{KeyRing, Limits, file::add_key};
 use foundry_proxy::metrics::{Metrics, RequestRecord};
 use foundry_proxy::secret::Secret;

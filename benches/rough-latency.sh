@@ -17,7 +17,7 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/demo.rs; }
+demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
 tenant="$(demo_value TENANT_ID)"; client="$(demo_value CLIENT_ID)"; secret="$(demo_value CLIENT_SECRET)"
 
 wait_line() { # file prefix -> the rest of the first line starting with prefix

@@ -51,7 +51,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/demo.rs; }
+demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
 tenant="$(demo_value TENANT_ID)"; client="$(demo_value CLIENT_ID)"; secret="$(demo_value CLIENT_SECRET)"
 model="$(demo_value CHAT_DEPLOYMENT)"
 

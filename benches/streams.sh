@@ -57,7 +57,7 @@ forget() { # pid: reaped, so its number may soon belong to someone else
 bench_started=$SECONDS
 loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/demo.rs; }
+demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
 tenant="$(demo_value TENANT_ID)"; client="$(demo_value CLIENT_ID)"; secret="$(demo_value CLIENT_SECRET)"
 
 wait_line() { # file prefix -> the rest of the first line starting with prefix

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, Environment, Settings};
-use crate::emulator::{self, EmulatorConfig, demo as world};
+use crate::emulator::{self, EmulatorConfig, identities as world};
 use crate::secret::Secret;
 use crate::server::{self, ServeOptions};
 

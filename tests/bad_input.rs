@@ -5,7 +5,7 @@ mod common;
 
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::{Settings, SizeSetting};
-use foundry_proxy::emulator::demo as world;
+use foundry_proxy::emulator::identities as world;
 use serde_json::json;
 
 fn setup(api: &str, max_body: u64) -> Setup {

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::Settings;
 use foundry_proxy::diagnose::catalog::{CATALOG, Origin};
-use foundry_proxy::emulator::{EmulatorConfig, EntraFault, ResourceKind, demo as world};
+use foundry_proxy::emulator::{EmulatorConfig, EntraFault, ResourceKind, identities as world};
 use foundry_proxy::secret::Secret;
 use serde_json::{Value, json};
 

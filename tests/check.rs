@@ -7,7 +7,9 @@
 
 use std::process::{Command, Output, Stdio};
 
-use foundry_proxy::emulator::{self, EmulatorConfig, EntraFault, RunningEmulator, demo as world};
+use foundry_proxy::emulator::{
+    self, EmulatorConfig, EntraFault, RunningEmulator, identities as world,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_foundry-proxy");

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, http_client};
-use foundry_proxy::emulator::{self, EmulatorConfig, demo as world};
+use foundry_proxy::emulator::{self, EmulatorConfig, identities as world};
 
 const BIN: &str = env!("CARGO_BIN_EXE_foundry-proxy");
 

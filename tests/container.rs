@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use foundry_proxy::emulator::demo as world;
+use foundry_proxy::emulator::identities as world;
 
 /// The image size target (bytes).
 const SIZE_LIMIT: u64 = 20_000_000;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::{CredentialSettings, Settings};
-use foundry_proxy::emulator::demo as world;
+use foundry_proxy::emulator::identities as world;
 use foundry_proxy::secret::Secret;
 
 /// A scratch file for this test run.

@@ -6,7 +6,7 @@ mod emulator_common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use emulator_common::*;
-use foundry_proxy::emulator::{self, EmulatorConfig, EntraFault, ResourceKind, demo};
+use foundry_proxy::emulator::{self, EmulatorConfig, EntraFault, ResourceKind, identities};
 use serde_json::{Value, json};
 
 /// A correct client-credentials request gets Entra's success shape (numbers) and headers.
@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 async fn token_success_shape_and_headers() {
     let emu = start().await;
     let form = [
-        ("client_id", demo::CLIENT_ID),
-        ("client_secret", demo::CLIENT_SECRET),
+        ("client_id", identities::CLIENT_ID),
+        ("client_secret", identities::CLIENT_SECRET),
         ("scope", SCOPE),
         ("grant_type", "client_credentials"),
     ];
-    let resp = token_response(&emu, demo::TENANT_ID, &form).await;
+    let resp = token_response(&emu, identities::TENANT_ID, &form).await;
     assert_eq!(resp.status(), 200);
     let h = resp.headers();
     assert_eq!(h["cache-control"], "no-store, no-cache");
@@ -51,8 +51,8 @@ async fn aadsts_errors_have_entra_status_and_code() {
             ("grant_type", "client_credentials"),
         ]
     };
-    let (id, secret) = (demo::CLIENT_ID, demo::CLIENT_SECRET);
-    let t = demo::TENANT_ID;
+    let (id, secret) = (identities::CLIENT_ID, identities::CLIENT_SECRET);
+    let t = identities::TENANT_ID;
     let cases: Vec<TokenCase<'_>> = vec![
         (
             "common",
@@ -118,7 +118,11 @@ async fn aadsts_errors_have_entra_status_and_code() {
         ),
         (
             t,
-            good(demo::OTHER_CLIENT_ID, demo::OTHER_CLIENT_SECRET, SCOPE),
+            good(
+                identities::OTHER_CLIENT_ID,
+                identities::OTHER_CLIENT_SECRET,
+                SCOPE,
+            ),
             400,
             "unauthorized_client",
             700016,
@@ -143,7 +147,11 @@ async fn aadsts_errors_have_entra_status_and_code() {
         ),
         (
             t,
-            good(demo::EXPIRED_CLIENT_ID, demo::EXPIRED_CLIENT_SECRET, SCOPE),
+            good(
+                identities::EXPIRED_CLIENT_ID,
+                identities::EXPIRED_CLIENT_SECRET,
+                SCOPE,
+            ),
             401,
             "invalid_client",
             7000222,
@@ -211,7 +219,7 @@ async fn aadsts_errors_have_entra_status_and_code() {
 async fn malformed_client_assertion_refused_and_basic_auth_accepted() {
     let emu = start().await;
     let form = [
-        ("client_id", demo::CLIENT_ID),
+        ("client_id", identities::CLIENT_ID),
         (
             "client_assertion_type",
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
@@ -220,7 +228,8 @@ async fn malformed_client_assertion_refused_and_basic_auth_accepted() {
         ("scope", SCOPE),
         ("grant_type", "client_credentials"),
     ];
-    let (status, body) = status_and_json(token_response(&emu, demo::TENANT_ID, &form).await).await;
+    let (status, body) =
+        status_and_json(token_response(&emu, identities::TENANT_ID, &form).await).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_request"))
@@ -231,9 +240,9 @@ async fn malformed_client_assertion_refused_and_basic_auth_accepted() {
         .post(format!(
             "{}/{}/oauth2/v2.0/token",
             emu.url(),
-            demo::TENANT_DOMAIN
+            identities::TENANT_DOMAIN
         ))
-        .basic_auth(demo::CLIENT_ID, Some(demo::CLIENT_SECRET))
+        .basic_auth(identities::CLIENT_ID, Some(identities::CLIENT_SECRET))
         .form(&[("scope", SCOPE), ("grant_type", "client_credentials")])
         .send()
         .await
@@ -251,12 +260,12 @@ async fn expires_in_can_be_a_string() {
     emu.emulator.set_expires_in_as_string(true);
     emu.emulator.set_token_lifetime(600);
     let form = [
-        ("client_id", demo::CLIENT_ID),
-        ("client_secret", demo::CLIENT_SECRET),
+        ("client_id", identities::CLIENT_ID),
+        ("client_secret", identities::CLIENT_SECRET),
         ("scope", SCOPE),
         ("grant_type", "client_credentials"),
     ];
-    let (_, body) = status_and_json(token_response(&emu, demo::TENANT_ID, &form).await).await;
+    let (_, body) = status_and_json(token_response(&emu, identities::TENANT_ID, &form).await).await;
     assert_eq!(body["expires_in"], json!("600"));
     assert_eq!(body["ext_expires_in"], json!("600"));
 }
@@ -277,12 +286,12 @@ async fn jwt_has_v1_app_only_claims() {
     assert_eq!(c["aud"], "https://cognitiveservices.azure.com");
     assert_eq!(
         c["iss"],
-        format!("https://sts.windows.net/{}/", demo::TENANT_ID)
+        format!("https://sts.windows.net/{}/", identities::TENANT_ID)
     );
-    assert_eq!(c["tid"], demo::TENANT_ID);
-    assert_eq!(c["appid"], demo::CLIENT_ID);
-    assert_eq!(c["oid"], demo::OBJECT_ID);
-    assert_eq!(c["sub"], demo::OBJECT_ID);
+    assert_eq!(c["tid"], identities::TENANT_ID);
+    assert_eq!(c["appid"], identities::CLIENT_ID);
+    assert_eq!(c["oid"], identities::OBJECT_ID);
+    assert_eq!(c["sub"], identities::OBJECT_ID);
     assert_eq!(
         (c["ver"].as_str(), c["appidacr"].as_str()),
         (Some("1.0"), Some("1"))
@@ -302,13 +311,14 @@ async fn jwt_has_v1_app_only_claims() {
 async fn entra_faults() {
     let emu = start().await;
     let form = [
-        ("client_id", demo::CLIENT_ID),
-        ("client_secret", demo::CLIENT_SECRET),
+        ("client_id", identities::CLIENT_ID),
+        ("client_secret", identities::CLIENT_SECRET),
         ("scope", SCOPE),
         ("grant_type", "client_credentials"),
     ];
     emu.emulator.set_entra_fault(Some(EntraFault::Status(503)));
-    let (status, body) = status_and_json(token_response(&emu, demo::TENANT_ID, &form).await).await;
+    let (status, body) =
+        status_and_json(token_response(&emu, identities::TENANT_ID, &form).await).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (503, Some("temporarily_unavailable"))
@@ -318,13 +328,15 @@ async fn entra_faults() {
         .set_entra_fault(Some(EntraFault::Stall(Duration::from_millis(300))));
     let started = Instant::now();
     assert_eq!(
-        token_response(&emu, demo::TENANT_ID, &form).await.status(),
+        token_response(&emu, identities::TENANT_ID, &form)
+            .await
+            .status(),
         200
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     emu.emulator.set_entra_fault(Some(EntraFault::Garbage));
-    let resp = token_response(&emu, demo::TENANT_ID, &form).await;
+    let resp = token_response(&emu, identities::TENANT_ID, &form).await;
     assert_eq!(resp.status(), 200);
     assert!(serde_json::from_str::<Value>(&resp.text().await.expect("text")).is_err());
     let statuses: Vec<u16> = emu
@@ -344,20 +356,22 @@ async fn control_endpoint() {
     let resp = client()
         .post(control("config"))
         .json(
-            &json!({"entra_fault": "503", "roles": {(demo::NO_ROLE_CLIENT_ID): ["Azure AI User"]}}),
+            &json!({"entra_fault": "503", "roles": {(identities::NO_ROLE_CLIENT_ID): ["Azure AI User"]}}),
         )
         .send()
         .await
         .expect("config");
     assert_eq!(resp.status(), 204);
     let form = [
-        ("client_id", demo::CLIENT_ID),
-        ("client_secret", demo::CLIENT_SECRET),
+        ("client_id", identities::CLIENT_ID),
+        ("client_secret", identities::CLIENT_SECRET),
         ("scope", SCOPE),
         ("grant_type", "client_credentials"),
     ];
     assert_eq!(
-        token_response(&emu, demo::TENANT_ID, &form).await.status(),
+        token_response(&emu, identities::TENANT_ID, &form)
+            .await
+            .status(),
         503
     );
     client()
@@ -368,14 +382,14 @@ async fn control_endpoint() {
         .expect("clear");
     let token = token_for(
         &emu,
-        demo::TENANT_ID,
-        demo::NO_ROLE_CLIENT_ID,
-        demo::NO_ROLE_CLIENT_SECRET,
+        identities::TENANT_ID,
+        identities::NO_ROLE_CLIENT_ID,
+        identities::NO_ROLE_CLIENT_SECRET,
     )
     .await;
     assert_eq!(
         post(
-            &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+            &chat_url(&emu, identities::CHAT_DEPLOYMENT),
             Some(&token),
             &chat_body(),
             &[]
@@ -444,7 +458,7 @@ async fn config_errors_name_the_field() {
         ResourceKind::Foundry
     );
     let debug = format!("{config:?}");
-    assert!(!debug.contains(demo::CLIENT_SECRET));
+    assert!(!debug.contains(identities::CLIENT_SECRET));
 }
 
 /// `shutdown` stops the server: the port no longer answers afterwards.
@@ -465,7 +479,7 @@ async fn shutdown_stops_the_server() {
 #[tokio::test]
 async fn aadsts_faults_answer_like_entra() {
     let emu = start().await;
-    let (id, t) = (demo::CLIENT_ID, demo::TENANT_ID);
+    let (id, t) = (identities::CLIENT_ID, identities::TENANT_ID);
     let cases: Vec<(u32, u16, &str, String)> = vec![
         (
             7000215,
@@ -601,7 +615,7 @@ async fn aadsts_faults_quote_the_assertion() {
         )
     );
     let form = [
-        ("client_id", demo::CLIENT_ID),
+        ("client_id", identities::CLIENT_ID),
         (
             "client_assertion_type",
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
@@ -614,7 +628,7 @@ async fn aadsts_faults_quote_the_assertion() {
 
     emu.emulator
         .set_entra_fault(Some(EntraFault::Aadsts(700027)));
-    let (_, body) = status_and_json(token_response(&emu, demo::TENANT_ID, &form).await).await;
+    let (_, body) = status_and_json(token_response(&emu, identities::TENANT_ID, &form).await).await;
     assert!(
         description(&body).contains(&format!(
             "Thumbprint of key used by client: '{}']",
@@ -625,12 +639,12 @@ async fn aadsts_faults_quote_the_assertion() {
 
     emu.emulator
         .set_entra_fault(Some(EntraFault::Aadsts(700024)));
-    let (_, body) = status_and_json(token_response(&emu, demo::TENANT_ID, &form).await).await;
+    let (_, body) = status_and_json(token_response(&emu, identities::TENANT_ID, &form).await).await;
     assert!(description(&body).contains(", assertion valid from 1970-01-01T00:00:00.0000000Z, expiry time of assertion 1970-01-01T00:05:00.0000000Z."), "{body}");
 
     emu.emulator
         .set_entra_fault(Some(EntraFault::Aadsts(70021)));
-    let (_, body) = status_and_json(token_response(&emu, demo::TENANT_ID, &form).await).await;
+    let (_, body) = status_and_json(token_response(&emu, identities::TENANT_ID, &form).await).await;
     assert!(description(&body).starts_with("AADSTS70021: No matching federated identity record found for presented assertion. Assertion Issuer: 'https://token.actions.githubusercontent.com'. Assertion Subject: 'repo:o/r:ref:refs/heads/main'. Assertion Audience: 'api://AzureADTokenExchange'.\r\n"), "{body}");
 }
 
@@ -668,14 +682,14 @@ async fn clock_offset_shifts_token_times_and_timestamps() {
     assert_eq!(c["exp"].as_i64(), Some(iat + 3599));
     let claims = emu
         .emulator
-        .token_claims(demo::CLIENT_ID, "https://ai.azure.com", 60)
+        .token_claims(identities::CLIENT_ID, "https://ai.azure.com", 60)
         .expect("claims");
     assert!((claims.iat as i64 - (real_now() + offset)).abs() <= 5);
 
     emu.emulator
         .set_entra_fault(Some(EntraFault::Aadsts(90002)));
     let (_, body) =
-        status_and_json(token_response(&emu, demo::TENANT_ID, &good_form()).await).await;
+        status_and_json(token_response(&emu, identities::TENANT_ID, &good_form()).await).await;
     let stamp = parse_entra_timestamp(body["timestamp"].as_str().expect("timestamp"));
     assert!((stamp - (real_now() + offset)).abs() <= 5, "{body}");
 
@@ -684,7 +698,7 @@ async fn clock_offset_shifts_token_times_and_timestamps() {
     emu.emulator
         .set_entra_fault(Some(EntraFault::Aadsts(700024)));
     let (_, body) =
-        status_and_json(token_response(&emu, demo::TENANT_ID, &good_form()).await).await;
+        status_and_json(token_response(&emu, identities::TENANT_ID, &good_form()).await).await;
     let description = body["error_description"].as_str().expect("description");
     let current = &description[description.find("Current time: ").expect("current") + 14..][..19];
     let current = parse_entra_timestamp(&current.replace('T', " "));
@@ -708,9 +722,12 @@ async fn control_endpoint_sets_kind_clock_and_aadsts() {
         ),
         (&json!("foundry"), &json!(0), &Value::Null)
     );
-    assert_eq!(state["roles"][demo::CLIENT_ID], json!(["Azure AI User"]));
     assert_eq!(
-        state["roles"][demo::NO_ROLE_CLIENT_ID],
+        state["roles"][identities::CLIENT_ID],
+        json!(["Azure AI User"])
+    );
+    assert_eq!(
+        state["roles"][identities::NO_ROLE_CLIENT_ID],
         json!(["Contributor"])
     );
 
@@ -718,11 +735,11 @@ async fn control_endpoint_sets_kind_clock_and_aadsts() {
         "entra_fault": "aadsts:700027",
         "resource_kind": "openai",
         "clock_offset_secs": -30,
-        "roles": {(demo::NO_ROLE_CLIENT_ID): ["Foundry User"]},
+        "roles": {(identities::NO_ROLE_CLIENT_ID): ["Foundry User"]},
     });
     assert_eq!(control_config(&emu, &update).await, 204);
     let (status, body) =
-        status_and_json(token_response(&emu, demo::TENANT_ID, &good_form()).await).await;
+        status_and_json(token_response(&emu, identities::TENANT_ID, &good_form()).await).await;
     assert_eq!((status, &body["error_codes"]), (401, &json!([700027])));
     assert_eq!(emu.emulator.resource_kind(), ResourceKind::OpenAi);
     let state = control_state(&emu).await;
@@ -735,7 +752,7 @@ async fn control_endpoint_sets_kind_clock_and_aadsts() {
         (&json!("openai"), &json!(-30), &json!("aadsts:700027"))
     );
     assert_eq!(
-        state["roles"][demo::NO_ROLE_CLIENT_ID],
+        state["roles"][identities::NO_ROLE_CLIENT_ID],
         json!(["Foundry User"])
     );
 

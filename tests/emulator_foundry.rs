@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use emulator_common::*;
-use foundry_proxy::emulator::{self, EmulatorConfig, ResourceKind, demo};
+use foundry_proxy::emulator::{self, EmulatorConfig, ResourceKind, identities};
 use serde_json::{Value, json};
 
 /// The 401 of a Foundry (AI Services) resource.
@@ -22,7 +22,7 @@ async fn chat_with_good_token() {
     let emu = start().await;
     let token = good_token(&emu).await;
     let resp = post(
-        &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+        &chat_url(&emu, identities::CHAT_DEPLOYMENT),
         Some(&token),
         &chat_body(),
         &[("x-ms-client-request-id", "abc-123")],
@@ -52,9 +52,12 @@ async fn chat_with_good_token() {
     let record = emu.emulator.inference_requests().pop().expect("record");
     assert_eq!(record.status, 200);
     assert!(record.authorization_present);
-    assert_eq!(record.token_appid.as_deref(), Some(demo::CLIENT_ID));
-    assert_eq!(record.token_oid.as_deref(), Some(demo::OBJECT_ID));
-    assert_eq!(record.deployment.as_deref(), Some(demo::CHAT_DEPLOYMENT));
+    assert_eq!(record.token_appid.as_deref(), Some(identities::CLIENT_ID));
+    assert_eq!(record.token_oid.as_deref(), Some(identities::OBJECT_ID));
+    assert_eq!(
+        record.deployment.as_deref(),
+        Some(identities::CHAT_DEPLOYMENT)
+    );
     let auth = record
         .headers
         .iter()
@@ -67,7 +70,7 @@ async fn chat_with_good_token() {
 #[tokio::test]
 async fn missing_expired_or_misaddressed_tokens_get_401() {
     let emu = start().await;
-    let url = chat_url(&emu, demo::CHAT_DEPLOYMENT);
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
     // The demo world is a Foundry resource, so its 401 names both audiences.
     let unauthorized = json!({"statusCode": 401, "message": FOUNDRY_401});
     assert_eq!(
@@ -81,7 +84,11 @@ async fn missing_expired_or_misaddressed_tokens_get_401() {
 
     let mut claims = emu
         .emulator
-        .token_claims(demo::CLIENT_ID, "https://cognitiveservices.azure.com", 10)
+        .token_claims(
+            identities::CLIENT_ID,
+            "https://cognitiveservices.azure.com",
+            10,
+        )
         .expect("claims");
     claims.exp = claims.iat - 1;
     let expired = emu.emulator.sign_token(&claims).expect("sign");
@@ -92,7 +99,7 @@ async fn missing_expired_or_misaddressed_tokens_get_401() {
 
     let claims = emu
         .emulator
-        .token_claims(demo::CLIENT_ID, "https://ml.azure.com", 600)
+        .token_claims(identities::CLIENT_ID, "https://ml.azure.com", 600)
         .expect("claims");
     let wrong_aud = emu.emulator.sign_token(&claims).expect("sign");
     assert_eq!(
@@ -102,7 +109,7 @@ async fn missing_expired_or_misaddressed_tokens_get_401() {
 
     let claims = emu
         .emulator
-        .token_claims(demo::CLIENT_ID, "https://ai.azure.com/", 600)
+        .token_claims(identities::CLIENT_ID, "https://ai.azure.com/", 600)
         .expect("claims");
     let foundry_aud = emu.emulator.sign_token(&claims).expect("sign");
     assert_eq!(
@@ -121,7 +128,7 @@ async fn short_lived_token_expires() {
     let token = good_token(&emu).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let resp = post(
-        &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+        &chat_url(&emu, identities::CHAT_DEPLOYMENT),
         Some(&token),
         &chat_body(),
         &[],
@@ -137,14 +144,14 @@ async fn permission_denied_names_the_data_action() {
     let emu = start().await;
     let token = token_for(
         &emu,
-        demo::TENANT_ID,
-        demo::NO_ROLE_CLIENT_ID,
-        demo::NO_ROLE_CLIENT_SECRET,
+        identities::TENANT_ID,
+        identities::NO_ROLE_CLIENT_ID,
+        identities::NO_ROLE_CLIENT_SECRET,
     )
     .await;
     let (status, body) = status_and_json(
         post(
-            &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+            &chat_url(&emu, identities::CHAT_DEPLOYMENT),
             Some(&token),
             &chat_body(),
             &[],
@@ -158,13 +165,13 @@ async fn permission_denied_names_the_data_action() {
         body["error"]["message"],
         format!(
             "The principal `{}` lacks the required data action `Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action` to perform `POST /openai/deployments/{{deployment-id}}/chat/completions` operation.",
-            demo::NO_ROLE_OBJECT_ID
+            identities::NO_ROLE_OBJECT_ID
         )
     );
     let url = format!(
         "{}/openai/deployments/{}/embeddings?api-version={CHAT_V}",
         emu.url(),
-        demo::EMBEDDING_DEPLOYMENT
+        identities::EMBEDDING_DEPLOYMENT
     );
     let (_, body) =
         status_and_json(post(&url, Some(&token), &json!({"input": "x"}), &[]).await).await;
@@ -175,7 +182,7 @@ async fn permission_denied_names_the_data_action() {
             .contains("OpenAI/deployments/embeddings/action")
     );
     let url = format!("{}/openai/v1/responses", emu.url());
-    let body_in = json!({"model": demo::CHAT_DEPLOYMENT, "input": "x"});
+    let body_in = json!({"model": identities::CHAT_DEPLOYMENT, "input": "x"});
     let (_, body) = status_and_json(post(&url, Some(&token), &body_in, &[]).await).await;
     assert!(
         body["error"]["message"]
@@ -185,12 +192,12 @@ async fn permission_denied_names_the_data_action() {
     );
 
     emu.emulator.set_roles(
-        demo::NO_ROLE_CLIENT_ID,
+        identities::NO_ROLE_CLIENT_ID,
         vec!["Cognitive Services OpenAI User".to_owned()],
     );
     assert_eq!(
         post(
-            &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+            &chat_url(&emu, identities::CHAT_DEPLOYMENT),
             Some(&token),
             &chat_body(),
             &[]
@@ -207,14 +214,14 @@ async fn other_tenant_token_is_refused() {
     let emu = start().await;
     let token = token_for(
         &emu,
-        demo::OTHER_TENANT_ID,
-        demo::OTHER_CLIENT_ID,
-        demo::OTHER_CLIENT_SECRET,
+        identities::OTHER_TENANT_ID,
+        identities::OTHER_CLIENT_ID,
+        identities::OTHER_CLIENT_SECRET,
     )
     .await;
     let (status, body) = status_and_json(
         post(
-            &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+            &chat_url(&emu, identities::CHAT_DEPLOYMENT),
             Some(&token),
             &chat_body(),
             &[],
@@ -225,7 +232,7 @@ async fn other_tenant_token_is_refused() {
     assert_eq!(status, 400);
     assert_eq!(
         body,
-        json!({"error": {"code": "Tenant provided in token does not match resource token", "message": format!("Token tenant {} does not match resource tenant.", demo::OTHER_TENANT_ID)}})
+        json!({"error": {"code": "Tenant provided in token does not match resource token", "message": format!("Token tenant {} does not match resource tenant.", identities::OTHER_TENANT_ID)}})
     );
 }
 
@@ -273,7 +280,7 @@ async fn unknown_deployments_are_refused_per_surface() {
     );
     let (status, body) = status_and_json(
         post(
-            &chat_url(&emu, demo::EMBEDDING_DEPLOYMENT),
+            &chat_url(&emu, identities::EMBEDDING_DEPLOYMENT),
             Some(&token),
             &chat_body(),
             &[],
@@ -295,7 +302,7 @@ async fn api_version_rules() {
     let base = format!(
         "{}/openai/deployments/{}/chat/completions",
         emu.url(),
-        demo::CHAT_DEPLOYMENT
+        identities::CHAT_DEPLOYMENT
     );
     let not_found = json!({"error": {"code": "404", "message": "Resource not found"}});
     assert_eq!(
@@ -321,7 +328,7 @@ async fn api_version_rules() {
         "{}/openai/v1/chat/completions?api-version=2024-10-21",
         emu.url()
     );
-    let body = json!({"model": demo::CHAT_DEPLOYMENT, "messages": []});
+    let body = json!({"model": identities::CHAT_DEPLOYMENT, "messages": []});
     assert_eq!(
         status_and_json(post(&v1, Some(&token), &body, &[]).await).await,
         (400, unsupported)
@@ -329,7 +336,7 @@ async fn api_version_rules() {
     let unknown_op = format!(
         "{}/openai/deployments/{}/fine-tunes?api-version={CHAT_V}",
         emu.url(),
-        demo::CHAT_DEPLOYMENT
+        identities::CHAT_DEPLOYMENT
     );
     assert_eq!(
         status_and_json(post(&unknown_op, Some(&token), &body, &[]).await).await,
@@ -342,8 +349,7 @@ async fn api_version_rules() {
 async fn every_surface_serves_chat() {
     let emu = start().await;
     let token = good_token(&emu).await;
-    let body =
-        json!({"model": demo::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]});
+    let body = json!({"model": identities::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]});
     for path in [
         "/openai/v1/chat/completions",
         "/models/chat/completions",
@@ -374,7 +380,7 @@ async fn every_surface_serves_chat() {
             .as_array()
             .expect("data")
             .iter()
-            .any(|m| m["id"] == demo::CHAT_DEPLOYMENT)
+            .any(|m| m["id"] == identities::CHAT_DEPLOYMENT)
     );
 }
 
@@ -385,7 +391,7 @@ async fn chat_stream_arrives_incrementally() {
     let token = good_token(&emu).await;
     let body = json!({"messages": [{"role": "user", "content": "ping"}], "stream": true, "stream_options": {"include_usage": true}});
     let resp = post(
-        &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+        &chat_url(&emu, identities::CHAT_DEPLOYMENT),
         Some(&token),
         &body,
         &[
@@ -445,7 +451,7 @@ async fn abandoned_stream_is_counted_cancelled() {
     let token = good_token(&emu).await;
     let body = json!({"messages": [{"role": "user", "content": "ping"}], "stream": true});
     let resp = post(
-        &chat_url(&emu, demo::CHAT_DEPLOYMENT),
+        &chat_url(&emu, identities::CHAT_DEPLOYMENT),
         Some(&token),
         &body,
         &[
@@ -471,7 +477,7 @@ async fn embeddings_base64_decodes_to_f32() {
     let emu = start().await;
     let token = good_token(&emu).await;
     let url = format!("{}/openai/v1/embeddings", emu.url());
-    let req = |format: &str| json!({"model": demo::EMBEDDING_DEPLOYMENT, "input": ["hello world"], "encoding_format": format});
+    let req = |format: &str| json!({"model": identities::EMBEDDING_DEPLOYMENT, "input": ["hello world"], "encoding_format": format});
     let (_, b64) = status_and_json(post(&url, Some(&token), &req("base64"), &[]).await).await;
     let (_, floats) = status_and_json(post(&url, Some(&token), &req("float"), &[]).await).await;
     let bytes = STANDARD
@@ -504,7 +510,7 @@ async fn responses_json_and_stream() {
         post(
             &url,
             Some(&token),
-            &json!({"model": demo::CHAT_DEPLOYMENT, "input": "ping"}),
+            &json!({"model": identities::CHAT_DEPLOYMENT, "input": "ping"}),
             &[],
         )
         .await,
@@ -521,7 +527,7 @@ async fn responses_json_and_stream() {
     let resp = post(
         &url,
         Some(&token),
-        &json!({"model": demo::CHAT_DEPLOYMENT, "input": "ping", "stream": true}),
+        &json!({"model": identities::CHAT_DEPLOYMENT, "input": "ping", "stream": true}),
         &[("x-emulator-chunk-delay-ms", "0")],
     )
     .await;
@@ -556,7 +562,7 @@ async fn responses_json_and_stream() {
 async fn request_faults() {
     let emu = start().await;
     let token = good_token(&emu).await;
-    let url = chat_url(&emu, demo::CHAT_DEPLOYMENT);
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
     let fault = |v: &'static str| [("x-emulator-fault", v)];
 
     let resp = post(&url, Some(&token), &chat_body(), &fault("rate-limit")).await;
@@ -608,7 +614,7 @@ async fn audio_transcription_multipart() {
     let boundary = "XyZboundary";
     let body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....\r\n--{boundary}--\r\n",
-        demo::TRANSCRIPTION_DEPLOYMENT
+        identities::TRANSCRIPTION_DEPLOYMENT
     );
     let resp = client()
         .post(format!("{}/openai/v1/audio/transcriptions", emu.url()))
@@ -631,7 +637,7 @@ async fn audio_transcription_multipart() {
 async fn more_request_faults_have_exact_bodies() {
     let emu = start().await;
     let token = good_token(&emu).await;
-    let url = chat_url(&emu, demo::CHAT_DEPLOYMENT);
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
     let wrapped = |code: &str, message: &str| json!({"error": {"code": code, "message": message}});
     let (data_action, operation) = (
         "Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action",
@@ -639,7 +645,7 @@ async fn more_request_faults_have_exact_bodies() {
     );
     let denied = format!(
         "The principal `{}` lacks the required data action `{data_action}` to perform `{operation}` operation.",
-        demo::OBJECT_ID
+        identities::OBJECT_ID
     );
     let cases = [
         (
@@ -760,8 +766,7 @@ async fn more_request_faults_have_exact_bodies() {
         "{}/models/chat/completions?api-version=2024-05-01-preview",
         emu.url()
     );
-    let body =
-        json!({"model": demo::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]});
+    let body = json!({"model": identities::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]});
     let (status, body) = status_and_json(
         post(
             &models_url,
@@ -783,7 +788,7 @@ async fn more_request_faults_have_exact_bodies() {
 #[tokio::test]
 async fn faults_are_played_at_their_stage() {
     let emu = start().await;
-    let url = chat_url(&emu, demo::CHAT_DEPLOYMENT);
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
     let cases = [
         ("network-rules", 403),
         ("vnet-endpoint", 403),
@@ -833,9 +838,9 @@ async fn faults_are_played_at_their_stage() {
     // An unauthorised caller gets PermissionDenied before any deployment fault.
     let token = token_for(
         &emu,
-        demo::TENANT_ID,
-        demo::NO_ROLE_CLIENT_ID,
-        demo::NO_ROLE_CLIENT_SECRET,
+        identities::TENANT_ID,
+        identities::NO_ROLE_CLIENT_ID,
+        identities::NO_ROLE_CLIENT_SECRET,
     )
     .await;
     let (status, body) = status_and_json(
@@ -859,7 +864,7 @@ async fn faults_are_played_at_their_stage() {
 async fn unknown_fault_lists_them_all() {
     let emu = start().await;
     let token = good_token(&emu).await;
-    let url = chat_url(&emu, demo::CHAT_DEPLOYMENT);
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
     let (status, body) = status_and_json(
         post(
             &url,
@@ -913,11 +918,11 @@ async fn unknown_fault_lists_them_all() {
 #[tokio::test]
 async fn resource_kind_decides_audiences_and_401_text() {
     let emu = start().await;
-    let url = chat_url(&emu, demo::CHAT_DEPLOYMENT);
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
     let token = |aud: &str| {
         let claims = emu
             .emulator
-            .token_claims(demo::CLIENT_ID, aud, 600)
+            .token_claims(identities::CLIENT_ID, aud, 600)
             .expect("claims");
         emu.emulator.sign_token(&claims).expect("sign")
     };
@@ -975,7 +980,7 @@ async fn resource_kind_decides_audiences_and_401_text() {
     .expect("spawn");
     let (status, body) = status_and_json(
         post(
-            &chat_url(&classic, demo::CHAT_DEPLOYMENT),
+            &chat_url(&classic, identities::CHAT_DEPLOYMENT),
             None,
             &chat_body(),
             &[],
@@ -990,7 +995,7 @@ async fn resource_kind_decides_audiences_and_401_text() {
     );
     let (status, body) = status_and_json(
         post(
-            &chat_url(&classic, demo::CHAT_DEPLOYMENT),
+            &chat_url(&classic, identities::CHAT_DEPLOYMENT),
             None,
             &chat_body(),
             &[],
@@ -1006,7 +1011,7 @@ async fn resource_kind_decides_audiences_and_401_text() {
 #[tokio::test]
 async fn clock_offset_moves_foundrys_expiry_check() {
     let emu = start().await;
-    let url = chat_url(&emu, demo::CHAT_DEPLOYMENT);
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
     let token = good_token(&emu).await; // 3599 s, issued at the real now
     let status = |t: String| {
         let url = url.clone();

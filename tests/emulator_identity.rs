@@ -7,7 +7,7 @@ mod emulator_common;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use emulator_common::*;
-use foundry_proxy::emulator::{self, EmulatorConfig, ImdsFault, RunningEmulator, demo};
+use foundry_proxy::emulator::{self, EmulatorConfig, ImdsFault, RunningEmulator, identities};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -34,7 +34,7 @@ fn x5c(pem: &str) -> String {
 
 /// The token endpoint URL the emulator expects in a certificate assertion's `aud`.
 fn token_url(emu: &RunningEmulator) -> String {
-    format!("{}/{}/oauth2/v2.0/token", emu.url(), demo::TENANT_ID)
+    format!("{}/{}/oauth2/v2.0/token", emu.url(), identities::TENANT_ID)
 }
 
 /// Claims of a certificate assertion for the demo app, valid for 5 minutes from the emulator's now.
@@ -42,8 +42,8 @@ fn cert_claims(emu: &RunningEmulator) -> Value {
     let now = emu.emulator.now_secs();
     json!({
         "aud": token_url(emu),
-        "iss": demo::CLIENT_ID,
-        "sub": demo::CLIENT_ID,
+        "iss": identities::CLIENT_ID,
+        "sub": identities::CLIENT_ID,
         "jti": uuid::Uuid::new_v4().to_string(),
         "nbf": now,
         "iat": now,
@@ -74,7 +74,7 @@ fn ps256_header(x5t_s256: &str) -> Header {
 /// A client-credentials form with this assertion.
 fn assertion_form(assertion: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("client_id", demo::CLIENT_ID.to_owned()),
+        ("client_id", identities::CLIENT_ID.to_owned()),
         ("client_assertion_type", JWT_BEARER.to_owned()),
         ("client_assertion", assertion.to_owned()),
         ("scope", SCOPE.to_owned()),
@@ -112,7 +112,7 @@ async fn works_on_foundry(emu: &RunningEmulator, result: &(u16, Value)) -> Value
     assert_eq!(*status, 200, "{body}");
     let token = body["access_token"].as_str().expect("access_token");
     let chat = post(
-        &chat_url(emu, demo::CHAT_DEPLOYMENT),
+        &chat_url(emu, identities::CHAT_DEPLOYMENT),
         Some(token),
         &chat_body(),
         &[],
@@ -128,12 +128,12 @@ async fn works_on_foundry(emu: &RunningEmulator, result: &(u16, Value)) -> Value
 async fn certificate_assertion_rs256_x5t() {
     let emu = start().await;
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &cert_claims(&emu),
     );
     let claims = works_on_foundry(&emu, &assert_with(&emu, &jwt).await).await;
-    assert_eq!(claims["appid"], demo::CLIENT_ID);
+    assert_eq!(claims["appid"], identities::CLIENT_ID);
     assert_eq!(claims["appidacr"], "2");
 }
 
@@ -142,8 +142,8 @@ async fn certificate_assertion_rs256_x5t() {
 async fn certificate_assertion_ps256_x5t_s256() {
     let emu = start().await;
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        ps256_header(demo::CERTIFICATE_X5T_S256),
+        identities::CERTIFICATE_PEM,
+        ps256_header(identities::CERTIFICATE_X5T_S256),
         &cert_claims(&emu),
     );
     works_on_foundry(&emu, &assert_with(&emu, &jwt).await).await;
@@ -154,13 +154,17 @@ async fn certificate_assertion_ps256_x5t_s256() {
 #[tokio::test]
 async fn certificate_assertion_x5c_must_match() {
     let emu = start().await;
-    let mut header = rs256_header(demo::CERTIFICATE_X5T);
-    header.x5c = Some(vec![x5c(demo::CERTIFICATE_PEM)]);
-    let jwt = sign(demo::CERTIFICATE_PEM, header.clone(), &cert_claims(&emu));
+    let mut header = rs256_header(identities::CERTIFICATE_X5T);
+    header.x5c = Some(vec![x5c(identities::CERTIFICATE_PEM)]);
+    let jwt = sign(
+        identities::CERTIFICATE_PEM,
+        header.clone(),
+        &cert_claims(&emu),
+    );
     assert_eq!(assert_with(&emu, &jwt).await.0, 200);
 
-    header.x5c = Some(vec![x5c(demo::UNREGISTERED_CERTIFICATE_PEM)]);
-    let jwt = sign(demo::CERTIFICATE_PEM, header, &cert_claims(&emu));
+    header.x5c = Some(vec![x5c(identities::UNREGISTERED_CERTIFICATE_PEM)]);
+    let jwt = sign(identities::CERTIFICATE_PEM, header, &cert_claims(&emu));
     refused(
         &assert_with(&emu, &jwt).await,
         401,
@@ -174,8 +178,8 @@ async fn certificate_assertion_x5c_must_match() {
 async fn unregistered_certificate_is_700027() {
     let emu = start().await;
     let jwt = sign(
-        demo::UNREGISTERED_CERTIFICATE_PEM,
-        rs256_header(demo::UNREGISTERED_CERTIFICATE_X5T),
+        identities::UNREGISTERED_CERTIFICATE_PEM,
+        rs256_header(identities::UNREGISTERED_CERTIFICATE_X5T),
         &cert_claims(&emu),
     );
     let description = refused(
@@ -197,8 +201,8 @@ async fn unregistered_certificate_is_700027() {
 async fn wrong_signing_key_is_700027() {
     let emu = start().await;
     let jwt = sign(
-        demo::UNREGISTERED_CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::UNREGISTERED_CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &cert_claims(&emu),
     );
     let description = refused(
@@ -208,7 +212,7 @@ async fn wrong_signing_key_is_700027() {
         700027,
     );
     assert!(
-        description.contains(demo::CERTIFICATE_THUMBPRINT),
+        description.contains(identities::CERTIFICATE_THUMBPRINT),
         "{description}"
     );
 }
@@ -223,8 +227,8 @@ async fn expired_assertion_is_700024() {
     claims["nbf"] = json!(now - 600);
     claims["exp"] = json!(now - 1);
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &claims,
     );
     let description = refused(
@@ -244,8 +248,8 @@ async fn expired_assertion_is_700024() {
     claims["nbf"] = json!(now + 120);
     claims["exp"] = json!(now + 420);
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &claims,
     );
     refused(
@@ -263,8 +267,8 @@ async fn long_lived_assertion_is_accepted() {
     let mut claims = cert_claims(&emu);
     claims["exp"] = json!(emu.emulator.now_secs() + 1200);
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &claims,
     );
     assert_eq!(assert_with(&emu, &jwt).await.0, 200);
@@ -279,11 +283,11 @@ async fn wrong_audience_is_700023() {
     let mut claims = cert_claims(&emu);
     claims["aud"] = json!(format!(
         "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
-        demo::TENANT_ID
+        identities::TENANT_ID
     ));
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &claims,
     );
     let description = refused(
@@ -299,8 +303,8 @@ async fn wrong_audience_is_700023() {
 
     claims["aud"] = json!(format!("{}/", token_url(&emu)));
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &claims,
     );
     assert_eq!(assert_with(&emu, &jwt).await.0, 200);
@@ -313,8 +317,8 @@ async fn malformed_assertions_are_refused() {
     let mut claims = cert_claims(&emu);
     claims.as_object_mut().expect("object").remove("jti");
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &claims,
     );
     refused(
@@ -332,8 +336,8 @@ async fn malformed_assertions_are_refused() {
     );
 
     let jwt = sign(
-        demo::CERTIFICATE_PEM,
-        rs256_header(demo::CERTIFICATE_X5T),
+        identities::CERTIFICATE_PEM,
+        rs256_header(identities::CERTIFICATE_X5T),
         &cert_claims(&emu),
     );
     let mut form = assertion_form(&jwt);
@@ -352,20 +356,22 @@ async fn malformed_assertions_are_refused() {
 #[tokio::test]
 async fn federated_assertion_gets_a_token() {
     let emu = start().await;
-    let jwt = emu
-        .emulator
-        .federated_token(demo::FEDERATED_SUBJECT, demo::FEDERATED_AUDIENCE, 3600);
+    let jwt = emu.emulator.federated_token(
+        identities::FEDERATED_SUBJECT,
+        identities::FEDERATED_AUDIENCE,
+        3600,
+    );
     let projected = jwt_part(&jwt, 1);
-    assert_eq!(projected["iss"], demo::FEDERATION_ISSUER);
-    assert_eq!(projected["sub"], demo::FEDERATED_SUBJECT);
-    assert_eq!(projected["aud"], json!([demo::FEDERATED_AUDIENCE]));
+    assert_eq!(projected["iss"], identities::FEDERATION_ISSUER);
+    assert_eq!(projected["sub"], identities::FEDERATED_SUBJECT);
+    assert_eq!(projected["aud"], json!([identities::FEDERATED_AUDIENCE]));
     let claims = works_on_foundry(&emu, &assert_with(&emu, &jwt).await).await;
-    assert_eq!(claims["appid"], demo::CLIENT_ID);
+    assert_eq!(claims["appid"], identities::CLIENT_ID);
     assert_eq!(claims["appidacr"], "2");
 
     let resp = client()
         .post(format!("{}/_emulator/federated-token", emu.url()))
-        .json(&json!({"subject": demo::FEDERATED_SUBJECT, "lifetime_secs": 600}))
+        .json(&json!({"subject": identities::FEDERATED_SUBJECT, "lifetime_secs": 600}))
         .send()
         .await
         .expect("federated-token");
@@ -388,7 +394,7 @@ async fn federated_mismatch_is_70021() {
     let other = "system:serviceaccount:other:intruder";
     let jwt = emu
         .emulator
-        .federated_token(other, demo::FEDERATED_AUDIENCE, 3600);
+        .federated_token(other, identities::FEDERATED_AUDIENCE, 3600);
     let description = refused(
         &assert_with(&emu, &jwt).await,
         401,
@@ -398,14 +404,14 @@ async fn federated_mismatch_is_70021() {
     assert!(
         description.contains(&format!(
             "Assertion Issuer: '{}'. Assertion Subject: '{other}'. Assertion Audience: '{}'.",
-            demo::FEDERATION_ISSUER,
-            demo::FEDERATED_AUDIENCE
+            identities::FEDERATION_ISSUER,
+            identities::FEDERATED_AUDIENCE
         )),
         "{description}"
     );
 
     let jwt = emu.emulator.federated_token(
-        demo::FEDERATED_SUBJECT,
+        identities::FEDERATED_SUBJECT,
         "api://AzureADTokenExchangeChina",
         3600,
     );
@@ -417,10 +423,10 @@ async fn federated_mismatch_is_70021() {
     );
 
     // Another issuer's token (here unsigned by any known key): no record can match it.
-    let claims = json!({"iss": "https://kubernetes.default.svc.cluster.local", "sub": demo::FEDERATED_SUBJECT,
-        "aud": demo::FEDERATED_AUDIENCE, "exp": emu.emulator.now_secs() + 60});
+    let claims = json!({"iss": "https://kubernetes.default.svc.cluster.local", "sub": identities::FEDERATED_SUBJECT,
+        "aud": identities::FEDERATED_AUDIENCE, "exp": emu.emulator.now_secs() + 60});
     let foreign = sign(
-        demo::UNREGISTERED_CERTIFICATE_PEM,
+        identities::UNREGISTERED_CERTIFICATE_PEM,
         Header::new(Algorithm::RS256),
         &claims,
     );
@@ -440,9 +446,11 @@ async fn federated_mismatch_is_70021() {
 #[tokio::test]
 async fn federated_expired_or_forged_is_refused() {
     let emu = start().await;
-    let jwt = emu
-        .emulator
-        .federated_token(demo::FEDERATED_SUBJECT, demo::FEDERATED_AUDIENCE, 1);
+    let jwt = emu.emulator.federated_token(
+        identities::FEDERATED_SUBJECT,
+        identities::FEDERATED_AUDIENCE,
+        1,
+    );
     emu.emulator.set_clock_offset(5);
     refused(
         &assert_with(&emu, &jwt).await,
@@ -453,10 +461,10 @@ async fn federated_expired_or_forged_is_refused() {
     emu.emulator.set_clock_offset(0);
 
     let now = emu.emulator.now_secs();
-    let claims = json!({"iss": demo::FEDERATION_ISSUER, "sub": demo::FEDERATED_SUBJECT,
-        "aud": [demo::FEDERATED_AUDIENCE], "nbf": now, "exp": now + 60});
+    let claims = json!({"iss": identities::FEDERATION_ISSUER, "sub": identities::FEDERATED_SUBJECT,
+        "aud": [identities::FEDERATED_AUDIENCE], "nbf": now, "exp": now + 60});
     let forged = sign(
-        demo::UNREGISTERED_CERTIFICATE_PEM,
+        identities::UNREGISTERED_CERTIFICATE_PEM,
         Header::new(Algorithm::RS256),
         &claims,
     );
@@ -508,7 +516,7 @@ async fn imds_requires_metadata_header_and_answers_strings() {
     assert_eq!(body["refresh_token"], "");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["resource"], RESOURCE);
-    assert_eq!(body["client_id"], demo::MI_CLIENT_ID);
+    assert_eq!(body["client_id"], identities::MI_CLIENT_ID);
     let expires_on: u64 = body["expires_on"]
         .as_str()
         .expect("s")
@@ -522,10 +530,10 @@ async fn imds_requires_metadata_header_and_answers_strings() {
     assert_eq!(expires_on - not_before, 3599);
     let claims = works_on_foundry(&emu, &result).await;
     assert_eq!(claims["aud"], RESOURCE);
-    assert_eq!(claims["appid"], demo::MI_CLIENT_ID);
-    assert_eq!(claims["oid"], demo::MI_OBJECT_ID);
-    assert_eq!(claims["tid"], demo::TENANT_ID);
-    assert_eq!(claims["xms_mirid"], demo::MI_RESOURCE_ID);
+    assert_eq!(claims["appid"], identities::MI_CLIENT_ID);
+    assert_eq!(claims["oid"], identities::MI_OBJECT_ID);
+    assert_eq!(claims["tid"], identities::TENANT_ID);
+    assert_eq!(claims["xms_mirid"], identities::MI_RESOURCE_ID);
     assert_eq!(emu.emulator.imds_requests(), 2);
 }
 
@@ -537,19 +545,23 @@ async fn imds_selects_system_or_user_assigned() {
     let md = [("Metadata", "true")];
     let base = [("api-version", "2019-08-01"), ("resource", RESOURCE)];
     for selector in [
-        ("client_id", demo::USER_MI_CLIENT_ID),
-        ("object_id", demo::USER_MI_OBJECT_ID),
-        ("msi_res_id", demo::USER_MI_RESOURCE_ID),
+        ("client_id", identities::USER_MI_CLIENT_ID),
+        ("object_id", identities::USER_MI_OBJECT_ID),
+        ("msi_res_id", identities::USER_MI_RESOURCE_ID),
     ] {
         let query = [base[0], base[1], selector];
         let (status, body) = get(&emu, IMDS, &query, &md).await;
         assert_eq!(status, 200, "{selector:?}: {body}");
-        assert_eq!(body["client_id"], demo::USER_MI_CLIENT_ID, "{selector:?}");
+        assert_eq!(
+            body["client_id"],
+            identities::USER_MI_CLIENT_ID,
+            "{selector:?}"
+        );
         let claims = jwt_part(body["access_token"].as_str().expect("token"), 1);
-        assert_eq!(claims["oid"], demo::USER_MI_OBJECT_ID);
+        assert_eq!(claims["oid"], identities::USER_MI_OBJECT_ID);
     }
     let (_, body) = get(&emu, IMDS, &base, &md).await;
-    assert_eq!(body["client_id"], demo::MI_CLIENT_ID);
+    assert_eq!(body["client_id"], identities::MI_CLIENT_ID);
 
     let query = [
         base[0],
@@ -610,7 +622,7 @@ async fn imds_without_system_assigned_identity() {
     let query = [("api-version", "2018-02-01"), ("resource", RESOURCE)];
     let (status, body) = get(&emu, IMDS, &query, &md).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["client_id"], demo::USER_MI_CLIENT_ID);
+    assert_eq!(body["client_id"], identities::USER_MI_CLIENT_ID);
 
     let config = EmulatorConfig {
         managed_identities: Vec::new(),
@@ -634,7 +646,7 @@ async fn app_service_checks_identity_header() {
     let (status, _) = get(&emu, APP_SERVICE, &query, &[("X-IDENTITY-HEADER", "guess")]).await;
     assert_eq!(status, 401);
 
-    let header = [("X-IDENTITY-HEADER", demo::IDENTITY_HEADER)];
+    let header = [("X-IDENTITY-HEADER", identities::IDENTITY_HEADER)];
     let result = get(&emu, APP_SERVICE, &query, &header).await;
     let body = &result.1;
     let keys: Vec<&str> = body
@@ -654,17 +666,17 @@ async fn app_service_checks_identity_header() {
     );
     assert_eq!(body["resource"], RESOURCE);
     assert_eq!(body["token_type"], "Bearer");
-    assert_eq!(body["client_id"], demo::MI_CLIENT_ID);
+    assert_eq!(body["client_id"], identities::MI_CLIENT_ID);
     works_on_foundry(&emu, &result).await;
 
     let query = [
         query[0],
         query[1],
-        ("principal_id", demo::USER_MI_OBJECT_ID),
+        ("principal_id", identities::USER_MI_OBJECT_ID),
     ];
     let (status, body) = get(&emu, APP_SERVICE, &query, &header).await;
     assert_eq!(status, 200);
-    assert_eq!(body["client_id"], demo::USER_MI_CLIENT_ID);
+    assert_eq!(body["client_id"], identities::USER_MI_CLIENT_ID);
 
     let query = [
         query[0],
@@ -726,17 +738,22 @@ async fn imds_fault_then_recovery() {
 /// one `CERTIFICATE_X5T` names.
 #[test]
 fn certificate_files_are_shipped() {
-    assert!(demo::CERTIFICATE_P12.len() > 1000);
-    assert!(demo::CERTIFICATE_P12_LEGACY.len() > 1000);
-    assert_ne!(demo::CERTIFICATE_P12, demo::CERTIFICATE_P12_LEGACY);
-    assert_eq!(demo::CERTIFICATE_P12_PASSWORD, "emulator");
-    assert!(demo::CERTIFICATE_PEM.contains("-----BEGIN PRIVATE KEY-----"));
-    assert!(demo::UNREGISTERED_CERTIFICATE_PEM.contains("-----BEGIN PRIVATE KEY-----"));
-    let der = STANDARD.decode(x5c(demo::CERTIFICATE_PEM)).expect("der");
+    assert!(identities::CERTIFICATE_P12.len() > 1000);
+    assert!(identities::CERTIFICATE_P12_LEGACY.len() > 1000);
+    assert_ne!(
+        identities::CERTIFICATE_P12,
+        identities::CERTIFICATE_P12_LEGACY
+    );
+    assert_eq!(identities::CERTIFICATE_P12_PASSWORD, "emulator");
+    assert!(identities::CERTIFICATE_PEM.contains("-----BEGIN PRIVATE KEY-----"));
+    assert!(identities::UNREGISTERED_CERTIFICATE_PEM.contains("-----BEGIN PRIVATE KEY-----"));
+    let der = STANDARD
+        .decode(x5c(identities::CERTIFICATE_PEM))
+        .expect("der");
     assert!(der.len() > 500);
     assert_eq!(
         URL_SAFE_NO_PAD
-            .decode(demo::CERTIFICATE_X5T)
+            .decode(identities::CERTIFICATE_X5T)
             .expect("x5t")
             .len(),
         20

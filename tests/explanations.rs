@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::{EntraFault, demo as world};
+use foundry_proxy::emulator::{EntraFault, identities as world};
 use foundry_proxy::secret::Secret;
 
 fn app(tenant: &str, client_id: &str, secret: &str) -> Setup {

@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::logs::CapturedLogs;
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::{self, EmulatorConfig, EntraFault, RunningEmulator, demo as world};
+use foundry_proxy::emulator::{
+    self, EmulatorConfig, EntraFault, RunningEmulator, identities as world,
+};
 use foundry_proxy::token::TokenPolicy;
 use futures_util::StreamExt;
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::demo as world;
+use foundry_proxy::emulator::identities as world;
 use serde_json::{Value, json};
 
 fn style(api: &str, endpoint: Option<&str>) -> Setup {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use common::logs::CapturedLogs;
 use common::{Harness, Setup};
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::{self, EmulatorConfig, demo as world};
+use foundry_proxy::emulator::{self, EmulatorConfig, identities as world};
 use foundry_proxy::server::ConnectionLimits;
 use foundry_proxy::upstream::is_valid_deployment_name;
 use serde_json::Value;

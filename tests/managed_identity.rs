@@ -7,7 +7,7 @@ use foundry_proxy::claims::TokenClaims;
 use foundry_proxy::config::credential::{IdentitySelector, ManagedIdentityEndpoint};
 use foundry_proxy::credential::managed_identity::ManagedIdentityCredential;
 use foundry_proxy::credential::{AccessToken, Credential, CredentialError};
-use foundry_proxy::emulator::{self, EmulatorConfig, ImdsFault, RunningEmulator, demo};
+use foundry_proxy::emulator::{self, EmulatorConfig, ImdsFault, RunningEmulator, identities};
 use foundry_proxy::secret::Secret;
 use url::Url;
 
@@ -83,7 +83,7 @@ async fn imds_system_assigned() {
     let cred = credential(imds(&emu), IdentitySelector::SystemAssigned);
     assert_eq!(cred.kind(), "managed-identity");
     let token = cred.get_token().await.expect("token");
-    assert_token_of(&token, demo::MI_OBJECT_ID, demo::MI_CLIENT_ID);
+    assert_token_of(&token, identities::MI_OBJECT_ID, identities::MI_CLIENT_ID);
     assert_eq!(emu.emulator.imds_requests(), 1);
 }
 
@@ -93,15 +93,19 @@ async fn imds_system_assigned() {
 async fn imds_user_assigned_by_each_selector() {
     let emu = start().await;
     for selector in [
-        IdentitySelector::ClientId(demo::USER_MI_CLIENT_ID.into()),
-        IdentitySelector::ObjectId(demo::USER_MI_OBJECT_ID.into()),
-        IdentitySelector::ResourceId(demo::USER_MI_RESOURCE_ID.into()),
+        IdentitySelector::ClientId(identities::USER_MI_CLIENT_ID.into()),
+        IdentitySelector::ObjectId(identities::USER_MI_OBJECT_ID.into()),
+        IdentitySelector::ResourceId(identities::USER_MI_RESOURCE_ID.into()),
     ] {
         let token = credential(imds(&emu), selector.clone())
             .get_token()
             .await
             .unwrap_or_else(|e| panic!("{selector:?}: {e}"));
-        assert_token_of(&token, demo::USER_MI_OBJECT_ID, demo::USER_MI_CLIENT_ID);
+        assert_token_of(
+            &token,
+            identities::USER_MI_OBJECT_ID,
+            identities::USER_MI_CLIENT_ID,
+        );
     }
 }
 
@@ -118,7 +122,7 @@ async fn imds_transient_failures_are_retried() {
             .get_token()
             .await
             .unwrap_or_else(|e| panic!("{status}: {e}"));
-        assert_token_of(&token, demo::MI_OBJECT_ID, demo::MI_CLIENT_ID);
+        assert_token_of(&token, identities::MI_OBJECT_ID, identities::MI_CLIENT_ID);
         assert_eq!(emu.emulator.imds_requests(), requests, "after {status}");
     }
 }
@@ -159,7 +163,7 @@ async fn unknown_identity_is_not_found() {
     assert!(detail.contains("Identity not found"), "{detail}");
     assert_eq!(emu.emulator.imds_requests(), 1);
 
-    let endpoint = app_service(&emu, demo::IDENTITY_HEADER);
+    let endpoint = app_service(&emu, identities::IDENTITY_HEADER);
     let (code, detail, transient) = source_error(credential(endpoint, unknown).get_token().await);
     assert_eq!(code, "managed_identity_not_found", "{detail}");
     assert!(!transient);
@@ -174,29 +178,32 @@ async fn app_service_tokens() {
     let cases = [
         (
             IdentitySelector::SystemAssigned,
-            demo::MI_OBJECT_ID,
-            demo::MI_CLIENT_ID,
+            identities::MI_OBJECT_ID,
+            identities::MI_CLIENT_ID,
         ),
         (
-            IdentitySelector::ClientId(demo::USER_MI_CLIENT_ID.into()),
-            demo::USER_MI_OBJECT_ID,
-            demo::USER_MI_CLIENT_ID,
+            IdentitySelector::ClientId(identities::USER_MI_CLIENT_ID.into()),
+            identities::USER_MI_OBJECT_ID,
+            identities::USER_MI_CLIENT_ID,
         ),
         (
-            IdentitySelector::ObjectId(demo::USER_MI_OBJECT_ID.into()),
-            demo::USER_MI_OBJECT_ID,
-            demo::USER_MI_CLIENT_ID,
+            IdentitySelector::ObjectId(identities::USER_MI_OBJECT_ID.into()),
+            identities::USER_MI_OBJECT_ID,
+            identities::USER_MI_CLIENT_ID,
         ),
         (
-            IdentitySelector::ResourceId(demo::USER_MI_RESOURCE_ID.into()),
-            demo::USER_MI_OBJECT_ID,
-            demo::USER_MI_CLIENT_ID,
+            IdentitySelector::ResourceId(identities::USER_MI_RESOURCE_ID.into()),
+            identities::USER_MI_OBJECT_ID,
+            identities::USER_MI_CLIENT_ID,
         ),
     ];
     for (selector, object_id, client_id) in cases {
-        let cred = credential(app_service(&emu, demo::IDENTITY_HEADER), selector.clone());
+        let cred = credential(
+            app_service(&emu, identities::IDENTITY_HEADER),
+            selector.clone(),
+        );
         let shown = format!("{cred:?}");
-        assert!(!shown.contains(demo::IDENTITY_HEADER), "{shown}");
+        assert!(!shown.contains(identities::IDENTITY_HEADER), "{shown}");
         let token = cred
             .get_token()
             .await
@@ -220,7 +227,7 @@ async fn app_service_wrong_header_is_refused() {
     assert!(detail.contains("401"), "{detail}");
     assert!(detail.contains("X-IDENTITY-HEADER"), "{detail}");
     assert!(!detail.contains(wrong), "{detail}");
-    assert!(!detail.contains(demo::IDENTITY_HEADER), "{detail}");
+    assert!(!detail.contains(identities::IDENTITY_HEADER), "{detail}");
     assert_eq!(emu.emulator.app_service_requests(), 1);
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, eventually};
-use foundry_proxy::emulator::demo as world;
+use foundry_proxy::emulator::identities as world;
 use serde_json::json;
 
 fn stream_request(harness: &Harness, chunks: u32, delay_ms: u32) -> reqwest::RequestBuilder {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::{Harness, Setup};
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::demo as world;
+use foundry_proxy::emulator::identities as world;
 use serde_json::{Value, json};
 
 fn aliases(api: &str) -> Setup {

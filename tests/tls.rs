@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::{self, EmulatorConfig, demo as world};
+use foundry_proxy::emulator::{self, EmulatorConfig, identities as world};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;

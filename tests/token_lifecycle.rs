@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, Setup};
-use foundry_proxy::emulator::{EmulatorConfig, demo as world};
+use foundry_proxy::emulator::{EmulatorConfig, identities as world};
 
 /// The token request is a form POST to {authority}/{tenant}/oauth2/v2.0/token with exactly
 /// the client-credentials fields and the default scope.

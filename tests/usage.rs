@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use bytes::Bytes;
-use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, demo};
+use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, identities};
 use foundry_proxy::usage::{self, BodyKind, Ending, Usage};
 use http_body_util::BodyExt;
 use rand::rngs::StdRng;
@@ -32,12 +32,12 @@ impl Upstream {
             .post(format!(
                 "{}/{}/oauth2/v2.0/token",
                 emulator.url(),
-                demo::TENANT_ID
+                identities::TENANT_ID
             ))
             .form(&[
-                ("client_id", demo::CLIENT_ID),
-                ("client_secret", demo::CLIENT_SECRET),
-                ("scope", demo::SCOPE),
+                ("client_id", identities::CLIENT_ID),
+                ("client_secret", identities::CLIENT_SECRET),
+                ("scope", identities::SCOPE),
                 ("grant_type", "client_credentials"),
             ])
             .send()
@@ -153,7 +153,7 @@ fn events(stream: &[u8]) -> Vec<Value> {
 
 fn chat(stream: bool, include_usage: Option<bool>) -> Value {
     let mut body = json!({
-        "model": demo::CHAT_DEPLOYMENT,
+        "model": identities::CHAT_DEPLOYMENT,
         "messages": [{"role": "user", "content": "count the tokens of this prompt"}],
         "stream": stream,
     });
@@ -246,7 +246,7 @@ fn events_raw(stream: &[u8]) -> Vec<Value> {
 async fn responses_stream_usage() {
     let upstream = Upstream::start().await;
     let body =
-        json!({"model": demo::CHAT_DEPLOYMENT, "input": "three word prompt", "stream": true});
+        json!({"model": identities::CHAT_DEPLOYMENT, "input": "three word prompt", "stream": true});
     let recorded = upstream.fetch("responses", &body).await;
     let completed: Value = std::str::from_utf8(&recorded)
         .expect("utf-8")
@@ -282,11 +282,11 @@ async fn json_answers() {
         ("chat/completions", chat(false, None)),
         (
             "embeddings",
-            json!({"model": demo::EMBEDDING_DEPLOYMENT, "input": ["one two", "three"]}),
+            json!({"model": identities::EMBEDDING_DEPLOYMENT, "input": ["one two", "three"]}),
         ),
         (
             "responses",
-            json!({"model": demo::CHAT_DEPLOYMENT, "input": "hello there"}),
+            json!({"model": identities::CHAT_DEPLOYMENT, "input": "hello there"}),
         ),
     ];
     for (path, body) in cases {

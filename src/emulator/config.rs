@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::demo;
+use super::identities;
 
-/// The emulated world. `Default` is the demo world described in [`demo`].
+/// The emulated world. `Default` is the demo world described in [`identities`].
 ///
 /// Deserialized from TOML with unknown fields rejected; a field left out keeps its demo value.
 #[derive(Clone, Debug, Deserialize)]
@@ -63,17 +63,17 @@ impl Default for EmulatorConfig {
             federated_credentials: Vec::new(),
         };
         let mut main = app(
-            demo::TENANT_ID,
-            demo::CLIENT_ID,
-            demo::CLIENT_SECRET,
-            demo::OBJECT_ID,
+            identities::TENANT_ID,
+            identities::CLIENT_ID,
+            identities::CLIENT_SECRET,
+            identities::OBJECT_ID,
             "Azure AI User",
         );
-        main.certificates = vec![demo::CERTIFICATE_PEM.to_owned()];
+        main.certificates = vec![identities::CERTIFICATE_PEM.to_owned()];
         main.federated_credentials = vec![FederatedCredentialSpec {
-            issuer: demo::FEDERATION_ISSUER.to_owned(),
-            subject: demo::FEDERATED_SUBJECT.to_owned(),
-            audience: demo::FEDERATED_AUDIENCE.to_owned(),
+            issuer: identities::FEDERATION_ISSUER.to_owned(),
+            subject: identities::FEDERATED_SUBJECT.to_owned(),
+            audience: identities::FEDERATED_AUDIENCE.to_owned(),
         }];
         let identity =
             |client_id: &str, object_id: &str, resource_id: &str, system| ManagedIdentitySpec {
@@ -84,10 +84,10 @@ impl Default for EmulatorConfig {
                 roles: vec!["Azure AI User".to_owned()],
             };
         let mut expired = app(
-            demo::TENANT_ID,
-            demo::EXPIRED_CLIENT_ID,
-            demo::EXPIRED_CLIENT_SECRET,
-            demo::EXPIRED_OBJECT_ID,
+            identities::TENANT_ID,
+            identities::EXPIRED_CLIENT_ID,
+            identities::EXPIRED_CLIENT_SECRET,
+            identities::EXPIRED_OBJECT_ID,
             "Azure AI User",
         );
         expired.secret_expired = true;
@@ -97,44 +97,54 @@ impl Default for EmulatorConfig {
             kind,
         };
         Self {
-            resource_tenant: demo::TENANT_ID.to_owned(),
-            tenants: vec![demo::TENANT_ID.to_owned(), demo::OTHER_TENANT_ID.to_owned()],
-            domains: BTreeMap::from([(demo::TENANT_DOMAIN.to_owned(), demo::TENANT_ID.to_owned())]),
+            resource_tenant: identities::TENANT_ID.to_owned(),
+            tenants: vec![
+                identities::TENANT_ID.to_owned(),
+                identities::OTHER_TENANT_ID.to_owned(),
+            ],
+            domains: BTreeMap::from([(
+                identities::TENANT_DOMAIN.to_owned(),
+                identities::TENANT_ID.to_owned(),
+            )]),
             apps: vec![
                 main,
                 app(
-                    demo::TENANT_ID,
-                    demo::NO_ROLE_CLIENT_ID,
-                    demo::NO_ROLE_CLIENT_SECRET,
-                    demo::NO_ROLE_OBJECT_ID,
+                    identities::TENANT_ID,
+                    identities::NO_ROLE_CLIENT_ID,
+                    identities::NO_ROLE_CLIENT_SECRET,
+                    identities::NO_ROLE_OBJECT_ID,
                     "Contributor",
                 ),
                 app(
-                    demo::OTHER_TENANT_ID,
-                    demo::OTHER_CLIENT_ID,
-                    demo::OTHER_CLIENT_SECRET,
-                    demo::OTHER_OBJECT_ID,
+                    identities::OTHER_TENANT_ID,
+                    identities::OTHER_CLIENT_ID,
+                    identities::OTHER_CLIENT_SECRET,
+                    identities::OTHER_OBJECT_ID,
                     "Azure AI User",
                 ),
                 expired,
             ],
             deployments: vec![
                 deployment(
-                    demo::CHAT_DEPLOYMENT,
+                    identities::CHAT_DEPLOYMENT,
                     "gpt-4o-mini-2024-07-18",
                     DeploymentKind::Chat,
                 ),
                 deployment(
-                    demo::EMBEDDING_DEPLOYMENT,
+                    identities::EMBEDDING_DEPLOYMENT,
                     "text-embedding-3-small",
                     DeploymentKind::Embeddings,
                 ),
                 deployment(
-                    demo::TRANSCRIPTION_DEPLOYMENT,
+                    identities::TRANSCRIPTION_DEPLOYMENT,
                     "whisper",
                     DeploymentKind::Audio,
                 ),
-                deployment(demo::IMAGE_DEPLOYMENT, "dall-e-3", DeploymentKind::Image),
+                deployment(
+                    identities::IMAGE_DEPLOYMENT,
+                    "dall-e-3",
+                    DeploymentKind::Image,
+                ),
             ],
             token_lifetime_secs: 3599,
             expires_in_as_string: false,
@@ -142,19 +152,19 @@ impl Default for EmulatorConfig {
             stream_chunk_delay_ms: 20,
             resource_kind: ResourceKind::Foundry,
             clock_offset_secs: 0,
-            federation_issuer: demo::FEDERATION_ISSUER.to_owned(),
-            identity_header: demo::IDENTITY_HEADER.to_owned(),
+            federation_issuer: identities::FEDERATION_ISSUER.to_owned(),
+            identity_header: identities::IDENTITY_HEADER.to_owned(),
             managed_identities: vec![
                 identity(
-                    demo::MI_CLIENT_ID,
-                    demo::MI_OBJECT_ID,
-                    demo::MI_RESOURCE_ID,
+                    identities::MI_CLIENT_ID,
+                    identities::MI_OBJECT_ID,
+                    identities::MI_RESOURCE_ID,
                     true,
                 ),
                 identity(
-                    demo::USER_MI_CLIENT_ID,
-                    demo::USER_MI_OBJECT_ID,
-                    demo::USER_MI_RESOURCE_ID,
+                    identities::USER_MI_CLIENT_ID,
+                    identities::USER_MI_OBJECT_ID,
+                    identities::USER_MI_RESOURCE_ID,
                     false,
                 ),
             ],
@@ -207,7 +217,7 @@ impl EmulatorConfig {
                 ));
             }
             for (i, pem) in app.certificates.iter().enumerate() {
-                if let Err(e) = super::certificate::Certificate::from_pem(pem) {
+                if let Err(e) = super::entra::certificate::Certificate::from_pem(pem) {
                     return Err(format!(
                         "apps: app '{}' certificates[{i}]: {e}",
                         app.client_id
@@ -270,7 +280,7 @@ pub struct FederatedCredentialSpec {
 }
 
 fn token_exchange_audience() -> String {
-    demo::FEDERATED_AUDIENCE.to_owned()
+    identities::FEDERATED_AUDIENCE.to_owned()
 }
 
 /// A managed identity of the emulated host (VM, App Service, Container App).

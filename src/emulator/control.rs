@@ -56,11 +56,11 @@ pub(crate) struct FederatedTokenRequest {
 }
 
 fn default_subject() -> String {
-    super::demo::FEDERATED_SUBJECT.to_owned()
+    super::identities::FEDERATED_SUBJECT.to_owned()
 }
 
 fn default_audience() -> String {
-    super::demo::FEDERATED_AUDIENCE.to_owned()
+    super::identities::FEDERATED_AUDIENCE.to_owned()
 }
 
 fn default_lifetime() -> u64 {

@@ -6,20 +6,25 @@
 //! surfaces (`/openai/v1`, `/openai/deployments`, `/models`, `/v1` passthrough) and the control
 //! endpoints under `/_emulator`. Status codes, bodies and headers follow `azure-facts.md`.
 //!
-//! - `config`, `demo`: the emulated world and its fixed demo identities
-//! - `state`, `records`: the shared [`Emulator`], its controls and observations
-//! - `entra`, `entra_error`, `aadsts`, `jwt`: the token endpoint, its error shape, every AADSTS
-//!   message, token signing
-//! - `assertion`, `certificate`, `digest`: client assertions (certificate and federated),
-//!   registered certificates and their thumbprints
-//! - `msi`: the managed identity endpoints (IMDS, App Service / Container Apps)
-//! - `foundry`, `route`, `auth`, `fault`, `foundry_error`, `body`: the inference side's checks
-//! - `chat`, `responses`, `embeddings`, `media`, `text`, `sse`: generated answers and streams
-//! - `control`: `/_emulator/*`; `server`: router, spawn and shutdown
+//! Two sides, each in its own folder, on a shared core:
+//! - `entra`: Entra ID. The token endpoint (`token`), its error shape and every
+//!   AADSTS message (`error`, `aadsts`), token signing (`jwt`), client assertions
+//!   (`assertion`), registered certificates and their thumbprints (`certificate`, `digest`),
+//!   and the managed identity endpoints (`msi`: IMDS, App Service / Container Apps)
+//! - `foundry`: inference. The handler and its checks in Azure's order
+//!   (`handler`, `route`, `auth`, `fault`, `error`, `body`) and the generated answers and
+//!   streams (`chat`, `responses`, `embeddings`, `media`, `text`, `sse`)
+//! - shared: `config` and [`identities`] (the emulated world and its fixed demo identities),
+//!   `state` and `records` (the shared [`Emulator`], its controls and observations), `control`
+//!   (`/_emulator/*`), `server` (router, spawn and shutdown), `util` (clock, ids, forms)
+//!
+//! The emulator stands alone: nothing under `src/emulator` uses the proxy's modules
+//! (a unit test, `layering_tests`, fails if one does), so it behaves like the real
+//! services and not like the code it tests.
 //!
 //! Request headers that steer one Foundry answer (they pass through the proxy):
 //! - `x-emulator-fault`: one refusal, played where Azure would refuse (edge, route, credential,
-//!   caller or deployment stage; the list and stages are in `fault`'s docs)
+//!   caller or deployment stage; the list and stages are in `foundry::fault`'s docs)
 //! - `x-emulator-chunks: N`: the answer has N content chunks (and N completion tokens)
 //! - `x-emulator-chunk-delay-ms: MS`: delay between streamed frames
 //! - `x-emulator-reset-after: N`: a stream is cut after N frames: the connection is dropped
@@ -37,39 +42,24 @@
 //! The resource kind decides Foundry's accepted audiences and 401 wording; the clock offset shifts
 //! the emulator's whole "now" (token times, Entra timestamps, Foundry's expiry check).
 
-mod aadsts;
-mod assertion;
-mod auth;
-mod body;
-mod certificate;
-mod chat;
 mod config;
 mod control;
-pub mod demo;
-mod digest;
-mod embeddings;
 mod entra;
-mod entra_error;
-mod fault;
 mod foundry;
-mod foundry_error;
-mod jwt;
-mod media;
-mod msi;
+pub mod identities;
 mod records;
-mod responses;
-mod route;
 mod server;
-mod sse;
 mod state;
-mod text;
 mod util;
+
+#[cfg(test)]
+mod layering_tests;
 
 pub use config::{
     AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError,
     FederatedCredentialSpec, ImdsFault, ManagedIdentitySpec, ResourceKind, load_config,
 };
-pub use jwt::{AccessTokenClaims, KEY_THUMBPRINT};
+pub use entra::jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};
 pub use server::{RunningEmulator, spawn, spawn_on};
 pub use state::{Emulator, EntraFault};

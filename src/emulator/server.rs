@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::config::EmulatorConfig;
+use super::control;
+use super::entra::{msi, token};
+use super::foundry::handler;
 use super::state::Emulator;
-use super::{control, entra, foundry, msi};
 
 /// How long `shutdown` lets open connections (e.g. streams) finish before cutting them.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -23,14 +25,14 @@ impl Emulator {
     /// App Service), the Foundry surfaces and `/_emulator`.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+            .route("/{tenant}/oauth2/v2.0/token", post(token::token))
             .route("/metadata/identity/oauth2/token", get(msi::imds))
             .route("/msi/token", get(msi::app_service))
             .route("/_emulator/state", get(control::state))
             .route("/_emulator/federated-token", post(control::federated_token))
             .route("/_emulator/config", post(control::config))
             .route("/_emulator/reset", post(control::reset))
-            .fallback(foundry::handle)
+            .fallback(handler::handle)
             .with_state(Arc::clone(self))
     }
 }

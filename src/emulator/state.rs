@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::certificate::Certificate;
 use super::config::{AppSpec, EmulatorConfig, ImdsFault, ResourceKind};
-use super::jwt::{AccessTokenClaims, Keys};
+use super::entra::certificate::Certificate;
+use super::entra::jwt::{AccessTokenClaims, Keys};
 use super::records::{InferenceRecord, TokenRequestRecord};
 
 /// A failure injected at the token endpoint (only there).
@@ -27,7 +27,7 @@ pub enum EntraFault {
 
 impl EntraFault {
     /// The AADSTS codes [`EntraFault::Aadsts`] can play.
-    pub const AADSTS_CODES: &'static [u32] = super::aadsts::CODES;
+    pub const AADSTS_CODES: &'static [u32] = super::entra::aadsts::CODES;
 }
 
 impl fmt::Display for EntraFault {
@@ -225,7 +225,7 @@ impl Emulator {
 
     /// The emulator's "now" in epoch seconds: the real clock plus the offset.
     pub fn now_secs(&self) -> u64 {
-        super::util::shifted(super::util::now_secs(), self.clock_offset())
+        super::util::shifted(super::util::since_epoch().as_secs(), self.clock_offset())
     }
 
     /// Current role assignments by client id, as `set_roles` and the config left them.

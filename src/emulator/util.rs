@@ -1,22 +1,22 @@
 //! Small helpers shared by the Entra and Foundry halves: clocks, random ids, form decoding.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-/// Seconds since the Unix epoch.
-pub(crate) fn now_secs() -> u64 {
+/// Time since the Unix epoch on the real clock: the one place the emulator reads it. "Now" in
+/// seconds is [`Emulator::now_secs`](super::Emulator::now_secs), this plus the clock offset.
+pub(crate) fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .unwrap_or_default()
 }
 
-/// Milliseconds since the Unix epoch on the real clock.
+/// Milliseconds since the Unix epoch on the real clock (never shifted), for the arrival times
+/// in the records, which tests compare with each other.
 pub(crate) fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `now` moved by `offset_secs`, saturating at the epoch and at `u64::MAX`.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use foundry_proxy::config::Settings;
-use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, demo as world};
+use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, identities as world};
 use foundry_proxy::secret::Secret;
 use foundry_proxy::server::{self, ServeError, ServeOptions};
 use foundry_proxy::token::TokenPolicy;

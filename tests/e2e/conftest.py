@@ -27,7 +27,7 @@ import openai
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_RS = REPO / "src" / "emulator" / "demo.rs"
+DEMO_RS = REPO / "src" / "emulator" / "identities.rs"
 
 # Bounds on everything that waits.
 START_TIMEOUT = 20.0  # until the addresses are printed
@@ -53,7 +53,7 @@ def proxy_binary() -> Path:
 
 
 def demo_constants() -> dict[str, str]:
-    """The demo world's identities, read from src/emulator/demo.rs (the single source of truth)."""
+    """The demo world's identities, read from src/emulator/identities.rs (the single source of truth)."""
     text = DEMO_RS.read_text(encoding="utf-8")
     consts = dict(re.findall(r'pub const (\w+): &str = "([^"]*)";', text))
     needed = {"TENANT_ID", "CLIENT_ID", "CLIENT_SECRET", "OBJECT_ID", "NO_ROLE_CLIENT_ID",

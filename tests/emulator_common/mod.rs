@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, demo};
+use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, identities};
 use serde_json::{Value, json};
 
 pub(crate) const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
@@ -67,7 +67,13 @@ pub(crate) async fn token_for(
 
 /// A token for the demo app.
 pub(crate) async fn good_token(emu: &RunningEmulator) -> String {
-    token_for(emu, demo::TENANT_ID, demo::CLIENT_ID, demo::CLIENT_SECRET).await
+    token_for(
+        emu,
+        identities::TENANT_ID,
+        identities::CLIENT_ID,
+        identities::CLIENT_SECRET,
+    )
+    .await
 }
 
 /// Part `index` of a JWT (0 header, 1 claims), decoded.
@@ -115,8 +121,8 @@ pub(crate) async fn status_and_json(resp: reqwest::Response) -> (u16, Value) {
 /// A correct client-credentials form for the demo app.
 pub(crate) fn good_form() -> [(&'static str, &'static str); 4] {
     [
-        ("client_id", demo::CLIENT_ID),
-        ("client_secret", demo::CLIENT_SECRET),
+        ("client_id", identities::CLIENT_ID),
+        ("client_secret", identities::CLIENT_SECRET),
         ("scope", SCOPE),
         ("grant_type", "client_credentials"),
     ]

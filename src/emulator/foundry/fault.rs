@@ -16,7 +16,7 @@
 
 use axum::http::HeaderMap;
 
-use super::foundry_error::FoundryError;
+use super::error::FoundryError;
 
 /// A request-scoped failure asked for with `x-emulator-fault`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,9 @@ impl Fault {
             F::BadKey => FoundryError::InvalidSubscriptionKey,
             // The classic resource's wording, whatever kind the emulator plays: the fault stands
             // for the observed body of azure-facts §5, not for this resource's own 401.
-            F::Unauthorized => FoundryError::Unauthorized(super::config::ResourceKind::OpenAi),
+            F::Unauthorized => {
+                FoundryError::Unauthorized(crate::emulator::config::ResourceKind::OpenAi)
+            }
             _ => return None,
         })
     }

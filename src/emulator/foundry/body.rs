@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use super::foundry_error::FoundryError;
+use super::error::FoundryError;
 
 /// The text fields of a multipart form and the uploaded file's name and size.
 #[derive(Debug, Default, Clone)]

@@ -4,8 +4,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::MultipartForm;
-use super::foundry::GenCtx;
-use super::state::Emulator;
+use super::handler::GenCtx;
+use crate::emulator::state::Emulator;
 
 /// A 1×1 transparent PNG.
 const TINY_PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";

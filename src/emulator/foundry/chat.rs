@@ -3,7 +3,7 @@
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::foundry::GenCtx;
+use super::handler::GenCtx;
 use super::sse;
 use super::text::{self, SYSTEM_FINGERPRINT, content_filter_results, prompt_filter_results};
 

@@ -1,7 +1,7 @@
 //! Every AADSTS answer the emulator gives, each message in one place (azure-facts §1).
 //!
 //! The token endpoint's checks call these builders when a request really fails, and
-//! [`EntraFault::Aadsts`](super::state::EntraFault::Aadsts) calls them through [`injected`] with
+//! [`EntraFault::Aadsts`](crate::emulator::state::EntraFault::Aadsts) calls them through [`injected`] with
 //! the request's client id, tenant and scope, so an injected error reads exactly like a real one.
 //! Where §1 marks the HTTP status UNCONFIRMED, `invalid_client` answers 401 and others 400.
 
@@ -10,9 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
-use super::entra_error::EntraError;
+use super::error::EntraError;
 use super::jwt::KEY_THUMBPRINT;
-use super::util::iso_timestamp;
+use crate::emulator::util::iso_timestamp;
 
 /// The codes [`injected`] can play.
 pub(crate) const CODES: &[u32] = &[

@@ -13,11 +13,11 @@ use serde_json::json;
 
 use super::aadsts::{self, RequestFacts};
 use super::assertion::{self, Endpoint, JWT_BEARER};
-use super::entra_error::{EntraError, entra_headers};
+use super::error::{EntraError, entra_headers};
 use super::jwt::AccessTokenClaims;
-use super::records::TokenRequestRecord;
-use super::state::{Emulator, EntraFault};
-use super::util::{parse_form, percent_decode, uuid};
+use crate::emulator::records::TokenRequestRecord;
+use crate::emulator::state::{Emulator, EntraFault};
+use crate::emulator::util::{parse_form, percent_decode, uuid};
 
 /// Resources (scope minus `/.default`) that have a service principal in every emulated tenant.
 const KNOWN_RESOURCES: [&str; 5] = [
@@ -80,7 +80,7 @@ pub(crate) async fn token(
         basic_auth: params.basic.is_some(),
         status: 0,
         aadsts: None,
-        received_ms: super::util::now_millis(),
+        received_ms: crate::emulator::util::now_millis(),
     };
     let id = emu.record_token_request(record);
     let correlation = header_str(&headers, "client-request-id");

@@ -6,10 +6,10 @@ use serde_json::Value;
 
 use super::aadsts;
 use super::certificate::thumbprint_hex;
-use super::config::AppSpec;
-use super::entra_error::EntraError;
+use super::error::EntraError;
 use super::jwt::signature_only;
-use super::state::Emulator;
+use crate::emulator::config::AppSpec;
+use crate::emulator::state::Emulator;
 
 /// The only `client_assertion_type` Entra accepts.
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

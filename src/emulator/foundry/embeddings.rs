@@ -5,8 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use super::foundry::GenCtx;
-use super::foundry_error::FoundryError;
+use super::error::FoundryError;
+use super::handler::GenCtx;
 use super::text;
 
 /// The inputs of an embeddings request and their token counts.

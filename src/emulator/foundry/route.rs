@@ -1,7 +1,7 @@
 //! Which Foundry surface a path belongs to, which op it names, and the api-version rules.
 
-use super::config::DeploymentKind;
-use super::foundry_error::FoundryError;
+use super::error::FoundryError;
+use crate::emulator::config::DeploymentKind;
 
 /// Dated and preview api-versions the `deployments` surface accepts.
 const OPENAI_API_VERSIONS: &[&str] = &[

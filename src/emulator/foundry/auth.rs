@@ -4,10 +4,10 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::foundry_error::FoundryError;
-use super::jwt::AccessTokenClaims;
+use super::error::FoundryError;
 use super::route::Op;
-use super::state::Emulator;
+use crate::emulator::entra::jwt::AccessTokenClaims;
+use crate::emulator::state::Emulator;
 
 /// Roles with inference data actions (azure-facts §6), by display name and by role id.
 /// Owner, Contributor and Cognitive Services Contributor are absent on purpose: no data actions.

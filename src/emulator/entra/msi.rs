@@ -15,11 +15,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::config::ManagedIdentitySpec;
-use super::entra::is_known_resource;
 use super::jwt::AccessTokenClaims;
-use super::state::Emulator;
-use super::util::{parse_form, uuid};
+use super::token::is_known_resource;
+use crate::emulator::config::ManagedIdentitySpec;
+use crate::emulator::state::Emulator;
+use crate::emulator::util::{parse_form, uuid};
 
 /// IMDS api-versions the emulator serves: the Python SDK's and the Rust SDK's (azure-facts §2).
 const IMDS_API_VERSIONS: [&str; 2] = ["2018-02-01", "2019-08-01"];

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::util::random_alnum;
+use crate::emulator::util::random_alnum;
 
 /// What every chat-like answer starts with.
 const GREETING: &str = "Hello from the foundry-proxy emulator.";

@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::util::{entra_timestamp, uuid};
+use crate::emulator::util::{entra_timestamp, uuid};
 
 /// `x-ms-ests-server` as Entra sends it (a build number and a slice name).
 pub(crate) const ESTS_SERVER: &str = "2.1.21454.3 - SEC ProdSlices";

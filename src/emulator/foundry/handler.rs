@@ -1,4 +1,4 @@
-//! The Foundry side: one handler for every inference path, checking in Azure's order
+//! One handler for every inference path, checking in Azure's order
 //! (path and api-version, credential, tenant, role, deployment) before generating an answer.
 
 use std::sync::Arc;
@@ -14,16 +14,16 @@ use serde_json::json;
 use super::auth;
 use super::body::{self, Payload};
 use super::chat;
-use super::config::{DeploymentKind, DeploymentSpec};
 use super::embeddings;
+use super::error::FoundryError;
 use super::fault::{self, Fault, Stage};
-use super::foundry_error::FoundryError;
 use super::media;
-use super::records::InferenceRecord;
 use super::responses;
 use super::route::{self, Op, Route, Surface};
-use super::state::Emulator;
-use super::util::uuid;
+use crate::emulator::config::{DeploymentKind, DeploymentSpec};
+use crate::emulator::records::InferenceRecord;
+use crate::emulator::state::Emulator;
+use crate::emulator::util::uuid;
 
 /// Largest request body read (audio uploads can be big).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -241,7 +241,7 @@ fn rate_limited(
 
 /// `api-version` from a raw query string.
 fn api_version(query: &str) -> Option<String> {
-    super::util::parse_form(query.as_bytes())
+    crate::emulator::util::parse_form(query.as_bytes())
         .into_iter()
         .find(|(k, _)| k == "api-version")
         .map(|(_, v)| v)

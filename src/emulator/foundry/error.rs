@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::config::ResourceKind;
+use crate::emulator::config::ResourceKind;
 
 /// Appended to PermissionDenied by Foundry data-plane variants (azure-facts §5, I10).
 const FOUNDRY_PERMISSIONS_HINT: &str = " For instructions on granting the necessary permissions, see https://aka.ms/FoundryPermissions.";

@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::util::{now_secs, random_alnum};
+use crate::emulator::util::random_alnum;
 
 // A public, emulator-only RSA key pair generated once with openssl for this repository. It signs
 // tokens only the emulator accepts; it protects nothing. Embedded because RSA key generation in
@@ -57,18 +57,8 @@ pub struct AccessTokenClaims {
 }
 
 impl AccessTokenClaims {
-    /// Claims for an app-only token issued now by the real clock.
-    pub fn app_only(
-        tenant: &str,
-        client_id: &str,
-        object_id: &str,
-        aud: &str,
-        lifetime_secs: u64,
-    ) -> Self {
-        Self::issued_at(now_secs(), tenant, client_id, object_id, aud, lifetime_secs)
-    }
-
-    /// Claims for an app-only token issued at `now` (epoch seconds), e.g. a shifted clock's now.
+    /// Claims for an app-only token issued at `now` (epoch seconds): the emulator's clock,
+    /// [`Emulator::now_secs`](crate::emulator::Emulator::now_secs), which may be shifted.
     pub fn issued_at(
         now: u64,
         tenant: &str,
@@ -229,7 +219,7 @@ mod tests {
     #[test]
     fn embedded_keys_sign_and_verify() {
         let keys = Keys::embedded();
-        let claims = AccessTokenClaims::app_only("t", "c", "o", "https://ai.azure.com", 60);
+        let claims = AccessTokenClaims::issued_at(1_000, "t", "c", "o", "https://ai.azure.com", 60);
         let token = keys.sign(&claims).expect("sign");
         let verified = keys.verify(&token, AUDIENCES, claims.iat).expect("verify");
         assert_eq!(verified, claims);
@@ -238,7 +228,7 @@ mod tests {
     #[test]
     fn wrong_audience_is_rejected() {
         let keys = Keys::embedded();
-        let claims = AccessTokenClaims::app_only("t", "c", "o", "https://ml.azure.com", 60);
+        let claims = AccessTokenClaims::issued_at(1_000, "t", "c", "o", "https://ml.azure.com", 60);
         let token = keys.sign(&claims).expect("sign");
         assert!(keys.verify(&token, AUDIENCES, claims.iat).is_err());
     }

@@ -144,16 +144,20 @@ fn rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::demo;
+    use crate::emulator::identities;
 
     #[test]
     fn demo_certificates_parse_with_openssl_thumbprints() {
-        let cert = Certificate::from_pem(demo::CERTIFICATE_PEM).expect("demo certificate");
-        assert_eq!(cert.x5t, demo::CERTIFICATE_X5T);
-        assert_eq!(cert.x5t_s256, demo::CERTIFICATE_X5T_S256);
-        assert_eq!(thumbprint_hex(&cert.x5t), demo::CERTIFICATE_THUMBPRINT);
-        let other = Certificate::from_pem(demo::UNREGISTERED_CERTIFICATE_PEM).expect("second");
-        assert_eq!(other.x5t, demo::UNREGISTERED_CERTIFICATE_X5T);
+        let cert = Certificate::from_pem(identities::CERTIFICATE_PEM).expect("demo certificate");
+        assert_eq!(cert.x5t, identities::CERTIFICATE_X5T);
+        assert_eq!(cert.x5t_s256, identities::CERTIFICATE_X5T_S256);
+        assert_eq!(
+            thumbprint_hex(&cert.x5t),
+            identities::CERTIFICATE_THUMBPRINT
+        );
+        let other =
+            Certificate::from_pem(identities::UNREGISTERED_CERTIFICATE_PEM).expect("second");
+        assert_eq!(other.x5t, identities::UNREGISTERED_CERTIFICATE_X5T);
     }
 
     #[test]

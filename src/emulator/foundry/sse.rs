@@ -9,8 +9,8 @@ use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
-use super::foundry::GenCtx;
-use super::state::Emulator;
+use super::handler::GenCtx;
+use crate::emulator::state::Emulator;
 
 /// A `data:`-only SSE frame (Chat Completions style).
 pub(crate) fn data(json: &serde_json::Value) -> String {

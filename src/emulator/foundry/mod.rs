@@ -1,0 +1,27 @@
+//! The inference side of the emulator: Azure AI Foundry's four surfaces (`/openai/v1`,
+//! `/openai/deployments`, `/models`, `/v1` passthrough) and the answers they generate.
+//!
+//! Checks, in the order a request meets them:
+//! - `handler`: the one handler for every inference path; it runs the checks below in Azure's
+//!   order and hands the request to a generator
+//! - `route`: which surface and op a path names, and the api-version rules
+//! - `auth`: the bearer token, its tenant and the caller's data-plane role
+//! - `fault`: `x-emulator-fault`, one refusal played at the stage where Azure would refuse
+//! - `error`: Foundry's refusal bodies; `body`: reading JSON and multipart request bodies
+//!
+//! Generated answers:
+//! - `chat`, `responses`, `embeddings`, `media`: one module per family of ops
+//! - `text`: the deterministic content and its token accounting; `sse`: streamed bodies
+
+mod auth;
+mod body;
+mod chat;
+mod embeddings;
+mod error;
+mod fault;
+pub(super) mod handler;
+mod media;
+mod responses;
+mod route;
+mod sse;
+mod text;
