@@ -1,8 +1,14 @@
 //! The listener: router, layers, `/healthz` and `/readyz`, and graceful shutdown.
 //!
-//! Layers, outermost first: request id (`x-request-id` set when absent and echoed back),
-//! then the router. Body limits and inbound errors are handled in the forwarding handler,
-//! so every refusal has the OpenAI error shape.
+//! Layers, outermost first, as [`serve`] and `router` build them:
+//! 1. the connection ([`connections`]): HTTP/1.1 and HTTP/2, header and body read timeouts,
+//!    head size, HTTP/2 stream limits, graceful drain;
+//! 2. CORS, only when origins are configured (preflights are answered here);
+//! 3. the router. Its own endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`) sit behind
+//!    tower-http's request-id layers (`x-request-id` set when absent, then echoed back); every
+//!    other request falls back to the forwarding handler, which sets and echoes its request id
+//!    itself. Body limits and inbound errors are handled in the forwarding handler, so every
+//!    refusal has the OpenAI error shape.
 
 use std::sync::Arc;
 use tokio::time::Instant;
