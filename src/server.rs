@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 mod connections;
 
-pub use connections::ConnectionLimits;
+pub use connections::{BodyReadTimeout, ConnectionLimits};
 
 use crate::config::Config;
 use crate::diagnose::{self, DiagnosisContext};
@@ -331,5 +331,5 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
 }
 
 fn require_key(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    proxy::authenticate(&state.proxy, headers).map(|_| ())
+    crate::keys::authenticate(state.proxy.keys.as_deref(), headers).map(|_| ())
 }

@@ -403,5 +403,23 @@ pub fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
     })
 }
 
+/// The caller's access key when keys are configured (`store` is `Some`): a missing or
+/// unknown key is refused 401 `invalid_api_key`. Without keys every caller is let in, as `None`.
+pub fn authenticate(
+    store: Option<&KeyStore>,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<KeyEntry>>, crate::error::ApiError> {
+    let Some(store) = store else {
+        return Ok(None);
+    };
+    match presented_key(headers).and_then(|presented| store.current().authenticate(presented)) {
+        Some(entry) => Ok(Some(entry)),
+        None => Err(crate::diagnose::proxy_refusal(
+            "invalid_api_key",
+            &crate::diagnose::catalog::Vars::new(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::token::TokenState;
 use labels::Bounded;
+pub use labels::route_label;
 pub use usage::UsageRow;
 use usage::UsageTable;
 

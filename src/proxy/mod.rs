@@ -20,8 +20,10 @@ use tracing::{info, warn};
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
 use crate::keys::{self, KeyEntry, KeyStore};
+use crate::server::BodyReadTimeout;
+use crate::telemetry;
 use crate::limits::{Decision, Exceeded, KeyLimits, Limiter};
-use crate::metrics::{Metrics, RequestRecord};
+use crate::metrics::{self, Metrics, RequestRecord};
 use crate::request_id;
 use crate::token::{HeldToken, TokenCell};
 use crate::upstream::{RouteError, Target, UpstreamClient};
@@ -112,14 +114,14 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
             .into_response();
     }
     if !FORWARDED_METHODS.contains(&method) {
-        info!(method = %method, path = %loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
+        info!(method = %method, path = %telemetry::loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
         return method_not_allowed(&method);
     }
-    let key = match authenticate(state, request.headers()) {
+    let key = match keys::authenticate(state.keys.as_deref(), request.headers()) {
         Ok(key) => key,
         Err(error) => {
             let response = error.into_response();
-            info!(method = %method, path = %loggable(path), status = response.status().as_u16(), request_id = %request_id, "request refused: no valid access key");
+            info!(method = %method, path = %telemetry::loggable(path), status = response.status().as_u16(), request_id = %request_id, "request refused: no valid access key");
             return response;
         }
     };
@@ -131,7 +133,7 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     let mut observed = Observed::default();
     let outcome = forward_request(state, request, key.as_ref(), tag, &mut observed).await;
     let response = outcome.unwrap_or_else(IntoResponse::into_response);
-    let route = route_label(path.strip_prefix("/v1/").unwrap_or(path));
+    let route = metrics::route_label(path.strip_prefix("/v1/").unwrap_or(path));
     let status = response.status().as_u16();
     state.metrics.record_request(&RequestRecord {
         route: &route,
@@ -142,7 +144,7 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     });
     info!(
         method = %method,
-        path = %loggable(path),
+        path = %telemetry::loggable(path),
         status,
         model = observed.model.as_deref().unwrap_or(""),
         upstream_ms = observed.upstream.map(|d| d.as_millis() as u64),
@@ -176,113 +178,6 @@ fn method_not_allowed(method: &Method) -> Response {
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
     );
     error.into_response()
-}
-
-/// The path as logged: a non-ASCII path (Unicode may carry control, line-separator or bidi
-/// characters) is escaped, so no path can forge or reorder a log line.
-fn loggable(path: &str) -> std::borrow::Cow<'_, str> {
-    if path.is_ascii() {
-        std::borrow::Cow::Borrowed(path)
-    } else {
-        std::borrow::Cow::Owned(path.escape_debug().to_string())
-    }
-}
-
-/// A request body that stopped arriving: the client sent nothing for the connection's body read
-/// timeout while the body was being read. Raised by the listener's request bodies, answered 408.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no request body data for {} s", .0.as_secs())]
-pub struct BodyReadTimeout(pub Duration);
-
-impl BodyReadTimeout {
-    /// The timeout somewhere in `error`'s chain of causes.
-    fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
-        let mut current = Some(error);
-        while let Some(error) = current {
-            if let Some(timeout) = error.downcast_ref::<Self>() {
-                return Some(*timeout);
-            }
-            current = error.source();
-        }
-        None
-    }
-
-    fn refusal(self) -> ApiError {
-        let mut error = refuse("request_body_timeout", self.0.as_secs().to_string());
-        error.kind = "invalid_request_error";
-        error
-    }
-}
-
-/// The route as a metrics label: OpenAI API words kept, ids (`resp_…`, `file-…`, numbers)
-/// collapsed to `:id`, so labels stay few.
-fn route_label(rest: &str) -> std::borrow::Cow<'_, str> {
-    const WORDS: &[&str] = &[
-        "chat",
-        "completions",
-        "embeddings",
-        "responses",
-        "models",
-        "audio",
-        "images",
-        "files",
-        "batches",
-        "transcriptions",
-        "translations",
-        "speech",
-        "generations",
-        "edits",
-        "variations",
-        "threads",
-        "assistants",
-        "runs",
-        "messages",
-        "steps",
-        "vector_stores",
-        "fine_tuning",
-        "jobs",
-        "uploads",
-        "parts",
-        "input_items",
-        "cancel",
-        "content",
-        "moderations",
-        "realtime",
-        "sessions",
-    ];
-    // The common case (no ids in the path) borrows: no allocation per request.
-    if rest.split('/').all(|segment| WORDS.contains(&segment)) {
-        return std::borrow::Cow::Borrowed(rest);
-    }
-    let collapsed: Vec<&str> = rest
-        .split('/')
-        .map(|segment| {
-            if WORDS.contains(&segment) {
-                segment
-            } else {
-                ":id"
-            }
-        })
-        .collect();
-    std::borrow::Cow::Owned(collapsed.join("/"))
-}
-
-/// The caller's access key, when keys are configured: a missing or unknown key is a 401.
-pub(crate) fn authenticate(
-    state: &ProxyState,
-    headers: &HeaderMap,
-) -> Result<Option<Arc<KeyEntry>>, ApiError> {
-    let Some(store) = &state.keys else {
-        return Ok(None);
-    };
-    match keys::presented_key(headers).and_then(|presented| store.current().authenticate(presented))
-    {
-        Some(entry) => Ok(Some(entry)),
-        None => Err(diagnose::proxy_refusal(
-            "invalid_api_key",
-            &diagnose::catalog::Vars::new(),
-        )),
-    }
 }
 
 /// Counts the request against its key's limits, or answers 429 with `retry-after`.
@@ -497,7 +392,7 @@ async fn forward_request(
     let stream_guard = (kind == usage::BodyKind::Sse).then(|| {
         state
             .metrics
-            .record_ttfb(&route_label(rest), upstream_elapsed.as_secs_f64());
+            .record_ttfb(&metrics::route_label(rest), upstream_elapsed.as_secs_f64());
         state.metrics.stream_started()
     });
     let on_done = {
@@ -683,18 +578,5 @@ fn copy_correlation_headers(from: &HeaderMap, to: &mut HeaderMap) {
         if let Some(value) = from.get(name) {
             to.insert(HeaderName::from_static(name), value.clone());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_label;
-
-    /// Ids in paths collapse so metrics labels stay bounded.
-    #[test]
-    fn routes_collapse_ids() {
-        assert_eq!(route_label("chat/completions"), "chat/completions");
-        assert_eq!(route_label("responses/resp_68af"), "responses/:id");
-        assert_eq!(route_label("files/file-abc/content"), "files/:id/content");
     }
 }

@@ -36,8 +36,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
-use crate::proxy::BodyReadTimeout;
-
 /// Limits on what one client connection may do.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -223,6 +221,34 @@ impl Drop for Unanswered {
         if abandoned > ABANDONED_LIMIT && abandoned.saturating_mul(2) > requests {
             watch.abuse.notify_one();
         }
+    }
+}
+
+/// A request body that stopped arriving: the client sent nothing for the connection's body read
+/// timeout while the body was being read. Raised by the listener's request bodies, answered 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no request body data for {} s", .0.as_secs())]
+pub struct BodyReadTimeout(pub Duration);
+
+impl BodyReadTimeout {
+    /// The timeout somewhere in `error`'s chain of causes.
+    pub(crate) fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if let Some(timeout) = error.downcast_ref::<Self>() {
+                return Some(*timeout);
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    /// The 408 `request_body_timeout` answered for it.
+    pub(crate) fn refusal(self) -> crate::error::ApiError {
+        let vars = crate::diagnose::catalog::Vars::new().set("detail", self.0.as_secs().to_string());
+        let mut error = crate::diagnose::proxy_refusal("request_body_timeout", &vars);
+        error.kind = "invalid_request_error";
+        error
     }
 }
 
