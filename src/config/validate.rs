@@ -46,14 +46,26 @@ impl Settings {
             credential,
         } = self;
         let listen = listener(listen)?;
-        let identity = identity(tenant_id, client_id, client_secret.as_ref(), credential, env)?;
+        let identity = identity(
+            tenant_id,
+            client_id,
+            client_secret.as_ref(),
+            credential,
+            env,
+        )?;
         let upstream = upstream(endpoint, authority_host, scope, api, api_version)?;
         let max_body = match max_body {
             None => DEFAULT_MAX_BODY,
             Some(size) => parse_size(&size)?,
         };
         let models = model_aliases(models)?;
-        let team = team(listen, keys_file, allow_anonymous, metrics_listen, cors_origins)?;
+        let team = team(
+            listen,
+            keys_file,
+            allow_anonymous,
+            metrics_listen,
+            cors_origins,
+        )?;
         let extra_ca_file = extra_ca_file(env)?;
 
         Ok(Config {

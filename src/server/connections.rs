@@ -245,7 +245,8 @@ impl BodyReadTimeout {
 
     /// The 408 `request_body_timeout` answered for it.
     pub(crate) fn refusal(self) -> crate::error::ApiError {
-        let vars = crate::diagnose::catalog::Vars::new().set("detail", self.0.as_secs().to_string());
+        let vars =
+            crate::diagnose::catalog::Vars::new().set("detail", self.0.as_secs().to_string());
         let mut error = crate::diagnose::proxy_refusal("request_body_timeout", &vars);
         error.kind = "invalid_request_error";
         error
