@@ -116,12 +116,7 @@ pub async fn serve(
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
 
-    let target = Target::new(
-        &config.endpoint,
-        config.api,
-        config.api_version.as_deref(),
-        config.models.clone(),
-    );
+    let target = Target::from_config(&config);
     info!(
         listen = %listener.local_addr()?,
         endpoint = target.base(),

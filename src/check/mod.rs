@@ -150,12 +150,7 @@ pub async fn run(config: Result<Config, ConfigError>, options: &CheckOptions) ->
         }
     };
     let ctx = DiagnosisContext::from_config(&config).one_off();
-    let target = Target::new(
-        &config.endpoint,
-        config.api,
-        config.api_version.as_deref(),
-        config.models.clone(),
-    );
+    let target = Target::from_config(&config);
     let mut steps = vec![configuration_step(&config, &target, &ctx)];
 
     let tls = match crate::tls::client_config(config.extra_ca_file.as_deref()) {
@@ -352,7 +347,7 @@ fn token_step(
             claims.app_id().unwrap_or_default()
         );
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::clock::unix_now_signed();
     if let Some(issued) = claims.iat.or(claims.nbf) {
         let skew = issued - now;
         if skew.abs() > CLOCK_SKEW_WARNING_SECS {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{NumberOrString, unix_now};
+use super::NumberOrString;
+use crate::clock::unix_now;
 
 use super::{AccessToken, Credential, CredentialError, TokenFuture};
 use crate::secret::Secret;

@@ -81,9 +81,7 @@ impl ClientCertificateCredential {
         if self.send_chain {
             header.x5c = Some(material.x5c());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_now();
         let claims = AssertionClaims {
             aud: self.entra.token_url(),
             iss: &self.client_id,

@@ -13,7 +13,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use super::{NumberOrString, unix_now};
+use super::NumberOrString;
+use crate::clock::unix_now;
 use tracing::debug;
 use url::Url;
 

@@ -335,7 +335,7 @@ fn bad_token(
     let audience = claims
         .and_then(|c| c.aud.as_deref())
         .map(|a| a.trim_end_matches('/'));
-    let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now_unix = crate::clock::unix_now_signed();
     let outside_claims = claims.is_some_and(|c| {
         c.exp.is_some_and(|exp| exp <= now_unix) || c.nbf.is_some_and(|nbf| nbf > now_unix)
     });
