@@ -27,6 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::diagnose::RefusalCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -415,7 +416,7 @@ pub fn authenticate(
     match presented_key(headers).and_then(|presented| store.current().authenticate(presented)) {
         Some(entry) => Ok(Some(entry)),
         None => Err(crate::diagnose::proxy_refusal(
-            "invalid_api_key",
+            RefusalCode::InvalidApiKey,
             &crate::diagnose::catalog::Vars::new(),
         )),
     }

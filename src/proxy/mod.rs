@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use tracing::{info, warn};
 
+use crate::diagnose::RefusalCode;
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
 use crate::keys::{self, KeyEntry, KeyStore};
@@ -251,10 +252,11 @@ fn admit(
     let method = request.method();
     let path = request.uri().path();
     if !path.starts_with("/v1/") {
-        return Err(
-            diagnose::proxy_refusal("unknown_path", &diagnose::catalog::Vars::new())
-                .into_response(),
-        );
+        return Err(diagnose::proxy_refusal(
+            RefusalCode::UnknownPath,
+            &diagnose::catalog::Vars::new(),
+        )
+        .into_response());
     }
     if !FORWARDED_METHODS.contains(method) {
         info!(method = %method, path = %telemetry::loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
@@ -313,7 +315,7 @@ const FORWARDED_METHODS: [Method; 7] = [
 
 /// 405 in the OpenAI shape, with the methods that are forwarded in `Allow`.
 fn method_not_allowed(method: &Method) -> Response {
-    let mut error = refuse("method_not_allowed", method.as_str());
+    let mut error = refuse(RefusalCode::MethodNotAllowed, method.as_str());
     error.kind = "invalid_request_error";
     error.headers.insert(
         http::header::ALLOW,
@@ -339,8 +341,8 @@ fn within_limits(state: &ProxyState, key: Option<&Arc<KeyEntry>>) -> Result<(), 
             retry_after,
         } => {
             let code = match exceeded {
-                Exceeded::Requests => "rate_limit_exceeded",
-                Exceeded::Tokens => "token_limit_exceeded",
+                Exceeded::Requests => RefusalCode::RateLimitExceeded,
+                Exceeded::Tokens => RefusalCode::TokenLimitExceeded,
             };
             let vars = diagnose::catalog::Vars::new()
                 .set("detail", key.name.clone())
@@ -642,7 +644,7 @@ fn explain_refusal(
     ) {
         warn!(
             status = parts.status.as_u16(),
-            code = explained.code,
+            code = explained.code.as_str(),
             request_id = %tag.request_id,
             key = %tag.key,
             "upstream refused"
@@ -717,7 +719,7 @@ async fn send(
                 .diagnosis
                 .vars()
                 .set("detail", state.upstream_timeout.as_secs().to_string());
-            Err(diagnose::proxy_refusal("upstream_timeout", &vars))
+            Err(diagnose::proxy_refusal(RefusalCode::UpstreamTimeout, &vars))
         }
     }
 }
@@ -736,7 +738,7 @@ fn upstream_unreachable(
     }
     warn!(error = %cause, request_id = %tag.request_id, key = %tag.key, "upstream request failed");
     diagnose::proxy_refusal(
-        "upstream_unreachable",
+        RefusalCode::UpstreamUnreachable,
         &state.diagnosis.vars().set("detail", cause),
     )
 }
@@ -746,7 +748,7 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
         Err(error) => Err(BodyReadTimeout::find(&*error).map_or_else(
-            || refuse("unreadable_body", error.to_string()),
+            || refuse(RefusalCode::UnreadableBody, error.to_string()),
             BodyReadTimeout::refusal,
         )),
     }
@@ -761,22 +763,27 @@ async fn read_limited(body: hyper::body::Incoming, max: usize) -> Option<Bytes> 
 }
 
 /// One of the proxy's own refusals, with `detail` filled in.
-pub(crate) fn refuse(code: &'static str, detail: impl Into<String>) -> ApiError {
+pub(crate) fn refuse(code: RefusalCode, detail: impl Into<String>) -> ApiError {
     diagnose::proxy_refusal(code, &diagnose::catalog::Vars::new().set("detail", detail))
 }
 
 fn too_large(max: usize) -> ApiError {
     diagnose::proxy_refusal(
-        "request_too_large",
+        RefusalCode::RequestTooLarge,
         &diagnose::catalog::Vars::new().set("max_body", max.to_string()),
     )
 }
 
 fn route_error(error: RouteError) -> ApiError {
     match error {
-        RouteError::MissingModel => refuse("missing_model", ""),
-        RouteError::BadModel(model) => refuse("invalid_model", model.escape_debug().to_string()),
-        RouteError::BadPath(path) => refuse("invalid_path", format!("/v1/{}", path.escape_debug())),
+        RouteError::MissingModel => refuse(RefusalCode::MissingModel, ""),
+        RouteError::BadModel(model) => {
+            refuse(RefusalCode::InvalidModel, model.escape_debug().to_string())
+        }
+        RouteError::BadPath(path) => refuse(
+            RefusalCode::InvalidPath,
+            format!("/v1/{}", path.escape_debug()),
+        ),
     }
 }
 

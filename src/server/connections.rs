@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::diagnose::RefusalCode;
 use axum::Router;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -247,7 +248,7 @@ impl BodyReadTimeout {
     pub(crate) fn refusal(self) -> crate::error::ApiError {
         let vars =
             crate::diagnose::catalog::Vars::new().set("detail", self.0.as_secs().to_string());
-        let mut error = crate::diagnose::proxy_refusal("request_body_timeout", &vars);
+        let mut error = crate::diagnose::proxy_refusal(RefusalCode::RequestBodyTimeout, &vars);
         error.kind = "invalid_request_error";
         error
     }
@@ -312,10 +313,22 @@ impl Body for TimedBody {
     }
 }
 
+// Linux errno values `accept` fails with when the process or system runs out of a resource
+// (asm-generic/errno-base.h, errno.h). `std::io::ErrorKind` has no exact kind for them
+// (ENOMEM is `ErrorKind::OutOfMemory`, matched by kind); the crate does not depend on `libc`
+// for three numbers.
+/// ENFILE: the system's table of open files is full.
+const ENFILE: i32 = 23;
+/// EMFILE: the process has as many file descriptors open as its limit allows.
+const EMFILE: i32 = 24;
+/// ENOBUFS: no socket buffer space (kernel memory).
+const ENOBUFS: i32 = 105;
+
 /// After a failed `accept`: out of file descriptors or memory, wait a moment (the error
 /// repeats at once otherwise, spinning a core); anything else is the one connection's.
 async fn pause_after_accept_error(error: &io::Error) {
-    let resource_exhausted = matches!(error.raw_os_error(), Some(23 | 24 | 12 | 105));
+    let resource_exhausted = error.kind() == io::ErrorKind::OutOfMemory
+        || matches!(error.raw_os_error(), Some(ENFILE | EMFILE | ENOBUFS));
     if resource_exhausted {
         warn!(%error, "cannot accept connections: out of file descriptors or memory; retrying in 100 ms");
         tokio::time::sleep(Duration::from_millis(100)).await;
