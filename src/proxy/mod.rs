@@ -178,7 +178,7 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     let request_id = id.to_str().unwrap_or("");
     let key = match admit(state, &request, request_id) {
         Ok(key) => key,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let rest = path.strip_prefix("/v1/").unwrap_or(path);
     let route = metrics::route_label(rest);
@@ -248,24 +248,21 @@ fn admit(
     state: &ProxyState,
     request: &Request,
     request_id: &str,
-) -> Result<Option<Arc<KeyEntry>>, Response> {
+) -> Result<Option<Arc<KeyEntry>>, ApiError> {
     let method = request.method();
     let path = request.uri().path();
     if !path.starts_with("/v1/") {
         return Err(diagnose::proxy_refusal(
             RefusalCode::UnknownPath,
             &diagnose::catalog::Vars::new(),
-        )
-        .into_response());
+        ));
     }
     if !FORWARDED_METHODS.contains(method) {
         info!(method = %method, path = %telemetry::loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
         return Err(method_not_allowed(method));
     }
-    keys::authenticate(state.keys.as_deref(), request.headers()).map_err(|error| {
-        let response = error.into_response();
-        info!(method = %method, path = %telemetry::loggable(path), status = response.status().as_u16(), request_id = %request_id, "request refused: no valid access key");
-        response
+    keys::authenticate(state.keys.as_deref(), request.headers()).inspect_err(|error| {
+        info!(method = %method, path = %telemetry::loggable(path), status = error.status.as_u16(), request_id = %request_id, "request refused: no valid access key");
     })
 }
 
@@ -314,14 +311,14 @@ const FORWARDED_METHODS: [Method; 7] = [
 ];
 
 /// 405 in the OpenAI shape, with the methods that are forwarded in `Allow`.
-fn method_not_allowed(method: &Method) -> Response {
+fn method_not_allowed(method: &Method) -> ApiError {
     let mut error = refuse(RefusalCode::MethodNotAllowed, method.as_str());
     error.kind = "invalid_request_error";
     error.headers.insert(
         http::header::ALLOW,
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
     );
-    error.into_response()
+    error
 }
 
 /// Phase 1, admit (continued): counts the request against its key's limits, or answers 429
