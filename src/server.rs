@@ -1,7 +1,7 @@
 //! The listener: router, layers, `/healthz` and `/readyz`, and graceful shutdown.
 //!
 //! Layers, outermost first, as [`serve`] and `router` build them:
-//! 1. the connection ([`connections`]): HTTP/1.1 and HTTP/2, header and body read timeouts,
+//! 1. the connection (`server::connections`): HTTP/1.1 and HTTP/2, header and body read timeouts,
 //!    head size, HTTP/2 stream limits, graceful drain;
 //! 2. CORS, only when origins are configured (preflights are answered here);
 //! 3. the router. Its own endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`) sit behind

@@ -1,6 +1,11 @@
 //! The forwarding handler: one inbound `/v1/...` request → one upstream request with the
 //! proxy's token, the answer streamed back; a 401/403 gets one forced token refresh and
 //! one retry, then an explanation.
+//!
+//! The request goes through named phases (listed on `forward_with_id`): admit, prepare, send
+//! with the one retry, explain or stream back, record. Each later phase takes the previous
+//! one's product (`Outbound`, `UpstreamRequest`, `Sent`), not the inbound request, so another
+//! inbound dialect needs its own admit and prepare steps and reuses the rest.
 
 pub mod headers;
 pub mod model;
