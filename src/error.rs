@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use crate::claims::Identity;
+use crate::diagnose::RefusalCode;
 
 /// An error answered by the proxy itself: status, OpenAI-shaped JSON, optional headers.
 ///
@@ -36,7 +37,7 @@ pub struct ApiErrorDetails {
     /// OpenAI `type`, e.g. `authentication_error`.
     pub kind: &'static str,
     /// Stable machine-readable code, e.g. `missing_role_assignment`.
-    pub code: &'static str,
+    pub code: RefusalCode,
     /// One or two sentences: cause and fix.
     pub message: String,
     /// Fix steps, in order.
@@ -75,7 +76,7 @@ impl ApiError {
     pub fn new(
         status: StatusCode,
         kind: &'static str,
-        code: &'static str,
+        code: RefusalCode,
         message: impl Into<String>,
     ) -> Self {
         Self(Box::new(ApiErrorDetails {
@@ -102,7 +103,7 @@ impl ApiError {
     }
 
     /// A 400 for a request the proxy cannot read or route.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: RefusalCode, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -135,7 +136,7 @@ impl ApiError {
             error: Inner {
                 message: &self.message,
                 kind: self.kind,
-                code: self.code,
+                code: self.code.as_str(),
                 param: None,
                 fix: &self.fix,
                 upstream: self.upstream.as_ref(),

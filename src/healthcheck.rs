@@ -7,16 +7,9 @@
 //! only: the proxy itself never serves TLS.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use url::Url;
-
-use crate::config::{DEFAULT_LISTEN, ENV_LISTEN};
+use crate::proxy_client::{self, Address, GetError};
 
 /// Default time allowed for the whole probe: shorter than a typical probe timeout, so the
 /// reason is printed before the orchestrator gives up on the command.
@@ -34,7 +27,8 @@ pub enum Probe {
 }
 
 impl Probe {
-    fn path(self) -> &'static str {
+    /// The endpoint's path.
+    pub fn path(self) -> &'static str {
         match self {
             Probe::Ready => "/readyz",
             Probe::Alive => "/healthz",
@@ -54,78 +48,20 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// Where a probe goes: the host and port to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    host: String,
-    port: u16,
+/// The address to probe: `--url` (any path is ignored), else the listen address in
+/// `listen_env`, else the default listen address (see [`Address::resolve`]).
+pub fn target(url: Option<&str>, listen_env: Option<&str>) -> Result<Address, Failure> {
+    Address::resolve(url, listen_env).map_err(Failure)
 }
 
-impl Target {
-    /// From `--url` (scheme `http`; any path is ignored), else the listen address in
-    /// `listen_env` (the value of `FOUNDRY_PROXY_LISTEN`), else the default listen address.
-    pub fn resolve(url: Option<&str>, listen_env: Option<&str>) -> Result<Self, Failure> {
-        if let Some(url) = url {
-            return Self::from_url(url);
-        }
-        let (text, origin) = match listen_env.map(str::trim).filter(|v| !v.is_empty()) {
-            Some(value) => (value, ENV_LISTEN),
-            None => (DEFAULT_LISTEN, "the default listen address"),
-        };
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            Failure(format!(
-                "{origin}: '{text}' is not an address with a port — pass --url http://HOST:PORT"
-            ))
-        })?;
-        Ok(Self::from_addr(addr))
-    }
-
-    fn from_url(text: &str) -> Result<Self, Failure> {
-        let url =
-            Url::parse(text).map_err(|e| Failure(format!("--url: '{text}' is not a URL ({e})")))?;
-        if url.scheme() != "http" {
-            return Err(Failure(format!(
-                "--url: '{text}' must be http:// (the proxy serves plain HTTP)"
-            )));
-        }
-        let port = url.port_or_known_default().unwrap_or(80);
-        match url.host() {
-            Some(url::Host::Ipv4(ip)) => Ok(Self::from_addr(SocketAddr::new(ip.into(), port))),
-            Some(url::Host::Ipv6(ip)) => Ok(Self::from_addr(SocketAddr::new(ip.into(), port))),
-            Some(url::Host::Domain(name)) => Ok(Self {
-                host: name.to_owned(),
-                port,
-            }),
-            None => Err(Failure(format!("--url: '{text}' has no host"))),
-        }
-    }
-
-    /// A wildcard address means "every interface", so loopback reaches it.
-    fn from_addr(addr: SocketAddr) -> Self {
-        let ip = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        let host = match ip {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-        };
-        Self {
-            host,
-            port: addr.port(),
-        }
-    }
-
-    /// The URL probed, for messages.
-    pub fn url(&self, probe: Probe) -> String {
-        format!("http://{}:{}{}", self.host, self.port, probe.path())
-    }
+/// The URL probed, for messages.
+pub fn probe_url(target: &Address, probe: Probe) -> String {
+    format!("{}{}", target.origin(), probe.path())
 }
 
 /// Asks the proxy at `target`. `Ok` holds a one-line success message.
-pub async fn run(target: &Target, probe: Probe, timeout: Duration) -> Result<String, Failure> {
-    let url = target.url(probe);
+pub async fn run(target: &Address, probe: Probe, timeout: Duration) -> Result<String, Failure> {
+    let url = probe_url(target, probe);
     match tokio::time::timeout(timeout, ask(target, probe)).await {
         Ok(Ok((200, _))) => Ok(format!("ok: {url} answered 200")),
         Ok(Ok((status, body))) => Err(Failure(format!(
@@ -144,40 +80,20 @@ pub async fn run(target: &Target, probe: Probe, timeout: Duration) -> Result<Str
     }
 }
 
-/// One `GET` over a fresh connection: the status and the start of the body.
-async fn ask(target: &Target, probe: Probe) -> Result<(u16, Bytes), String> {
-    let connect_host = target.host.trim_start_matches('[').trim_end_matches(']');
-    let stream = TcpStream::connect((connect_host, target.port))
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot connect ({e}) — is the proxy running there? Set FOUNDRY_PROXY_LISTEN or pass --url"
-            )
-        })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed ({e})"))?;
-    tokio::spawn(connection);
-    let request = http::Request::get(probe.path())
-        .header(
-            http::header::HOST,
-            format!("{}:{}", target.host, target.port),
-        )
-        .header(http::header::USER_AGENT, "foundry-proxy-healthcheck")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("cannot build the request ({e})"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request failed ({e})"))?;
-    let status = response.status().as_u16();
-    let limited = http_body_util::Limited::new(response.into_body(), MAX_BODY);
-    let body = limited
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes())
-        .unwrap_or_default();
-    Ok((status, body))
+/// One `GET` of the probe's endpoint: the status and the start of the body (an unreadable
+/// body reads as empty: the status is the answer).
+async fn ask(target: &Address, probe: Probe) -> Result<(u16, Vec<u8>), String> {
+    let headers = [(http::header::USER_AGENT, "foundry-proxy-healthcheck")];
+    match proxy_client::get(target, probe.path(), &headers, MAX_BODY).await {
+        Ok(answer) => Ok((
+            answer.status,
+            answer.body.map(Vec::from).unwrap_or_default(),
+        )),
+        Err(GetError::Connect(e)) => Err(format!(
+            "cannot connect ({e}) — is the proxy running there? Set FOUNDRY_PROXY_LISTEN or pass --url"
+        )),
+        Err(GetError::Http(e)) => Err(e),
+    }
 }
 
 /// The `code` and `reason` of a `/readyz` answer, when it has them: ` (code: reason)`.
@@ -198,47 +114,34 @@ fn reason(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn target(url: Option<&str>, listen: Option<&str>) -> String {
-        Target::resolve(url, listen)
-            .expect("target")
-            .url(Probe::Ready)
+    fn probed(url: Option<&str>, listen: Option<&str>) -> String {
+        probe_url(&target(url, listen).expect("target"), Probe::Ready)
     }
 
     /// The listen address decides where to probe; wildcard addresses become loopback.
     #[test]
     fn target_from_listen_address() {
-        assert_eq!(target(None, None), "http://127.0.0.1:8080/readyz");
-        assert_eq!(target(None, Some("")), "http://127.0.0.1:8080/readyz");
+        assert_eq!(probed(None, None), "http://127.0.0.1:8080/readyz");
         assert_eq!(
-            target(None, Some("0.0.0.0:9090")),
+            probed(None, Some("0.0.0.0:9090")),
             "http://127.0.0.1:9090/readyz"
         );
-        assert_eq!(target(None, Some("[::]:8080")), "http://[::1]:8080/readyz");
-        assert_eq!(
-            target(None, Some("10.0.0.7:8080")),
-            "http://10.0.0.7:8080/readyz"
-        );
-        let bad = Target::resolve(None, Some("localhost")).expect_err("no port");
-        assert!(bad.to_string().contains(ENV_LISTEN), "{bad}");
+        let bad = target(None, Some("localhost")).expect_err("no port");
+        assert!(bad.to_string().contains(crate::config::ENV_LISTEN), "{bad}");
     }
 
     /// `--url` wins over the environment; its path is ignored; only http is accepted.
     #[test]
     fn target_from_url() {
         assert_eq!(
-            target(Some("http://localhost:7000/v1"), Some("0.0.0.0:8080")),
+            probed(Some("http://localhost:7000/v1"), Some("0.0.0.0:8080")),
             "http://localhost:7000/readyz"
         );
         assert_eq!(
-            target(Some("http://0.0.0.0:7000"), None),
-            "http://127.0.0.1:7000/readyz"
-        );
-        assert_eq!(
-            target(Some("http://[::]:81"), None),
+            probed(Some("http://[::]:81"), None),
             "http://[::1]:81/readyz"
         );
-        assert!(Target::resolve(Some("https://127.0.0.1:8080"), None).is_err());
-        assert!(Target::resolve(Some("not a url"), None).is_err());
+        assert!(target(Some("https://127.0.0.1:8080"), None).is_err());
     }
 
     /// A not-ready answer's code and reason make the one line of explanation.
@@ -259,8 +162,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        let target =
-            Target::resolve(Some(&format!("http://127.0.0.1:{port}")), None).expect("target");
+        let target = target(Some(&format!("http://127.0.0.1:{port}")), None).expect("target");
         let failure = run(&target, Probe::Ready, DEFAULT_TIMEOUT)
             .await
             .expect_err("nothing listens");

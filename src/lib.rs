@@ -16,17 +16,20 @@
 //! - [`error`]: the OpenAI-shaped error answer.
 //! - [`limits`]: per-key requests and tokens per minute over a sliding window.
 //! - [`claims`]: reading the proxy's own token to explain refusals.
+//! - [`clock`]: the wall clock in Unix seconds.
 //! - [`secret`]: a string that cannot leak through `Debug`, `Display` or `Serialize`.
 //! - [`tls`]: the shared TLS client configuration (`SSL_CERT_FILE`).
 //! - [`telemetry`]: logging setup.
 //! - [`metrics`]: Prometheus metrics for `/metrics`, and usage per access key and model.
 //! - [`status`]: the `/status` document, and reading it for `foundry-proxy usage`.
 //! - [`healthcheck`]: `foundry-proxy healthcheck`, the container health probe.
+//! - [`proxy_client`]: the one client for a running proxy, used by `healthcheck` and `usage`.
 //! - [`emulator`]: the built-in Entra ID + Foundry emulator (tests, `demo`, users' CI).
 //! - [`demo`]: the emulator and the proxy wired together in one process.
 
 pub mod check;
 pub mod claims;
+pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod demo;
@@ -38,6 +41,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_client;
 pub mod request_id;
 pub mod secret;
 pub mod server;

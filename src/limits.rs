@@ -12,17 +12,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::keys::Limits;
+
 /// Window length.
 const WINDOW_SECS: u64 = 60;
-
-/// The limits of one key (mirrors the keys file; `None` = unlimited).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeyLimits {
-    /// Requests per minute.
-    pub requests_per_minute: Option<u64>,
-    /// Tokens (prompt + completion) per minute.
-    pub tokens_per_minute: Option<u64>,
-}
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +137,7 @@ impl Limiter {
     }
 
     /// Admits and counts a request of `key`, or says which limit refuses it.
-    pub fn admit(&self, key: &str, limits: KeyLimits, now: Instant) -> Decision {
+    pub fn admit(&self, key: &str, limits: Limits, now: Instant) -> Decision {
         if limits.requests_per_minute.is_none() && limits.tokens_per_minute.is_none() {
             return Decision::Allow;
         }
@@ -153,7 +146,7 @@ impl Limiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let second = self.second(now);
-        if let Some(limit) = limits.requests_per_minute {
+        if let Some(limit) = limits.requests_per_minute.map(u64::from) {
             let used: u64 = window.live(second).map(|b| b.requests).sum();
             if used >= limit {
                 let wait = window.wait_until_below(second, limit, |b| b.requests);
@@ -197,8 +190,8 @@ impl Limiter {
 mod tests {
     use super::*;
 
-    fn rpm(n: u64) -> KeyLimits {
-        KeyLimits {
+    fn rpm(n: u32) -> Limits {
+        Limits {
             requests_per_minute: Some(n),
             tokens_per_minute: None,
         }
@@ -270,7 +263,7 @@ mod tests {
     fn tokens_per_minute() {
         let limiter = Limiter::new();
         let start = limiter.epoch;
-        let tpm = KeyLimits {
+        let tpm = Limits {
             requests_per_minute: None,
             tokens_per_minute: Some(1000),
         };
@@ -303,7 +296,7 @@ mod tests {
         let limiter = Limiter::new();
         for _ in 0..10_000 {
             assert_eq!(
-                limiter.admit("free", KeyLimits::default(), limiter.epoch),
+                limiter.admit("free", Limits::default(), limiter.epoch),
                 Decision::Allow
             );
         }

@@ -201,7 +201,7 @@ async fn run(cli: Cli) -> ExitCode {
 
 async fn health(url: Option<&str>, live: bool, timeout_secs: f64) -> ExitCode {
     let listen = std::env::var(foundry_proxy::config::ENV_LISTEN).ok();
-    let target = match healthcheck::Target::resolve(url, listen.as_deref()) {
+    let target = match healthcheck::target(url, listen.as_deref()) {
         Ok(target) => target,
         // Not 2: Docker reserves exit code 2 in health checks.
         Err(e) => return fail(1, &e),
@@ -219,12 +219,16 @@ async fn health(url: Option<&str>, live: bool, timeout_secs: f64) -> ExitCode {
 }
 
 async fn usage(url: Option<String>, key: Option<String>, json: bool) -> ExitCode {
-    let url = url
-        .unwrap_or_else(|| status::default_url(std::env::var(config::ENV_LISTEN).ok().as_deref()));
+    let listen = std::env::var(config::ENV_LISTEN).ok();
+    let address =
+        match foundry_proxy::proxy_client::Address::resolve(url.as_deref(), listen.as_deref()) {
+            Ok(address) => address,
+            Err(e) => return fail(1, &e),
+        };
     let key = key
         .or_else(|| std::env::var(status::ENV_KEY).ok())
         .filter(|k| !k.is_empty());
-    let rows = status::fetch_status(&url, key.as_deref())
+    let rows = status::fetch_status(&address, key.as_deref())
         .await
         .and_then(|document| status::usage_rows(&document));
     match rows {

@@ -1,9 +1,16 @@
 //! The listener: router, layers, `/healthz` and `/readyz`, and graceful shutdown.
 //!
-//! Layers, outermost first: the browser guard (Host allow-list and Origin check, see
-//! [`browser_guard`]), CORS (only with `FOUNDRY_PROXY_CORS_ORIGINS`), then the router, whose
-//! own endpoints get request ids (`x-request-id` set when absent and echoed back). Body limits and inbound errors are handled in the forwarding handler,
-//! so every refusal has the OpenAI error shape.
+//! Layers, outermost first, as [`serve`] and `router` build them:
+//! 1. the connection (`server::connections`): HTTP/1.1 and HTTP/2, header and body read timeouts,
+//!    head size, HTTP/2 stream limits, graceful drain;
+//! 2. the browser guard ([`browser_guard`]): the Host allow-list and the Origin check, so a
+//!    web page cannot borrow the identity; refused requests go no further;
+//! 3. CORS, only when origins are configured (preflights from allowed origins are answered here);
+//! 4. the router. Its own endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`) sit behind
+//!    tower-http's request-id layers (`x-request-id` set when absent, then echoed back); every
+//!    other request falls back to the forwarding handler, which sets and echoes its request id
+//!    itself. Body limits and inbound errors are handled in the forwarding handler, so every
+//!    refusal has the OpenAI error shape.
 
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -23,7 +30,7 @@ use tracing::{info, warn};
 pub mod browser_guard;
 mod connections;
 
-pub use connections::ConnectionLimits;
+pub use connections::{BodyReadTimeout, ConnectionLimits};
 
 use browser_guard::{BrowserGuard, BrowserGuardLayer};
 
@@ -114,12 +121,7 @@ pub async fn serve(
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
 
-    let target = Target::new(
-        &config.endpoint,
-        config.api,
-        config.api_version.as_deref(),
-        config.models.clone(),
-    );
+    let target = Target::from_config(&config);
     info!(
         listen = %listener.local_addr()?,
         endpoint = target.base(),
@@ -350,5 +352,5 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
 }
 
 fn require_key(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    proxy::authenticate(&state.proxy, headers).map(|_| ())
+    crate::keys::authenticate(state.proxy.keys.as_deref(), headers).map(|_| ())
 }

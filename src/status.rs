@@ -2,20 +2,15 @@
 //! version, uptime, usage per key and model), and the client side of
 //! `foundry-proxy usage`, which reads it from a running proxy.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use url::Url;
 
-use crate::config::{Config, DEFAULT_LISTEN};
+use crate::config::Config;
 use crate::diagnose::{self, DiagnosisContext};
 use crate::metrics::{Metrics, UsageRow};
+use crate::proxy_client::{self, Address, GetError};
 use crate::token::TokenState;
 
 /// Environment variable holding the access key `foundry-proxy usage` sends.
@@ -94,52 +89,20 @@ pub fn status_json(
     })
 }
 
-/// The proxy's URL when `--url` is not given: from `FOUNDRY_PROXY_LISTEN` (its value in
-/// `listen_env`), else the default listen address; a wildcard address is asked on loopback.
-pub fn default_url(listen_env: Option<&str>) -> String {
-    let text = listen_env
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .unwrap_or(DEFAULT_LISTEN);
-    match text.parse::<SocketAddr>() {
-        Ok(mut addr) => {
-            if addr.ip().is_unspecified() {
-                addr.set_ip(if addr.is_ipv4() {
-                    std::net::Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                });
-            }
-            format!("http://{addr}")
-        }
-        Err(_) => format!("http://{text}"),
-    }
-}
-
-/// `GET {url}/status` from a running proxy, with `key` as a bearer token when given.
-/// Errors are one line saying what went wrong and what to do.
-pub async fn fetch_status(url: &str, key: Option<&str>) -> Result<Value, String> {
-    let base = url.trim_end_matches('/');
-    let parsed = Url::parse(base).map_err(|e| format!("--url: '{url}' is not a URL ({e})"))?;
-    if parsed.scheme() != "http" {
-        return Err(format!(
-            "--url: '{url}' must be http:// (the proxy serves plain HTTP)"
-        ));
-    }
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| format!("--url: '{url}' has no host"))?
-        .to_owned();
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    let authority = match parsed.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.clone(),
-    };
-    let path = format!("{}/status", parsed.path().trim_end_matches('/'));
+/// `GET /status` from the running proxy at `address` (under its `--url` path), with `key` as a
+/// bearer token when given. Errors are one line saying what went wrong and what to do.
+pub async fn fetch_status(address: &Address, key: Option<&str>) -> Result<Value, String> {
+    let base = format!("{}{}", address.origin(), address.base_path());
+    let path = format!("{}/status", address.base_path());
     let status_url = format!("{base}/status");
-    let (status, body) = tokio::time::timeout(
+    let bearer = key.map(|key| format!("Bearer {key}"));
+    let mut headers = vec![(http::header::ACCEPT, "application/json")];
+    if let Some(bearer) = &bearer {
+        headers.push((http::header::AUTHORIZATION, bearer.as_str()));
+    }
+    let answer = tokio::time::timeout(
         FETCH_TIMEOUT,
-        get((&host, port), &authority, &path, key),
+        proxy_client::get(address, &path, &headers, MAX_BODY),
     )
     .await
     .map_err(|_| {
@@ -154,16 +117,17 @@ pub async fn fetch_status(url: &str, key: Option<&str>) -> Result<Value, String>
         }
         GetError::Http(e) => format!("{status_url}: {e}"),
     })?;
-    match status {
+    let body = answer.body.map_err(|e| format!("{status_url}: {e}"))?;
+    match answer.status {
         200 => serde_json::from_slice(&body)
             .map_err(|e| format!("{status_url} answered something that is not JSON ({e})")),
-        401 | 403 => Err(format!(
+        status @ (401 | 403) => Err(format!(
             "{status_url} answered {status}: pass an access key with --key or {ENV_KEY}"
         )),
         404 => Err(format!(
             "{status_url} answered 404 — is this a foundry-proxy with /status? check --url"
         )),
-        _ => Err(format!("{status_url} answered {status}")),
+        status => Err(format!("{status_url} answered {status}")),
     }
 }
 
@@ -234,49 +198,6 @@ pub fn usage_table(rows: &[UsageRow]) -> String {
         out.push('\n');
     }
     out
-}
-
-enum GetError {
-    Connect(std::io::Error),
-    Http(String),
-}
-
-/// One `GET` over a fresh HTTP/1.1 connection: the status and the body.
-async fn get(
-    (host, port): (&str, u16),
-    authority: &str,
-    path: &str,
-    key: Option<&str>,
-) -> Result<(u16, Bytes), GetError> {
-    let connect_host = host.trim_start_matches('[').trim_end_matches(']');
-    let stream = TcpStream::connect((connect_host, port))
-        .await
-        .map_err(GetError::Connect)?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| GetError::Http(e.to_string()))?;
-    let connection = tokio::spawn(connection);
-    let mut request = http::Request::get(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::ACCEPT, "application/json");
-    if let Some(key) = key {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| GetError::Http(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| GetError::Http(e.to_string()))?;
-    let status = response.status().as_u16();
-    let body = Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| GetError::Http(format!("reading the answer: {e}")))?
-        .to_bytes();
-    connection.abort();
-    Ok((status, body))
 }
 
 #[cfg(test)]
@@ -350,15 +271,6 @@ mod tests {
         assert_eq!(doc["upstream"]["api"], "openai-v1");
         let rows = usage_rows(&doc).expect("rows");
         assert_eq!((rows[0].key.as_str(), rows[0].errors), ("anonymous", 1));
-    }
-
-    /// A wildcard listen address is asked on loopback; the default applies when unset.
-    #[test]
-    fn default_url_from_listen() {
-        assert_eq!(default_url(None), "http://127.0.0.1:8080");
-        assert_eq!(default_url(Some("0.0.0.0:9000")), "http://127.0.0.1:9000");
-        assert_eq!(default_url(Some("[::]:9000")), "http://[::1]:9000");
-        assert_eq!(default_url(Some("10.0.0.5:80")), "http://10.0.0.5:80");
     }
 
     /// The table has a header, one aligned line per row, and totals that add up.

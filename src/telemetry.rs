@@ -240,6 +240,16 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     }
 }
 
+/// A request path as logged: a non-ASCII path (Unicode may carry control, line-separator or bidi
+/// characters) is escaped, so no path can forge or reorder a log line.
+pub fn loggable(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.is_ascii() {
+        std::borrow::Cow::Borrowed(path)
+    } else {
+        std::borrow::Cow::Owned(path.escape_debug().to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! in use, and serves at most one forced refresh per cooldown however many requests ask.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -105,9 +105,7 @@ impl HeldToken {
                 )
             })?;
         header.set_sensitive(true);
-        let now_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now_unix = crate::clock::unix_now();
         Ok(Self {
             header,
             expires_at: obtained + lifetime,

@@ -152,6 +152,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// The target a configuration names: its endpoint, API style, api-version and aliases.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self::new(
+            &config.endpoint,
+            config.api,
+            config.api_version.as_deref(),
+            config.models.clone(),
+        )
+    }
+
     /// Builds the target from the configured endpoint, style and version override.
     pub fn new(
         endpoint: &Url,

@@ -432,10 +432,10 @@ fn every_catalog_refusal_has_an_end_to_end_test() {
     let missing: Vec<&str> = CATALOG
         .iter()
         .filter(|e| match e.origin {
-            Origin::Azure | Origin::Entra => !covered.contains(e.code),
+            Origin::Azure | Origin::Entra => !covered.contains(e.code.as_str()),
             Origin::Credential | Origin::Proxy => !sources.contains(&format!("\"{}\"", e.code)),
         })
-        .map(|e| e.code)
+        .map(|e| e.code.as_str())
         .collect();
     assert!(
         missing.is_empty(),

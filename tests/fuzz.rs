@@ -1941,7 +1941,7 @@ proptest! {
         }
         if let Some(error) = explained {
             prop_assert_eq!(error.status, status);
-            prop_assert!(!error.code.is_empty() && !error.message.is_empty());
+            prop_assert!(!error.code.as_str().is_empty() && !error.message.is_empty());
             prop_assert_eq!(error.upstream.as_ref().map(|u| u.status), Some(status.as_u16()));
             let body: Value = serde_json::from_slice(&error.body()).expect("JSON body");
             prop_assert_eq!(&body["error"]["code"], &json!(error.code));

@@ -70,7 +70,7 @@ fn source_error(outcome: Result<AccessToken, CredentialError>) -> (&'static str,
             code,
             detail,
             transient,
-        }) => (code, detail, transient),
+        }) => (code.as_str(), detail, transient),
         other => panic!("expected a Source error, got {other:?}"),
     }
 }

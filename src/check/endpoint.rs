@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use super::{Status, Step};
+use crate::diagnose::RefusalCode;
 use crate::diagnose::{self, DiagnosisContext};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +49,7 @@ pub(super) async fn check(
     let port = endpoint.port_or_known_default().unwrap_or(443);
     if is_regional(&host) {
         let error = diagnose::explain(
-            "custom_subdomain_required",
+            RefusalCode::CustomSubdomainRequired,
             StatusCode::BAD_REQUEST,
             &ctx.vars(),
         );
@@ -107,6 +108,9 @@ pub(super) async fn check(
 }
 
 fn unreachable(ctx: &DiagnosisContext, detail: String) -> Step {
-    let error = diagnose::proxy_refusal("upstream_unreachable", &ctx.vars().set("detail", detail));
+    let error = diagnose::proxy_refusal(
+        RefusalCode::UpstreamUnreachable,
+        &ctx.vars().set("detail", detail),
+    );
     Step::from_error("endpoint", Status::Fail, &error)
 }

@@ -17,6 +17,7 @@ use crate::config::CredentialConfig;
 use crate::config::credential::SecretSource;
 use crate::config::{Config, ConfigError};
 use crate::credential::AccessToken;
+use crate::diagnose::RefusalCode;
 use crate::diagnose::{self, DiagnosisContext, RequestFacts, looks_like_guid};
 use crate::error::ApiError;
 use crate::upstream::{ApiStyle, Target};
@@ -78,7 +79,7 @@ impl Step {
             status,
             summary: format!("{} ({})", error.message, error.status.as_u16()),
             details: Vec::new(),
-            code: Some(error.code.to_owned()),
+            code: Some(error.code.as_str().to_owned()),
             fix: error.fix.clone(),
         }
     }
@@ -150,12 +151,7 @@ pub async fn run(config: Result<Config, ConfigError>, options: &CheckOptions) ->
         }
     };
     let ctx = DiagnosisContext::from_config(&config).one_off();
-    let target = Target::new(
-        &config.endpoint,
-        config.api,
-        config.api_version.as_deref(),
-        config.models.clone(),
-    );
+    let target = Target::from_config(&config);
     let mut steps = vec![configuration_step(&config, &target, &ctx)];
 
     let tls = match crate::tls::client_config(config.extra_ca_file.as_deref()) {
@@ -229,7 +225,8 @@ fn configuration_step(config: &Config, target: &Target, ctx: &DiagnosisContext) 
         step.status = Status::Warn;
         step.summary =
             "AZURE_CLIENT_SECRET looks like a Secret ID (a GUID), not a secret Value".to_owned();
-        step.fix = vec![diagnose::catalog::entry("invalid_client_secret").fix[0].to_owned()];
+        step.fix =
+            vec![diagnose::catalog::entry(RefusalCode::InvalidClientSecret).fix[0].to_owned()];
     }
     step
 }
@@ -312,7 +309,7 @@ fn token_step(
     let audience = claims.aud.as_deref().map(|a| a.trim_end_matches('/'));
     if let Some(aud) = audience.filter(|aud| !ctx.expected_audiences().contains(aud)) {
         let error = diagnose::explain(
-            "token_wrong_audience",
+            RefusalCode::TokenWrongAudience,
             StatusCode::UNAUTHORIZED,
             &ctx.vars().set("audience", aud),
         );
@@ -328,7 +325,7 @@ fn token_step(
         .filter(|tid| configured_tenant.is_some_and(|t| !tid.eq_ignore_ascii_case(t)))
     {
         let error = diagnose::explain(
-            "token_wrong_tenant",
+            RefusalCode::TokenWrongTenant,
             StatusCode::UNAUTHORIZED,
             &ctx.vars().set("token_tenant", tid),
         );
@@ -352,7 +349,7 @@ fn token_step(
             claims.app_id().unwrap_or_default()
         );
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::clock::unix_now_signed();
     if let Some(issued) = claims.iat.or(claims.nbf) {
         let skew = issued - now;
         if skew.abs() > CLOCK_SKEW_WARNING_SECS {

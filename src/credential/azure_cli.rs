@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{NumberOrString, unix_now};
+use super::NumberOrString;
+use crate::clock::unix_now;
 
 use super::{AccessToken, Credential, CredentialError, TokenFuture};
+use crate::diagnose::RefusalCode;
 use crate::secret::Secret;
 
 /// How long `az` may take (it may refresh its own token over the network first).
@@ -83,7 +85,7 @@ impl AzureCliCredential {
             .spawn()
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => CredentialError::Source {
-                    code: "azure_cli_missing",
+                    code: RefusalCode::AzureCliMissing,
                     detail: "the Azure CLI (az) is not installed or not on PATH".into(),
                     transient: false,
                 },
@@ -123,7 +125,7 @@ impl Credential for AzureCliCredential {
 
 fn failed(detail: String, transient: bool) -> CredentialError {
     CredentialError::Source {
-        code: "azure_cli_failed",
+        code: RefusalCode::AzureCliFailed,
         detail,
         transient,
     }
@@ -139,7 +141,7 @@ fn exit_error(status: &str, stderr: &str) -> CredentialError {
     let first = first.trim_end_matches('.');
     if stderr.contains("az login") {
         return CredentialError::Source {
-            code: "azure_cli_logged_out",
+            code: RefusalCode::AzureCliLoggedOut,
             detail: format!("the Azure CLI is not signed in: {first}"),
             transient: false,
         };
@@ -253,7 +255,7 @@ mod tests {
             matches!(
                 out,
                 CredentialError::Source {
-                    code: "azure_cli_logged_out",
+                    code: crate::diagnose::RefusalCode::AzureCliLoggedOut,
                     transient: false,
                     ..
                 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::certificate::CertificateMaterial;
 use super::entra::{CredentialError, EntraClient};
 use super::{Credential, TokenFuture};
+use crate::diagnose::RefusalCode;
 use crate::secret::Secret;
 
 /// How long a client assertion is valid: Entra's docs say 5–10 minutes at most.
@@ -64,14 +65,14 @@ impl ClientCertificateCredential {
         let material =
             CertificateMaterial::load(&self.path, self.password.as_ref()).map_err(|detail| {
                 CredentialError::Source {
-                    code: "certificate_unreadable",
+                    code: RefusalCode::CertificateUnreadable,
                     detail: format!("{}: {detail}", self.path.display()),
                     transient: false,
                 }
             })?;
         let key = EncodingKey::from_rsa_pem(material.key_pem.expose().as_bytes()).map_err(|e| {
             CredentialError::Source {
-                code: "certificate_unreadable",
+                code: RefusalCode::CertificateUnreadable,
                 detail: format!("{}: the private key cannot sign: {e}", self.path.display()),
                 transient: false,
             }
@@ -81,9 +82,7 @@ impl ClientCertificateCredential {
         if self.send_chain {
             header.x5c = Some(material.x5c());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_now();
         let claims = AssertionClaims {
             aud: self.entra.token_url(),
             iss: &self.client_id,
@@ -94,7 +93,7 @@ impl ClientCertificateCredential {
             exp: now + ASSERTION_LIFETIME.as_secs(),
         };
         jsonwebtoken::encode(&header, &claims, &key).map_err(|e| CredentialError::Source {
-            code: "certificate_unreadable",
+            code: RefusalCode::CertificateUnreadable,
             detail: format!("signing the client assertion failed: {e}"),
             transient: false,
         })

@@ -4,6 +4,7 @@
 use super::entra::{CredentialError, EntraClient};
 use super::{Credential, TokenFuture};
 use crate::config::credential::SecretSource;
+use crate::diagnose::RefusalCode;
 use crate::secret::Secret;
 
 /// App Registration id + secret value, exchanged at the tenant's token endpoint.
@@ -31,14 +32,14 @@ impl ClientSecretCredential {
             SecretSource::Value(secret) => Ok(secret.clone()),
             SecretSource::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| CredentialError::Source {
-                    code: "secret_file_unreadable",
+                    code: RefusalCode::SecretFileUnreadable,
                     detail: format!("cannot read {}: {e}", path.display()),
                     transient: false,
                 })?;
                 let secret = Secret::new(text.trim());
                 if secret.is_blank() {
                     return Err(CredentialError::Source {
-                        code: "secret_file_unreadable",
+                        code: RefusalCode::SecretFileUnreadable,
                         detail: format!("{} is empty", path.display()),
                         transient: false,
                     });

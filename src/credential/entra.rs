@@ -9,6 +9,7 @@ use super::NumberOrString;
 use url::Url;
 
 use super::AccessToken;
+use crate::diagnose::RefusalCode;
 use crate::secret::Secret;
 
 /// Time allowed for one token request, connect to last byte.
@@ -31,7 +32,7 @@ pub enum CredentialError {
     #[error("{detail}")]
     Source {
         /// The catalog code that explains it.
-        code: &'static str,
+        code: RefusalCode,
         /// What happened, for the message.
         detail: String,
         /// True when retrying soon may succeed on its own.

@@ -13,12 +13,14 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use super::{NumberOrString, unix_now};
+use super::NumberOrString;
+use crate::clock::unix_now;
 use tracing::debug;
 use url::Url;
 
 use super::{AccessToken, Credential, CredentialError, TokenFuture};
 use crate::config::credential::{IdentitySelector, ManagedIdentityEndpoint};
+use crate::diagnose::RefusalCode;
 use crate::secret::Secret;
 
 /// The IMDS token path, under the IMDS base URL.
@@ -100,7 +102,7 @@ impl ManagedIdentityCredential {
                 );
                 let mut value = HeaderValue::from_str(header.expose()).map_err(|_| {
                     CredentialError::Source {
-                        code: "managed_identity_refused",
+                        code: RefusalCode::ManagedIdentityRefused,
                         detail: "IDENTITY_HEADER holds characters not allowed in an HTTP header"
                             .into(),
                         transient: false,
@@ -204,9 +206,9 @@ impl ManagedIdentityCredential {
         let text = error_text(&self.redact_body(body));
         let detail = self.redact(format!("{} answered {status}: {text}", self.shown));
         let code = match status {
-            401 | 403 => "managed_identity_refused",
-            400 if names_missing_identity(&text) => "managed_identity_not_found",
-            _ => "managed_identity_refused",
+            401 | 403 => RefusalCode::ManagedIdentityRefused,
+            400 if names_missing_identity(&text) => RefusalCode::ManagedIdentityNotFound,
+            _ => RefusalCode::ManagedIdentityRefused,
         };
         CredentialError::Source {
             code,
@@ -357,7 +359,7 @@ fn origin(url: &Url) -> String {
 
 fn unavailable(detail: String) -> CredentialError {
     CredentialError::Source {
-        code: "managed_identity_unavailable",
+        code: RefusalCode::ManagedIdentityUnavailable,
         detail,
         transient: true,
     }

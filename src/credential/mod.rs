@@ -51,13 +51,6 @@ impl NumberOrString {
     }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// An access token and how long Entra said it lives.
 #[derive(Debug, Clone)]
 pub struct AccessToken {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::entra::{CredentialError, EntraClient};
 use super::{Credential, TokenFuture};
+use crate::diagnose::RefusalCode;
 
 /// App (or managed identity) id + a federated token file.
 #[derive(Debug)]
@@ -29,7 +30,7 @@ impl WorkloadIdentityCredential {
 
     fn read_assertion(&self) -> Result<String, CredentialError> {
         let unreadable = |detail: String| CredentialError::Source {
-            code: "federated_token_unreadable",
+            code: RefusalCode::FederatedTokenUnreadable,
             detail,
             transient: true,
         };

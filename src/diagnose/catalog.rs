@@ -6,6 +6,7 @@
 //! `<name>` where no value is known (the README's troubleshooting table is rendered from
 //! this catalog too, and a test keeps the two identical).
 
+use super::RefusalCode;
 use std::fmt::Write as _;
 
 /// Where a refusal comes from.
@@ -37,7 +38,7 @@ impl Origin {
 #[derive(Debug)]
 pub struct Entry {
     /// Stable machine-readable code (the error JSON's `code`).
-    pub code: &'static str,
+    pub code: RefusalCode,
     /// Who refused.
     pub origin: Origin,
     /// The HTTP status the caller gets.
@@ -65,7 +66,7 @@ const CLI_STEP: &str = "Or: az role assignment create --assignee-object-id {obje
 pub const CATALOG: &[Entry] = &[
     // Azure OpenAI / Foundry refusals.
     Entry {
-        code: "missing_role_assignment",
+        code: RefusalCode::MissingRoleAssignment,
         origin: Origin::Azure,
         status: 401,
         sees: "401 PermissionDenied: the principal lacks the required data action",
@@ -80,7 +81,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "missing_responses_permission",
+        code: RefusalCode::MissingResponsesPermission,
         origin: Origin::Azure,
         status: 401,
         sees: "401 PermissionDenied on /responses: lacks …/OpenAI/responses/write",
@@ -94,7 +95,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "token_wrong_tenant",
+        code: RefusalCode::TokenWrongTenant,
         origin: Origin::Azure,
         status: 400,
         sees: "400 Token tenant … does not match resource tenant",
@@ -105,7 +106,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "token_wrong_audience",
+        code: RefusalCode::TokenWrongAudience,
         origin: Origin::Azure,
         status: 401,
         sees: "401 Unauthorized: audience is incorrect (the token is for another resource or cloud)",
@@ -116,7 +117,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "token_expired",
+        code: RefusalCode::TokenExpired,
         origin: Origin::Azure,
         status: 401,
         sees: "401 Unauthorized: … or have expired",
@@ -127,7 +128,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "token_rejected",
+        code: RefusalCode::TokenRejected,
         origin: Origin::Azure,
         status: 401,
         sees: "401 Unauthorized although the token is unexpired and for the right audience",
@@ -138,7 +139,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "custom_subdomain_required",
+        code: RefusalCode::CustomSubdomainRequired,
         origin: Origin::Azure,
         status: 400,
         sees: "400 Please provide a custom subdomain for token authentication",
@@ -149,7 +150,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "key_auth_disabled",
+        code: RefusalCode::KeyAuthDisabled,
         origin: Origin::Azure,
         status: 403,
         sees: "403 AuthenticationTypeDisabled: Key based authentication is disabled",
@@ -159,7 +160,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "api_key_expected",
+        code: RefusalCode::ApiKeyExpected,
         origin: Origin::Azure,
         status: 401,
         sees: "401 Access denied due to invalid subscription key or wrong API endpoint",
@@ -169,7 +170,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "network_rules",
+        code: RefusalCode::NetworkRules,
         origin: Origin::Azure,
         status: 403,
         sees: "403 Access denied due to Virtual Network/Firewall rules",
@@ -180,7 +181,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "private_endpoint_required",
+        code: RefusalCode::PrivateEndpointRequired,
         origin: Origin::Azure,
         status: 403,
         sees: "403 Traffic is not from an approved private endpoint / A Virtual Network is configured for this resource",
@@ -192,7 +193,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "deployment_not_found",
+        code: RefusalCode::DeploymentNotFound,
         origin: Origin::Azure,
         status: 404,
         sees: "404 DeploymentNotFound",
@@ -204,7 +205,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "unknown_model",
+        code: RefusalCode::UnknownModel,
         origin: Origin::Azure,
         status: 404,
         sees: "404 unknown_model (Foundry Models endpoint)",
@@ -212,7 +213,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Foundry portal → Models + endpoints: use the deployment's name as `model`."],
     },
     Entry {
-        code: "resource_not_found",
+        code: RefusalCode::ResourceNotFound,
         origin: Origin::Azure,
         status: 404,
         sees: "404 Resource not found",
@@ -223,7 +224,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "api_version_not_supported",
+        code: RefusalCode::ApiVersionNotSupported,
         origin: Origin::Azure,
         status: 400,
         sees: "400 API version not supported",
@@ -234,7 +235,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "api_version_too_old",
+        code: RefusalCode::ApiVersionTooOld,
         origin: Origin::Azure,
         status: 400,
         sees: "400 Model … is enabled only for api versions … and later",
@@ -245,7 +246,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "parameter_not_supported",
+        code: RefusalCode::ParameterNotSupported,
         origin: Origin::Azure,
         status: 422,
         sees: "422 parameter_not_supported (Foundry Models endpoint)",
@@ -255,7 +256,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "upstream_refused",
+        code: RefusalCode::UpstreamRefused,
         origin: Origin::Azure,
         status: 403,
         sees: "another 401/403 from Azure (its body is kept under `upstream`)",
@@ -268,7 +269,7 @@ pub const CATALOG: &[Entry] = &[
     },
     // Entra ID refusals.
     Entry {
-        code: "invalid_client_secret",
+        code: RefusalCode::InvalidClientSecret,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS7000215 Invalid client secret provided",
@@ -279,7 +280,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "client_secret_expired",
+        code: RefusalCode::ClientSecretExpired,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS7000222 The provided client secret keys … are expired",
@@ -290,7 +291,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "unknown_client_id",
+        code: RefusalCode::UnknownClientId,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS700016 Application with identifier … was not found in the directory",
@@ -301,7 +302,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "unknown_tenant",
+        code: RefusalCode::UnknownTenant,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS90002 Tenant … not found",
@@ -312,7 +313,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "invalid_scope",
+        code: RefusalCode::InvalidScope,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS70011 The provided value for the input parameter 'scope' is not valid",
@@ -322,7 +323,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "unknown_resource",
+        code: RefusalCode::UnknownResource,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS500011 The resource principal named … was not found in the tenant",
@@ -332,7 +333,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "scope_multiple_resources",
+        code: RefusalCode::ScopeMultipleResources,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS700022 The provided value for the input parameter scope is not valid because it contains more than one resource",
@@ -340,7 +341,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Set FOUNDRY_SCOPE to exactly one resource followed by /.default."],
     },
     Entry {
-        code: "missing_client_credential",
+        code: RefusalCode::MissingClientCredential,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS7000218 The request body must contain … 'client_assertion' or 'client_secret'",
@@ -348,7 +349,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Set AZURE_CLIENT_SECRET to the secret's Value."],
     },
     Entry {
-        code: "certificate_not_registered",
+        code: RefusalCode::CertificateNotRegistered,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS700027 Client assertion contains an invalid signature",
@@ -359,7 +360,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "assertion_time_invalid",
+        code: RefusalCode::AssertionTimeInvalid,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS700024 Client assertion is not within its valid time range",
@@ -370,7 +371,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "federated_credential_mismatch",
+        code: RefusalCode::FederatedCredentialMismatch,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS70021 No matching federated identity record found for presented assertion",
@@ -381,7 +382,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "missing_parameter",
+        code: RefusalCode::MissingParameter,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS900144 The request body must contain the following parameter",
@@ -389,7 +390,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Check AZURE_CLIENT_ID and FOUNDRY_SCOPE are set and not empty."],
     },
     Entry {
-        code: "tenant_specific_endpoint_required",
+        code: RefusalCode::TenantSpecificEndpointRequired,
         origin: Origin::Entra,
         status: 401,
         sees: "AADSTS9001023 The grant type isn't supported over the /common or /consumers endpoints",
@@ -397,7 +398,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Set AZURE_TENANT_ID to your Directory (tenant) ID."],
     },
     Entry {
-        code: "entra_refused",
+        code: RefusalCode::EntraRefused,
         origin: Origin::Entra,
         status: 401,
         sees: "any other AADSTS error",
@@ -407,7 +408,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "entra_unavailable",
+        code: RefusalCode::EntraUnavailable,
         origin: Origin::Entra,
         status: 503,
         sees: "503 with retry-after: Entra ID unreachable or failing, and no valid token left",
@@ -419,7 +420,7 @@ pub const CATALOG: &[Entry] = &[
     },
     // Credential sources.
     Entry {
-        code: "secret_file_unreadable",
+        code: RefusalCode::SecretFileUnreadable,
         origin: Origin::Credential,
         status: 401,
         sees: "AZURE_CLIENT_SECRET_FILE cannot be read or is empty",
@@ -429,7 +430,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "certificate_unreadable",
+        code: RefusalCode::CertificateUnreadable,
         origin: Origin::Credential,
         status: 401,
         sees: "AZURE_CLIENT_CERTIFICATE_PATH cannot be read, opened or used",
@@ -440,7 +441,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "federated_token_unreadable",
+        code: RefusalCode::FederatedTokenUnreadable,
         origin: Origin::Credential,
         status: 503,
         sees: "AZURE_FEDERATED_TOKEN_FILE cannot be read or is empty",
@@ -451,7 +452,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "managed_identity_unavailable",
+        code: RefusalCode::ManagedIdentityUnavailable,
         origin: Origin::Credential,
         status: 503,
         sees: "503: the managed identity endpoint is unreachable or failing",
@@ -462,7 +463,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "managed_identity_not_found",
+        code: RefusalCode::ManagedIdentityNotFound,
         origin: Origin::Credential,
         status: 401,
         sees: "400 from IMDS/App Service: identity not found",
@@ -473,7 +474,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "managed_identity_refused",
+        code: RefusalCode::ManagedIdentityRefused,
         origin: Origin::Credential,
         status: 401,
         sees: "401/403 from the identity endpoint",
@@ -483,7 +484,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "azure_cli_missing",
+        code: RefusalCode::AzureCliMissing,
         origin: Origin::Credential,
         status: 401,
         sees: "the Azure CLI (az) is not installed",
@@ -491,7 +492,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Install the Azure CLI and run az login, or choose another FOUNDRY_CREDENTIAL."],
     },
     Entry {
-        code: "azure_cli_logged_out",
+        code: RefusalCode::AzureCliLoggedOut,
         origin: Origin::Credential,
         status: 401,
         sees: "Please run 'az login' to setup account",
@@ -501,7 +502,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "azure_cli_failed",
+        code: RefusalCode::AzureCliFailed,
         origin: Origin::Credential,
         status: 503,
         sees: "az account get-access-token failed",
@@ -510,7 +511,7 @@ pub const CATALOG: &[Entry] = &[
     },
     // The proxy's own refusals.
     Entry {
-        code: "invalid_api_key",
+        code: RefusalCode::InvalidApiKey,
         origin: Origin::Proxy,
         status: 401,
         sees: "401 when access keys are configured and the request has no valid key",
@@ -521,7 +522,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "rate_limit_exceeded",
+        code: RefusalCode::RateLimitExceeded,
         origin: Origin::Proxy,
         status: 429,
         sees: "429 with retry-after: the key's requests per minute are used up",
@@ -531,7 +532,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "token_limit_exceeded",
+        code: RefusalCode::TokenLimitExceeded,
         origin: Origin::Proxy,
         status: 429,
         sees: "429 with retry-after: the key's tokens per minute are used up",
@@ -541,7 +542,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "token_pending",
+        code: RefusalCode::TokenPending,
         origin: Origin::Proxy,
         status: 503,
         sees: "503 with retry-after: 1 right after start",
@@ -549,7 +550,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Retry in a moment; if it lasts, read /readyz and the logs."],
     },
     Entry {
-        code: "token_renewal_pending",
+        code: RefusalCode::TokenRenewalPending,
         origin: Origin::Proxy,
         status: 503,
         sees: "503 with retry-after: 1",
@@ -557,7 +558,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Retry in a moment; check the token lifetime policy of the tenant."],
     },
     Entry {
-        code: "unknown_path",
+        code: RefusalCode::UnknownPath,
         origin: Origin::Proxy,
         status: 404,
         sees: "404 for a path outside /v1/",
@@ -565,7 +566,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Set the base URL to http://HOST:PORT/v1 (OPENAI_BASE_URL)."],
     },
     Entry {
-        code: "host_not_allowed",
+        code: RefusalCode::HostNotAllowed,
         origin: Origin::Proxy,
         status: 403,
         sees: "403 for a Host (or HTTP/2 :authority) that does not name the proxy",
@@ -576,7 +577,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "origin_not_allowed",
+        code: RefusalCode::OriginNotAllowed,
         origin: Origin::Proxy,
         status: 403,
         sees: "403 for a request from a web page whose origin is not allowed",
@@ -587,7 +588,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "invalid_path",
+        code: RefusalCode::InvalidPath,
         origin: Origin::Proxy,
         status: 400,
         sees: "400 for paths with .., //, encoded slashes or dots, '@', ';', bad escapes, control characters or raw non-ASCII",
@@ -595,7 +596,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Use the OpenAI API paths as they are, e.g. /v1/chat/completions."],
     },
     Entry {
-        code: "method_not_allowed",
+        code: RefusalCode::MethodNotAllowed,
         origin: Origin::Proxy,
         status: 405,
         sees: "405 for a method the API does not use (TRACE, CONNECT, FOO, …)",
@@ -603,7 +604,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Use the method the OpenAI API documents for the path (POST or GET for most)."],
     },
     Entry {
-        code: "missing_model",
+        code: RefusalCode::MissingModel,
         origin: Origin::Proxy,
         status: 400,
         sees: "400: the request has no 'model' (deployments style)",
@@ -611,7 +612,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Send the deployment name as `model`."],
     },
     Entry {
-        code: "invalid_model",
+        code: RefusalCode::InvalidModel,
         origin: Origin::Proxy,
         status: 400,
         sees: "400: 'model' is not a valid deployment name (deployments style)",
@@ -619,7 +620,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Send the deployment name exactly as shown in the Foundry portal."],
     },
     Entry {
-        code: "invalid_json",
+        code: RefusalCode::InvalidJson,
         origin: Origin::Proxy,
         status: 400,
         sees: "400: the body is not valid JSON (deployments style)",
@@ -627,7 +628,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Send a JSON object with a 'model' field."],
     },
     Entry {
-        code: "invalid_multipart",
+        code: RefusalCode::InvalidMultipart,
         origin: Origin::Proxy,
         status: 400,
         sees: "400: the multipart body cannot be read (deployments style)",
@@ -635,7 +636,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Send multipart/form-data with a boundary and a 'model' field."],
     },
     Entry {
-        code: "unreadable_body",
+        code: RefusalCode::UnreadableBody,
         origin: Origin::Proxy,
         status: 400,
         sees: "400: the request body could not be read",
@@ -643,7 +644,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Retry; check the client sends a complete body."],
     },
     Entry {
-        code: "request_body_timeout",
+        code: RefusalCode::RequestBodyTimeout,
         origin: Origin::Proxy,
         status: 408,
         sees: "408: the request body stopped arriving",
@@ -653,7 +654,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "request_too_large",
+        code: RefusalCode::RequestTooLarge,
         origin: Origin::Proxy,
         status: 413,
         sees: "413",
@@ -661,7 +662,7 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Send a smaller body, or raise FOUNDRY_PROXY_MAX_BODY."],
     },
     Entry {
-        code: "upstream_unreachable",
+        code: RefusalCode::UpstreamUnreachable,
         origin: Origin::Proxy,
         status: 502,
         sees: "502: the endpoint cannot be reached",
@@ -671,7 +672,7 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
-        code: "upstream_timeout",
+        code: RefusalCode::UpstreamTimeout,
         origin: Origin::Proxy,
         status: 504,
         sees: "504: no response headers in time",
@@ -682,15 +683,15 @@ pub const CATALOG: &[Entry] = &[
     },
 ];
 
-/// The entry for `code`; an unknown code (a bug, caught by tests in debug builds) falls
-/// back to the generic `upstream_refused`.
-pub fn entry(code: &str) -> &'static Entry {
+/// The entry for `code`. Every code has one (`every_code_has_one_entry`); were one missing,
+/// debug builds would panic and release builds fall back to the generic `upstream_refused`.
+pub fn entry(code: RefusalCode) -> &'static Entry {
     let found = CATALOG.iter().find(|e| e.code == code);
     debug_assert!(found.is_some(), "code {code} is not in the catalog");
     found.unwrap_or_else(|| {
         CATALOG
             .iter()
-            .find(|e| e.code == "upstream_refused")
+            .find(|e| e.code == RefusalCode::UpstreamRefused)
             .unwrap_or(&CATALOG[0])
     })
 }
@@ -826,7 +827,7 @@ mod tests {
             "max_body",
             "limit",
         ];
-        let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code).collect();
+        let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code.as_str()).collect();
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), CATALOG.len(), "duplicate codes");
@@ -846,6 +847,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every refusal code has exactly one catalog entry, and the catalog has no other.
+    #[test]
+    fn every_code_has_one_entry() {
+        for code in RefusalCode::ALL {
+            let entries = CATALOG.iter().filter(|e| e.code == code).count();
+            assert_eq!(entries, 1, "{code}");
+        }
+        assert_eq!(CATALOG.len(), RefusalCode::ALL.len());
     }
 
     /// Known values are filled in; unknown ones show as <name>.

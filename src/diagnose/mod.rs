@@ -6,6 +6,9 @@
 //! this module decides which entry applies and fills in the details.
 
 pub mod catalog;
+mod code;
+
+pub use code::RefusalCode;
 
 use http::StatusCode;
 use serde_json::Value;
@@ -160,7 +163,7 @@ impl DiagnosisContext {
 }
 
 /// Builds the answer for catalog entry `code`, with `status` (Azure's own, when it answered).
-pub fn explain(code: &'static str, status: StatusCode, vars: &Vars) -> ApiError {
+pub fn explain(code: RefusalCode, status: StatusCode, vars: &Vars) -> ApiError {
     let entry = catalog::entry(code);
     ApiError::new(
         status,
@@ -172,7 +175,7 @@ pub fn explain(code: &'static str, status: StatusCode, vars: &Vars) -> ApiError 
 }
 
 /// One of the proxy's own refusals, with its catalog status.
-pub fn proxy_refusal(code: &'static str, vars: &Vars) -> ApiError {
+pub fn proxy_refusal(code: RefusalCode, vars: &Vars) -> ApiError {
     let status =
         StatusCode::from_u16(catalog::entry(code).status).unwrap_or(StatusCode::BAD_REQUEST);
     explain(code, status, vars)
@@ -234,7 +237,7 @@ pub fn upstream_refusal(
         .maybe("tenant_id", claims.and_then(|c| c.tid.clone()))
         .maybe("object_id", claims.and_then(|c| c.oid.clone()));
 
-    let code: &'static str = match (status.as_u16(), error_code) {
+    let code: RefusalCode = match (status.as_u16(), error_code) {
         (401 | 403, "PermissionDenied") => {
             if let Some(oid) = between(message, "principal `", "`") {
                 vars = vars.set("object_id", oid);
@@ -249,9 +252,9 @@ pub fn upstream_refusal(
                 )
                 .set("recent", ctx.recent_hint());
             if action.is_some_and(|a| a.contains("/responses/")) {
-                "missing_responses_permission"
+                RefusalCode::MissingResponsesPermission
             } else {
-                "missing_role_assignment"
+                RefusalCode::MissingRoleAssignment
             }
         }
         (401, _) if json.as_ref().is_some_and(|j| j.get("statusCode").is_some()) => {
@@ -268,28 +271,30 @@ pub fn upstream_refusal(
                     .and_then(|c| c.tid.clone())
                     .unwrap_or_else(|| "(unknown)".into()),
             );
-            "token_wrong_tenant"
+            RefusalCode::TokenWrongTenant
         }
-        (403, "AuthenticationTypeDisabled") => "key_auth_disabled",
+        (403, "AuthenticationTypeDisabled") => RefusalCode::KeyAuthDisabled,
         (401, _) if message.starts_with("Access denied due to invalid subscription key") => {
-            "api_key_expected"
+            RefusalCode::ApiKeyExpected
         }
-        (403, _) if message.contains("Virtual Network/Firewall rules") => "network_rules",
+        (403, _) if message.contains("Virtual Network/Firewall rules") => RefusalCode::NetworkRules,
         (403, _)
             if message.contains("approved private endpoint")
                 || message.contains("A Virtual Network is configured") =>
         {
-            "private_endpoint_required"
+            RefusalCode::PrivateEndpointRequired
         }
-        (401 | 403, _) => "upstream_refused",
+        (401 | 403, _) => RefusalCode::UpstreamRefused,
         (400, _) if message.contains("custom subdomain for token authentication") => {
-            "custom_subdomain_required"
+            RefusalCode::CustomSubdomainRequired
         }
-        (400, _) if message == "API version not supported" => "api_version_not_supported",
-        (400, _) if message.contains("is enabled only for api versions") => "api_version_too_old",
-        (404, "DeploymentNotFound") => "deployment_not_found",
-        (404, "unknown_model") => "unknown_model",
-        (404, "404") if message == "Resource not found" => "resource_not_found",
+        (400, _) if message == "API version not supported" => RefusalCode::ApiVersionNotSupported,
+        (400, _) if message.contains("is enabled only for api versions") => {
+            RefusalCode::ApiVersionTooOld
+        }
+        (404, "DeploymentNotFound") => RefusalCode::DeploymentNotFound,
+        (404, "unknown_model") => RefusalCode::UnknownModel,
+        (404, "404") if message == "Resource not found" => RefusalCode::ResourceNotFound,
         (422, _) if text("/code") == "parameter_not_supported" => {
             let location = json
                 .as_ref()
@@ -300,7 +305,7 @@ pub fn upstream_refusal(
                 "azure_message",
                 format!("{message} {location}").trim().to_owned(),
             );
-            "parameter_not_supported"
+            RefusalCode::ParameterNotSupported
         }
         _ => return None,
     };
@@ -316,7 +321,7 @@ fn bad_token(
     ctx: &DiagnosisContext,
     claims: Option<&TokenClaims>,
     azure_message: &str,
-) -> (&'static str, Vec<(&'static str, String)>) {
+) -> (RefusalCode, Vec<(&'static str, String)>) {
     // Azure names the audiences it accepts ("audience is incorrect (A or B)"): its own word
     // beats the guess from the host name.
     let named: Vec<&str> = between(azure_message, "audience is incorrect (", ")")
@@ -335,7 +340,7 @@ fn bad_token(
     let audience = claims
         .and_then(|c| c.aud.as_deref())
         .map(|a| a.trim_end_matches('/'));
-    let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now_unix = crate::clock::unix_now_signed();
     let outside_claims = claims.is_some_and(|c| {
         c.exp.is_some_and(|exp| exp <= now_unix) || c.nbf.is_some_and(|nbf| nbf > now_unix)
     });
@@ -344,11 +349,11 @@ fn bad_token(
             .and_then(|c| c.exp)
             .and_then(crate::claims::format_unix)
             .unwrap_or_else(|| "unknown".into());
-        return ("token_expired", vec![("expires_at", expires)]);
+        return (RefusalCode::TokenExpired, vec![("expires_at", expires)]);
     }
     if let Some(aud) = audience.filter(|aud| !accepted.contains(aud)) {
         return (
-            "token_wrong_audience",
+            RefusalCode::TokenWrongAudience,
             vec![
                 ("audience", aud.to_owned()),
                 ("expected_audience", accepted.join(" or ")),
@@ -360,16 +365,19 @@ fn bad_token(
         .and_then(|c| c.tid.as_deref())
         .filter(|tid| looks_like_guid(&ctx.tenant_id) && !tid.eq_ignore_ascii_case(&ctx.tenant_id))
     {
-        return ("token_wrong_tenant", vec![("token_tenant", tid.to_owned())]);
+        return (
+            RefusalCode::TokenWrongTenant,
+            vec![("token_tenant", tid.to_owned())],
+        );
     }
-    ("token_rejected", Vec::new())
+    (RefusalCode::TokenRejected, Vec::new())
 }
 
 /// The answer when no valid token can be sent, for each reason.
 pub fn no_token(ctx: &DiagnosisContext, why: &Unusable) -> ApiError {
     let mut error = match why {
-        Unusable::Starting => proxy_refusal("token_pending", &ctx.vars()),
-        Unusable::Expired => proxy_refusal("token_renewal_pending", &ctx.vars()),
+        Unusable::Starting => proxy_refusal(RefusalCode::TokenPending, &ctx.vars()),
+        Unusable::Expired => proxy_refusal(RefusalCode::TokenRenewalPending, &ctx.vars()),
         Unusable::Failed(failure) => return credential_failure(ctx, failure),
     };
     error.retry_after = Some(1);
@@ -407,14 +415,17 @@ pub fn credential_error(
             } else {
                 StatusCode::UNAUTHORIZED
             };
-            let mut explained = explain(code, status, &vars);
+            let mut explained = explain(*code, status, &vars);
             explained.retry_after = transient.then_some(retry_after);
             explained
         }
         other => {
             let vars = ctx.vars().set("detail", other.to_string());
-            let mut explained =
-                explain("entra_unavailable", StatusCode::SERVICE_UNAVAILABLE, &vars);
+            let mut explained = explain(
+                RefusalCode::EntraUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &vars,
+            );
             explained.retry_after = Some(retry_after);
             if let CredentialError::Rejected(entra) = other {
                 explained.upstream = Some(entra_answer(entra));
@@ -425,22 +436,22 @@ pub fn credential_error(
 }
 
 /// The catalog code for an AADSTS number.
-pub fn entra_code(aadsts: Option<u64>) -> &'static str {
+pub fn entra_code(aadsts: Option<u64>) -> RefusalCode {
     match aadsts {
-        Some(7_000_215) => "invalid_client_secret",
-        Some(7_000_222) => "client_secret_expired",
-        Some(700_016) => "unknown_client_id",
-        Some(90_002) => "unknown_tenant",
-        Some(70_011) => "invalid_scope",
-        Some(500_011) => "unknown_resource",
-        Some(700_022) => "scope_multiple_resources",
-        Some(7_000_218) => "missing_client_credential",
-        Some(700_027) => "certificate_not_registered",
-        Some(700_024) => "assertion_time_invalid",
-        Some(70_021) => "federated_credential_mismatch",
-        Some(900_144) => "missing_parameter",
-        Some(9_001_023) => "tenant_specific_endpoint_required",
-        _ => "entra_refused",
+        Some(7_000_215) => RefusalCode::InvalidClientSecret,
+        Some(7_000_222) => RefusalCode::ClientSecretExpired,
+        Some(700_016) => RefusalCode::UnknownClientId,
+        Some(90_002) => RefusalCode::UnknownTenant,
+        Some(70_011) => RefusalCode::InvalidScope,
+        Some(500_011) => RefusalCode::UnknownResource,
+        Some(700_022) => RefusalCode::ScopeMultipleResources,
+        Some(7_000_218) => RefusalCode::MissingClientCredential,
+        Some(700_027) => RefusalCode::CertificateNotRegistered,
+        Some(700_024) => RefusalCode::AssertionTimeInvalid,
+        Some(70_021) => RefusalCode::FederatedCredentialMismatch,
+        Some(900_144) => RefusalCode::MissingParameter,
+        Some(9_001_023) => RefusalCode::TenantSpecificEndpointRequired,
+        _ => RefusalCode::EntraRefused,
     }
 }
 

@@ -27,6 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::diagnose::RefusalCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -401,6 +402,24 @@ pub fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
             .map(str::trim)
             .filter(|k| !k.is_empty())
     })
+}
+
+/// The caller's access key when keys are configured (`store` is `Some`): a missing or
+/// unknown key is refused 401 `invalid_api_key`. Without keys every caller is let in, as `None`.
+pub fn authenticate(
+    store: Option<&KeyStore>,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<KeyEntry>>, crate::error::ApiError> {
+    let Some(store) = store else {
+        return Ok(None);
+    };
+    match presented_key(headers).and_then(|presented| store.current().authenticate(presented)) {
+        Some(entry) => Ok(Some(entry)),
+        None => Err(crate::diagnose::proxy_refusal(
+            RefusalCode::InvalidApiKey,
+            &crate::diagnose::catalog::Vars::new(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,59 @@ impl Bounded {
     }
 }
 
+/// The route (the path after `/v1/`) as a metrics label: OpenAI API words kept, ids (`resp_…`, `file-…`, numbers)
+/// collapsed to `:id`, so labels stay few.
+pub fn route_label(rest: &str) -> std::borrow::Cow<'_, str> {
+    const WORDS: &[&str] = &[
+        "chat",
+        "completions",
+        "embeddings",
+        "responses",
+        "models",
+        "audio",
+        "images",
+        "files",
+        "batches",
+        "transcriptions",
+        "translations",
+        "speech",
+        "generations",
+        "edits",
+        "variations",
+        "threads",
+        "assistants",
+        "runs",
+        "messages",
+        "steps",
+        "vector_stores",
+        "fine_tuning",
+        "jobs",
+        "uploads",
+        "parts",
+        "input_items",
+        "cancel",
+        "content",
+        "moderations",
+        "realtime",
+        "sessions",
+    ];
+    // The common case (no ids in the path) borrows: no allocation per request.
+    if rest.split('/').all(|segment| WORDS.contains(&segment)) {
+        return std::borrow::Cow::Borrowed(rest);
+    }
+    let collapsed: Vec<&str> = rest
+        .split('/')
+        .map(|segment| {
+            if WORDS.contains(&segment) {
+                segment
+            } else {
+                ":id"
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(collapsed.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +142,13 @@ mod tests {
         assert_eq!(&*bounded.get(&"x".repeat(MAX_LEN + 1)), OTHER);
         assert_eq!(&*bounded.get("bad\nname"), OTHER);
         assert_eq!(&*bounded.get(&"y".repeat(MAX_LEN)), "y".repeat(MAX_LEN));
+    }
+
+    /// Ids in paths collapse so metrics labels stay bounded.
+    #[test]
+    fn routes_collapse_ids() {
+        assert_eq!(route_label("chat/completions"), "chat/completions");
+        assert_eq!(route_label("responses/resp_68af"), "responses/:id");
+        assert_eq!(route_label("files/file-abc/content"), "files/:id/content");
     }
 }

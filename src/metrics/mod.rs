@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::token::TokenState;
 use labels::Bounded;
+pub use labels::route_label;
 pub use usage::UsageRow;
 use usage::UsageTable;
 
@@ -254,13 +255,15 @@ impl Metrics {
             .fetch_add(usage_completion, Ordering::Relaxed);
     }
 
-    /// Streams: records the time from the request to the first body byte.
-    pub fn record_ttfb(&self, route: &str, seconds: f64) {
+    /// Streams: where the time from the request to the first body byte sent to the caller is
+    /// observed, for `route`. Taken when the stream starts (the look-up is done then) and
+    /// observed at its first byte; the handle shares the series, it does not copy it.
+    pub fn stream_ttfb(&self, route: &str) -> Histogram {
         self.stream_ttfb
             .get_or_create(&RouteLabel {
                 route: self.routes.get(route),
             })
-            .observe(seconds);
+            .clone()
     }
 
     /// Counts a stream in flight until the returned guard is dropped.

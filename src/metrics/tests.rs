@@ -189,7 +189,7 @@ fn render_is_valid_prometheus_text() {
     record(&metrics, "", "", 429);
     record(&metrics, "bob", "we\"ird\\name", 200);
     metrics.record_usage("alice", "gpt-4o", 10, 5);
-    metrics.record_ttfb("chat/completions", 0.3);
+    metrics.stream_ttfb("chat/completions").observe(0.3);
     metrics.token_refresh(true);
     metrics.token_refresh(false);
     let _stream = metrics.stream_started();

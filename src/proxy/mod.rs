@@ -1,6 +1,11 @@
 //! The forwarding handler: one inbound `/v1/...` request → one upstream request with the
 //! proxy's token, the answer streamed back; a 401/403 gets one forced token refresh and
 //! one retry, then an explanation.
+//!
+//! The request goes through named phases (listed on `forward_with_id`): admit, prepare, send
+//! with the one retry, explain or stream back, record. Each later phase takes the previous
+//! one's product (`Outbound`, `UpstreamRequest`, `Sent`), not the inbound request, so another
+//! inbound dialect needs its own admit and prepare steps and reuses the rest.
 
 pub mod headers;
 pub mod model;
@@ -17,12 +22,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use tracing::{info, warn};
 
+use crate::diagnose::RefusalCode;
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
 use crate::keys::{self, KeyEntry, KeyStore};
-use crate::limits::{Decision, Exceeded, KeyLimits, Limiter};
-use crate::metrics::{Metrics, RequestRecord};
+use crate::limits::{Decision, Exceeded, Limiter};
+use crate::metrics::{self, Metrics, RequestRecord};
 use crate::request_id;
+use crate::server::BodyReadTimeout;
+use crate::telemetry;
 use crate::token::{HeldToken, TokenCell};
 use crate::upstream::{RouteError, Target, UpstreamClient};
 use crate::usage;
@@ -78,12 +86,70 @@ struct Tag<'a> {
     key: &'a str,
 }
 
+/// An admitted request as the phases see it. Everything is borrowed from the request or its
+/// key: nothing here is allocated per request.
+#[derive(Debug, Clone, Copy)]
+struct Exchange<'a> {
+    /// When the request arrived: the start of its total time and of a stream's time to first
+    /// byte.
+    started: Instant,
+    /// The path after `/v1/`.
+    rest: &'a str,
+    /// `rest` as a metrics label ([`metrics::route_label`]).
+    route: &'a str,
+    /// The caller's key; `None` when callers are not authenticated.
+    key: Option<&'a Arc<KeyEntry>>,
+    /// For log lines.
+    tag: Tag<'a>,
+}
+
 /// The request body as sent upstream.
 enum OutboundBody {
     /// Held in memory: cheap to send again.
     Buffered(Bytes),
     /// Streamed through once.
     Streaming(Body),
+}
+
+/// The upstream request, but for its token (each attempt adds its own).
+struct UpstreamRequest {
+    method: Method,
+    uri: Uri,
+    /// The caller's headers, prepared for the hop to Azure.
+    headers: HeaderMap,
+    body: OutboundBody,
+}
+
+/// A prepared request and what its answer needs to know about it.
+struct Outbound {
+    request: UpstreamRequest,
+    /// The `model` the caller's body names (before aliasing), for usage and explanations.
+    model: Option<String>,
+    /// The proxy asked for usage in the stream: its usage event is taken out again.
+    ask_stream_usage: bool,
+}
+
+/// What preparing a request came to.
+enum Prepared {
+    /// Answered by the proxy itself (the model list, when aliases are configured).
+    Answered(Response),
+    /// To be sent upstream.
+    Outbound(Outbound),
+}
+
+/// What the upstream answered, after the retry if there was one.
+struct Sent {
+    answer: Answer,
+    /// The token of the last attempt: its claims explain a refusal.
+    token: Arc<HeldToken>,
+}
+
+/// The upstream's answer.
+enum Answer {
+    /// Headers received; the body is still to be read or streamed.
+    Response(http::Response<hyper::body::Incoming>),
+    /// A 401/403, already read, that no fresher token could get past.
+    Refused(http::response::Parts, Bytes),
 }
 
 /// Forwards `/v1/{rest}` upstream. Every outcome is one log line and one metrics record.
@@ -100,58 +166,140 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, mut request: Request)
     response
 }
 
+/// The request path, phase by phase:
+/// 1. [`admit`]: a `/v1/` path, a forwarded method, a valid key, then ([`within_limits`]) the
+///    key's limits;
+/// 2. [`prepare`]: the body read as far as needed, aliases and usage options applied, the
+///    upstream URI and headers built;
+/// 3. [`send_with_retry`]: sent with the proxy's token, one retry after a refreshed token;
+/// 4. [`explain_upstream`] a refusal diagnosis knows, or [`stream_back`] the answer;
+/// 5. [`record`]: one log line and one metrics record.
 async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderValue) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
     // Clones share the request's bytes: no allocation for the log line.
+    let method = request.method().clone();
     let uri = request.uri().clone();
     let path = uri.path();
     let request_id = id.to_str().unwrap_or("");
-    if !path.starts_with("/v1/") {
-        return diagnose::proxy_refusal("unknown_path", &diagnose::catalog::Vars::new())
-            .into_response();
-    }
-    if !FORWARDED_METHODS.contains(&method) {
-        info!(method = %method, path = %loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
-        return method_not_allowed(&method);
-    }
-    let key = match authenticate(state, request.headers()) {
+    let key = match admit(state, &request, request_id) {
         Ok(key) => key,
-        Err(error) => {
-            let response = error.into_response();
-            info!(method = %method, path = %loggable(path), status = response.status().as_u16(), request_id = %request_id, "request refused: no valid access key");
-            return response;
-        }
+        Err(refused) => return refused.into_response(),
     };
-    let key_name = key.as_ref().map_or("", |k| k.name.as_str());
-    let tag = Tag {
-        request_id,
-        key: key_name,
+    let rest = path.strip_prefix("/v1/").unwrap_or(path);
+    let route = metrics::route_label(rest);
+    let exchange = Exchange {
+        started,
+        rest,
+        route: &route,
+        key: key.as_ref(),
+        tag: Tag {
+            request_id,
+            key: key.as_ref().map_or("", |k| k.name.as_str()),
+        },
     };
     let mut observed = Observed::default();
-    let outcome = forward_request(state, request, key.as_ref(), tag, &mut observed).await;
-    let response = outcome.unwrap_or_else(IntoResponse::into_response);
-    let route = route_label(path.strip_prefix("/v1/").unwrap_or(path));
+    let response = forward_request(state, request, exchange, &mut observed)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    record(state, exchange, &method, path, &observed, &response);
+    response
+}
+
+/// Phases 1 (limits) to 4 for an admitted request; every refusal on the way is an
+/// [`ApiError`].
+async fn forward_request(
+    state: &ProxyState,
+    request: Request,
+    exchange: Exchange<'_>,
+    observed: &mut Observed,
+) -> Result<Response, ApiError> {
+    within_limits(state, exchange.key)?;
+    let outbound = match prepare(state, request, exchange.rest, observed).await? {
+        Prepared::Answered(response) => return Ok(response),
+        Prepared::Outbound(outbound) => outbound,
+    };
+    let model = outbound.model.as_deref();
+    let sent = send_with_retry(state, exchange.tag, outbound.request, observed).await?;
+    let response = match sent.answer {
+        Answer::Refused(parts, body) => {
+            return Ok(explain_refusal(
+                state,
+                exchange.tag,
+                parts,
+                body,
+                &sent.token,
+                model,
+            ));
+        }
+        Answer::Response(response) if worth_explaining(&response) => {
+            return Ok(explain_upstream(state, exchange.tag, response, &sent.token, model).await);
+        }
+        Answer::Response(response) => response,
+    };
+    Ok(stream_back(
+        state,
+        exchange,
+        response,
+        outbound.model,
+        outbound.ask_stream_usage,
+    ))
+}
+
+/// Phase 1, admit: only `/v1/` paths (else 404 `unknown_path`), only the forwarded methods
+/// (else 405), and, when keys are configured, only callers with a valid key (else 401). A
+/// refusal here is logged but not counted in the request metrics: it has no route or key to
+/// be counted under.
+fn admit(
+    state: &ProxyState,
+    request: &Request,
+    request_id: &str,
+) -> Result<Option<Arc<KeyEntry>>, ApiError> {
+    let method = request.method();
+    let path = request.uri().path();
+    if !path.starts_with("/v1/") {
+        return Err(diagnose::proxy_refusal(
+            RefusalCode::UnknownPath,
+            &diagnose::catalog::Vars::new(),
+        ));
+    }
+    if !FORWARDED_METHODS.contains(method) {
+        info!(method = %method, path = %telemetry::loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
+        return Err(method_not_allowed(method));
+    }
+    keys::authenticate(state.keys.as_deref(), request.headers()).inspect_err(|error| {
+        info!(method = %method, path = %telemetry::loggable(path), status = error.status.as_u16(), request_id = %request_id, "request refused: no valid access key");
+    })
+}
+
+/// Phase 5: the request's one log line and one metrics record.
+fn record(
+    state: &ProxyState,
+    exchange: Exchange<'_>,
+    method: &Method,
+    path: &str,
+    observed: &Observed,
+    response: &Response,
+) {
     let status = response.status().as_u16();
+    let model = observed.model.as_deref().unwrap_or("");
     state.metrics.record_request(&RequestRecord {
-        route: &route,
+        route: exchange.route,
         status,
-        model: observed.model.as_deref().unwrap_or(""),
-        key: key_name,
+        model,
+        key: exchange.tag.key,
         upstream_latency: observed.upstream,
     });
     info!(
         method = %method,
-        path = %loggable(path),
+        path = %telemetry::loggable(path),
         status,
-        model = observed.model.as_deref().unwrap_or(""),
+        model,
         upstream_ms = observed.upstream.map(|d| d.as_millis() as u64),
-        total_ms = started.elapsed().as_millis() as u64,
-        request_id = %tag.request_id,
-        key = %tag.key,
+        total_ms = exchange.started.elapsed().as_millis() as u64,
+        request_id = %exchange.tag.request_id,
+        key = %exchange.tag.key,
         "request"
     );
-    response
 }
 
 /// The methods of the HTTP APIs behind the proxy. Anything else is refused, not forwarded:
@@ -168,132 +316,25 @@ const FORWARDED_METHODS: [Method; 7] = [
 ];
 
 /// 405 in the OpenAI shape, with the methods that are forwarded in `Allow`.
-fn method_not_allowed(method: &Method) -> Response {
-    let mut error = refuse("method_not_allowed", method.as_str());
+fn method_not_allowed(method: &Method) -> ApiError {
+    let mut error = refuse(RefusalCode::MethodNotAllowed, method.as_str());
     error.kind = "invalid_request_error";
     error.headers.insert(
         http::header::ALLOW,
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
     );
-    error.into_response()
+    error
 }
 
-/// The path as logged: a non-ASCII path (Unicode may carry control, line-separator or bidi
-/// characters) is escaped, so no path can forge or reorder a log line.
-fn loggable(path: &str) -> std::borrow::Cow<'_, str> {
-    if path.is_ascii() {
-        std::borrow::Cow::Borrowed(path)
-    } else {
-        std::borrow::Cow::Owned(path.escape_debug().to_string())
-    }
-}
-
-/// A request body that stopped arriving: the client sent nothing for the connection's body read
-/// timeout while the body was being read. Raised by the listener's request bodies, answered 408.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no request body data for {} s", .0.as_secs())]
-pub struct BodyReadTimeout(pub Duration);
-
-impl BodyReadTimeout {
-    /// The timeout somewhere in `error`'s chain of causes.
-    fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
-        let mut current = Some(error);
-        while let Some(error) = current {
-            if let Some(timeout) = error.downcast_ref::<Self>() {
-                return Some(*timeout);
-            }
-            current = error.source();
-        }
-        None
-    }
-
-    fn refusal(self) -> ApiError {
-        let mut error = refuse("request_body_timeout", self.0.as_secs().to_string());
-        error.kind = "invalid_request_error";
-        error
-    }
-}
-
-/// The route as a metrics label: OpenAI API words kept, ids (`resp_…`, `file-…`, numbers)
-/// collapsed to `:id`, so labels stay few.
-fn route_label(rest: &str) -> std::borrow::Cow<'_, str> {
-    const WORDS: &[&str] = &[
-        "chat",
-        "completions",
-        "embeddings",
-        "responses",
-        "models",
-        "audio",
-        "images",
-        "files",
-        "batches",
-        "transcriptions",
-        "translations",
-        "speech",
-        "generations",
-        "edits",
-        "variations",
-        "threads",
-        "assistants",
-        "runs",
-        "messages",
-        "steps",
-        "vector_stores",
-        "fine_tuning",
-        "jobs",
-        "uploads",
-        "parts",
-        "input_items",
-        "cancel",
-        "content",
-        "moderations",
-        "realtime",
-        "sessions",
-    ];
-    // The common case (no ids in the path) borrows: no allocation per request.
-    if rest.split('/').all(|segment| WORDS.contains(&segment)) {
-        return std::borrow::Cow::Borrowed(rest);
-    }
-    let collapsed: Vec<&str> = rest
-        .split('/')
-        .map(|segment| {
-            if WORDS.contains(&segment) {
-                segment
-            } else {
-                ":id"
-            }
-        })
-        .collect();
-    std::borrow::Cow::Owned(collapsed.join("/"))
-}
-
-/// The caller's access key, when keys are configured: a missing or unknown key is a 401.
-pub(crate) fn authenticate(
-    state: &ProxyState,
-    headers: &HeaderMap,
-) -> Result<Option<Arc<KeyEntry>>, ApiError> {
-    let Some(store) = &state.keys else {
-        return Ok(None);
-    };
-    match keys::presented_key(headers).and_then(|presented| store.current().authenticate(presented))
-    {
-        Some(entry) => Ok(Some(entry)),
-        None => Err(diagnose::proxy_refusal(
-            "invalid_api_key",
-            &diagnose::catalog::Vars::new(),
-        )),
-    }
-}
-
-/// Counts the request against its key's limits, or answers 429 with `retry-after`.
-fn admit(state: &ProxyState, key: &KeyEntry) -> Result<(), ApiError> {
-    let limits = KeyLimits {
-        requests_per_minute: key.limits.requests_per_minute.map(u64::from),
-        tokens_per_minute: key.limits.tokens_per_minute,
+/// Phase 1, admit (continued): counts the request against its key's limits, or answers 429
+/// with `retry-after`. Without keys there are no limits.
+fn within_limits(state: &ProxyState, key: Option<&Arc<KeyEntry>>) -> Result<(), ApiError> {
+    let Some(key) = key else {
+        return Ok(());
     };
     match state
         .limiter
-        .admit(&key.name, limits, tokio::time::Instant::now())
+        .admit(&key.name, key.limits, tokio::time::Instant::now())
     {
         Decision::Allow => Ok(()),
         Decision::Deny {
@@ -302,8 +343,8 @@ fn admit(state: &ProxyState, key: &KeyEntry) -> Result<(), ApiError> {
             retry_after,
         } => {
             let code = match exceeded {
-                Exceeded::Requests => "rate_limit_exceeded",
-                Exceeded::Tokens => "token_limit_exceeded",
+                Exceeded::Requests => RefusalCode::RateLimitExceeded,
+                Exceeded::Tokens => RefusalCode::TokenLimitExceeded,
             };
             let vars = diagnose::catalog::Vars::new()
                 .set("detail", key.name.clone())
@@ -327,18 +368,55 @@ fn can_request_stream_usage(target: &Target) -> bool {
     }
 }
 
-async fn forward_request(
+/// Phase 2, prepare: the body is read when it must be (for `model`, or to send it again after
+/// a 401) and read once for `model` and `stream`; `GET /v1/models` is answered here when
+/// aliases are configured; aliases and usage options are applied ([`rewrite_body`]); the
+/// upstream URI and headers are built.
+async fn prepare(
     state: &ProxyState,
     request: Request,
-    key: Option<&Arc<KeyEntry>>,
-    tag: Tag<'_>,
+    rest: &str,
     observed: &mut Observed,
-) -> Result<Response, ApiError> {
-    if let Some(key) = key {
-        admit(state, key)?;
-    }
+) -> Result<Prepared, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let rest = parts.uri.path().strip_prefix("/v1/").unwrap_or_default();
+    let (body, facts) = read_facts(state, &parts, body, rest).await?;
+    observed.model.clone_from(&facts.model);
+    if rest == "models" && parts.method == Method::GET && !state.target.aliases().is_empty() {
+        return Ok(Prepared::Answered(model::alias_list(
+            state.target.aliases(),
+        )));
+    }
+    let (body, ask_stream_usage) = rewrite_body(state, rest, &mut parts.headers, body, &facts);
+    let uri = state
+        .target
+        .uri(rest, parts.uri.query(), facts.model.as_deref())
+        .map_err(route_error)?;
+    let mut headers = parts.headers;
+    headers::prepare_request_headers(&mut headers);
+    // Compressed answers could not be read for `usage` on their way through; the hop to
+    // Azure is not where bandwidth matters.
+    headers.remove(http::header::ACCEPT_ENCODING);
+    Ok(Prepared::Outbound(Outbound {
+        request: UpstreamRequest {
+            method: parts.method,
+            uri,
+            headers,
+            body,
+        },
+        model: facts.model,
+        ask_stream_usage,
+    }))
+}
+
+/// Reads the body into memory when `model` must be read from it, or when it is small enough
+/// to be sent again after a 401 (larger ones stream through); then reads `model` and whether a
+/// stream is asked for, in one pass.
+async fn read_facts(
+    state: &ProxyState,
+    parts: &http::request::Parts,
+    body: Body,
+    rest: &str,
+) -> Result<(OutboundBody, model::BodyFacts), ApiError> {
     let content_length = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -347,15 +425,12 @@ async fn forward_request(
     if content_length.is_some_and(|n| n > state.max_body as u64) {
         return Err(too_large(state.max_body));
     }
-
     let needs_model = state.target.needs_model(rest) && parts.method != Method::GET;
     let body = if needs_model || content_length.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
         OutboundBody::Buffered(read_body(body, state.max_body).await?)
     } else {
         OutboundBody::Streaming(body)
     };
-    let mut body = body;
-    // One pass over the body reads `model` and whether a stream was asked for.
     let facts = match &body {
         OutboundBody::Buffered(bytes) if needs_model => {
             model::read_facts(&parts.headers, bytes).await?
@@ -367,74 +442,87 @@ async fn forward_request(
         }
         _ => model::BodyFacts::default(),
     };
-    let model = facts.model;
-    observed.model.clone_from(&model);
-    if rest == "models" && parts.method == Method::GET && !state.target.aliases().is_empty() {
-        return Ok(model::alias_list(state.target.aliases()));
-    }
-    let mut ask_stream_usage = false;
-    if let OutboundBody::Buffered(bytes) = &body {
-        // In the deployments style the alias picks the URL; elsewhere `model` itself must name
-        // the deployment, so the body is rewritten (only when an alias matches).
-        let rewrite = state.target.style() != crate::upstream::ApiStyle::Deployments;
-        let mut rewritten = model
-            .as_deref()
-            .and_then(|name| state.target.alias(name))
-            .filter(|_| rewrite)
-            .and_then(|deployment| model::with_model(bytes, deployment));
-        // Ask for usage in streams (stripped again before the client sees it), so streamed
-        // tokens count against the key's limits and in the usage metrics.
-        if matches!(rest, "chat/completions" | "completions")
-            && can_request_stream_usage(&state.target)
-        {
-            let current = rewritten.as_ref().unwrap_or(bytes);
-            if let Some(with_usage) = usage::request_usage_in_known_stream(
-                current,
-                facts.stream,
-                facts.has_stream_options,
-                facts.usage_asked,
-            ) {
-                rewritten = Some(with_usage);
-                ask_stream_usage = true;
-            }
-        }
-        if let Some(rewritten) = rewritten {
-            parts.headers.insert(CONTENT_LENGTH, rewritten.len().into());
-            body = OutboundBody::Buffered(rewritten);
-        }
-    }
-    let uri = state
-        .target
-        .uri(rest, parts.uri.query(), model.as_deref())
-        .map_err(route_error)?;
+    Ok((body, facts))
+}
 
-    let token = state
+/// Rewrites a held body when needed: an alias in `model` becomes its deployment (except in
+/// the deployments style, where the alias picks the URL instead), and chat or completion
+/// streams ask for usage. Returns the body to send and whether usage was asked for; a
+/// rewritten body gets its new `content-length`.
+fn rewrite_body(
+    state: &ProxyState,
+    rest: &str,
+    headers: &mut HeaderMap,
+    body: OutboundBody,
+    facts: &model::BodyFacts,
+) -> (OutboundBody, bool) {
+    let OutboundBody::Buffered(bytes) = &body else {
+        return (body, false);
+    };
+    let rewrite = state.target.style() != crate::upstream::ApiStyle::Deployments;
+    let mut rewritten = facts
+        .model
+        .as_deref()
+        .and_then(|name| state.target.alias(name))
+        .filter(|_| rewrite)
+        .and_then(|deployment| model::with_model(bytes, deployment));
+    let mut ask_stream_usage = false;
+    // Ask for usage in streams (stripped again before the client sees it), so streamed
+    // tokens count against the key's limits and in the usage metrics.
+    if matches!(rest, "chat/completions" | "completions") && can_request_stream_usage(&state.target)
+    {
+        let current = rewritten.as_ref().unwrap_or(bytes);
+        if let Some(with_usage) = usage::request_usage_in_known_stream(
+            current,
+            facts.stream,
+            facts.has_stream_options,
+            facts.usage_asked,
+        ) {
+            rewritten = Some(with_usage);
+            ask_stream_usage = true;
+        }
+    }
+    match rewritten {
+        Some(rewritten) => {
+            headers.insert(CONTENT_LENGTH, rewritten.len().into());
+            (OutboundBody::Buffered(rewritten), ask_stream_usage)
+        }
+        None => (body, ask_stream_usage),
+    }
+}
+
+/// Phase 3, send: with the current token. A 401/403 to a request whose body is held gets one
+/// forced token refresh and one retry; when no fresher token can be had, the refusal (already
+/// read) is the answer. Records the upstream time in `observed`.
+async fn send_with_retry(
+    state: &ProxyState,
+    tag: Tag<'_>,
+    request: UpstreamRequest,
+    observed: &mut Observed,
+) -> Result<Sent, ApiError> {
+    let mut token = state
         .tokens
         .usable_token()
         .await
         .map_err(|why| diagnose::no_token(&state.diagnosis, &why))?;
-
-    let mut headers = parts.headers;
-    headers::prepare_request_headers(&mut headers);
-    // Compressed answers could not be read for `usage` on their way through; the hop to
-    // Azure is not where bandwidth matters.
-    headers.remove(http::header::ACCEPT_ENCODING);
-    let method = parts.method;
-
+    let UpstreamRequest {
+        method,
+        uri,
+        headers,
+        body,
+    } = request;
     let upstream_started = Instant::now();
-    let replay = match &body {
-        OutboundBody::Buffered(bytes) => Some(bytes.clone()),
-        OutboundBody::Streaming(_) => None,
+    let (first_body, replay) = match body {
+        OutboundBody::Buffered(bytes) => (Body::from(bytes.clone()), Some(bytes)),
+        OutboundBody::Streaming(stream) => (stream, None),
     };
-    let first_body = match body {
-        OutboundBody::Buffered(bytes) => Body::from(bytes),
-        OutboundBody::Streaming(stream) => stream,
-    };
-    let request = build_request(&method, &uri, &headers, &token, first_body);
-    let mut response = send(state, tag, request).await?;
-    let mut token = token;
-
-    if let Some(bytes) = replay.as_ref().filter(|_| is_refusal(response.status())) {
+    let mut response = send(
+        state,
+        tag,
+        build_request(&method, &uri, &headers, &token, first_body),
+    )
+    .await?;
+    if let Some(bytes) = replay.filter(|_| is_refusal(response.status())) {
         // Read the refusal first: it is needed if no fresher token can be had, and reading
         // it returns the connection to the pool.
         let (parts, incoming) = response.into_parts();
@@ -443,14 +531,10 @@ async fn forward_request(
             .unwrap_or_default();
         let Some(fresh) = state.tokens.refreshed_after(token.serial).await else {
             observed.upstream = Some(upstream_started.elapsed());
-            return Ok(explain_refusal(
-                state,
-                tag,
-                parts,
-                refusal,
-                &token,
-                model.as_deref(),
-            ));
+            return Ok(Sent {
+                answer: Answer::Refused(parts, refusal),
+                token,
+            });
         };
         info!(
             status = parts.status.as_u16(),
@@ -462,48 +546,69 @@ async fn forward_request(
         response = send(
             state,
             tag,
-            build_request(&method, &uri, &headers, &token, Body::from(bytes.clone())),
+            build_request(&method, &uri, &headers, &token, Body::from(bytes)),
         )
         .await?;
     }
-    let upstream_elapsed = upstream_started.elapsed();
-    observed.upstream = Some(upstream_elapsed);
+    observed.upstream = Some(upstream_started.elapsed());
+    Ok(Sent {
+        answer: Answer::Response(response),
+        token,
+    })
+}
 
+/// Answers worth reading for diagnosis: 401/403, and small JSON bodies of the statuses it
+/// knows refusals for.
+fn worth_explaining(response: &http::Response<hyper::body::Incoming>) -> bool {
     let status = response.status();
-    if is_refusal(status) || (diagnose::worth_reading(status) && is_small_json(response.headers()))
-    {
-        let (parts, incoming) = response.into_parts();
-        let bytes = read_limited(incoming, REFUSAL_BODY_LIMIT)
-            .await
-            .unwrap_or_default();
-        return Ok(explain_refusal(
-            state,
-            tag,
-            parts,
-            bytes,
-            &token,
-            model.as_deref(),
-        ));
-    }
+    is_refusal(status) || (diagnose::worth_reading(status) && is_small_json(response.headers()))
+}
 
+/// Phase 4, explain: reads a refusal's body and answers it through [`explain_refusal`].
+async fn explain_upstream(
+    state: &ProxyState,
+    tag: Tag<'_>,
+    response: http::Response<hyper::body::Incoming>,
+    token: &HeldToken,
+    model: Option<&str>,
+) -> Response {
+    let (parts, incoming) = response.into_parts();
+    let body = read_limited(incoming, REFUSAL_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    explain_refusal(state, tag, parts, body, token, model)
+}
+
+/// Phase 4, stream back: the answer passes to the caller as it arrives, hop-by-hop headers
+/// removed. Usage is read on the way (and counted against the key and in the metrics when
+/// the body ends); a stream is counted in flight, and the time from the request's start to
+/// its first body byte sent to the caller is recorded.
+fn stream_back(
+    state: &ProxyState,
+    exchange: Exchange<'_>,
+    response: http::Response<hyper::body::Incoming>,
+    model: Option<String>,
+    ask_stream_usage: bool,
+) -> Response {
     let (mut parts, incoming) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let kind = usage::BodyKind::from_headers(&parts.headers);
-    let strip = ask_stream_usage && kind == usage::BodyKind::Sse;
+    let is_stream = kind == usage::BodyKind::Sse;
+    let strip = ask_stream_usage && is_stream;
     if strip {
         // The stripped stream is shorter than what Azure announced.
         parts.headers.remove(CONTENT_LENGTH);
     }
-    let stream_guard = (kind == usage::BodyKind::Sse).then(|| {
-        state
-            .metrics
-            .record_ttfb(&route_label(rest), upstream_elapsed.as_secs_f64());
-        state.metrics.stream_started()
+    let stream_guard = is_stream.then(|| state.metrics.stream_started());
+    let first_byte = is_stream.then(|| {
+        let ttfb = state.metrics.stream_ttfb(exchange.route);
+        let started = exchange.started;
+        move || ttfb.observe(started.elapsed().as_secs_f64())
     });
     let on_done = {
         let limiter = Arc::clone(&state.limiter);
         let metrics = Arc::clone(&state.metrics);
-        let key = key.map(Arc::clone);
+        let key = exchange.key.map(Arc::clone);
         let model = model.unwrap_or_default();
         move |seen: Option<usage::Usage>, _ending: usage::Ending| {
             drop(stream_guard);
@@ -516,8 +621,9 @@ async fn forward_request(
             }
         }
     };
-    let body = usage::observe(Body::new(incoming), kind, strip, on_done);
-    Ok(Response::from_parts(parts, body))
+    let body =
+        usage::observe_with_first_byte(Body::new(incoming), kind, strip, first_byte, on_done);
+    Response::from_parts(parts, body)
 }
 
 /// Answers a refusal whose body has been read: explained when diagnosis knows it, else
@@ -540,7 +646,7 @@ fn explain_refusal(
     ) {
         warn!(
             status = parts.status.as_u16(),
-            code = explained.code,
+            code = explained.code.as_str(),
             request_id = %tag.request_id,
             key = %tag.key,
             "upstream refused"
@@ -615,7 +721,7 @@ async fn send(
                 .diagnosis
                 .vars()
                 .set("detail", state.upstream_timeout.as_secs().to_string());
-            Err(diagnose::proxy_refusal("upstream_timeout", &vars))
+            Err(diagnose::proxy_refusal(RefusalCode::UpstreamTimeout, &vars))
         }
     }
 }
@@ -634,7 +740,7 @@ fn upstream_unreachable(
     }
     warn!(error = %cause, request_id = %tag.request_id, key = %tag.key, "upstream request failed");
     diagnose::proxy_refusal(
-        "upstream_unreachable",
+        RefusalCode::UpstreamUnreachable,
         &state.diagnosis.vars().set("detail", cause),
     )
 }
@@ -644,7 +750,7 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
         Err(error) => Err(BodyReadTimeout::find(&*error).map_or_else(
-            || refuse("unreadable_body", error.to_string()),
+            || refuse(RefusalCode::UnreadableBody, error.to_string()),
             BodyReadTimeout::refusal,
         )),
     }
@@ -659,22 +765,27 @@ async fn read_limited(body: hyper::body::Incoming, max: usize) -> Option<Bytes> 
 }
 
 /// One of the proxy's own refusals, with `detail` filled in.
-pub(crate) fn refuse(code: &'static str, detail: impl Into<String>) -> ApiError {
+pub(crate) fn refuse(code: RefusalCode, detail: impl Into<String>) -> ApiError {
     diagnose::proxy_refusal(code, &diagnose::catalog::Vars::new().set("detail", detail))
 }
 
 fn too_large(max: usize) -> ApiError {
     diagnose::proxy_refusal(
-        "request_too_large",
+        RefusalCode::RequestTooLarge,
         &diagnose::catalog::Vars::new().set("max_body", max.to_string()),
     )
 }
 
 fn route_error(error: RouteError) -> ApiError {
     match error {
-        RouteError::MissingModel => refuse("missing_model", ""),
-        RouteError::BadModel(model) => refuse("invalid_model", model.escape_debug().to_string()),
-        RouteError::BadPath(path) => refuse("invalid_path", format!("/v1/{}", path.escape_debug())),
+        RouteError::MissingModel => refuse(RefusalCode::MissingModel, ""),
+        RouteError::BadModel(model) => {
+            refuse(RefusalCode::InvalidModel, model.escape_debug().to_string())
+        }
+        RouteError::BadPath(path) => refuse(
+            RefusalCode::InvalidPath,
+            format!("/v1/{}", path.escape_debug()),
+        ),
     }
 }
 
@@ -683,18 +794,5 @@ fn copy_correlation_headers(from: &HeaderMap, to: &mut HeaderMap) {
         if let Some(value) = from.get(name) {
             to.insert(HeaderName::from_static(name), value.clone());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_label;
-
-    /// Ids in paths collapse so metrics labels stay bounded.
-    #[test]
-    fn routes_collapse_ids() {
-        assert_eq!(route_label("chat/completions"), "chat/completions");
-        assert_eq!(route_label("responses/resp_68af"), "responses/:id");
-        assert_eq!(route_label("files/file-abc/content"), "files/:id/content");
     }
 }

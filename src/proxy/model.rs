@@ -10,6 +10,7 @@ use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 
 use super::refuse;
+use crate::diagnose::RefusalCode;
 use crate::error::ApiError;
 
 /// What one pass over a request body tells the proxy.
@@ -106,12 +107,15 @@ pub fn json_facts(body: &[u8]) -> Result<BodyFacts, ApiError> {
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
     if first.is_some_and(|b| *b != b'{') {
-        return Err(refuse("invalid_json", "the body is not a JSON object"));
+        return Err(refuse(
+            RefusalCode::InvalidJson,
+            "the body is not a JSON object",
+        ));
     }
     // The members skipped below are not decoded, so not checked for UTF-8 either: JSON is UTF-8.
     if let Err(e) = std::str::from_utf8(body) {
         return Err(refuse(
-            "invalid_json",
+            RefusalCode::InvalidJson,
             format!("the body is not UTF-8 ({e})"),
         ));
     }
@@ -128,7 +132,7 @@ pub fn json_facts(body: &[u8]) -> Result<BodyFacts, ApiError> {
                 model: parsed.model.map(Cow::into_owned),
                 ..BodyFacts::default()
             }),
-            Err(_) => Err(refuse("invalid_json", e.to_string())),
+            Err(_) => Err(refuse(RefusalCode::InvalidJson, e.to_string())),
         },
     }
 }
@@ -161,8 +165,12 @@ pub fn alias_list(
 }
 
 async fn multipart_model(content_type: &str, body: &Bytes) -> Result<Option<String>, ApiError> {
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|e| refuse("invalid_multipart", format!("no valid boundary: {e}")))?;
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        refuse(
+            RefusalCode::InvalidMultipart,
+            format!("no valid boundary: {e}"),
+        )
+    })?;
     let chunk = body.clone();
     let stream =
         futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(chunk) });
@@ -176,14 +184,14 @@ async fn multipart_model(content_type: &str, body: &Bytes) -> Result<Option<Stri
                     .map(|text| Some(text.trim().to_owned()))
                     .map_err(|e| {
                         refuse(
-                            "invalid_multipart",
+                            RefusalCode::InvalidMultipart,
                             format!("the 'model' field cannot be read: {e}"),
                         )
                     });
             }
             Ok(Some(_)) => {}
             Ok(None) => return Ok(None),
-            Err(e) => return Err(refuse("invalid_multipart", e.to_string())),
+            Err(e) => return Err(refuse(RefusalCode::InvalidMultipart, e.to_string())),
         }
     }
 }

@@ -30,7 +30,7 @@ use http::{HeaderMap, HeaderName, Request, Uri};
 use tower::{Layer, Service};
 use tracing::warn;
 
-use crate::diagnose::{self, catalog::Vars};
+use crate::diagnose::{self, RefusalCode, catalog::Vars};
 use crate::error::ApiError;
 
 /// The header browsers add to say where a request comes from, when no `Origin` is sent.
@@ -273,12 +273,18 @@ fn parse_ip(host: &str) -> Option<IpAddr> {
 
 fn refuse_host(host: &str) -> ApiError {
     warn!(host = ?host, "request refused: Host does not name this proxy");
-    diagnose::proxy_refusal("host_not_allowed", &Vars::new().set("detail", host))
+    diagnose::proxy_refusal(
+        RefusalCode::HostNotAllowed,
+        &Vars::new().set("detail", host),
+    )
 }
 
 fn refuse_origin(origin: &str) -> ApiError {
     warn!(origin = ?origin, "request refused: origin not allowed");
-    diagnose::proxy_refusal("origin_not_allowed", &Vars::new().set("detail", origin))
+    diagnose::proxy_refusal(
+        RefusalCode::OriginNotAllowed,
+        &Vars::new().set("detail", origin),
+    )
 }
 
 /// The tower layer that puts a [`BrowserGuard`] in front of a listener's whole router.

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::diagnose::RefusalCode;
 use axum::Router;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -35,8 +36,6 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
-
-use crate::proxy::BodyReadTimeout;
 
 /// Limits on what one client connection may do.
 #[derive(Debug, Clone, Copy)]
@@ -226,6 +225,35 @@ impl Drop for Unanswered {
     }
 }
 
+/// A request body that stopped arriving: the client sent nothing for the connection's body read
+/// timeout while the body was being read. Raised by the listener's request bodies, answered 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no request body data for {} s", .0.as_secs())]
+pub struct BodyReadTimeout(pub Duration);
+
+impl BodyReadTimeout {
+    /// The timeout somewhere in `error`'s chain of causes.
+    pub(crate) fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if let Some(timeout) = error.downcast_ref::<Self>() {
+                return Some(*timeout);
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    /// The 408 `request_body_timeout` answered for it.
+    pub(crate) fn refusal(self) -> crate::error::ApiError {
+        let vars =
+            crate::diagnose::catalog::Vars::new().set("detail", self.0.as_secs().to_string());
+        let mut error = crate::diagnose::proxy_refusal(RefusalCode::RequestBodyTimeout, &vars);
+        error.kind = "invalid_request_error";
+        error
+    }
+}
+
 /// A request body that fails with [`BodyReadTimeout`] once the client has sent nothing for
 /// `limit` while the body is being read. Only time spent waiting for the client counts: a reader
 /// that pauses (an upstream applying back-pressure) does not use the client's time up.
@@ -285,10 +313,22 @@ impl Body for TimedBody {
     }
 }
 
+// Linux errno values `accept` fails with when the process or system runs out of a resource
+// (asm-generic/errno-base.h, errno.h). `std::io::ErrorKind` has no exact kind for them
+// (ENOMEM is `ErrorKind::OutOfMemory`, matched by kind); the crate does not depend on `libc`
+// for three numbers.
+/// ENFILE: the system's table of open files is full.
+const ENFILE: i32 = 23;
+/// EMFILE: the process has as many file descriptors open as its limit allows.
+const EMFILE: i32 = 24;
+/// ENOBUFS: no socket buffer space (kernel memory).
+const ENOBUFS: i32 = 105;
+
 /// After a failed `accept`: out of file descriptors or memory, wait a moment (the error
 /// repeats at once otherwise, spinning a core); anything else is the one connection's.
 async fn pause_after_accept_error(error: &io::Error) {
-    let resource_exhausted = matches!(error.raw_os_error(), Some(23 | 24 | 12 | 105));
+    let resource_exhausted = error.kind() == io::ErrorKind::OutOfMemory
+        || matches!(error.raw_os_error(), Some(ENFILE | EMFILE | ENOBUFS));
     if resource_exhausted {
         warn!(%error, "cannot accept connections: out of file descriptors or memory; retrying in 100 ms");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -23,7 +23,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::Deserialize;
 
 pub use inject::{request_usage_in_known_stream, request_usage_in_stream};
-pub use observe::observe;
+pub use observe::{observe, observe_with_first_byte};
 
 /// Token counts from an upstream answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -42,6 +42,23 @@ pub fn observe(
     strip_injected: bool,
     on_done: impl FnOnce(Option<Usage>, Ending) + Send + 'static,
 ) -> Body {
+    observe_with_first_byte(body, kind, strip_injected, None::<fn()>, on_done)
+}
+
+/// [`observe`], and `on_first_byte` is called once, when the first non-empty data frame is
+/// passed on (not when an upstream chunk arrives: a chunk that is all stripped out sends
+/// nothing). A body that sends no data never calls it. It runs on the task that polls the
+/// body, so it must be quick; after it, each frame costs one `Option` check.
+pub fn observe_with_first_byte<F>(
+    body: Body,
+    kind: BodyKind,
+    strip_injected: bool,
+    on_first_byte: Option<F>,
+    on_done: impl FnOnce(Option<Usage>, Ending) + Send + 'static,
+) -> Body
+where
+    F: FnOnce() + Send + Unpin + 'static,
+{
     if body.is_end_stream() {
         // Nothing will be polled: an empty body has ended already, with no usage.
         on_done(None, Ending::Complete);
@@ -55,6 +72,7 @@ pub fn observe(
     Body::new(Observed {
         inner: body,
         watch,
+        on_first_byte,
         on_done: Some(Box::new(on_done)),
         ended: false,
         trailers: None,
@@ -154,11 +172,13 @@ impl JsonCopy {
     }
 }
 
-/// The wrapper itself.
-struct Observed {
+/// The wrapper itself; `F` is called at the first data byte passed on.
+struct Observed<F> {
     /// The upstream body (boxed, so `Unpin`).
     inner: Body,
     watch: Watch,
+    /// Taken by the first non-empty data frame passed on.
+    on_first_byte: Option<F>,
     /// Taken by the first report.
     on_done: Option<OnDone>,
     /// The upstream body has ended (or failed): it is not polled again.
@@ -167,17 +187,30 @@ struct Observed {
     trailers: Option<Frame<Bytes>>,
 }
 
-impl fmt::Debug for Observed {
+impl<F> fmt::Debug for Observed<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Observed")
             .field("watch", &self.watch)
             .field("ended", &self.ended)
+            .field("first_byte_sent", &self.on_first_byte.is_none())
             .field("reported", &self.on_done.is_none())
             .finish_non_exhaustive()
     }
 }
 
-impl Observed {
+impl<F: FnOnce()> Observed<F> {
+    /// A data frame to pass on; the first non-empty one calls `on_first_byte`.
+    fn pass(&mut self, data: Bytes) -> Frame<Bytes> {
+        if !data.is_empty()
+            && let Some(on_first_byte) = self.on_first_byte.take()
+        {
+            on_first_byte();
+        }
+        Frame::data(data)
+    }
+}
+
+impl<F> Observed<F> {
     fn report(&mut self, ending: Ending) {
         if let Some(on_done) = self.on_done.take() {
             on_done(self.watch.usage(), ending);
@@ -193,7 +226,7 @@ impl Observed {
     }
 }
 
-impl http_body::Body for Observed {
+impl<F: FnOnce() + Unpin> http_body::Body for Observed<F> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -221,7 +254,7 @@ impl http_body::Body for Observed {
                     if tail.is_empty() {
                         return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    return Poll::Ready(Some(Ok(this.pass(tail))));
                 }
             };
             let data = match frame.into_data() {
@@ -237,7 +270,7 @@ impl http_body::Body for Observed {
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     this.trailers = Some(frame);
-                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    return Poll::Ready(Some(Ok(this.pass(tail))));
                 }
             };
             let arrived_empty = data.is_empty();
@@ -253,7 +286,7 @@ impl http_body::Body for Observed {
                 // All of it was taken out: nothing to send for this chunk.
                 continue;
             }
-            return Poll::Ready(Some(Ok(Frame::data(out))));
+            return Poll::Ready(Some(Ok(this.pass(out))));
         }
     }
 
@@ -272,7 +305,7 @@ impl http_body::Body for Observed {
     }
 }
 
-impl Drop for Observed {
+impl<F> Drop for Observed<F> {
     fn drop(&mut self) {
         self.report(Ending::Dropped);
     }
