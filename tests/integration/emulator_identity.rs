@@ -2,7 +2,7 @@
 //! certificate assertions (RS256/`x5t` and PS256/`x5t#S256`), federated (workload identity)
 //! assertions, IMDS and the App Service / Container Apps endpoint (azure-facts.md §1, §2).
 
-mod emulator_common;
+use crate::common::emulator_client as emulator_common;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

@@ -1,7 +1,7 @@
 //! The binary as users run it: configuration errors, logs free of secrets, and graceful
 //! shutdown on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! The emulator's Foundry side over real sockets: surfaces, answers, refusals, injected faults,
 //! the resource kind and the clock offset, per azure-facts.md §4 and §5.
 
-mod emulator_common;
+use crate::common::emulator_client as emulator_common;
 
 use std::time::{Duration, Instant};
 

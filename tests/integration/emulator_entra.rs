@@ -1,7 +1,7 @@
 //! The emulator's Entra ID side over real sockets: token shapes, AADSTS refusals, injected
 //! faults, the clock offset and the control endpoint, per azure-facts.md §1.
 
-mod emulator_common;
+use crate::common::emulator_client as emulator_common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -14,7 +14,7 @@
 //! access key is written, and no hostile value (CR, LF, ESC, C1 controls, bidi overrides) is
 //! written raw.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
