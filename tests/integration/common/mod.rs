@@ -3,6 +3,7 @@
 
 pub(crate) mod emulator_client;
 pub(crate) mod logs;
+pub(crate) mod raw;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
