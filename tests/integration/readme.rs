@@ -13,7 +13,7 @@ const END: &str = "<!-- catalog:end -->";
 /// and fix users read in the README is what the proxy and `foundry-proxy check` answer.
 ///
 /// With `UPDATE_README=1` the test rewrites that part of README.md from the catalog instead of
-/// failing: `UPDATE_README=1 cargo test --test readme`.
+/// failing: `UPDATE_README=1 cargo test --test integration readme::`.
 #[test]
 fn readme_troubleshooting_table_is_the_catalog() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md");
@@ -52,7 +52,7 @@ fn readme_troubleshooting_table_is_the_catalog() {
             });
         panic!(
             "README.md's troubleshooting table differs from the catalog (src/diagnose/catalog.rs); \
-             regenerate it with: UPDATE_README=1 cargo test --test readme\nfirst difference:\n{first_difference}"
+             regenerate it with: UPDATE_README=1 cargo test --test integration readme::\nfirst difference:\n{first_difference}"
         );
     }
 }

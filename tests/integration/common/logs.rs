@@ -1,6 +1,7 @@
 //! This test process's own logs at trace level, captured so a test can check that nothing
 //! secret (client secret, certificate key, assertion, access token, access key) is written.
-//! nextest runs each test in its own process, so each test sees only its own lines.
+//! nextest runs each test in its own process (and `scripts/test` runs these tests so without
+//! nextest too), so each test sees only its own lines.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
