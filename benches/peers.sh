@@ -22,6 +22,7 @@
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true # '&' in a config body must stay a literal '&'
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source benches/lib.sh
 
 duration="${1:-5}"
 warmup="${WARMUP:-1}"
@@ -150,17 +151,6 @@ wait_http() {
     until curl -s -o /dev/null "$1"; do
         [ "$SECONDS" -lt "$deadline" ] || return 1
         sleep 0.1
-    done
-}
-
-# The rest of the first line of file $1 that starts with $2, waiting for it at most $3 seconds.
-wait_line() {
-    local deadline=$((SECONDS + $3)) line
-    while true; do
-        line="$(grep -m1 "^$2" "$1" 2>/dev/null || true)"
-        if [ -n "$line" ]; then echo "${line#"$2"}"; return 0; fi
-        [ "$SECONDS" -lt "$deadline" ] || { log "timed out waiting for '$2' in $1"; return 1; }
-        sleep 0.05
     done
 }
 
@@ -368,8 +358,6 @@ run_direct() {
     measure direct "http://127.0.0.1:$upstream_port/openai/v1/chat/completions" "$upstream_pid" "$load_core"
 }
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
-
 # Builds foundry-proxy first, so that a long build does not sit between measured runs.
 build_skip=""
 build_foundry_proxy() {
@@ -392,8 +380,8 @@ start_foundry_proxy() {
     # Default log level on purpose: one info line per request, as nginx writes its access log.
     FOUNDRY_PROXY_LISTEN=127.0.0.1:0 AZURE_AUTHORITY_HOST="$emulator" \
     FOUNDRY_ENDPOINT="http://127.0.0.1:$upstream_port" FOUNDRY_API=openai-v1 \
-    AZURE_TENANT_ID="$(demo_value TENANT_ID)" AZURE_CLIENT_ID="$(demo_value CLIENT_ID)" \
-    AZURE_CLIENT_SECRET="$(demo_value CLIENT_SECRET)" \
+    AZURE_TENANT_ID="$(demo_value "$bin" AZURE_TENANT_ID)" AZURE_CLIENT_ID="$(demo_value "$bin" AZURE_CLIENT_ID)" \
+    AZURE_CLIENT_SECRET="$(demo_value "$bin" AZURE_CLIENT_SECRET)" \
         taskset -c "$target_core" "$bin" serve >"$work/proxy.out" 2>"$work/proxy.log" &
     proxy_pid=$!
     started+=("$proxy_pid")
@@ -527,8 +515,9 @@ count_instructions() {
     emulator="$(wait_line "$work/cg-emulator.out" "emulator listening on " 20)" || return 0
     FOUNDRY_PROXY_LISTEN=127.0.0.1:0 AZURE_AUTHORITY_HOST="$emulator" \
     FOUNDRY_ENDPOINT="http://127.0.0.1:$upstream_port" FOUNDRY_API=openai-v1 \
-    AZURE_TENANT_ID="$(demo_value TENANT_ID)" AZURE_CLIENT_ID="$(demo_value CLIENT_ID)" \
-    AZURE_CLIENT_SECRET="$(demo_value CLIENT_SECRET)" \
+    AZURE_TENANT_ID="$(demo_value target/release/foundry-proxy AZURE_TENANT_ID)" \
+    AZURE_CLIENT_ID="$(demo_value target/release/foundry-proxy AZURE_CLIENT_ID)" \
+    AZURE_CLIENT_SECRET="$(demo_value target/release/foundry-proxy AZURE_CLIENT_SECRET)" \
         taskset -c "$target_core" valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$work/callgrind.foundry-proxy.%p" target/release/foundry-proxy serve \
         >"$work/cg-proxy.out" 2>"$work/cg-proxy.log" &

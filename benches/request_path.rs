@@ -39,9 +39,10 @@
 //!   formatting the per-request log line shows, but no I/O. The first three rows run with NO
 //!   tracing subscriber installed (every event is disabled at its call site): the floor. The
 //!   log rows are what a deployment pays.
-//! - Below the table, two micro-measurements of single steps (formerly
-//!   `examples/request_path_cost.rs`): the key check among 20 keys, and one metrics record
-//!   (request + usage).
+//! - Below the table, micro-measurements of single steps (formerly
+//!   `examples/request_path_cost.rs`): the key check among 20 keys, one metrics record
+//!   (request + usage), and one `record_request` alone over four models and the latency
+//!   buckets (formerly a unit test that printed it).
 //!
 //! Profiling mode (for `valgrind --tool=callgrind`, built with `--profile profiling` for
 //! symbols): `request_path --only proxy:json --requests 3000` runs the set-up, then only
@@ -587,8 +588,26 @@ fn micro() {
         metrics.record_usage("user19", "gpt-4o-mini", 12, 30);
     }
     let per_record = started.elapsed() / rounds;
+
+    // `record_request` alone once its label sets exist, over four models and latencies spread
+    // across the histogram's buckets.
+    let metrics = Metrics::new();
+    let models = ["gpt-4o", "gpt-4o-mini", "o3", "text-embedding-3-large"];
+    let calls = 200_000u32;
+    let started = Instant::now();
+    for i in 0..calls {
+        metrics.record_request(&RequestRecord {
+            route: "chat/completions",
+            status: 200,
+            model: models[(i % 4) as usize],
+            key: "alice",
+            upstream_latency: Some(Duration::from_millis(u64::from(i % 3000))),
+        });
+    }
+    let per_request = started.elapsed() / calls;
     println!("step: key check among 20 keys           {per_key:>10.2?} per request");
     println!("step: metrics (request + usage record)  {per_record:>10.2?} per request");
+    println!("step: metrics record_request, 4 models  {per_request:>10.2?} per request");
 }
 
 // ---------------------------------------------------------------------------------------

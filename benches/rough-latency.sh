@@ -5,6 +5,7 @@
 # Loopback only; bounded (about 50 s). Usage: benches/rough-latency.sh [SECONDS_PER_RUN]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source benches/lib.sh
 duration="${1:-10}"
 
 if ! command -v wrk >/dev/null; then
@@ -17,17 +18,8 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
-tenant="$(demo_value TENANT_ID)"; client="$(demo_value CLIENT_ID)"; secret="$(demo_value CLIENT_SECRET)"
-
-wait_line() { # file prefix -> the rest of the first line starting with prefix
-    for _ in $(seq 1 200); do
-        line="$(grep -m1 "^$2" "$1" 2>/dev/null || true)"
-        if [ -n "$line" ]; then echo "${line#"$2"}"; return; fi
-        sleep 0.05
-    done
-    echo "timed out waiting for '$2' in $1" >&2; exit 1
-}
+tenant="$(demo_value "$bin" AZURE_TENANT_ID)"; client="$(demo_value "$bin" AZURE_CLIENT_ID)"
+secret="$(demo_value "$bin" AZURE_CLIENT_SECRET)"
 
 # The emulator and wrk share core 1; the proxy gets core 0.
 taskset -c 1 "$bin" emulate --listen 127.0.0.1:0 >"$work/emulator.out" 2>/dev/null & pids+=($!)

@@ -21,6 +21,7 @@
 # SOAK_FD_GROWTH (16). The proxy runs on core 0, the emulator and the client on core 1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source benches/lib.sh
 minutes="${1:-5}"
 rate="${SOAK_RATE:-200}"
 workers="${SOAK_WORKERS:-32}"
@@ -51,18 +52,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
-tenant="$(demo_value TENANT_ID)"; client="$(demo_value CLIENT_ID)"; secret="$(demo_value CLIENT_SECRET)"
-model="$(demo_value CHAT_DEPLOYMENT)"
-
-wait_line() { # file prefix -> the rest of the first line starting with prefix
-    for _ in $(seq 1 200); do
-        line="$(grep -m1 "^$2" "$1" 2>/dev/null || true)"
-        if [ -n "$line" ]; then echo "${line#"$2"}"; return; fi
-        sleep 0.05
-    done
-    echo "timed out waiting for '$2' in $1" >&2; exit 1
-}
+tenant="$(demo_value "$bin" AZURE_TENANT_ID)"; client="$(demo_value "$bin" AZURE_CLIENT_ID)"
+secret="$(demo_value "$bin" AZURE_CLIENT_SECRET)"; model="$(demo_value "$bin" MODEL)"
 
 "${core1[@]}" "$bin" emulate --listen 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.err" & pids+=($!)
 emulator="$(wait_line "$work/emulator.out" "emulator listening on ")"

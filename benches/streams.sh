@@ -2,7 +2,7 @@
 # Many concurrent slow SSE streams through foundry-proxy: memory per open stream, file
 # descriptors, and the time to first byte the proxy adds over talking to the upstream directly.
 #
-# The upstream is examples/streams_bench.rs: HTTPS (h2 and http/1.1, a private CA given to the
+# The upstream is benches/streams_bench.rs: HTTPS (h2 and http/1.1, a private CA given to the
 # proxy through SSL_CERT_FILE) answering every POST with a Chat Completions stream of one chunk a
 # second. The proxy reaches it over one multiplexed HTTP/2 connection; clients reach the proxy
 # with one plain HTTP/1.1 connection per stream.
@@ -21,6 +21,7 @@
 # Environment: TTFB_STREAMS (100), OPEN_CONCURRENCY (128).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source benches/lib.sh
 streams="${1:-10000}"
 seconds="${2:-20}"
 ttfb_streams="${TTFB_STREAMS:-100}"
@@ -34,9 +35,8 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$((streams + 256))" -gt "$(ulimit -n)" 
     exit 1
 fi
 
-cargo build --release -q --example streams_bench
+bench="$(build_bench streams_bench)"
 cargo build --release -q
-bench=target/release/examples/streams_bench
 bin=target/release/foundry-proxy
 out_dir=target/bench
 mkdir -p "$out_dir"
@@ -57,17 +57,8 @@ forget() { # pid: reaped, so its number may soon belong to someone else
 bench_started=$SECONDS
 loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-demo_value() { sed -n "s/^pub const $1: &str = \"\(.*\)\";/\1/p" src/emulator/identities.rs; }
-tenant="$(demo_value TENANT_ID)"; client="$(demo_value CLIENT_ID)"; secret="$(demo_value CLIENT_SECRET)"
-
-wait_line() { # file prefix -> the rest of the first line starting with prefix
-    for _ in $(seq 1 200); do
-        line="$(grep -m1 "^$2" "$1" 2>/dev/null || true)"
-        if [ -n "$line" ]; then echo "${line#"$2"}"; return; fi
-        sleep 0.05
-    done
-    echo "timed out waiting for '$2' in $1" >&2; exit 1
-}
+tenant="$(demo_value "$bin" AZURE_TENANT_ID)"; client="$(demo_value "$bin" AZURE_CLIENT_ID)"
+secret="$(demo_value "$bin" AZURE_CLIENT_SECRET)"
 
 taskset -c 1 "$bin" emulate --listen 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.err" & pids+=($!)
 emulator="$(wait_line "$work/emulator.out" "emulator listening on ")"

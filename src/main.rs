@@ -69,6 +69,11 @@ enum Command {
         /// Emulator world (apps, roles, deployments) as TOML.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print the demo app's identity and chat deployment as KEY=VALUE lines
+        /// (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, MODEL) and exit, for scripts
+        /// that start a proxy against the emulator.
+        #[arg(long, conflicts_with_all = ["listen", "config"])]
+        print_env: bool,
     },
     /// Manage the access keys clients must present (the FOUNDRY_PROXY_KEYS_FILE file).
     Keys {
@@ -108,6 +113,9 @@ impl Command {
     fn log_role(&self) -> telemetry::Role {
         match self {
             Command::Check { .. }
+            | Command::Emulate {
+                print_env: true, ..
+            }
             | Command::Healthcheck { .. }
             | Command::Usage { .. }
             | Command::Keys { .. } => telemetry::Role::Tool,
@@ -185,7 +193,13 @@ async fn run(cli: Cli) -> ExitCode {
             Err(demo::DemoError::Config(e)) => fail(2, &e),
             Err(e) => fail(1, &e),
         },
-        Some(Command::Emulate { listen, config }) => emulate(&listen, config, shutdown).await,
+        Some(Command::Emulate {
+            print_env: true, ..
+        }) => {
+            print!("{}", demo_env());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Emulate { listen, config, .. }) => emulate(&listen, config, shutdown).await,
         Some(Command::Check {
             settings,
             model,
@@ -329,6 +343,18 @@ async fn emulate(listen: &str, config: Option<PathBuf>, shutdown: CancellationTo
     shutdown.cancelled().await;
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// `emulate --print-env`: the demo app's identity and chat deployment, one `KEY=VALUE` line
+/// each, so scripts take them from the binary rather than from the source.
+fn demo_env() -> String {
+    format!(
+        "AZURE_TENANT_ID={}\nAZURE_CLIENT_ID={}\nAZURE_CLIENT_SECRET={}\nMODEL={}\n",
+        emulator::identities::TENANT_ID,
+        emulator::identities::CLIENT_ID,
+        emulator::identities::CLIENT_SECRET,
+        emulator::identities::CHAT_DEPLOYMENT
+    )
 }
 
 fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {

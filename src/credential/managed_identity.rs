@@ -603,7 +603,7 @@ mod tests {
     }
 
     /// A body echoing the identity header is redacted before it is cut to 200 characters, so no
-    /// part of the header is shown (found by `tests/fuzz.rs`).
+    /// part of the header is shown (found by `tests/integration/fuzz/`).
     #[test]
     fn echoed_header_never_shown() {
         let secret = "SECRETabcdefghijklmnopqrstuvwxyz";

@@ -364,7 +364,7 @@ mod tests {
         assert!(cut_entry(&text, 0, 1).is_none());
     }
 
-    /// A key added to a file in the inline-array layout (found by `tests/fuzz.rs`): the file is
+    /// A key added to a file in the inline-array layout (found by `tests/integration/fuzz/`): the file is
     /// rewritten from its entries, since a `[[key]]` block cannot follow `key = [...]`.
     #[test]
     fn add_to_inline_file() {

@@ -381,24 +381,3 @@ fn usage_snapshot_sums() {
     );
     assert_eq!((rows[1].requests, rows[1].errors), (1, 1));
 }
-
-/// Not an assertion: prints what one `record_request` costs once its label set exists
-/// (run with `--release -- --nocapture` for a meaningful number).
-#[test]
-fn record_request_cost() {
-    let metrics = Metrics::new();
-    let iterations: u32 = 200_000;
-    let models = ["gpt-4o", "gpt-4o-mini", "o3", "text-embedding-3-large"];
-    let started = std::time::Instant::now();
-    for i in 0..iterations {
-        metrics.record_request(&RequestRecord {
-            route: "chat/completions",
-            status: 200,
-            model: models[(i % 4) as usize],
-            key: "alice",
-            upstream_latency: Some(Duration::from_millis(u64::from(i % 3000))),
-        });
-    }
-    let per_call = started.elapsed() / iterations;
-    println!("record_request: {per_call:?} per call ({iterations} calls, one thread)");
-}

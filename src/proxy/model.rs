@@ -265,7 +265,7 @@ mod tests {
         // Malformed options: nothing is asked of the stream.
         assert!(!facts(r#"{"stream":true,"stream_options":1}"#).stream);
         assert!(!facts(r#"{"stream":true,"stream_options":[true]}"#).has_stream_options);
-        // Only objects (found by `tests/fuzz.rs`).
+        // Only objects (found by `tests/integration/fuzz/`).
         assert!(json_facts(br#"["{", true]"#).is_err());
         assert!(json_facts(b"{\"stream\":true,\"x\":\"\xff\"}").is_err());
         // A duplicated member: the model is still read, nothing is asked of the stream.

@@ -288,7 +288,7 @@ mod tests {
         }
     }
 
-    /// A `usage` key written with escapes is still `usage` (found by `tests/fuzz.rs`).
+    /// A `usage` key written with escapes is still `usage` (found by `tests/integration/fuzz/`).
     #[test]
     fn escaped_key() {
         let body = br#"{"id":"x\"","u\u0073\u0061ge":{"in\u0070ut_tokens":4}}"#;

@@ -6,7 +6,7 @@
 //! Everything runs on loopback against the real emulator and the real proxy (in-process, or
 //! the binary for SIGTERM); every wait is bounded.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};

@@ -1,11 +1,9 @@
 //! The emulator's Entra ID side over real sockets: token shapes, AADSTS refusals, injected
 //! faults, the clock offset and the control endpoint, per azure-facts.md §1.
 
-mod emulator_common;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use emulator_common::*;
+use crate::common::emulator_client::*;
 use foundry_proxy::emulator::{self, EmulatorConfig, EntraFault, ResourceKind, identities};
 use serde_json::{Value, json};
 

@@ -2,47 +2,30 @@
 //! HTTP/1.1 and HTTP/2, against the real proxy and emulator. A refused request must never reach
 //! the emulator's inference side.
 
-mod common;
-
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Harness, Setup};
 use foundry_proxy::config::Settings;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// Bound on any one exchange.
-const BOUND: Duration = Duration::from_secs(10);
+use crate::common::raw::{h2_connect, h2_send, json_of, raw, status_of};
+use crate::common::{Harness, Setup};
 
 /// One HTTP/1.1 request (`Connection: close` is added) and the whole answer: status, head
-/// (lowercased names) and body.
+/// (lowercased) and JSON body.
 async fn http1(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String, Value) {
-    let mut socket = TcpStream::connect(addr).await.expect("connect");
     let mut request = format!(
         "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     request.extend_from_slice(body);
-    socket.write_all(&request).await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(BOUND, socket.read_to_end(&mut answer))
-        .await
-        .expect("answered in time")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
+    let answer = raw(addr, request).await;
+    let answer_head = answer.split("\r\n\r\n").next().unwrap_or_default();
     (
-        status,
-        head.to_ascii_lowercase(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
+        status_of(&answer),
+        answer_head.to_ascii_lowercase(),
+        json_of(&answer),
     )
 }
 
@@ -116,11 +99,7 @@ async fn foreign_host_is_refused_over_http1() {
 async fn foreign_authority_is_refused_over_http2() {
     let harness = Harness::start().await;
     harness.wait_ready().await;
-    let tcp = TcpStream::connect(harness.proxy).await.expect("connect");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let client = h2_connect(harness.proxy).await;
     let port = harness.proxy.port();
     for (authority, expected) in [
         (format!("evil.example.com:{port}"), 403),
@@ -130,23 +109,8 @@ async fn foreign_authority_is_refused_over_http2() {
             .header("content-type", "application/json")
             .body(())
             .expect("request");
-        let mut sender = client.clone().ready().await.expect("ready");
-        let (response, mut stream) = sender.send_request(request, false).expect("sent");
-        stream
-            .send_data(Bytes::from_static(CHAT.as_bytes()), true)
-            .expect("body");
-        let response = tokio::time::timeout(BOUND, response)
-            .await
-            .expect("in time")
-            .expect("answer");
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.expect("chunk");
-            let _ = body.flow_control().release_capacity(chunk.len());
-            bytes.extend_from_slice(&chunk);
-        }
+        let (status, bytes) =
+            h2_send(&client, request, Some(Bytes::from_static(CHAT.as_bytes()))).await;
         assert_eq!(
             status,
             expected,

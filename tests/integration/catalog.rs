@@ -2,7 +2,7 @@
 //! by the emulator (or, for the two catch-alls, by a small fake), comes out of the proxy with
 //! its code, Azure's status, the cause, the fix and Azure's own body.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
@@ -416,7 +416,7 @@ fn every_catalog_refusal_has_an_end_to_end_test() {
     covered.extend(["entra_unavailable", "upstream_refused", "entra_refused"]);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
-    for dir in ["tests", "tests/e2e"] {
+    for dir in ["tests/integration", "tests/integration/fuzz", "tests/e2e"] {
         for entry in std::fs::read_dir(root.join(dir))
             .expect("test dir")
             .flatten()

@@ -1,7 +1,7 @@
 //! The binary as users run it: configuration errors, logs free of secrets, and graceful
 //! shutdown on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -450,4 +450,40 @@ async fn access_keys_never_logged() {
     );
     assert!(!logs.contains(&key[4..20]), "an access key in the logs");
     emulator.shutdown().await;
+}
+
+/// `emulate --print-env` prints the demo app's identity and chat deployment as `KEY=VALUE`
+/// lines — what the bench scripts (`benches/lib.sh`) read — and nothing else: no log line
+/// (even with JSON logs, which a service writes to stdout), no listener.
+#[test]
+fn emulate_print_env_prints_the_demo_identity() {
+    let output = Command::new(BIN)
+        .args(["emulate", "--print-env"])
+        .env_clear()
+        .env("FOUNDRY_PROXY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .output()
+        .expect("foundry-proxy runs");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "AZURE_TENANT_ID={}\nAZURE_CLIENT_ID={}\nAZURE_CLIENT_SECRET={}\nMODEL={}\n",
+            world::TENANT_ID,
+            world::CLIENT_ID,
+            world::CLIENT_SECRET,
+            world::CHAT_DEPLOYMENT
+        )
+    );
+
+    // It only prints: an address to listen on makes no sense with it.
+    let output = Command::new(BIN)
+        .args(["emulate", "--print-env", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .expect("foundry-proxy runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
 }

@@ -1,7 +1,7 @@
 //! Bad input: oversized bodies get 413, unreadable or unroutable requests get 400, unknown
 //! paths get 404 — all in the OpenAI error shape.
 
-mod common;
+use crate::common;
 
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::{Settings, SizeSetting};

@@ -1,7 +1,7 @@
 //! Forwarding: every API style, every kind of route, headers in and out, pass-through of
 //! Azure's own answers.
 
-mod common;
+use crate::common;
 
 use common::{Harness, Setup, error_of};
 use foundry_proxy::config::Settings;

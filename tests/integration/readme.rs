@@ -23,7 +23,7 @@ fn update_requested() -> bool {
 /// cause and fix users read in the docs is what the proxy and `foundry-proxy check` answer.
 ///
 /// With `UPDATE_DOCS=1` the test rewrites that part of the page from the catalog instead of
-/// failing: `UPDATE_DOCS=1 cargo test --test readme`.
+/// failing: `UPDATE_DOCS=1 cargo test --test integration readme::`.
 #[test]
 fn troubleshooting_table_is_the_catalog() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(PAGE);
@@ -62,7 +62,7 @@ fn troubleshooting_table_is_the_catalog() {
             });
         panic!(
             "{PAGE}'s troubleshooting table differs from the catalog (src/diagnose/catalog.rs); \
-             regenerate it with: UPDATE_DOCS=1 cargo test --test readme\nfirst difference:\n{first_difference}"
+             regenerate it with: UPDATE_DOCS=1 cargo test --test integration readme::\nfirst difference:\n{first_difference}"
         );
     }
 }

@@ -1,23 +1,24 @@
 //! This test process's own logs at trace level, captured so a test can check that nothing
 //! secret (client secret, certificate key, assertion, access token, access key) is written.
-//! nextest runs each test in its own process, so each test sees only its own lines.
+//! nextest runs each test in its own process (and `scripts/test` runs these tests so without
+//! nextest too), so each test sees only its own lines.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// The captured lines of this process.
 #[derive(Debug, Clone)]
-pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLogs {
     /// Everything logged so far.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
 
     /// Fails the test if any of `secrets` (or a long enough piece of one) was logged. Pieces
     /// catch a secret cut into a log line or shown as a prefix.
-    pub fn assert_free_of(&self, secrets: &[&str]) {
+    pub(crate) fn assert_free_of(&self, secrets: &[&str]) {
         let text = self.text();
         assert!(
             !text.is_empty(),
@@ -53,7 +54,7 @@ impl Write for Sink {
 
 /// Installs (once per process) a global subscriber that records every event at trace level,
 /// and returns the capture. Call it before starting the proxy.
-pub fn capture() -> CapturedLogs {
+pub(crate) fn capture() -> CapturedLogs {
     static CAPTURE: OnceLock<CapturedLogs> = OnceLock::new();
     CAPTURE
         .get_or_init(|| {

@@ -2,11 +2,9 @@
 //! certificate assertions (RS256/`x5t` and PS256/`x5t#S256`), federated (workload identity)
 //! assertions, IMDS and the App Service / Container Apps endpoint (azure-facts.md §1, §2).
 
-mod emulator_common;
-
+use crate::common::emulator_client::*;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use emulator_common::*;
 use foundry_proxy::emulator::{self, EmulatorConfig, ImdsFault, RunningEmulator, identities};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};

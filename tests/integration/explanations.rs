@@ -1,7 +1,7 @@
 //! Refusals explained: Azure's 401/403 and Entra's AADSTS errors become OpenAI-shaped JSON
 //! with a stable code, the cause, the fix steps and the identity seen in the token.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! TLS to the upstream: certificates are verified, and extra CAs come from SSL_CERT_FILE.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

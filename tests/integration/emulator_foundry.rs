@@ -1,13 +1,11 @@
 //! The emulator's Foundry side over real sockets: surfaces, answers, refusals, injected faults,
 //! the resource kind and the clock offset, per azure-facts.md §4 and §5.
 
-mod emulator_common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::emulator_client::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use emulator_common::*;
 use foundry_proxy::emulator::{self, EmulatorConfig, ResourceKind, identities};
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! Streaming: SSE passes through chunk by chunk, and a client that goes away cancels the
 //! upstream request.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,9 +1,6 @@
 //! Helpers shared by `emulator_entra.rs` and `emulator_foundry.rs`: a running emulator, token
 //! requests and Foundry calls over real sockets.
 
-// Each test binary uses a different subset.
-#![allow(dead_code)]
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use foundry_proxy::emulator::{self, EmulatorConfig, RunningEmulator, identities};

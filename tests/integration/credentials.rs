@@ -2,7 +2,7 @@
 //! from a file, a certificate (PEM, PKCS#12 modern and legacy), and a federated token file
 //! (workload identity); each rotated without a restart, each failure explained.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

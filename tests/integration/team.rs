@@ -1,7 +1,7 @@
 //! Sharing one credential across a team: model aliases, CORS for browser tools, access keys,
 //! per-key limits, usage and metrics — over real sockets against the emulator.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,9 @@
 //! Shared test harness: the real emulator and the real proxy, each on its own 127.0.0.1:0
 //! listener, wired together like `foundry-proxy demo`.
 
-#![allow(dead_code, unreachable_pub)]
-
-pub mod logs;
+pub(crate) mod emulator_client;
+pub(crate) mod logs;
+pub(crate) mod raw;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,34 +20,34 @@ use tokio_util::sync::CancellationToken;
 
 /// What to change from the demo wiring.
 #[derive(Debug, Default)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// The emulated world.
-    pub emulator: EmulatorConfig,
+    pub(crate) emulator: EmulatorConfig,
     /// Settings laid over the demo settings (tenant, app, secret, endpoint, authority).
-    pub settings: Settings,
+    pub(crate) settings: Settings,
     /// Token timing; tests may shorten the forced-refresh cooldown.
-    pub policy: Option<TokenPolicy>,
+    pub(crate) policy: Option<TokenPolicy>,
     /// Environment seen by validation (only `SSL_CERT_FILE` is read from it).
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// An Entra fault in place before the proxy's first token request.
-    pub entra_fault: Option<foundry_proxy::emulator::EntraFault>,
+    pub(crate) entra_fault: Option<foundry_proxy::emulator::EntraFault>,
     /// Limits on client connections (header and body read timeouts, head size, HTTP/2
     /// streams); `None` keeps the defaults.
-    pub connection_limits: Option<foundry_proxy::server::ConnectionLimits>,
+    pub(crate) connection_limits: Option<foundry_proxy::server::ConnectionLimits>,
 }
 
 /// A running emulator and proxy.
 #[derive(Debug)]
-pub struct Harness {
-    pub emulator: RunningEmulator,
-    pub proxy: SocketAddr,
-    pub client: reqwest::Client,
+pub(crate) struct Harness {
+    pub(crate) emulator: RunningEmulator,
+    pub(crate) proxy: SocketAddr,
+    pub(crate) client: reqwest::Client,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
 /// The demo app's settings pointed at `emulator_url`.
-pub fn demo_settings(emulator_url: &str) -> Settings {
+pub(crate) fn demo_settings(emulator_url: &str) -> Settings {
     Settings {
         tenant_id: Some(world::TENANT_ID.into()),
         client_id: Some(world::CLIENT_ID.into()),
@@ -60,7 +60,7 @@ pub fn demo_settings(emulator_url: &str) -> Settings {
 }
 
 /// A plain reqwest client (rustls needs a process-wide provider for its default setup).
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -70,19 +70,19 @@ pub fn http_client() -> reqwest::Client {
 
 impl Harness {
     /// The demo world, unchanged.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(Setup::default()).await
     }
 
     /// The demo world with changes.
-    pub async fn start_with(mut setup: Setup) -> Self {
+    pub(crate) async fn start_with(mut setup: Setup) -> Self {
         let world = std::mem::take(&mut setup.emulator);
         let emulator = emulator::spawn(world).await.expect("emulator starts");
         Self::start_on(emulator, setup).await
     }
 
     /// A proxy for an emulator already running (`setup.emulator` is ignored).
-    pub async fn start_on(emulator: RunningEmulator, setup: Setup) -> Self {
+    pub(crate) async fn start_on(emulator: RunningEmulator, setup: Setup) -> Self {
         emulator.emulator.set_entra_fault(setup.entra_fault);
         let url = emulator.url();
         let mut settings = demo_settings(&url).overlay(setup.settings);
@@ -121,12 +121,12 @@ impl Harness {
     }
 
     /// `http://127.0.0.1:PORT{path}` on the proxy.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy)
     }
 
     /// POSTs JSON to the proxy.
-    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+    pub(crate) async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .json(&body)
@@ -136,7 +136,7 @@ impl Harness {
     }
 
     /// GETs `path` on the proxy (no key) and reads the JSON answer, whatever its status.
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+    pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
         let response = self
             .client
             .get(self.url(path))
@@ -147,12 +147,12 @@ impl Harness {
     }
 
     /// A one-message chat request body.
-    pub fn chat(model: &str, text: &str) -> serde_json::Value {
+    pub(crate) fn chat(model: &str, text: &str) -> serde_json::Value {
         serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
     }
 
     /// Waits (bounded) until `/readyz` answers 200.
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         for _ in 0..200 {
             let response = self.client.get(self.url("/readyz")).send().await;
             if response.is_ok_and(|r| r.status() == 200) {
@@ -164,7 +164,7 @@ impl Harness {
     }
 
     /// Stops the proxy (graceful) and the emulator.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
         assert!(
@@ -176,7 +176,7 @@ impl Harness {
 }
 
 /// Reads an error body and returns its `error` object.
-pub async fn error_of(response: reqwest::Response) -> serde_json::Value {
+pub(crate) async fn error_of(response: reqwest::Response) -> serde_json::Value {
     let body: serde_json::Value = response.json().await.expect("json error body");
     body.get("error")
         .cloned()
@@ -184,7 +184,7 @@ pub async fn error_of(response: reqwest::Response) -> serde_json::Value {
 }
 
 /// Polls `check` every 20 ms for up to `limit`; true once it holds.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if check() {
@@ -197,7 +197,7 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
 
 /// Adds one access key (named `name`, no limits) in a fresh keys file to `setup`, so the proxy
 /// authenticates its callers; returns the key. Send it with [`client_with_key`].
-pub fn add_access_key(setup: &mut Setup, name: &str) -> String {
+pub(crate) fn add_access_key(setup: &mut Setup, name: &str) -> String {
     static FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("fp-test-keys-{}-{n}", std::process::id()));
@@ -212,7 +212,7 @@ pub fn add_access_key(setup: &mut Setup, name: &str) -> String {
 }
 
 /// Like [`http_client`], sending `key` as a bearer token on every request.
-pub fn client_with_key(key: &str) -> reqwest::Client {
+pub(crate) fn client_with_key(key: &str) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("key");
     value.set_sensitive(true);

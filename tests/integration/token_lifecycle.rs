@@ -1,7 +1,7 @@
 //! The token: requested exactly as Entra expects, renewed ahead of expiry, and refreshed
 //! once (single flight) when Azure rejects it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
