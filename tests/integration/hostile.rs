@@ -695,8 +695,9 @@ enum Expect {
 }
 
 /// No request target, `Host` header, path, query or header trick makes the proxy contact any
-/// host but its endpoint (over HTTP/1.1 written by hand, and HTTP/2): absolute-form targets
-/// naming the canary are served from the endpoint; `Host`, `X-Forwarded-Host`, `Forwarded` and
+/// host but its endpoint (over HTTP/1.1 written by hand, and HTTP/2): absolute-form targets,
+/// `Host` headers and HTTP/2 `:authority` naming the canary are refused (403
+/// `host_not_allowed`: they do not name the proxy); `X-Forwarded-Host`, `Forwarded` and
 /// path-override headers change nothing (and the overrides are not passed on); `..` and `.`
 /// segments, encoded or double-encoded slashes, backslashes and dots, `//`, `@`, `;`, invalid or
 /// encoded-control escapes and raw non-ASCII are 400 `invalid_path`; paths outside `/v1/` are
@@ -718,41 +719,41 @@ async fn no_request_leaves_the_endpoint() {
         let request = world.post(target, host, extra, &id);
         cases.push((format!("{label}: {target}"), request, expect));
     };
-    // Absolute-form targets and Host headers naming the canary.
+    // Absolute-form targets and Host headers naming the canary: not the proxy's name.
     post(
         "absolute-form",
         &format!("http://{canary}/v1/chat/completions"),
         &canary,
         "",
-        Expect::Forwarded(chat.clone()),
+        Expect::Refused(403, "host_not_allowed"),
     );
     post(
         "absolute-form by name",
         &format!("http://{canary_name}/v1/chat/completions"),
         &canary_name,
         "",
-        Expect::Forwarded(chat.clone()),
+        Expect::Refused(403, "host_not_allowed"),
     );
     post(
         "absolute-form https",
         &format!("https://{canary}/v1/chat/completions"),
         &canary,
         "",
-        Expect::Forwarded(chat.clone()),
+        Expect::Refused(403, "host_not_allowed"),
     );
     post(
         "Host",
         "/v1/chat/completions",
         &canary,
         "",
-        Expect::Forwarded(chat.clone()),
+        Expect::Refused(403, "host_not_allowed"),
     );
     post(
         "two Hosts",
         "/v1/chat/completions",
         &proxy,
         &format!("Host: {canary}\r\n"),
-        Expect::Forwarded(chat.clone()),
+        Expect::Refused(403, "host_not_allowed"),
     );
     post(
         "forwarding and override headers",
@@ -855,7 +856,6 @@ async fn no_request_leaves_the_endpoint() {
         "/%2e%2e/v1/chat/completions".to_owned(),
         "/admin/../v1/chat/completions".to_owned(),
         "/./v1/chat/completions".to_owned(),
-        format!("http://{canary}/admin"),
     ] {
         post(
             "outside /v1/",
@@ -865,6 +865,13 @@ async fn no_request_leaves_the_endpoint() {
             Expect::Refused(404, "unknown_path"),
         );
     }
+    post(
+        "outside /v1/, absolute-form",
+        &format!("http://{canary}/admin"),
+        &proxy,
+        "",
+        Expect::Refused(403, "host_not_allowed"),
+    );
     // Header injection: continuation lines, bare CR, white space in names.
     let auth = world.auth_line();
     for (label, header) in [
@@ -940,7 +947,7 @@ async fn no_request_leaves_the_endpoint() {
         }
     }
 
-    // HTTP/2: the :authority and a Host header naming the canary change nothing either.
+    // HTTP/2: an :authority or a Host header naming the canary is refused the same way.
     let client = h2_connect(world.proxy()).await;
     let key = world.key.clone().expect("key");
     for (index, (uri, host)) in [
@@ -970,15 +977,10 @@ async fn no_request_leaves_the_endpoint() {
         )
         .await;
         let upstream = world.tee.head_with_id(&id);
-        if uri.contains("%2e") {
-            assert_eq!(status, 400, "{uri}");
-            let answer: Value = serde_json::from_slice(&answer).expect("json");
-            assert_eq!(answer["error"]["code"], "invalid_path");
-            assert!(upstream.is_none(), "{uri}");
-        } else {
-            assert_eq!(status, 200, "{uri}");
-            assert_eq!(upstream.expect("forwarded").target, chat, "{uri}");
-        }
+        assert_eq!(status, 403, "{uri}");
+        let answer: Value = serde_json::from_slice(&answer).expect("json");
+        assert_eq!(answer["error"]["code"], "host_not_allowed", "{uri}");
+        assert!(upstream.is_none(), "{uri}");
     }
     drop(client);
 
@@ -1062,7 +1064,7 @@ async fn slow_client(
 async fn slow_clients_are_cut_off() {
     let world = start_world("openai-v1", false, Some(short_limits())).await;
     let proxy = world.proxy();
-    const TRICKLED: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    const TRICKLED: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let limit = Duration::from_secs(8);
     let slow: [(&str, &'static [u8], &'static [u8]); 4] = [
         ("trickled headers", b"", TRICKLED),
@@ -1110,7 +1112,7 @@ async fn oversized_heads_get_431() {
     let big = "a".repeat(100 * 1024);
     let answer = raw(
         proxy,
-        format!("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Request-Id: big\r\nX-Big: {big}\r\nConnection: close\r\n\r\n").into_bytes(),
+        format!("GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: big\r\nX-Big: {big}\r\nConnection: close\r\n\r\n").into_bytes(),
     )
     .await;
     assert_eq!(status_of(&answer), 431, "100 KB header: {answer}");
@@ -1121,13 +1123,13 @@ async fn oversized_heads_get_431() {
     };
     let answer = raw(
         proxy,
-        format!("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Request-Id: many\r\n{}Connection: close\r\n\r\n", many(150)).into_bytes(),
+        format!("GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: many\r\n{}Connection: close\r\n\r\n", many(150)).into_bytes(),
     )
     .await;
     assert_eq!(status_of(&answer), 431, "150 headers: {answer}");
     let answer = raw(
         proxy,
-        format!("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Request-Id: some\r\n{}Connection: close\r\n\r\n", many(60)).into_bytes(),
+        format!("GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: some\r\n{}Connection: close\r\n\r\n", many(60)).into_bytes(),
     )
     .await;
     assert_eq!(status_of(&answer), 200, "60 headers: {answer}");
@@ -1164,7 +1166,7 @@ async fn bad_methods_and_request_lines() {
     ] {
         let answer = raw(
             proxy,
-            format!("{method} /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: m-{method}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes(),
+            format!("{method} /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: m-{method}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes(),
         )
         .await;
         assert_refusal(&answer, 405, "method_not_allowed", method);
@@ -1182,20 +1184,20 @@ async fn bad_methods_and_request_lines() {
         );
     }
     let lines: [&[u8]; 14] = [
-        b"G\x01T /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GE(T) /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"{\"json\":1} /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"G\x01T /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GE(T) /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"{\"json\":1} /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-        b"GET /v1/models HTTP/1.1 extra\r\nHost: x\r\n\r\n",
-        b"GET /v1/models\r\nHost: x\r\n\r\n",
-        b"GET  /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET /v1/models HTTP/1.2\r\nHost: x\r\n\r\n",
-        b"GET /v1/models HTTP/2.0\r\nHost: x\r\n\r\n",
-        b"GET v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET /v1/mo dels HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET /v1/models\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET http://[::1/v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /v1/models HTTP/1.1 extra\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /v1/models\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET  /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /v1/models HTTP/1.2\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /v1/models HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /v1/mo dels HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /v1/models\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET http://[::1/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ];
     let heads_before = world.tee.heads().len();
     for line in lines {
@@ -1204,7 +1206,7 @@ async fn bad_methods_and_request_lines() {
         assert_eq!(status, 400, "{:?}: {answer}", String::from_utf8_lossy(line));
     }
     let long_target = format!(
-        "GET /v1/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v1/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         "a".repeat(70 * 1024)
     );
     let status = status_of(&raw(proxy, long_target.into_bytes()).await);
@@ -1229,11 +1231,11 @@ async fn stalled_bodies_get_408() {
     let stalled: [(&str, &[u8]); 2] = [
         (
             "short body",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: short\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"model\": \"gpt-4o-mini\"",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: short\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"model\": \"gpt-4o-mini\"",
         ),
         (
             "unfinished chunk",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: chunk\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{\"model\": \"gpt",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: chunk\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{\"model\": \"gpt",
         ),
     ];
     let started = Instant::now();
@@ -1276,7 +1278,7 @@ async fn stalled_bodies_get_408() {
     }
 
     // Streamed: 1 MiB of a declared 17 MB, then nothing.
-    let mut streamed = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: streamed\r\nContent-Type: application/json\r\nContent-Length: 17000000\r\n\r\n{\"model\": \"gpt-4o-mini\", \"x\": \"".to_vec();
+    let mut streamed = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: streamed\r\nContent-Type: application/json\r\nContent-Length: 17000000\r\n\r\n{\"model\": \"gpt-4o-mini\", \"x\": \"".to_vec();
     streamed.resize(streamed.len() + (1 << 20), b'a');
     let answer = raw(proxy, streamed).await;
     assert_refusal(&answer, 408, "request_body_timeout", "streamed body");
