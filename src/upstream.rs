@@ -434,7 +434,7 @@ mod tests {
         }
     }
 
-    /// Each style maps chat completions as design.md says.
+    /// Each style maps chat completions as ARCHITECTURE.md "API styles" says.
     #[test]
     fn styles_map_paths() {
         let v1 = target("https://r.openai.azure.com/", ApiStyle::OpenAiV1, None);

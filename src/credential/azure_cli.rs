@@ -1,6 +1,6 @@
 //! The Azure CLI credential: the token of the account signed in with `az login`.
 //!
-//! Runs `az account get-access-token -o json --scope SCOPE [--tenant T]` (azure-facts §2)
+//! Runs `az account get-access-token -o json --scope SCOPE [--tenant T]` (docs/docs/azure-facts.md §2)
 //! and reads `accessToken` and `expires_on`. The CLI's stdout holds the token: it is parsed
 //! and dropped, never logged or put in an error.
 

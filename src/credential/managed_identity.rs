@@ -1,6 +1,6 @@
 //! The managed-identity credential: a token from the host's identity endpoint, IMDS on
 //! Azure VMs and scale sets, or `IDENTITY_ENDPOINT` on App Service and Container Apps
-//! (azure-facts §2).
+//! (docs/docs/azure-facts.md §2).
 //!
 //! Both endpoints take a *resource* (the scope without `/.default`) and answer a v1-style
 //! body whose numbers may be strings. IMDS is allowed to be briefly unavailable (404, 410,
@@ -290,7 +290,7 @@ enum Outcome {
     Final,
 }
 
-/// Classifies a status by the IMDS retry rules (azure-facts §2).
+/// Classifies a status by the IMDS retry rules (docs/docs/azure-facts.md §2).
 fn classify(status: u16) -> Outcome {
     match status {
         200..=299 => Outcome::Success,

@@ -25,7 +25,7 @@ pub use entra::{CredentialError, EntraError};
 pub use workload_identity::WorkloadIdentityCredential;
 
 /// A JSON number, or a number written as a string: Entra v2 sends numbers, the v1 and
-/// managed-identity endpoints send strings (azure-facts §1, §2).
+/// managed-identity endpoints send strings (docs/docs/azure-facts.md §1, §2).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(untagged)]
 pub(crate) enum NumberOrString {

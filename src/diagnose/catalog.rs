@@ -3,7 +3,7 @@
 //!
 //! Texts are templates: `{name}` is filled from [`Vars`] when an error is answered (the
 //! proxy's error JSON and `foundry-proxy check` both render from here), and shown as
-//! `<name>` where no value is known (the README's troubleshooting table is rendered from
+//! `<name>` where no value is known (the troubleshooting table in docs/troubleshooting.md is rendered from
 //! this catalog too, and a test keeps the two identical).
 
 use super::RefusalCode;
@@ -23,7 +23,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// The name shown in the README table.
+    /// The name shown in the troubleshooting table (docs/troubleshooting.md).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Azure => "Azure",
@@ -43,7 +43,7 @@ pub struct Entry {
     pub origin: Origin,
     /// The HTTP status the caller gets.
     pub status: u16,
-    /// What the user sees (Azure's or Entra's wording, shortened), for the README.
+    /// What the user sees (Azure's or Entra's wording, shortened), for docs/troubleshooting.md.
     pub sees: &'static str,
     /// One sentence: the cause (template).
     pub cause: &'static str,
@@ -763,7 +763,7 @@ impl Vars {
     }
 }
 
-/// The README's troubleshooting table, rendered from the catalog.
+/// The troubleshooting table of docs/troubleshooting.md, rendered from the catalog.
 pub fn markdown_table() -> String {
     let mut out = String::from(
         "| `code` | status | from | what you see | cause | fix |\n| --- | --- | --- | --- | --- | --- |\n",

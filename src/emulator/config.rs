@@ -354,7 +354,7 @@ pub enum DeploymentKind {
     Image,
 }
 
-/// The kind of Azure resource that serves inference (azure-facts §3, §5).
+/// The kind of Azure resource that serves inference (docs/docs/azure-facts.md §3, §5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResourceKind {
@@ -385,7 +385,7 @@ impl ResourceKind {
         }
     }
 
-    /// The `message` of the resource's bad-token 401 (azure-facts §5, I9).
+    /// The `message` of the resource's bad-token 401 (docs/docs/azure-facts.md §5, I9).
     pub fn unauthorized_message(self) -> &'static str {
         match self {
             ResourceKind::Foundry => {

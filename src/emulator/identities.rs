@@ -88,7 +88,7 @@ pub const UNREGISTERED_CERTIFICATE_X5T_S256: &str = "COF41WLPTYAmrVaunoaBQVD2sS8
 pub const FEDERATION_ISSUER: &str = "https://oidc.emulator.local/";
 /// Subject of the federated credential on [`CLIENT_ID`]: the pod's service account.
 pub const FEDERATED_SUBJECT: &str = "system:serviceaccount:default:foundry-proxy";
-/// Audience of projected service-account tokens for workload identity (azure-facts §2).
+/// Audience of projected service-account tokens for workload identity (docs/docs/azure-facts.md §2).
 pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
 
 // ---- Managed identities (emulator-only) ----

@@ -4,7 +4,7 @@
 //! certificate assertion or a federated assertion), the managed identity endpoints (IMDS
 //! `/metadata/identity/oauth2/token` and App Service `/msi/token`), the four Foundry
 //! surfaces (`/openai/v1`, `/openai/deployments`, `/models`, `/v1` passthrough) and the control
-//! endpoints under `/_emulator`. Status codes, bodies and headers follow `azure-facts.md`.
+//! endpoints under `/_emulator`. Status codes, bodies and headers follow `docs/azure-facts.md`.
 //!
 //! Two sides, each in its own folder, on a shared core:
 //! - `entra`: Entra ID. The token endpoint (`token`), its error shape and every

@@ -1,5 +1,5 @@
 //! The emulator's Entra ID side over real sockets: token shapes, AADSTS refusals, injected
-//! faults, the clock offset and the control endpoint, per azure-facts.md §1.
+//! faults, the clock offset and the control endpoint, per docs/azure-facts.md §1.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

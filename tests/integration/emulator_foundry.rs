@@ -1,5 +1,5 @@
 //! The emulator's Foundry side over real sockets: surfaces, answers, refusals, injected faults,
-//! the resource kind and the clock offset, per azure-facts.md §4 and §5.
+//! the resource kind and the clock offset, per docs/azure-facts.md §4 and §5.
 
 use std::time::{Duration, Instant};
 

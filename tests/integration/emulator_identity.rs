@@ -1,6 +1,6 @@
 //! Every way a sidecar gets an Azure identity, against the emulator over real sockets:
 //! certificate assertions (RS256/`x5t` and PS256/`x5t#S256`), federated (workload identity)
-//! assertions, IMDS and the App Service / Container Apps endpoint (azure-facts.md §1, §2).
+//! assertions, IMDS and the App Service / Container Apps endpoint (docs/azure-facts.md §1, §2).
 
 use crate::common::emulator_client::*;
 use base64::Engine;

@@ -20,7 +20,7 @@ fn style(api: &str, endpoint: Option<&str>) -> Setup {
 }
 
 /// A chat completion works through each of the four API styles and reaches the route
-/// design.md names for it, with the api-version each style needs.
+/// ARCHITECTURE.md "API styles" names for it, with the api-version each style needs.
 #[tokio::test]
 async fn every_api_style_routes_chat() {
     let cases = [

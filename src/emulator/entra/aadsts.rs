@@ -1,4 +1,4 @@
-//! Every AADSTS answer the emulator gives, each message in one place (azure-facts §1).
+//! Every AADSTS answer the emulator gives, each message in one place (docs/docs/azure-facts.md §1).
 //!
 //! The token endpoint's checks call these builders when a request really fails, and
 //! [`EntraFault::Aadsts`](crate::emulator::state::EntraFault::Aadsts) calls them through [`injected`] with

@@ -1,4 +1,4 @@
-//! Client assertions at the token endpoint (azure-facts §1, §2): a certificate assertion when
+//! Client assertions at the token endpoint (docs/docs/azure-facts.md §1, §2): a certificate assertion when
 //! `iss` = `sub` = the app's client id, a federated (workload identity) assertion otherwise.
 
 use jsonwebtoken::{Algorithm, Header};
@@ -80,7 +80,7 @@ fn verify_certificate(
     header: &Header,
     claims: &Value,
 ) -> Result<(), EntraError> {
-    // SHA-256 first: current docs use it; the Rust SDK sends only SHA-1 (azure-facts §1).
+    // SHA-256 first: current docs use it; the Rust SDK sends only SHA-1 (docs/docs/azure-facts.md §1).
     let named = header
         .x5t_s256
         .as_deref()
@@ -158,7 +158,7 @@ fn check_times(claims: &Value, now: u64) -> Result<(), EntraError> {
     let exp = time(claims, "exp")
         .ok_or_else(|| aadsts::invalid_assertion("The client assertion has no 'exp' claim."))?;
     let nbf = time(claims, "nbf").or(time(claims, "iat"));
-    // Entra does not enforce the documented 10-minute limit on exp - nbf (azure-facts §1).
+    // Entra does not enforce the documented 10-minute limit on exp - nbf (docs/docs/azure-facts.md §1).
     if exp < now || nbf.is_some_and(|nbf| nbf > now) {
         return Err(aadsts::assertion_out_of_time(
             now,

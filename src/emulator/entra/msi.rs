@@ -1,4 +1,4 @@
-//! Managed identity token endpoints (azure-facts §2) on the emulator's listener:
+//! Managed identity token endpoints (docs/docs/azure-facts.md §2) on the emulator's listener:
 //!
 //! - IMDS (VMs): `GET /metadata/identity/oauth2/token?api-version=…&resource=…` with
 //!   `Metadata: true`; every value of the answer is a string.
@@ -21,7 +21,7 @@ use crate::emulator::config::ManagedIdentitySpec;
 use crate::emulator::state::Emulator;
 use crate::emulator::util::{parse_form, uuid};
 
-/// IMDS api-versions the emulator serves: the Python SDK's and the Rust SDK's (azure-facts §2).
+/// IMDS api-versions the emulator serves: the Python SDK's and the Rust SDK's (docs/docs/azure-facts.md §2).
 const IMDS_API_VERSIONS: [&str; 2] = ["2018-02-01", "2019-08-01"];
 /// The App Service api-version with `X-IDENTITY-HEADER` (2017-09-01 used a `secret` header).
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";
@@ -77,7 +77,7 @@ pub(crate) async fn imds(
         tracing::debug!(status, "imds fault injected");
         return imds_fault(status);
     }
-    // IMDS wants exactly `true`, lower case (azure-facts §2), as an SSRF guard.
+    // IMDS wants exactly `true`, lower case (docs/docs/azure-facts.md §2), as an SSRF guard.
     let metadata = headers.get("metadata").and_then(|v| v.to_str().ok());
     if metadata != Some("true") {
         return imds_error(

@@ -199,7 +199,7 @@ fn issue(
         lifetime,
     );
     if asserted.is_some() {
-        // appidacr "2": the client proved itself with an assertion, not a secret (azure-facts §3).
+        // appidacr "2": the client proved itself with an assertion, not a secret (docs/docs/azure-facts.md §3).
         claims.appidacr = "2".to_owned();
     }
     let access_token = emu.keys.sign(&claims).map_err(|e| {

@@ -9,7 +9,7 @@ use super::route::Op;
 use crate::emulator::entra::jwt::AccessTokenClaims;
 use crate::emulator::state::Emulator;
 
-/// Roles with inference data actions (azure-facts §6), by display name and by role id.
+/// Roles with inference data actions (docs/docs/azure-facts.md §6), by display name and by role id.
 /// Owner, Contributor and Cognitive Services Contributor are absent on purpose: no data actions.
 const INFERENCE_ROLES: &[&str] = &[
     "Cognitive Services OpenAI User",

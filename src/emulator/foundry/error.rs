@@ -1,4 +1,4 @@
-//! Foundry's refusals, with the exact bodies of azure-facts §4 and §5.
+//! Foundry's refusals, with the exact bodies of docs/azure-facts.md §4 and §5.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::emulator::config::ResourceKind;
 
-/// Appended to PermissionDenied by Foundry data-plane variants (azure-facts §5, I10).
+/// Appended to PermissionDenied by Foundry data-plane variants (docs/docs/azure-facts.md §5, I10).
 const FOUNDRY_PERMISSIONS_HINT: &str = " For instructions on granting the necessary permissions, see https://aka.ms/FoundryPermissions.";
 
 /// A refusal from the Foundry side; rendered as Azure renders it.
@@ -258,7 +258,7 @@ impl IntoResponse for FoundryError {
     }
 }
 
-/// The 400 for a prompt the content filter blocked (azure-facts §5, I19).
+/// The 400 for a prompt the content filter blocked (docs/docs/azure-facts.md §5, I19).
 fn content_filter_body() -> Value {
     let safe = json!({"filtered": false, "severity": "safe"});
     json!({"error": {

@@ -112,7 +112,7 @@ impl Fault {
             F::KeyAuthDisabled => FoundryError::KeyAuthDisabled,
             F::BadKey => FoundryError::InvalidSubscriptionKey,
             // The classic resource's wording, whatever kind the emulator plays: the fault stands
-            // for the observed body of azure-facts §5, not for this resource's own 401.
+            // for the observed body of docs/azure-facts.md §5, not for this resource's own 401.
             F::Unauthorized => {
                 FoundryError::Unauthorized(crate::emulator::config::ResourceKind::OpenAi)
             }

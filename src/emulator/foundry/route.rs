@@ -36,7 +36,7 @@ const MODELS_API_VERSIONS: &[&str] = &[
     "2025-05-01",
 ];
 
-/// The four ways Foundry is addressed (design.md "API styles").
+/// The four ways Foundry is addressed (ARCHITECTURE.md "API styles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Surface {
     /// `/openai/v1/{op}`, deployment from the body.
