@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, ConfigError, Environment, Settings};
 use crate::emulator::{self, EmulatorConfig, identities as world};
 use crate::secret::Secret;
+use crate::server::browser_guard::emulator_guard;
 use crate::server::{self, ServeOptions};
 
 /// The proxy configuration that points at a running emulator at `emulator_url`.
@@ -47,7 +48,15 @@ pub async fn run(
             fix: "use IP:PORT, e.g. 127.0.0.1:8080".into(),
         })
     })?;
-    let emulator = emulator::spawn(EmulatorConfig::default())
+    let emulator_listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(DemoError::Io)?;
+    let guard = emulator_guard(emulator_listener.local_addr().map_err(DemoError::Io)?, env)
+        .map_err(DemoError::Config)?;
+    let emulator =
+        emulator::spawn_on_with(emulator_listener, EmulatorConfig::default(), |router| {
+            router.layer(guard)
+        })
         .await
         .map_err(DemoError::Io)?;
     let emulator_url = emulator.url();

@@ -328,7 +328,13 @@ async fn emulate(listen: &str, config: Option<PathBuf>, shutdown: CancellationTo
             );
         }
     };
-    let running = match emulator::spawn_on(listener, world).await {
+    let bound = listener.local_addr().unwrap_or(addr);
+    let guard = match foundry_proxy::server::browser_guard::emulator_guard(bound, &ProcessEnv) {
+        Ok(guard) => guard,
+        Err(e) => return fail(2, &e),
+    };
+    let running = match emulator::spawn_on_with(listener, world, |router| router.layer(guard)).await
+    {
         Ok(running) => running,
         Err(e) => return fail(1, &e),
     };

@@ -355,7 +355,7 @@ pub fn load(
 }
 
 /// The non-empty, trimmed entries of a comma-separated environment value.
-fn comma_list(value: &str) -> Vec<String> {
+pub(crate) fn comma_list(value: &str) -> Vec<String> {
     value
         .split(',')
         .map(|entry| entry.trim().to_owned())

@@ -61,5 +61,5 @@ pub use config::{
 };
 pub use entra::jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};
-pub use server::{RunningEmulator, spawn, spawn_on};
+pub use server::{RunningEmulator, spawn, spawn_on, spawn_on_with};
 pub use state::{Emulator, EntraFault};

@@ -79,9 +79,20 @@ pub async fn spawn_on(
     listener: TcpListener,
     config: EmulatorConfig,
 ) -> std::io::Result<RunningEmulator> {
+    spawn_on_with(listener, config, |router| router).await
+}
+
+/// Starts an emulator on an already bound listener, its router passed through `wrap` first:
+/// the commands put the same outer layers in front of it as in front of the proxy (the Host
+/// and Origin checks), without the emulator knowing the proxy's modules.
+pub async fn spawn_on_with(
+    listener: TcpListener,
+    config: EmulatorConfig,
+    wrap: impl FnOnce(Router) -> Router,
+) -> std::io::Result<RunningEmulator> {
     let addr = listener.local_addr()?;
     let emulator = Emulator::new(config);
-    let app = emulator.router();
+    let app = wrap(emulator.router());
     let (stop, stopped) = oneshot::channel::<()>();
     // No Nagle delay: streamed chunks must leave as soon as they are written.
     let listener = listener.tap_io(|tcp| {

@@ -287,6 +287,29 @@ fn refuse_origin(origin: &str) -> ApiError {
     )
 }
 
+/// The guard of the emulator's listener (`emulate`, and the emulator inside `demo`): the same
+/// rules as the proxy's, with `FOUNDRY_PROXY_ALLOWED_HOSTS` and `FOUNDRY_PROXY_CORS_ORIGINS` as
+/// read from `env` (the emulator serves tokens and answers too, if only fake ones).
+pub fn emulator_guard(
+    listen: SocketAddr,
+    env: &dyn crate::config::Environment,
+) -> Result<BrowserGuardLayer, crate::config::ConfigError> {
+    use crate::config::{ConfigError, ENV_ALLOWED_HOSTS, ENV_CORS_ORIGINS, comma_list};
+    let list = |name: &str| env.var(name).map(|v| comma_list(&v)).unwrap_or_default();
+    let hosts = parse_allowed_hosts(&list(ENV_ALLOWED_HOSTS)).map_err(|problem| {
+        ConfigError::new(
+            ENV_ALLOWED_HOSTS,
+            problem,
+            "list host names as NAME, NAME:PORT or *.DOMAIN, comma-separated",
+        )
+    })?;
+    Ok(BrowserGuardLayer::new(BrowserGuard::new(
+        listen,
+        hosts,
+        &list(ENV_CORS_ORIGINS),
+    )))
+}
+
 /// The tower layer that puts a [`BrowserGuard`] in front of a listener's whole router.
 #[derive(Debug, Clone)]
 pub struct BrowserGuardLayer(Arc<BrowserGuard>);

@@ -286,3 +286,85 @@ async fn allowed_hosts_admit_listed_names() {
     }
     harness.stop().await;
 }
+
+/// The first `http://ADDR` after `prefix` in the lines a command prints, as a socket address.
+fn printed_address(lines: &mut impl std::io::BufRead, prefix: &str) -> SocketAddr {
+    let mut line = String::new();
+    while lines.read_line(&mut line).expect("read stdout") > 0 {
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            let url = rest.split_whitespace().next().unwrap_or_default();
+            return url
+                .trim_start_matches("http://")
+                .parse()
+                .unwrap_or_else(|_| panic!("no address in {line:?}"));
+        }
+        line.clear();
+    }
+    panic!("the command never printed {prefix:?}");
+}
+
+/// `foundry-proxy emulate` and `foundry-proxy demo` (its proxy and its emulator) follow the
+/// same rules: a foreign Host or Origin is refused; `FOUNDRY_PROXY_ALLOWED_HOSTS` admits a
+/// service name for `emulate`.
+#[tokio::test]
+async fn demo_and_emulate_follow_the_same_rules() {
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_foundry-proxy");
+    let mut emulate = Command::new(bin)
+        .args(["emulate", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("FOUNDRY_PROXY_ALLOWED_HOSTS", "emulator")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn emulate");
+    let mut demo = Command::new(bin)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let mut emulate_out = std::io::BufReader::new(emulate.stdout.take().expect("stdout"));
+    let mut demo_out = std::io::BufReader::new(demo.stdout.take().expect("stdout"));
+    let emulator = printed_address(&mut emulate_out, "emulator listening on ");
+    let demo_emulator = printed_address(&mut demo_out, "emulator listening on ");
+    let demo_proxy = printed_address(&mut demo_out, "foundry-proxy listening on ");
+
+    for (label, addr) in [
+        ("emulate", emulator),
+        ("demo's emulator", demo_emulator),
+        ("demo's proxy", demo_proxy),
+    ] {
+        let port = addr.port();
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: evil.example.com:{port}");
+        let (status, _, body) = http1(addr, &head, b"").await;
+        assert_eq!(
+            (status, code(&body)),
+            (403, "host_not_allowed"),
+            "{label}: {body}"
+        );
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example.com\r\nContent-Type: text/plain"
+        );
+        let (status, _, body) = http1(addr, &head, CHAT.as_bytes()).await;
+        assert_eq!(
+            (status, code(&body)),
+            (403, "origin_not_allowed"),
+            "{label}: {body}"
+        );
+    }
+    let head = format!(
+        "GET /_emulator/state HTTP/1.1\r\nHost: emulator:{}",
+        emulator.port()
+    );
+    let (status, _, body) = http1(emulator, &head, b"").await;
+    assert_eq!(status, 200, "a listed name reaches the emulator: {body}");
+
+    for mut child in [emulate, demo] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
