@@ -18,11 +18,17 @@ pub const DEFAULT_DEPLOYMENTS_API_VERSION: &str = "2024-10-21";
 /// The api-version of the Foundry Models inference surface.
 pub const DEFAULT_MODELS_API_VERSION: &str = "2024-05-01-preview";
 
+/// The scope of a Foundry project endpoint's tokens (docs/azure-facts.md §7).
+pub const PROJECT_SCOPE: &str = "https://ai.azure.com/.default";
+
 /// How inbound `/v1/{rest}` paths map onto the upstream endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiStyle {
     /// `{endpoint}/openai/v1/{rest}`: the v1 surface; `model` names the deployment.
     OpenAiV1,
+    /// `{endpoint}/openai/v1/{rest}` where the endpoint is a Foundry project
+    /// (`…/api/projects/{name}`): the v1 surface of one project, with its own audience.
+    Project,
     /// `{endpoint}/openai/deployments/{model}/{rest}?api-version=V`: the classic surface.
     Deployments,
     /// `{endpoint}/{rest}?api-version=V`, the endpoint ending in `/models`.
@@ -36,6 +42,7 @@ impl ApiStyle {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OpenAiV1 => "openai-v1",
+            Self::Project => "project",
             Self::Deployments => "deployments",
             Self::Models => "models",
             Self::Passthrough => "passthrough",
@@ -46,7 +53,9 @@ impl ApiStyle {
     pub fn guess(endpoint: &Url) -> Self {
         let path = endpoint.path().trim_end_matches('/');
         let host = endpoint.host_str().unwrap_or_default().to_ascii_lowercase();
-        if path.ends_with("/models") {
+        if project_path(path).is_some() {
+            Self::Project
+        } else if path.ends_with("/models") {
             Self::Models
         } else if path.ends_with("/openai/v1") || path.ends_with("/openai") {
             Self::OpenAiV1
@@ -65,9 +74,33 @@ impl ApiStyle {
         match self {
             Self::Deployments => Some(DEFAULT_DEPLOYMENTS_API_VERSION),
             Self::Models => Some(DEFAULT_MODELS_API_VERSION),
-            Self::OpenAiV1 | Self::Passthrough => None,
+            Self::OpenAiV1 | Self::Project | Self::Passthrough => None,
         }
     }
+
+    /// True for the styles that reach the v1 surface (`…/openai/v1/`), where the body's
+    /// `model` names the deployment and no api-version is needed.
+    pub fn is_v1(self) -> bool {
+        matches!(self, Self::OpenAiV1 | Self::Project)
+    }
+
+    /// The token scope the style needs when `FOUNDRY_SCOPE` is not set: project endpoints
+    /// refuse the Cognitive Services audience (docs/azure-facts.md §7).
+    pub fn default_scope(self, cloud_scope: &'static str) -> &'static str {
+        match self {
+            Self::Project => PROJECT_SCOPE,
+            _ => cloud_scope,
+        }
+    }
+}
+
+/// The project part of an endpoint path: `/api/projects/{name}`, optionally followed by
+/// `/openai` or `/openai/v1` (the surface itself), on any host. Returns the project's name.
+pub fn project_path(path: &str) -> Option<&str> {
+    let rest = path.trim_end_matches('/').strip_prefix("/api/projects/")?;
+    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = !name.is_empty() && matches!(tail, "" | "openai" | "openai/v1");
+    valid.then_some(name)
 }
 
 impl fmt::Display for ApiStyle {
@@ -87,6 +120,7 @@ impl FromStr for ApiStyle {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.trim().to_ascii_lowercase().as_str() {
             "openai-v1" | "v1" => Ok(Self::OpenAiV1),
+            "project" => Ok(Self::Project),
             "deployments" => Ok(Self::Deployments),
             "models" => Ok(Self::Models),
             "passthrough" => Ok(Self::Passthrough),
@@ -119,6 +153,50 @@ pub enum RouteError {
     /// `model` is not a possible deployment name.
     #[error("'{0}' is not a valid deployment name")]
     BadModel(String),
+}
+
+/// How the caller addressed the API: which inbound dialect, and what it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// The operation path after the surface's prefix, e.g. `chat/completions`.
+    pub rest: &'a str,
+    /// The caller's query string, if any.
+    pub query: Option<&'a str>,
+    /// The deployment named in the path (`…/deployments/{deployment}/…`), if any.
+    pub deployment: Option<&'a str>,
+    /// Which dialect the path was written in.
+    pub dialect: Dialect,
+}
+
+/// The inbound dialects: what OpenAI clients send, and what Azure OpenAI clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/v1/{rest}` (OpenAI clients) or `/openai/v1/{rest}` (the v1 surface's Azure path): the
+    /// deployment is the body's `model`, and any `api-version` is the caller's own choice.
+    V1,
+    /// `/openai/deployments/{deployment}/{rest}?api-version=V` or `/openai/{rest}?api-version=V`
+    /// (`AzureOpenAI` clients): the query's api-version is for the classic surface.
+    Classic,
+}
+
+impl<'a> Route<'a> {
+    /// `/v1/{rest}?{query}`: the OpenAI dialect.
+    pub fn v1(rest: &'a str, query: Option<&'a str>) -> Self {
+        Self {
+            rest,
+            query,
+            deployment: None,
+            dialect: Dialect::V1,
+        }
+    }
+
+    /// The `api-version` the caller's query names, if any.
+    pub fn api_version(&self) -> Option<&'a str> {
+        self.query?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.eq_ignore_ascii_case("api-version").then_some(value)
+        })
+    }
 }
 
 /// Operations Azure serves under `/openai/deployments/{deployment}/`; every other path
@@ -171,7 +249,7 @@ impl Target {
     ) -> Self {
         let mut base = endpoint.as_str().trim_end_matches('/').to_owned();
         // An endpoint given as ".../openai/v1" or ".../openai" names the surface itself.
-        if style == ApiStyle::OpenAiV1 {
+        if style.is_v1() {
             for suffix in ["/openai/v1", "/openai"] {
                 if let Some(stripped) = base.strip_suffix(suffix) {
                     base = stripped.to_owned();
@@ -199,14 +277,9 @@ impl Target {
 
     /// [`Target::url`] as an `http::Uri`, for the forwarding path: only the path and query
     /// are new bytes; scheme and authority are shared with every other request.
-    pub fn uri(
-        &self,
-        rest: &str,
-        query: Option<&str>,
-        model: Option<&str>,
-    ) -> Result<Uri, RouteError> {
-        let url = self.url(rest, query, model)?;
-        let bad_path = || RouteError::BadPath(rest.to_owned());
+    pub fn uri(&self, route: &Route<'_>, model: Option<&str>) -> Result<Uri, RouteError> {
+        let url = self.route_url(route, model)?;
+        let bad_path = || RouteError::BadPath(route.rest.to_owned());
         let Some((scheme, authority, prefix_at)) = &self.origin else {
             return url.parse().map_err(|_| bad_path());
         };
@@ -248,10 +321,13 @@ impl Target {
             .and_then(|p| p.strip_prefix("api-version="))
     }
 
-    /// True when routing `rest` needs the deployment from the request body.
-    pub fn needs_model(&self, rest: &str) -> bool {
+    /// True when routing `route` needs the deployment from the request body: the
+    /// `deployments` style, for an operation served under a deployment, when the path names
+    /// none.
+    pub fn needs_model(&self, route: &Route<'_>) -> bool {
         self.style == ApiStyle::Deployments
-            && DEPLOYMENT_OPERATIONS.contains(&rest.trim_end_matches('/'))
+            && route.deployment.is_none()
+            && DEPLOYMENT_OPERATIONS.contains(&route.rest.trim_end_matches('/'))
     }
 
     /// The upstream URL for inbound `/v1/{rest}?{query}`; `model` is the body's model
@@ -262,17 +338,34 @@ impl Target {
         query: Option<&str>,
         model: Option<&str>,
     ) -> Result<String, RouteError> {
+        self.route_url(&Route::v1(rest, query), model)
+    }
+
+    /// The upstream URL for a request in any inbound dialect; `model` is the body's model
+    /// (used only by the `deployments` style, when the path names no deployment).
+    ///
+    /// A deployment named in the path picks the deployment URL in the `deployments` style;
+    /// the other styles carry it in the body's `model` (the caller rewrites the body). A
+    /// classic-dialect api-version is kept for the `deployments` style, replaced by the
+    /// configured one for `models`, and dropped for the v1 surface and passthrough, which take
+    /// none.
+    pub fn route_url(&self, route: &Route<'_>, model: Option<&str>) -> Result<String, RouteError> {
+        let rest = route.rest;
         check_rest(rest)?;
         let mut url = String::with_capacity(self.base.len() + rest.len() + 64);
         url.push_str(&self.base);
         match self.style {
-            ApiStyle::OpenAiV1 => url.push_str("/openai/v1/"),
+            ApiStyle::OpenAiV1 | ApiStyle::Project => url.push_str("/openai/v1/"),
             ApiStyle::Passthrough => url.push_str("/v1/"),
             ApiStyle::Models => url.push('/'),
             ApiStyle::Deployments => {
-                if self.needs_model(rest) {
-                    let model = model.ok_or(RouteError::MissingModel)?;
-                    let deployment = self.aliases.get(model).map_or(model, String::as_str);
+                let named = match route.deployment {
+                    Some(deployment) => Some(deployment),
+                    None if self.needs_model(route) => Some(model.ok_or(RouteError::MissingModel)?),
+                    None => None,
+                };
+                if let Some(name) = named {
+                    let deployment = self.aliases.get(name).map_or(name, String::as_str);
                     if !is_valid_deployment_name(deployment) {
                         return Err(RouteError::BadModel(deployment.to_owned()));
                     }
@@ -285,7 +378,16 @@ impl Target {
             }
         }
         url.push_str(rest);
-        let client_query = query.filter(|q| !q.is_empty());
+        let client_query = route.query.filter(|q| !q.is_empty());
+        let drops_classic_version =
+            route.dialect == Dialect::Classic && self.style != ApiStyle::Deployments;
+        let kept_query;
+        let client_query = if drops_classic_version {
+            kept_query = without_api_version(client_query.unwrap_or_default());
+            Some(kept_query.as_str()).filter(|q| !q.is_empty())
+        } else {
+            client_query
+        };
         // The client's own api-version replaces the proxy's, whatever its case: a server that
         // reads query names case-insensitively would otherwise see two.
         let client_sets_version = client_query.is_some_and(|q| {
@@ -318,6 +420,21 @@ impl Target {
 
 /// `api-version=`, the query pair that selects the API version.
 const VERSION_KEY: &[u8] = b"api-version=";
+
+/// `query` without its `api-version` pairs (any case).
+fn without_api_version(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            !pair.is_empty()
+                && !pair
+                    .as_bytes()
+                    .get(..VERSION_KEY.len())
+                    .is_some_and(|key| key.eq_ignore_ascii_case(VERSION_KEY))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
 
 /// Refuses paths that could escape the intended upstream route, or that a server or gateway
 /// on the way could read differently from the proxy:

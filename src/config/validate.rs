@@ -187,19 +187,20 @@ fn upstream(
         "use https://login.microsoftonline.com (or your cloud's authority)",
     )?;
 
-    let scope = scope.unwrap_or_else(|| cloud.scope().to_owned());
-    check_scope(&scope)?;
-
     let api = match api {
         Some(text) => text.parse::<ApiStyle>().map_err(|_| {
             ConfigError::new(
                 ENV_API,
                 format!("unknown API style '{text}'"),
-                "use one of openai-v1, deployments, models, passthrough",
+                "use one of openai-v1, project, deployments, models, passthrough",
             )
         })?,
         None => ApiStyle::guess(&endpoint),
     };
+
+    // A project endpoint refuses the Cognitive Services audience (docs/azure-facts.md §7).
+    let scope = scope.unwrap_or_else(|| api.default_scope(cloud.scope()).to_owned());
+    check_scope(&scope)?;
 
     let api_version = api_version.map(|v| v.trim().to_owned());
     if let Some(version) = &api_version {

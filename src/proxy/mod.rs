@@ -7,6 +7,7 @@
 //! one's product (`Outbound`, `UpstreamRequest`, `Sent`), not the inbound request, so another
 //! inbound dialect needs its own admit and prepare steps and reuses the rest.
 
+pub mod dialect;
 pub mod headers;
 pub mod model;
 
@@ -32,8 +33,9 @@ use crate::request_id;
 use crate::server::BodyReadTimeout;
 use crate::telemetry;
 use crate::token::{HeldToken, TokenCell};
-use crate::upstream::{RouteError, Target, UpstreamClient};
+use crate::upstream::{Dialect, Route, RouteError, Target, UpstreamClient};
 use crate::usage;
+use dialect::PathProblem;
 
 /// Request bodies up to this size are held in memory so a 401 can be retried with a fresh
 /// token; larger ones stream straight through (and are not retried).
@@ -93,10 +95,10 @@ struct Exchange<'a> {
     /// When the request arrived: the start of its total time and of a stream's time to first
     /// byte.
     started: Instant,
-    /// The path after `/v1/`.
-    rest: &'a str,
-    /// `rest` as a metrics label ([`metrics::route_label`]).
-    route: &'a str,
+    /// What the path asks for, in whichever dialect it was written.
+    route: Route<'a>,
+    /// The operation as a metrics label ([`metrics::route_label`]).
+    label: &'a str,
     /// The caller's key; `None` when callers are not authenticated.
     key: Option<&'a Arc<KeyEntry>>,
     /// For log lines.
@@ -152,9 +154,10 @@ enum Answer {
     Refused(http::response::Parts, Bytes),
 }
 
-/// Forwards `/v1/{rest}` upstream. Every outcome is one log line and one metrics record.
+/// Forwards a request in any inbound dialect ([`dialect`]) upstream. Every outcome is one log
+/// line and one metrics record.
 ///
-/// It is the router's fallback: any other path is answered 404 `unknown_path` here. Either way
+/// It is the router's fallback: a path no dialect has is answered 404 `unknown_path` here. Either way
 /// the response carries the request's `x-request-id`.
 pub async fn forward(State(state): State<Arc<ProxyState>>, mut request: Request) -> Response {
     let id = request_id::ensure(&mut request);
@@ -181,16 +184,19 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     let uri = request.uri().clone();
     let path = uri.path();
     let request_id = id.to_str().unwrap_or("");
+    let route = match dialect::route(path, uri.query()) {
+        Ok(route) => route,
+        Err(problem) => return unknown_path(&method, path, problem, request_id).into_response(),
+    };
     let key = match admit(state, &request, request_id) {
         Ok(key) => key,
         Err(refused) => return refused.into_response(),
     };
-    let rest = path.strip_prefix("/v1/").unwrap_or(path);
-    let route = metrics::route_label(rest);
+    let label = metrics::route_label(route.rest);
     let exchange = Exchange {
         started,
-        rest,
-        route: &route,
+        route,
+        label: &label,
         key: key.as_ref(),
         tag: Tag {
             request_id,
@@ -214,7 +220,7 @@ async fn forward_request(
     observed: &mut Observed,
 ) -> Result<Response, ApiError> {
     within_limits(state, exchange.key)?;
-    let outbound = match prepare(state, request, exchange.rest, observed).await? {
+    let outbound = match prepare(state, request, &exchange.route, observed).await? {
         Prepared::Answered(response) => return Ok(response),
         Prepared::Outbound(outbound) => outbound,
     };
@@ -245,10 +251,31 @@ async fn forward_request(
     ))
 }
 
-/// Phase 1, admit: only `/v1/` paths (else 404 `unknown_path`), only the forwarded methods
-/// (else 405), and, when keys are configured, only callers with a valid key (else 401). A
-/// refusal here is logged but not counted in the request metrics: it has no route or key to
-/// be counted under.
+/// A path no dialect serves: 404 `unknown_path`, naming the client settings that work (logged,
+/// so an operator sees a misconfigured client); a deployment name Azure cannot have: 400
+/// `invalid_model`.
+fn unknown_path(method: &Method, path: &str, problem: PathProblem, request_id: &str) -> ApiError {
+    let error = match problem {
+        PathProblem::Unknown => diagnose::proxy_refusal(
+            RefusalCode::UnknownPath,
+            &diagnose::catalog::Vars::new().set("detail", telemetry::loggable(path)),
+        ),
+        PathProblem::BadDeployment => refuse(
+            RefusalCode::InvalidModel,
+            path.split('/')
+                .nth(3)
+                .unwrap_or_default()
+                .escape_debug()
+                .to_string(),
+        ),
+    };
+    info!(method = %method, path = %telemetry::loggable(path), status = error.status.as_u16(), request_id = %request_id, "request refused: no such route");
+    error
+}
+
+/// Phase 1, admit: only the forwarded methods (else 405), and, when keys are configured,
+/// only callers with a valid key (else 401). A refusal here is logged but not counted in the
+/// request metrics: it has no key to be counted under.
 fn admit(
     state: &ProxyState,
     request: &Request,
@@ -256,12 +283,6 @@ fn admit(
 ) -> Result<Option<Arc<KeyEntry>>, ApiError> {
     let method = request.method();
     let path = request.uri().path();
-    if !path.starts_with("/v1/") {
-        return Err(diagnose::proxy_refusal(
-            RefusalCode::UnknownPath,
-            &diagnose::catalog::Vars::new(),
-        ));
-    }
     if !FORWARDED_METHODS.contains(method) {
         info!(method = %method, path = %telemetry::loggable(path), status = 405, request_id = %request_id, "request refused: method not forwarded");
         return Err(method_not_allowed(method));
@@ -283,7 +304,7 @@ fn record(
     let status = response.status().as_u16();
     let model = observed.model.as_deref().unwrap_or("");
     state.metrics.record_request(&RequestRecord {
-        route: exchange.route,
+        route: exchange.label,
         status,
         model,
         key: exchange.tag.key,
@@ -357,13 +378,15 @@ fn within_limits(state: &ProxyState, key: Option<&Arc<KeyEntry>>) -> Result<(), 
 }
 
 /// True when the upstream surface accepts `stream_options` (the v1 API, and dated versions
-/// from 2024-09-01 on): only then does the proxy ask for usage in streams.
-fn can_request_stream_usage(target: &Target) -> bool {
+/// from 2024-09-01 on — the caller's own api-version when it sends one, as that is the one
+/// Azure sees): only then does the proxy ask for usage in streams.
+fn can_request_stream_usage(target: &Target, route: &Route<'_>) -> bool {
     match target.style() {
-        crate::upstream::ApiStyle::OpenAiV1 => true,
-        crate::upstream::ApiStyle::Deployments => {
-            target.api_version().is_some_and(|v| v >= "2024-09-01")
-        }
+        crate::upstream::ApiStyle::OpenAiV1 | crate::upstream::ApiStyle::Project => true,
+        crate::upstream::ApiStyle::Deployments => route
+            .api_version()
+            .or(target.api_version())
+            .is_some_and(|v| v >= "2024-09-01"),
         _ => false,
     }
 }
@@ -375,22 +398,30 @@ fn can_request_stream_usage(target: &Target) -> bool {
 async fn prepare(
     state: &ProxyState,
     request: Request,
-    rest: &str,
+    route: &Route<'_>,
     observed: &mut Observed,
 ) -> Result<Prepared, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let (body, facts) = read_facts(state, &parts, body, rest).await?;
+    let (body, mut facts) = read_facts(state, &parts, body, route).await?;
+    // A deployment in the path is what the caller asked for, whatever the body says.
+    if let Some(deployment) = route.deployment {
+        facts.model = Some(deployment.to_owned());
+    }
     observed.model.clone_from(&facts.model);
-    if rest == "models" && parts.method == Method::GET && !state.target.aliases().is_empty() {
+    if route.rest == "models"
+        && route.deployment.is_none()
+        && parts.method == Method::GET
+        && !state.target.aliases().is_empty()
+    {
         return Ok(Prepared::Answered(model::alias_list(
             state.target.aliases(),
         )));
     }
-    let (body, ask_stream_usage) = rewrite_body(state, rest, &mut parts.headers, body, &facts);
+    let (body, ask_stream_usage) = rewrite_body(state, route, &mut parts.headers, body, &facts);
     let uri = state
         .target
-        .uri(rest, parts.uri.query(), facts.model.as_deref())
-        .map_err(route_error)?;
+        .uri(route, facts.model.as_deref())
+        .map_err(|e| route_error(e, route))?;
     let mut headers = parts.headers;
     headers::prepare_request_headers(&mut headers);
     // Compressed answers could not be read for `usage` on their way through; the hop to
@@ -415,7 +446,7 @@ async fn read_facts(
     state: &ProxyState,
     parts: &http::request::Parts,
     body: Body,
-    rest: &str,
+    route: &Route<'_>,
 ) -> Result<(OutboundBody, model::BodyFacts), ApiError> {
     let content_length = parts
         .headers
@@ -425,7 +456,7 @@ async fn read_facts(
     if content_length.is_some_and(|n| n > state.max_body as u64) {
         return Err(too_large(state.max_body));
     }
-    let needs_model = state.target.needs_model(rest) && parts.method != Method::GET;
+    let needs_model = state.target.needs_model(route) && parts.method != Method::GET;
     let body = if needs_model || content_length.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
         OutboundBody::Buffered(read_body(body, state.max_body).await?)
     } else {
@@ -440,6 +471,12 @@ async fn read_facts(
         OutboundBody::Buffered(bytes) if is_json(&parts.headers) => {
             model::json_facts(bytes).unwrap_or_default()
         }
+        // Uploads (audio, images): their `model` form field, for usage and metrics.
+        OutboundBody::Buffered(bytes) if is_multipart(&parts.headers) => {
+            model::read_facts(&parts.headers, bytes)
+                .await
+                .unwrap_or_default()
+        }
         _ => model::BodyFacts::default(),
     };
     Ok((body, facts))
@@ -451,7 +488,7 @@ async fn read_facts(
 /// rewritten body gets its new `content-length`.
 fn rewrite_body(
     state: &ProxyState,
-    rest: &str,
+    route: &Route<'_>,
     headers: &mut HeaderMap,
     body: OutboundBody,
     facts: &model::BodyFacts,
@@ -459,17 +496,22 @@ fn rewrite_body(
     let OutboundBody::Buffered(bytes) = &body else {
         return (body, false);
     };
+    let rest = route.rest;
     let rewrite = state.target.style() != crate::upstream::ApiStyle::Deployments;
-    let mut rewritten = facts
-        .model
-        .as_deref()
+    // The deployment goes in the body's `model` for every style but `deployments`: the one
+    // the path names (Azure dialect), or the one an alias stands for.
+    let name = facts.model.as_deref();
+    let deployment = name
         .and_then(|name| state.target.alias(name))
+        .or(route.deployment.filter(|_| is_json(headers)));
+    let mut rewritten = deployment
         .filter(|_| rewrite)
         .and_then(|deployment| model::with_model(bytes, deployment));
     let mut ask_stream_usage = false;
     // Ask for usage in streams (stripped again before the client sees it), so streamed
     // tokens count against the key's limits and in the usage metrics.
-    if matches!(rest, "chat/completions" | "completions") && can_request_stream_usage(&state.target)
+    if matches!(rest, "chat/completions" | "completions")
+        && can_request_stream_usage(&state.target, route)
     {
         let current = rewritten.as_ref().unwrap_or(bytes);
         if let Some(with_usage) = usage::request_usage_in_known_stream(
@@ -601,7 +643,7 @@ fn stream_back(
     }
     let stream_guard = is_stream.then(|| state.metrics.stream_started());
     let first_byte = is_stream.then(|| {
-        let ttfb = state.metrics.stream_ttfb(exchange.route);
+        let ttfb = state.metrics.stream_ttfb(exchange.label);
         let started = exchange.started;
         move || ttfb.observe(started.elapsed().as_secs_f64())
     });
@@ -666,6 +708,13 @@ fn is_json(headers: &HeaderMap) -> bool {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"))
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/"))
 }
 
 fn is_refusal(status: StatusCode) -> bool {
@@ -776,16 +825,25 @@ fn too_large(max: usize) -> ApiError {
     )
 }
 
-fn route_error(error: RouteError) -> ApiError {
+fn route_error(error: RouteError, route: &Route<'_>) -> ApiError {
     match error {
         RouteError::MissingModel => refuse(RefusalCode::MissingModel, ""),
         RouteError::BadModel(model) => {
             refuse(RefusalCode::InvalidModel, model.escape_debug().to_string())
         }
-        RouteError::BadPath(path) => refuse(
-            RefusalCode::InvalidPath,
-            format!("/v1/{}", path.escape_debug()),
-        ),
+        RouteError::BadPath(path) => {
+            let prefix = match (route.dialect, route.deployment) {
+                (Dialect::V1, _) => "/v1/".to_owned(),
+                (Dialect::Classic, Some(deployment)) => {
+                    format!("/openai/deployments/{deployment}/")
+                }
+                (Dialect::Classic, None) => "/openai/".to_owned(),
+            };
+            refuse(
+                RefusalCode::InvalidPath,
+                format!("{prefix}{}", path.escape_debug()),
+            )
+        }
     }
 }
 
