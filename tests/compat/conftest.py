@@ -47,7 +47,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     framework = getattr(item, "callspec", None) and item.callspec.params.get("framework")
     capability = item.get_closest_marker("capability")
     if framework is not None and capability is not None:
-        matrix.record(framework.name, capability.args[0], report)
+        matrix.record(framework.key, capability.args[0], report)
     return report
 
 

@@ -70,7 +70,7 @@ class Framework:
     """What the matrix asks of each framework. `run` is a running proxy (tests/e2e/conftest.py)."""
 
     key = ""  # the pytest id
-    name = ""  # shown in the table
+    name = ""  # the framework's part used, shown in the table next to the distribution
     dist = ""  # the PyPI distribution whose version the table shows
     route = "chat/completions"  # the /v1 route its chat goes to ("responses" for the Responses API)
 
@@ -103,7 +103,7 @@ def _async_client(run: Running) -> Any:
 
 
 class OpenAISdk(Framework):
-    key, name, dist = "openai", "openai (OpenAI)", "openai"
+    key, name, dist = "openai", "OpenAI", "openai"
 
     def client(self, run: Running) -> Any:
         """The one factory a variant (e.g. AzureOpenAI) overrides."""
@@ -152,7 +152,7 @@ class OpenAISdk(Framework):
 
 
 class LangChain(Framework):
-    key, name, dist = "langchain-openai", "langchain-openai (ChatOpenAI)", "langchain-openai"
+    key, name, dist = "langchain-openai", "ChatOpenAI, OpenAIEmbeddings", "langchain-openai"
 
     def llm(self, run: Running) -> Any:
         import httpx
@@ -202,7 +202,7 @@ class LangChain(Framework):
 
 
 class PydanticAI(Framework):
-    key, name, dist = "pydantic-ai", "pydantic-ai (OpenAIChatModel)", "pydantic-ai-slim"
+    key, name, dist = "pydantic-ai", "Agent with OpenAIChatModel, Embedder", "pydantic-ai-slim"
 
     def model(self, run: Running) -> Any:
         from pydantic_ai.models.openai import OpenAIChatModel
@@ -258,7 +258,7 @@ class PydanticAI(Framework):
 class OpenAIAgents(Framework):
     """The Agents SDK with its default model class, which speaks the Responses API."""
 
-    key, name, dist = "openai-agents", "openai-agents (OpenAIResponsesModel)", "openai-agents"
+    key, name, dist = "openai-agents", "Agent with OpenAIResponsesModel", "openai-agents"
     route = "responses"
 
     def agent(self, run: Running, **kwargs: Any) -> Any:
@@ -308,7 +308,7 @@ class OpenAIAgents(Framework):
 class LiteLLM(Framework):
     """litellm as a client library, with the `openai/` provider and the proxy as `api_base`."""
 
-    key, name, dist = "litellm", "litellm (completion)", "litellm"
+    key, name, dist = "litellm", "completion, embedding", "litellm"
 
     def call(self, run: Running, **kwargs: Any) -> Any:
         import litellm

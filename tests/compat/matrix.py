@@ -16,7 +16,7 @@ END = "<!-- END compatibility table -->"
 
 PASS, FAIL, NA = "pass", "FAIL", "n/a"
 
-# (framework name, capability) -> cell
+# (framework key, capability) -> cell
 _results: dict[tuple[str, str], str] = {}
 
 
@@ -33,14 +33,14 @@ def record(framework: str, capability: str, report: Any) -> None:
 
 def complete() -> bool:
     """Whether every cell of the table was filled in this run."""
-    return all((f.name, c) in _results for f in FRAMEWORKS for c in CAPABILITIES)
+    return all((f.key, c) in _results for f in FRAMEWORKS for c in CAPABILITIES)
 
 
 def table() -> str:
-    header = ["framework", "version", *CAPABILITIES]
+    header = ["package", "version", "used as", *CAPABILITIES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for f in FRAMEWORKS:
-        cells = [f"`{f.name}`", version(f.dist), *(_results[(f.name, c)] for c in CAPABILITIES)]
+        cells = [f"`{f.dist}`", version(f.dist), f.name, *(_results[(f.key, c)] for c in CAPABILITIES)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

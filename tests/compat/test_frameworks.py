@@ -53,7 +53,7 @@ def test_embeddings(framework: Framework, demo: Running) -> None:
     try:
         vector = framework.embed(demo, "hello")
     except NotAvailable:
-        pytest.skip(f"{framework.name} has no embeddings API")
+        pytest.skip(f"{framework.dist} ({framework.name}) has no embeddings API")
     assert len(vector) > 1 and all(isinstance(x, float) for x in vector)
     assert math.isclose(math.fsum(x * x for x in vector), 1.0, rel_tol=1e-3), "not a unit vector"
 
