@@ -40,7 +40,12 @@ fn chat_ask(body: &Value) -> model::Ask {
     let calls: Vec<(&str, &str)> = messages
         .iter()
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
-        .flat_map(|m| m.get("tool_calls").and_then(Value::as_array).into_iter().flatten())
+        .flat_map(|m| {
+            m.get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
         .filter_map(|c| {
             Some((
                 c.get("id").and_then(Value::as_str).unwrap_or(""),
@@ -81,9 +86,18 @@ fn chat_ask(body: &Value) -> model::Ask {
     }
 }
 
-/// A tool call as Chat Completions shows it (the `arguments` given whole).
-fn tool_call_json(id: &str, call: &model::Call) -> Value {
-    json!({"id": id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
+/// One tool call of an answer, with its id and its arguments cut into stream pieces.
+struct CallOut {
+    id: String,
+    call: model::Call,
+    pieces: Vec<String>,
+}
+
+impl CallOut {
+    /// The call as a non-streamed message shows it (the `arguments` given whole).
+    fn json(&self) -> Value {
+        json!({"id": self.id, "type": "function", "function": {"name": self.call.name, "arguments": self.call.arguments}})
+    }
 }
 
 /// `POST …/chat/completions`.
@@ -92,7 +106,7 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
     let answer = model::answer(&chat_ask(body));
     // Content pieces (prose by word, JSON by a few characters), or tool calls with their
     // argument pieces; the number of pieces is the completion's token count.
-    let (chunks, calls): (Vec<String>, Vec<(String, model::Call, Vec<String>)>) = match answer {
+    let (chunks, calls): (Vec<String>, Vec<CallOut>) = match answer {
         model::Answer::Text {
             content,
             json: false,
@@ -105,14 +119,16 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
             vec![],
             calls
                 .into_iter()
-                .map(|c| {
-                    let pieces = model::json_chunks(&c.arguments, ctx.chunks);
-                    (text::id("call_"), c, pieces)
+                .map(|call| CallOut {
+                    id: text::id("call_"),
+                    pieces: model::json_chunks(&call.arguments, ctx.chunks),
+                    call,
                 })
                 .collect(),
         ),
     };
-    let completion_tokens = (chunks.len() + calls.iter().map(|c| c.2.len()).sum::<usize>()) as u64;
+    let completion_tokens =
+        (chunks.len() + calls.iter().map(|c| c.pieces.len()).sum::<usize>()) as u64;
     let usage = chat_usage(text::token_count(&all), completion_tokens);
     let finish = if calls.is_empty() {
         "stop"
@@ -122,14 +138,12 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
     let id = text::id("chatcmpl-");
     let created = ctx.emu.now_secs();
     if !wants_stream(body) {
-        let mut message = json!({"annotations": [], "content": null, "refusal": null, "role": "assistant"});
+        let mut message =
+            json!({"annotations": [], "content": null, "refusal": null, "role": "assistant"});
         if calls.is_empty() {
             message["content"] = json!(chunks.concat());
         } else {
-            message["tool_calls"] = calls
-                .iter()
-                .map(|(call_id, call, _)| tool_call_json(call_id, call))
-                .collect();
+            message["tool_calls"] = calls.iter().map(CallOut::json).collect();
         }
         return axum::Json(json!({
             "choices": [{
@@ -182,7 +196,15 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
     } else {
         // As OpenAI streams tool calls: each call opens with its id, type, name and empty
         // arguments (the first one also with the role), then its arguments in fragments.
-        for (index, (call_id, call, pieces)) in calls.iter().enumerate() {
+        for (
+            index,
+            CallOut {
+                id: call_id,
+                call,
+                pieces,
+            },
+        ) in calls.iter().enumerate()
+        {
             let head = json!([{"index": index, "id": call_id, "type": "function",
                 "function": {"name": call.name, "arguments": ""}}]);
             let delta = if index == 0 {

@@ -26,6 +26,6 @@ mod media;
 mod model;
 mod responses;
 mod route;
-mod sse;
 mod schema_value;
+mod sse;
 mod text;

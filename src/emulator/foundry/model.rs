@@ -62,7 +62,10 @@ pub(crate) struct Call {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Answer {
     /// Message content: prose, or JSON when a JSON format was asked for.
-    Text { content: String, json: bool },
+    Text {
+        content: String,
+        json: bool,
+    },
     ToolCalls(Vec<Call>),
 }
 
@@ -90,11 +93,7 @@ fn tools_to_call(ask: &Ask) -> Option<Vec<&Tool>> {
     match &ask.choice {
         ToolChoice::None => None,
         // Forced: called even after a tool result, as the real service does.
-        ToolChoice::Named(name) => ask
-            .tools
-            .iter()
-            .find(|t| &t.name == name)
-            .map(|t| vec![t]),
+        ToolChoice::Named(name) => ask.tools.iter().find(|t| &t.name == name).map(|t| vec![t]),
         // A tool result answers the call: the loop ends with text.
         ToolChoice::Auto if !ask.tool_results.is_empty() => None,
         ToolChoice::Auto => Some(pick(ask)),
@@ -326,7 +325,9 @@ mod tests {
     fn formats_give_json() {
         let mut a = ask(ToolChoice::None, "hi");
         a.format = format(
-            Some(&json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}})),
+            Some(
+                &json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}}),
+            ),
             "/json_schema/schema",
         );
         assert_eq!(
@@ -348,7 +349,9 @@ mod tests {
         assert_eq!(tool_choice(None), ToolChoice::Auto);
         assert_eq!(tool_choice(Some(&json!("none"))), ToolChoice::None);
         assert_eq!(
-            tool_choice(Some(&json!({"type": "function", "function": {"name": "f"}}))),
+            tool_choice(Some(
+                &json!({"type": "function", "function": {"name": "f"}})
+            )),
             ToolChoice::Named("f".into())
         );
         assert_eq!(

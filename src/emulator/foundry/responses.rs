@@ -89,11 +89,11 @@ fn reported_tools(body: &Value) -> Value {
     tools
         .into_iter()
         .map(|mut t| {
-            if t.get("type").and_then(Value::as_str) == Some("function") {
-                if let Some(o) = t.as_object_mut() {
-                    o.entry("strict").or_insert(json!(true));
-                    o.entry("description").or_insert(Value::Null);
-                }
+            if t.get("type").and_then(Value::as_str) == Some("function")
+                && let Some(o) = t.as_object_mut()
+            {
+                o.entry("strict").or_insert(json!(true));
+                o.entry("description").or_insert(Value::Null);
             }
             t
         })
@@ -140,8 +140,16 @@ fn response_object(
 
 /// One output item of the answer, with its stream pieces.
 enum Item {
-    Message { id: String, pieces: Vec<String> },
-    Call { id: String, call_id: String, call: model::Call, pieces: Vec<String> },
+    Message {
+        id: String,
+        pieces: Vec<String>,
+    },
+    Call {
+        id: String,
+        call_id: String,
+        call: model::Call,
+        pieces: Vec<String>,
+    },
 }
 
 impl Item {

@@ -50,28 +50,28 @@ impl Gen<'_> {
             Value::Object(_) => schema,
             _ => return json!(name),
         };
-        if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
-            if let Some(resolved) = self.resolve(target) {
-                return self.value(resolved, name, variant, depth + 1);
-            }
+        if let Some(target) = schema.get("$ref").and_then(Value::as_str)
+            && let Some(resolved) = self.resolve(target)
+        {
+            return self.value(resolved, name, variant, depth + 1);
         }
         if let Some(c) = schema.get("const") {
             return c.clone();
         }
-        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-            if !values.is_empty() {
-                return values[usize::try_from(variant).unwrap_or(0) % values.len()].clone();
-            }
+        if let Some(values) = schema.get("enum").and_then(Value::as_array)
+            && !values.is_empty()
+        {
+            return values[usize::try_from(variant).unwrap_or(0) % values.len()].clone();
         }
         if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
             let merged = self.merge_all_of(schema, all);
             return self.value(&merged, name, variant, depth + 1);
         }
         for key in ["anyOf", "oneOf"] {
-            if let Some(branches) = schema.get(key).and_then(Value::as_array) {
-                if let Some(branch) = self.pick_branch(branches, depth) {
-                    return self.value(branch, name, variant, depth + 1);
-                }
+            if let Some(branches) = schema.get(key).and_then(Value::as_array)
+                && let Some(branch) = self.pick_branch(branches, depth)
+            {
+                return self.value(branch, name, variant, depth + 1);
             }
         }
         match type_of(schema).as_str() {
@@ -79,7 +79,7 @@ impl Gen<'_> {
             "array" => self.array(schema, name, depth),
             "integer" => integer(schema, variant),
             "number" => number(schema, variant),
-            "boolean" => Value::Bool(variant % 2 == 0),
+            "boolean" => Value::Bool(variant.is_multiple_of(2)),
             "null" => Value::Null,
             _ => Value::String(string(schema, name, variant)),
         }
@@ -102,7 +102,11 @@ impl Gen<'_> {
             let mut branch = branch;
             // Follow `$ref` chains so a referenced base model's properties merge too.
             for _ in 0..MAX_DEPTH {
-                match branch.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
+                match branch
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| self.resolve(r))
+                {
                     Some(next) => branch = next,
                     None => break,
                 }
@@ -139,10 +143,10 @@ impl Gen<'_> {
 
     /// The first branch; past the full depth, a `null` branch if there is one (ends recursion).
     fn pick_branch<'b>(&self, branches: &'b [Value], depth: usize) -> Option<&'b Value> {
-        if depth >= FULL_DEPTH {
-            if let Some(null) = branches.iter().find(|b| type_of(b) == "null") {
-                return Some(null);
-            }
+        if depth >= FULL_DEPTH
+            && let Some(null) = branches.iter().find(|b| type_of(b) == "null")
+        {
+            return Some(null);
         }
         branches.first()
     }
@@ -249,7 +253,13 @@ fn type_of(schema: &Value) -> String {
         "minProperties",
     ]) {
         "object"
-    } else if has(&["items", "prefixItems", "minItems", "maxItems", "uniqueItems"]) {
+    } else if has(&[
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+    ]) {
         "array"
     } else if has(&[
         "minimum",
@@ -271,16 +281,16 @@ fn bounds(schema: &Value) -> (Option<f64>, bool, Option<f64>, bool) {
     let num = |k: &str| schema.get(k).and_then(Value::as_f64);
     let flag = |k: &str| schema.get(k).and_then(Value::as_bool) == Some(true);
     let (mut lo, mut lo_ex) = (num("minimum"), flag("exclusiveMinimum"));
-    if let Some(x) = num("exclusiveMinimum") {
-        if lo.is_none_or(|l| x >= l) {
-            (lo, lo_ex) = (Some(x), true);
-        }
+    if let Some(x) = num("exclusiveMinimum")
+        && lo.is_none_or(|l| x >= l)
+    {
+        (lo, lo_ex) = (Some(x), true);
     }
     let (mut hi, mut hi_ex) = (num("maximum"), flag("exclusiveMaximum"));
-    if let Some(x) = num("exclusiveMaximum") {
-        if hi.is_none_or(|h| x <= h) {
-            (hi, hi_ex) = (Some(x), true);
-        }
+    if let Some(x) = num("exclusiveMaximum")
+        && hi.is_none_or(|h| x <= h)
+    {
+        (hi, hi_ex) = (Some(x), true);
     }
     (lo, lo_ex, hi, hi_ex)
 }
@@ -408,20 +418,23 @@ fn string(schema: &Value, name: &str, variant: u64) -> String {
     let max = schema.get("maxLength").and_then(Value::as_u64);
     let len = s.chars().count() as u64;
     if len < min {
-        s.extend(std::iter::repeat_n('x', usize::try_from(min - len).unwrap_or(0)));
+        s.extend(std::iter::repeat_n(
+            'x',
+            usize::try_from(min - len).unwrap_or(0),
+        ));
     }
-    if let Some(max) = max {
-        if (s.chars().count() as u64) > max {
-            let keep = usize::try_from(max).unwrap_or(0);
-            s = if variant == 0 {
-                s.chars().take(keep).collect()
-            } else {
-                // Keep the variant's digits at the end so short unique strings stay unique.
-                let tail = (variant + 1).to_string();
-                let head: String = name.chars().take(keep.saturating_sub(tail.len())).collect();
-                format!("{head}{tail}").chars().take(keep).collect()
-            };
-        }
+    if let Some(max) = max
+        && (s.chars().count() as u64) > max
+    {
+        let keep = usize::try_from(max).unwrap_or(0);
+        s = if variant == 0 {
+            s.chars().take(keep).collect()
+        } else {
+            // Keep the variant's digits at the end so short unique strings stay unique.
+            let tail = (variant + 1).to_string();
+            let head: String = name.chars().take(keep.saturating_sub(tail.len())).collect();
+            format!("{head}{tail}").chars().take(keep).collect()
+        };
     }
     s
 }
@@ -525,7 +538,10 @@ mod tests {
             assert_valid(schema);
         }
         assert_eq!(generate(&json!({"type": "integer", "minimum": 10})), 10);
-        assert_eq!(generate(&json!({"type": "integer", "exclusiveMinimum": 10})), 11);
+        assert_eq!(
+            generate(&json!({"type": "integer", "exclusiveMinimum": 10})),
+            11
+        );
         assert_eq!(generate(&json!({"type": "number"})), 1.5);
     }
 
@@ -562,9 +578,15 @@ mod tests {
             json!({"type": "array", "items": {"type": "string"}, "minItems": 3, "uniqueItems": true}),
         );
         assert_eq!(v, json!(["value", "value 2", "value 3"]));
-        assert_valid(json!({"type": "array", "items": {"type": "integer", "maximum": 1}, "maxItems": 0}));
-        assert_valid(json!({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": false}));
-        assert_valid(json!({"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 2, "uniqueItems": true}));
+        assert_valid(
+            json!({"type": "array", "items": {"type": "integer", "maximum": 1}, "maxItems": 0}),
+        );
+        assert_valid(
+            json!({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": false}),
+        );
+        assert_valid(
+            json!({"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 2, "uniqueItems": true}),
+        );
     }
 
     #[test]
