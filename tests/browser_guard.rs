@@ -86,7 +86,10 @@ async fn foreign_host_is_refused_over_http1() {
             assert_eq!(status, 403, "{method} {path} Host {host}: {body}");
             assert_eq!(code(&body), "host_not_allowed", "{body}");
             let message = body["error"]["message"].as_str().unwrap_or_default();
-            assert!(message.contains(&host), "the message names the host: {message}");
+            assert!(
+                message.contains(&host),
+                "the message names the host: {message}"
+            );
             let fix = body["error"]["fix"].to_string();
             assert!(fix.contains("FOUNDRY_PROXY_ALLOWED_HOSTS"), "{fix}");
         }
@@ -98,8 +101,9 @@ async fn foreign_host_is_refused_over_http1() {
         "localhost".to_owned(),
         format!("[::1]:{port}"),
     ] {
-        let head =
-            format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json");
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+        );
         let (status, _, body) = http1(harness.proxy, &head, CHAT.as_bytes()).await;
         assert_eq!(status, 200, "Host {host}: {body}");
     }
@@ -143,13 +147,22 @@ async fn foreign_authority_is_refused_over_http2() {
             let _ = body.flow_control().release_capacity(chunk.len());
             bytes.extend_from_slice(&chunk);
         }
-        assert_eq!(status, expected, "{authority}: {}", String::from_utf8_lossy(&bytes));
+        assert_eq!(
+            status,
+            expected,
+            "{authority}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
         if expected == 403 {
             let body: Value = serde_json::from_slice(&bytes).expect("json");
             assert_eq!(code(&body), "host_not_allowed");
         }
     }
-    assert_eq!(forwarded(&harness), 1, "only the proxy's own name was forwarded");
+    assert_eq!(
+        forwarded(&harness),
+        1,
+        "only the proxy's own name was forwarded"
+    );
     harness.stop().await;
 }
 
@@ -161,7 +174,8 @@ async fn foreign_origins_are_refused() {
     let harness = Harness::start().await;
     harness.wait_ready().await;
     let host = format!("127.0.0.1:{}", harness.proxy.port());
-    let multipart = "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--b--\r\n";
+    let multipart =
+        "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--b--\r\n";
     let cases: [(&str, String, &str); 8] = [
         (
             "json",
@@ -266,7 +280,10 @@ async fn allowed_origins_are_served() {
     assert_eq!((status, code(&body)), (403, "origin_not_allowed"));
 
     let sdk = harness
-        .post_json("/v1/chat/completions", serde_json::from_str(CHAT).expect("json"))
+        .post_json(
+            "/v1/chat/completions",
+            serde_json::from_str(CHAT).expect("json"),
+        )
         .await;
     assert_eq!(sdk.status(), 200, "a request without Origin is unaffected");
     assert_eq!(forwarded(&harness), 2);

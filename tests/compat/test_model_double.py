@@ -180,6 +180,7 @@ def test_responses_function_call_round_trip(demo: Running) -> None:
         # The request's own settings are reflected.
         assert [t.name for t in first.tools] == ["get_weather"]
         assert (first.tool_choice, first.temperature, first.parallel_tool_calls) == ("auto", 0.2, False)
+        assert first.text.format.type == "text"
         final = client.responses.create(model=CHAT, tools=[RESPONSES_TOOL], input=[
             {"role": "user", "content": "weather in Paris?"},
             {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},

@@ -78,6 +78,19 @@ fn responses_ask(body: &Value, last_user: String) -> model::Ask {
     }
 }
 
+/// The request's `text` settings as the response object reports them, `format` defaulting to text.
+fn reported_text(body: &Value) -> Value {
+    let mut text = body
+        .get("text")
+        .filter(|t| t.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if text.get("format").is_none() {
+        text["format"] = json!({"type": "text"});
+    }
+    text
+}
+
 /// The request's tools as the response object reports them: function tools get the defaults
 /// the service fills in (`strict` true, `description` null).
 fn reported_tools(body: &Value) -> Value {
@@ -127,7 +140,7 @@ fn response_object(
         "reasoning": {"effort": null, "summary": null},
         "store": body.get("store").cloned().unwrap_or(json!(true)),
         "temperature": body.get("temperature").cloned().unwrap_or(json!(1.0)),
-        "text": body.get("text").filter(|t| t.get("format").is_some()).cloned().unwrap_or_else(|| json!({"format": {"type": "text"}})),
+        "text": reported_text(body),
         "tool_choice": body.get("tool_choice").cloned().unwrap_or(json!("auto")),
         "tools": reported_tools(body),
         "top_p": body.get("top_p").cloned().unwrap_or(json!(1.0)),
