@@ -540,7 +540,9 @@ mod tests {
                 ("responses/resp_1", Some("")),
             ] {
                 let url = target.url(rest, query, Some("fast")).expect("url");
-                let uri = target.uri(rest, query, Some("fast")).expect("uri");
+                let uri = target
+                    .uri(&Route::v1(rest, query), Some("fast"))
+                    .expect("uri");
                 assert_eq!(
                     uri,
                     url.parse::<Uri>().expect("parses"),

@@ -1063,3 +1063,113 @@ async fn clock_offset_moves_foundrys_expiry_check() {
         "{created}"
     );
 }
+
+/// The model double (docs/emulator.md) on Chat Completions: a tool call with arguments from the
+/// tool's schema, `finish_reason: tool_calls`, then text once the tool result comes back; a
+/// json_schema format gives JSON from the schema; the same request, the same answer.
+#[tokio::test]
+async fn chat_tool_calls_and_structured_outputs() {
+    let emu = start().await;
+    let token = good_token(&emu).await;
+    let url = chat_url(&emu, identities::CHAT_DEPLOYMENT);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 3}},
+        "required": ["city", "days"]}}}]);
+    let ask = json!({"messages": [{"role": "user", "content": "weather?"}], "tools": tools});
+    let (status, first) = status_and_json(post(&url, Some(&token), &ask, &[]).await).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["choices"][0]["finish_reason"], "tool_calls");
+    let message = &first["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null);
+    let call = &message["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"city","days":3}"#);
+    let (_, again) = status_and_json(post(&url, Some(&token), &ask, &[]).await).await;
+    assert_eq!(
+        again["choices"][0]["message"]["tool_calls"][0]["function"],
+        call["function"]
+    );
+
+    let answered = json!({"tools": tools, "messages": [
+        {"role": "user", "content": "weather?"},
+        message,
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+    ]});
+    let (_, last) = status_and_json(post(&url, Some(&token), &answered, &[]).await).await;
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        last["choices"][0]["message"]["content"],
+        "Hello from the foundry-proxy emulator. Tool results: get_weather returned sunny"
+    );
+
+    let structured = json!({"messages": [{"role": "user", "content": "x"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "w", "strict": true, "schema": {
+            "type": "object", "properties": {"at": {"type": "string", "format": "date"},
+            "unit": {"enum": ["c", "f"]}}, "required": ["at", "unit"], "additionalProperties": false}}}});
+    let (_, body) = status_and_json(post(&url, Some(&token), &structured, &[]).await).await;
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content");
+    assert_eq!(
+        serde_json::from_str::<Value>(content).expect("JSON content"),
+        json!({"at": "2024-01-01", "unit": "c"})
+    );
+}
+
+/// The model double on the Responses API: `function_call` items, the request's own settings in
+/// the response object, and the function-call stream events.
+#[tokio::test]
+async fn responses_function_calls_reflect_the_request() {
+    let emu = start().await;
+    let token = good_token(&emu).await;
+    let url = format!("{}/openai/v1/responses", emu.url());
+    let ask = json!({"model": identities::CHAT_DEPLOYMENT, "input": "weather?", "tool_choice": "required",
+        "parallel_tool_calls": false, "text": {"format": {"type": "text"}, "verbosity": "low"},
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]});
+    let (status, body) = status_and_json(post(&url, Some(&token), &ask, &[]).await).await;
+    assert_eq!(status, 200, "{body}");
+    let item = &body["output"][0];
+    assert_eq!(item["type"], "function_call");
+    assert_eq!(item["name"], "get_weather");
+    assert_eq!(item["arguments"], "{}");
+    assert_eq!(item["status"], "completed");
+    assert!(
+        item["call_id"]
+            .as_str()
+            .expect("call_id")
+            .starts_with("call_")
+    );
+    assert_eq!(body["tool_choice"], "required");
+    assert_eq!(body["parallel_tool_calls"], false);
+    assert_eq!(body["text"]["verbosity"], "low");
+    assert_eq!(body["tools"][0]["name"], "get_weather");
+    assert_eq!(body["tools"][0]["strict"], true);
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let resp = post(
+        &url,
+        Some(&token),
+        &streamed,
+        &[("x-emulator-chunk-delay-ms", "0")],
+    )
+    .await;
+    let text = resp.text().await.expect("text");
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+}

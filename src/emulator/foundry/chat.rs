@@ -4,6 +4,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::handler::GenCtx;
+use super::model;
 use super::sse;
 use super::text::{self, SYSTEM_FINGERPRINT, content_filter_results, prompt_filter_results};
 
@@ -28,23 +29,129 @@ fn wants_usage(body: &Value) -> bool {
         .unwrap_or(false)
 }
 
+/// What the answer rules need from a Chat Completions request.
+fn chat_ask(body: &Value) -> model::Ask {
+    let messages: &[Value] = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    let (last_user, _) = text::from_messages(body.get("messages"));
+    // Every tool call the assistant made, by id, to name the results that answer them.
+    let calls: Vec<(&str, &str)> = messages
+        .iter()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        .flat_map(|m| {
+            m.get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|c| {
+            Some((
+                c.get("id").and_then(Value::as_str).unwrap_or(""),
+                c.pointer("/function/name").and_then(Value::as_str)?,
+            ))
+        })
+        .collect();
+    let trailing_tools = messages
+        .iter()
+        .rev()
+        .take_while(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        .count();
+    let tool_results = messages[messages.len() - trailing_tools..]
+        .iter()
+        .map(|m| {
+            let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+            let name = calls
+                .iter()
+                .find(|(call_id, _)| *call_id == id)
+                .map_or(id, |(_, name)| name);
+            (
+                name.to_owned(),
+                text::content_text(m.get("content").unwrap_or(&Value::Null)),
+            )
+        })
+        .collect();
+    model::Ask {
+        tools: model::tools(body.get("tools")),
+        choice: model::tool_choice(body.get("tool_choice")),
+        parallel: body
+            .get("parallel_tool_calls")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        format: model::format(body.get("response_format"), "/json_schema/schema"),
+        last_user,
+        tool_results,
+        called: calls.iter().map(|(_, name)| (*name).to_owned()).collect(),
+    }
+}
+
+/// One tool call of an answer, with its id and its arguments cut into stream pieces.
+struct CallOut {
+    id: String,
+    call: model::Call,
+    pieces: Vec<String>,
+}
+
+impl CallOut {
+    /// The call as a non-streamed message shows it (the `arguments` given whole).
+    fn json(&self) -> Value {
+        json!({"id": self.id, "type": "function", "function": {"name": self.call.name, "arguments": self.call.arguments}})
+    }
+}
+
 /// `POST …/chat/completions`.
 pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
-    let (last_user, all) = text::from_messages(body.get("messages"));
-    let answer = text::answer(&last_user);
-    let chunks = text::chunks(&answer, ctx.chunks);
-    let usage = chat_usage(text::token_count(&all), chunks.len() as u64);
+    let (_, all) = text::from_messages(body.get("messages"));
+    let answer = model::answer(&chat_ask(body));
+    // Content pieces (prose by word, JSON by a few characters), or tool calls with their
+    // argument pieces; the number of pieces is the completion's token count.
+    let (chunks, calls): (Vec<String>, Vec<CallOut>) = match answer {
+        model::Answer::Text {
+            content,
+            json: false,
+        } => (text::chunks(&content, ctx.chunks), vec![]),
+        model::Answer::Text {
+            content,
+            json: true,
+        } => (model::json_chunks(&content, ctx.chunks), vec![]),
+        model::Answer::ToolCalls(calls) => (
+            vec![],
+            calls
+                .into_iter()
+                .map(|call| CallOut {
+                    id: text::id("call_"),
+                    pieces: model::json_chunks(&call.arguments, ctx.chunks),
+                    call,
+                })
+                .collect(),
+        ),
+    };
+    let completion_tokens =
+        (chunks.len() + calls.iter().map(|c| c.pieces.len()).sum::<usize>()) as u64;
+    let usage = chat_usage(text::token_count(&all), completion_tokens);
+    let finish = if calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
     let id = text::id("chatcmpl-");
     let created = ctx.emu.now_secs();
     if !wants_stream(body) {
-        let content = chunks.concat();
+        let mut message =
+            json!({"annotations": [], "content": null, "refusal": null, "role": "assistant"});
+        if calls.is_empty() {
+            message["content"] = json!(chunks.concat());
+        } else {
+            message["tool_calls"] = calls.iter().map(CallOut::json).collect();
+        }
         return axum::Json(json!({
             "choices": [{
                 "content_filter_results": content_filter_results(),
-                "finish_reason": "stop",
+                "finish_reason": finish,
                 "index": 0,
                 "logprobs": null,
-                "message": {"annotations": [], "content": content, "refusal": null, "role": "assistant"},
+                "message": message,
             }],
             "created": created,
             "id": id,
@@ -73,19 +180,49 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
         "choices": [], "created": 0, "id": "", "model": "", "object": "",
         "prompt_filter_results": prompt_filter_results(),
     }))];
-    frames.push(chunk(choice(
-        json!({"content": "", "refusal": null, "role": "assistant"}),
-        Value::Null,
-        json!({}),
-    )));
-    for piece in &chunks {
+    if calls.is_empty() {
         frames.push(chunk(choice(
-            json!({"content": piece}),
+            json!({"content": "", "refusal": null, "role": "assistant"}),
             Value::Null,
-            content_filter_results(),
+            json!({}),
         )));
+        for piece in &chunks {
+            frames.push(chunk(choice(
+                json!({"content": piece}),
+                Value::Null,
+                content_filter_results(),
+            )));
+        }
+    } else {
+        // As OpenAI streams tool calls: each call opens with its id, type, name and empty
+        // arguments (the first one also with the role), then its arguments in fragments.
+        for (
+            index,
+            CallOut {
+                id: call_id,
+                call,
+                pieces,
+            },
+        ) in calls.iter().enumerate()
+        {
+            let head = json!([{"index": index, "id": call_id, "type": "function",
+                "function": {"name": call.name, "arguments": ""}}]);
+            let delta = if index == 0 {
+                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": head})
+            } else {
+                json!({"tool_calls": head})
+            };
+            frames.push(chunk(choice(delta, Value::Null, json!({}))));
+            for piece in pieces {
+                frames.push(chunk(choice(
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                    json!({}),
+                )));
+            }
+        }
     }
-    frames.push(chunk(choice(json!({}), json!("stop"), json!({}))));
+    frames.push(chunk(choice(json!({}), json!(finish), json!({}))));
     if include_usage {
         let mut last = json!({
             "choices": [], "created": created, "id": id, "model": ctx.model,

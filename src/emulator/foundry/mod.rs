@@ -12,6 +12,8 @@
 //! Generated answers:
 //! - `chat`, `responses`, `embeddings`, `media`: one module per family of ops
 //! - `text`: the deterministic content and its token accounting; `sse`: streamed bodies
+//! - `schema_value`: a value valid against a JSON Schema (structured outputs, tool arguments)
+//! - `model`: the answer rules (text, JSON, tool calls) shared by Chat and Responses
 
 mod auth;
 mod body;
@@ -21,7 +23,9 @@ mod error;
 mod fault;
 pub(super) mod handler;
 mod media;
+mod model;
 mod responses;
 mod route;
+mod schema_value;
 mod sse;
 mod text;

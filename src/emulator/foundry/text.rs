@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use crate::emulator::util::random_alnum;
 
 /// What every chat-like answer starts with.
-const GREETING: &str = "Hello from the foundry-proxy emulator.";
+pub(crate) const GREETING: &str = "Hello from the foundry-proxy emulator.";
 
 /// The answer to a prompt: a greeting that echoes the last user text.
 pub(crate) fn answer(last_user: &str) -> String {

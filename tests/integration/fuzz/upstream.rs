@@ -2,6 +2,7 @@
 
 use super::generators::*;
 use super::*;
+use foundry_proxy::upstream::{Dialect, Route};
 
 const ENDPOINTS: &[&str] = &[
     "https://contoso.openai.azure.com",
@@ -16,6 +17,7 @@ const ENDPOINTS: &[&str] = &[
 
 const STYLES: &[ApiStyle] = &[
     ApiStyle::OpenAiV1,
+    ApiStyle::Project,
     ApiStyle::Deployments,
     ApiStyle::Models,
     ApiStyle::Passthrough,
@@ -73,9 +75,10 @@ fn expected_prefix(
     style: ApiStyle,
     deployment: Option<&str>,
     needs_model: bool,
+    deployment_in_path: bool,
 ) -> String {
     let mut base = endpoint.as_str().trim_end_matches('/').to_owned();
-    if style == ApiStyle::OpenAiV1 {
+    if style.is_v1() {
         for suffix in ["/openai/v1", "/openai"] {
             if let Some(stripped) = base.strip_suffix(suffix) {
                 base = stripped.to_owned();
@@ -89,10 +92,10 @@ fn expected_prefix(
         .trim_end_matches('/')
         .to_owned();
     let tail = match style {
-        ApiStyle::OpenAiV1 => "/openai/v1/".to_owned(),
+        ApiStyle::OpenAiV1 | ApiStyle::Project => "/openai/v1/".to_owned(),
         ApiStyle::Passthrough => "/v1/".to_owned(),
         ApiStyle::Models => "/".to_owned(),
-        ApiStyle::Deployments if needs_model => {
+        ApiStyle::Deployments if needs_model || deployment_in_path => {
             format!("/openai/deployments/{}/", deployment.unwrap_or("?"))
         }
         ApiStyle::Deployments => "/openai/".to_owned(),
@@ -158,14 +161,23 @@ proptest! {
         rest in rest(),
         query in query(),
         model in model(),
+        path_deployment in model(),
+        classic in any::<bool>(),
     ) {
         let endpoint = Url::parse(endpoint).expect("endpoint");
         let target = Target::new(&endpoint, style, version, aliases.clone());
-        let url = target.url(&rest, query.as_deref(), model.as_deref());
-        let uri = target.uri(&rest, query.as_deref(), model.as_deref());
-        let needs_model = target.needs_model(&rest);
-        let deployment = model.as_deref().map(|m| aliases.get(m).map_or(m, String::as_str));
-        let prefix = expected_prefix(&endpoint, style, deployment, needs_model);
+        let route = Route {
+            rest: &rest,
+            query: query.as_deref(),
+            deployment: path_deployment.as_deref(),
+            dialect: if classic { Dialect::Classic } else { Dialect::V1 },
+        };
+        let url = target.route_url(&route, model.as_deref());
+        let uri = target.uri(&route, model.as_deref());
+        let needs_model = target.needs_model(&route);
+        let named = path_deployment.as_deref().or(model.as_deref());
+        let deployment = named.map(|m| aliases.get(m).map_or(m, String::as_str));
+        let prefix = expected_prefix(&endpoint, style, deployment, needs_model, path_deployment.is_some());
         if let Ok(url) = &url {
             let parsed = Url::parse(url).expect("an Ok URL parses");
             prop_assert_eq!(parsed.scheme(), endpoint.scheme());
@@ -173,7 +185,7 @@ proptest! {
             prop_assert_eq!(parsed.port_or_known_default(), endpoint.port_or_known_default());
             prop_assert!(parsed.username().is_empty() && parsed.password().is_none());
             check_confined(parsed.path(), &prefix)?;
-            if needs_model {
+            if needs_model || (style == ApiStyle::Deployments && path_deployment.is_some()) {
                 let deployment = deployment.expect("a routed deployment has a model");
                 prop_assert!(foundry_proxy::upstream::is_valid_deployment_name(deployment));
             }
