@@ -31,6 +31,11 @@ const OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-method-override"),
 ];
 
+/// What a browser says about the page behind a request: checked at the edge (the browser
+/// guard) and never forwarded — the proxy, not the page, is Azure's client, and the page's
+/// cookies and address are nobody's business upstream.
+const BROWSER_CONTEXT: [HeaderName; 3] = [header::ORIGIN, header::REFERER, header::COOKIE];
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_matching(headers, |name| {
@@ -40,7 +45,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Prepares the caller's headers for the upstream: no hop-by-hop headers, no caller
 /// credentials, no `Host` (the client sets the upstream's), no `Expect` (the body is
-/// already read or streamed by the proxy) and no path or method overrides.
+/// already read or streamed by the proxy), no path or method overrides and no browser context
+/// (`Origin`, `Referer`, `Cookie`, `Sec-Fetch-*`).
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
     remove_matching(headers, |name| {
         HOP_BY_HOP.contains(name)
@@ -49,6 +55,8 @@ pub fn prepare_request_headers(headers: &mut HeaderMap) {
             || name == header::HOST
             || name == header::EXPECT
             || OVERRIDES.contains(name)
+            || BROWSER_CONTEXT.contains(name)
+            || name.as_str().starts_with("sec-fetch-")
     });
 }
 
@@ -83,7 +91,8 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    /// Credentials, hop-by-hop, Connection-named and override headers go; the rest stays.
+    /// Credentials, hop-by-hop, Connection-named, override and browser-context headers go;
+    /// the rest stays.
     #[test]
     fn request_headers_filtered() {
         let mut headers = HeaderMap::new();
@@ -103,6 +112,11 @@ mod tests {
             ("x-http-method-override", "TRACE"),
             ("x-http-method", "TRACE"),
             ("x-method-override", "TRACE"),
+            ("origin", "http://localhost:3000"),
+            ("referer", "http://localhost:3000/chat"),
+            ("cookie", "session=1"),
+            ("sec-fetch-site", "same-site"),
+            ("sec-fetch-mode", "cors"),
             ("content-type", "application/json"),
             ("x-ms-client-request-id", "abc"),
             ("openai-beta", "assistants=v2"),

@@ -20,6 +20,7 @@ from conftest import DEMO, REPO, Emulator, Process, Running, make_client, serve_
 
 CHAT = DEMO["CHAT_DEPLOYMENT"]
 CATALOG_RS = REPO / "src" / "diagnose" / "catalog.rs"
+CODE_RS = REPO / "src" / "diagnose" / "code.rs"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -27,10 +28,12 @@ CATALOG_RS = REPO / "src" / "diagnose" / "catalog.rs"
 # --------------------------------------------------------------------------------------------------
 
 def _catalog_causes() -> dict[str, str]:
-    """`code` → cause template of every catalog entry, read from catalog.rs."""
+    """`code` → cause template of every catalog entry, read from catalog.rs (entries name a
+    `RefusalCode` variant; code.rs maps each variant to its wire string)."""
     text = CATALOG_RS.read_text(encoding="utf-8")
-    entries = re.findall(r'code: "(\w+)",.*?cause:\s*"((?:[^"\\]|\\.)*)"', text, re.S)
-    causes = {code: re.sub(r"\\(.)", r"\1", cause) for code, cause in entries}
+    wire = dict(re.findall(r'Self::(\w+) => "(\w+)"', CODE_RS.read_text(encoding="utf-8")))
+    entries = re.findall(r'code: RefusalCode::(\w+),.*?cause:\s*"((?:[^"\\]|\\.)*)"', text, re.S)
+    causes = {wire[variant]: re.sub(r"\\(.)", r"\1", cause) for variant, cause in entries if variant in wire}
     if len(causes) < 20:
         pytest.exit(f"could not read the catalog's causes from {CATALOG_RS}", returncode=2)
     return causes
