@@ -38,7 +38,7 @@ pub struct ApiErrorDetails {
     pub kind: &'static str,
     /// Stable machine-readable code, e.g. `missing_role_assignment`.
     pub code: RefusalCode,
-    /// One or two sentences: cause and fix.
+    /// One or two sentences: the cause (the body's `message` adds the first fix step).
     pub message: String,
     /// Fix steps, in order.
     pub fix: Vec<String>,
@@ -112,7 +112,8 @@ impl ApiError {
         )
     }
 
-    /// The JSON body.
+    /// The JSON body. Its `message` is the cause followed by `Fix: ` and the first fix step,
+    /// because SDKs show `message` alone; `fix` lists every step.
     pub fn body(&self) -> Bytes {
         #[derive(Serialize)]
         struct Envelope<'a> {
@@ -132,9 +133,14 @@ impl ApiError {
             #[serde(skip_serializing_if = "Option::is_none")]
             identity: Option<&'a Identity>,
         }
+        // SDKs print `message` and nothing else: it carries the first fix step too.
+        let message = match self.fix.first() {
+            Some(step) => std::borrow::Cow::Owned(format!("{} Fix: {step}", self.message)),
+            None => std::borrow::Cow::Borrowed(self.message.as_str()),
+        };
         let envelope = Envelope {
             error: Inner {
-                message: &self.message,
+                message: &message,
                 kind: self.kind,
                 code: self.code.as_str(),
                 param: None,
@@ -158,6 +164,11 @@ impl IntoResponse for ApiError {
         );
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            // OpenAI's SDKs read the millisecond form first (docs/azure-facts.md §7).
+            headers.insert(
+                http::HeaderName::from_static("retry-after-ms"),
+                HeaderValue::from(seconds.saturating_mul(1000)),
+            );
         }
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());

@@ -298,9 +298,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     merge(&mut body, common);
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     if let Some(seconds) = problem.retry_after {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        let headers = response.headers_mut();
+        headers.insert(axum::http::header::RETRY_AFTER, seconds.into());
+        headers.insert(
+            HeaderName::from_static("retry-after-ms"),
+            seconds.saturating_mul(1000).into(),
+        );
     }
     response
 }

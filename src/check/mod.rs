@@ -445,6 +445,7 @@ async fn inference_step(
     }
     let facts = RequestFacts {
         model: options.model.as_deref(),
+        api_version: None,
     };
     let mut step = match diagnose::upstream_refusal(ctx, status, &bytes, claims, facts) {
         Some(error) => Step::from_error("inference", Status::Fail, &error),

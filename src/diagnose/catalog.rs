@@ -106,6 +106,19 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
+        code: RefusalCode::MissingProjectPermission,
+        origin: Origin::Azure,
+        status: 401,
+        sees: "401 PermissionDenied on a project endpoint: lacks …/AIServices/agents/write",
+        cause: "The Foundry project's OpenAI routes need the data action Microsoft.CognitiveServices/accounts/AIServices/agents/write, which the service principal (object id {object_id}) lacks; assign it Azure AI User (Foundry User) on the project or on the resource '{resource}' — Cognitive Services OpenAI User and Azure AI Developer do not include it.{recent}",
+        fix: &[
+            "Azure portal → the Foundry project (or the resource '{resource}') → Access control (IAM) → Add → Add role assignment → Azure AI User (shown as Foundry User).",
+            MEMBER_STEP,
+            NO_API_PERMISSIONS,
+            WAIT_STEP,
+        ],
+    },
+    Entry {
         code: RefusalCode::TokenWrongAudience,
         origin: Origin::Azure,
         status: 401,
@@ -113,7 +126,7 @@ pub const CATALOG: &[Entry] = &[
         cause: "The proxy's token is for '{audience}', but {endpoint_host} accepts only tokens for {expected_audience}.",
         fix: &[
             "Set FOUNDRY_SCOPE to {expected_scope}, or unset it to use the default.",
-            "Match the cloud: https://cognitiveservices.azure.us/.default for US Government, https://cognitiveservices.azure.cn/.default for Azure China; https://ai.azure.com/.default only for *.services.ai.azure.com endpoints.",
+            "Match the endpoint: a Foundry project endpoint (…/api/projects/NAME) needs https://ai.azure.com/.default; a resource's own endpoints accept https://cognitiveservices.azure.com/.default and https://ai.azure.com/.default; US Government uses https://cognitiveservices.azure.us/.default, Azure China https://cognitiveservices.azure.cn/.default.",
         ],
     },
     Entry {
@@ -205,6 +218,39 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
+        code: RefusalCode::ApiNotSupported,
+        origin: Origin::Azure,
+        status: 404,
+        sees: "404 api_not_supported: Requested API is currently not supported",
+        cause: "{endpoint_host} does not serve this API for '{deployment}': Claude deployments answer only on the Anthropic Messages API, not on chat/completions or responses.",
+        fix: &[
+            "Call Claude through the Messages API: point the Anthropic SDK at the proxy (ANTHROPIC_BASE_URL=http://127.0.0.1:8080) or Claude Code at http://127.0.0.1:8080/anthropic.",
+            "Or use a deployment of an OpenAI-family model on this route.",
+        ],
+    },
+    Entry {
+        code: RefusalCode::DeploymentQuotaExceeded,
+        origin: Origin::Azure,
+        status: 429,
+        sees: "429 … exceeded token rate limit … (your deployment's quota)",
+        cause: "The deployment '{deployment}' on {endpoint_host} is over its own quota (tokens or requests per minute): {azure_message}",
+        fix: &[
+            "Wait for retry-after and retry (OpenAI SDKs do it by themselves), or raise the deployment's quota: Foundry portal → Models + endpoints → the deployment → Edit → Tokens per Minute Rate Limit.",
+            "Or spread the load over another deployment or region (several upstreams in the config file).",
+        ],
+    },
+    Entry {
+        code: RefusalCode::AzureCapacityExceeded,
+        origin: Origin::Azure,
+        status: 429,
+        sees: "429 The system is currently experiencing high demand …",
+        cause: "Azure has no capacity for '{deployment}' on {endpoint_host} right now (high demand in the region, not your quota): {azure_message}",
+        fix: &[
+            "Retry later (after retry-after); raising your quota does not help.",
+            "Or send the traffic to a deployment in another region, or to provisioned throughput (PTU).",
+        ],
+    },
+    Entry {
         code: RefusalCode::UnknownModel,
         origin: Origin::Azure,
         status: 404,
@@ -230,7 +276,7 @@ pub const CATALOG: &[Entry] = &[
         sees: "400 API version not supported",
         cause: "{endpoint_host} does not serve api-version '{api_version}'.",
         fix: &[
-            "Set FOUNDRY_API_VERSION to a current version (2024-10-21 is the latest dated GA; previews end in -preview), or unset it for the style's default.",
+            "{version_fix} (2024-10-21 is the latest dated GA; previews end in -preview); with FOUNDRY_API_VERSION unset the proxy sends the style's default.",
             "With the v1 API (FOUNDRY_API=openai-v1) no api-version is needed.",
         ],
     },
@@ -241,7 +287,7 @@ pub const CATALOG: &[Entry] = &[
         sees: "400 Model … is enabled only for api versions … and later",
         cause: "The model behind this deployment needs a newer api-version than '{api_version}': {azure_message}",
         fix: &[
-            "Set FOUNDRY_API_VERSION to the version Azure names (or later).",
+            "{version_fix}: the version Azure names, or later.",
             "Or use the v1 API (FOUNDRY_API=openai-v1), which needs no api-version.",
         ],
     },
@@ -561,9 +607,11 @@ pub const CATALOG: &[Entry] = &[
         code: RefusalCode::UnknownPath,
         origin: Origin::Proxy,
         status: 404,
-        sees: "404 for a path outside /v1/",
-        cause: "foundry-proxy serves the OpenAI API under /v1/, plus /healthz and /readyz.",
-        fix: &["Set the base URL to http://HOST:PORT/v1 (OPENAI_BASE_URL)."],
+        sees: "404 for a path no client dialect uses",
+        cause: "foundry-proxy does not serve '{detail}': it serves the OpenAI API under /v1/, the Azure OpenAI paths under /openai/, and /healthz, /readyz, /status, /metrics.",
+        fix: &[
+            "OpenAI clients: base URL http://HOST:PORT/v1 (OPENAI_BASE_URL); Azure OpenAI clients: azure_endpoint=http://HOST:PORT (AZURE_OPENAI_ENDPOINT) with any api_version and api_key, or base URL http://HOST:PORT/openai/v1.",
+        ],
     },
     Entry {
         code: RefusalCode::HostNotAllowed,
@@ -826,6 +874,7 @@ mod tests {
             "detail",
             "max_body",
             "limit",
+            "version_fix",
         ];
         let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code.as_str()).collect();
         codes.sort_unstable();

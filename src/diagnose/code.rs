@@ -12,6 +12,8 @@ pub enum RefusalCode {
     MissingRoleAssignment,
     /// `missing_responses_permission`
     MissingResponsesPermission,
+    /// `missing_project_permission`
+    MissingProjectPermission,
     /// `token_wrong_tenant`
     TokenWrongTenant,
     /// `token_wrong_audience`
@@ -32,6 +34,12 @@ pub enum RefusalCode {
     PrivateEndpointRequired,
     /// `deployment_not_found`
     DeploymentNotFound,
+    /// `api_not_supported`
+    ApiNotSupported,
+    /// `deployment_quota_exceeded`
+    DeploymentQuotaExceeded,
+    /// `azure_capacity_exceeded`
+    AzureCapacityExceeded,
     /// `unknown_model`
     UnknownModel,
     /// `resource_not_found`
@@ -134,9 +142,10 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in catalog order.
-    pub const ALL: [Self; 61] = [
+    pub const ALL: [Self; 65] = [
         Self::MissingRoleAssignment,
         Self::MissingResponsesPermission,
+        Self::MissingProjectPermission,
         Self::TokenWrongTenant,
         Self::TokenWrongAudience,
         Self::TokenExpired,
@@ -147,6 +156,9 @@ impl RefusalCode {
         Self::NetworkRules,
         Self::PrivateEndpointRequired,
         Self::DeploymentNotFound,
+        Self::ApiNotSupported,
+        Self::DeploymentQuotaExceeded,
+        Self::AzureCapacityExceeded,
         Self::UnknownModel,
         Self::ResourceNotFound,
         Self::ApiVersionNotSupported,
@@ -203,6 +215,7 @@ impl RefusalCode {
         match self {
             Self::MissingRoleAssignment => "missing_role_assignment",
             Self::MissingResponsesPermission => "missing_responses_permission",
+            Self::MissingProjectPermission => "missing_project_permission",
             Self::TokenWrongTenant => "token_wrong_tenant",
             Self::TokenWrongAudience => "token_wrong_audience",
             Self::TokenExpired => "token_expired",
@@ -213,6 +226,9 @@ impl RefusalCode {
             Self::NetworkRules => "network_rules",
             Self::PrivateEndpointRequired => "private_endpoint_required",
             Self::DeploymentNotFound => "deployment_not_found",
+            Self::ApiNotSupported => "api_not_supported",
+            Self::DeploymentQuotaExceeded => "deployment_quota_exceeded",
+            Self::AzureCapacityExceeded => "azure_capacity_exceeded",
             Self::UnknownModel => "unknown_model",
             Self::ResourceNotFound => "resource_not_found",
             Self::ApiVersionNotSupported => "api_version_not_supported",

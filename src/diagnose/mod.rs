@@ -51,6 +51,8 @@ pub struct DiagnosisContext {
 pub struct RequestFacts<'a> {
     /// The body's `model`, when known.
     pub model: Option<&'a str>,
+    /// The api-version the caller's query named, when it named one (it is the one Azure saw).
+    pub api_version: Option<&'a str>,
 }
 
 impl DiagnosisContext {
@@ -104,10 +106,14 @@ impl DiagnosisContext {
         }
     }
 
-    /// The audiences this endpoint accepts, by cloud and kind.
+    /// The audiences this endpoint accepts, by cloud, kind and style (docs/azure-facts.md §5,
+    /// §7): a project endpoint only `https://ai.azure.com`; a resource's own endpoints both
+    /// that and Cognitive Services (documented for the v1 surface, assumed for the classic one).
     pub fn expected_audiences(&self) -> &'static [&'static str] {
         let host = self.endpoint_host.as_str();
-        if host.ends_with(".azure.us") {
+        if self.api == crate::upstream::ApiStyle::Project.as_str() {
+            &["https://ai.azure.com"]
+        } else if host.ends_with(".azure.us") {
             &["https://cognitiveservices.azure.us"]
         } else if host.ends_with(".azure.cn") {
             &["https://cognitiveservices.azure.cn"]
@@ -118,10 +124,6 @@ impl DiagnosisContext {
                 "https://cognitiveservices.azure.com",
                 "https://ml.azure.com",
             ]
-        } else if host.ends_with(".openai.azure.com")
-            || host.ends_with(".cognitiveservices.azure.com")
-        {
-            &["https://cognitiveservices.azure.com"]
         } else {
             &[
                 "https://cognitiveservices.azure.com",
@@ -194,7 +196,7 @@ fn kind_for(status: StatusCode) -> &'static str {
 
 /// True for the statuses whose small bodies are read to look for a known refusal.
 pub fn worth_reading(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 400 | 401 | 403 | 404 | 422)
+    matches!(status.as_u16(), 400 | 401 | 403 | 404 | 422 | 429)
 }
 
 /// Explains an upstream refusal. `None` means the answer is not one the catalog knows and
@@ -230,6 +232,15 @@ pub fn upstream_refusal(
             },
         )
         .maybe("deployment", request.model)
+        .maybe("api_version", request.api_version)
+        .set(
+            "version_fix",
+            if request.api_version.is_some() {
+                "Set the api-version your client sends (e.g. AzureOpenAI(api_version=...), OPENAI_API_VERSION) to a current one"
+            } else {
+                "Set FOUNDRY_API_VERSION to a current one"
+            },
+        )
         .maybe(
             "client_id",
             claims.and_then(TokenClaims::app_id).map(str::to_owned),
@@ -253,6 +264,8 @@ pub fn upstream_refusal(
                 .set("recent", ctx.recent_hint());
             if action.is_some_and(|a| a.contains("/responses/")) {
                 RefusalCode::MissingResponsesPermission
+            } else if action.is_some_and(|a| a.contains("/AIServices/agents/")) {
+                RefusalCode::MissingProjectPermission
             } else {
                 RefusalCode::MissingRoleAssignment
             }
@@ -293,6 +306,12 @@ pub fn upstream_refusal(
             RefusalCode::ApiVersionTooOld
         }
         (404, "DeploymentNotFound") => RefusalCode::DeploymentNotFound,
+        (404, "api_not_supported") => RefusalCode::ApiNotSupported,
+        // Two kinds of 429 (docs/azure-facts.md §7): Azure's capacity, or the deployment's quota.
+        (429, _) if message.contains("high demand") => RefusalCode::AzureCapacityExceeded,
+        (429, _) if message.to_ascii_lowercase().contains("rate limit") => {
+            RefusalCode::DeploymentQuotaExceeded
+        }
         (404, "unknown_model") => RefusalCode::UnknownModel,
         (404, "404") if message == "Resource not found" => RefusalCode::ResourceNotFound,
         (422, _) if text("/code") == "parameter_not_supported" => {
@@ -526,6 +545,7 @@ mod tests {
             None,
             RequestFacts {
                 model: Some("gpt-x"),
+                api_version: None,
             },
         )
     }
@@ -651,10 +671,17 @@ mod tests {
         let mut c = ctx();
         assert_eq!(
             c.expected_audiences(),
-            &["https://cognitiveservices.azure.com"]
+            &[
+                "https://cognitiveservices.azure.com",
+                "https://ai.azure.com"
+            ],
+            "a resource's own endpoints take both audiences"
         );
         c.endpoint_host = "x.services.ai.azure.com".into();
         assert!(c.expected_audiences().contains(&"https://ai.azure.com"));
+        c.api = "project";
+        assert_eq!(c.expected_audiences(), &["https://ai.azure.com"]);
+        c.api = "openai-v1";
         c.endpoint_host = "x.openai.azure.us".into();
         assert_eq!(
             c.expected_audiences(),

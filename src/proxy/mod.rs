@@ -42,12 +42,20 @@ use dialect::PathProblem;
 const REPLAY_LIMIT: usize = 16 * 1024 * 1024;
 /// Largest refusal body read for diagnosis (Azure's are a few hundred bytes).
 const REFUSAL_BODY_LIMIT: usize = 256 * 1024;
-/// Upstream response headers copied onto the proxy's own error answers, for support cases.
-const CORRELATION_HEADERS: [&str; 4] = [
+/// Upstream response headers copied onto the proxy's own explanations of Azure's answers: for
+/// support cases, and so a client still sees when to retry and what is left of its quota.
+const CORRELATION_HEADERS: [&str; 11] = [
     "apim-request-id",
     "x-ms-region",
     "x-request-id",
     "x-ms-client-request-id",
+    "retry-after",
+    "retry-after-ms",
+    "x-ms-retry-after-ms",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
 ];
 
 /// What the handler shares across requests.
@@ -231,6 +239,7 @@ async fn forward_request(
             return Ok(explain_refusal(
                 state,
                 exchange.tag,
+                &exchange.route,
                 parts,
                 body,
                 &sent.token,
@@ -238,7 +247,15 @@ async fn forward_request(
             ));
         }
         Answer::Response(response) if worth_explaining(&response) => {
-            return Ok(explain_upstream(state, exchange.tag, response, &sent.token, model).await);
+            return Ok(explain_upstream(
+                state,
+                exchange.tag,
+                &exchange.route,
+                response,
+                &sent.token,
+                model,
+            )
+            .await);
         }
         Answer::Response(response) => response,
     };
@@ -610,6 +627,7 @@ fn worth_explaining(response: &http::Response<hyper::body::Incoming>) -> bool {
 async fn explain_upstream(
     state: &ProxyState,
     tag: Tag<'_>,
+    route: &Route<'_>,
     response: http::Response<hyper::body::Incoming>,
     token: &HeldToken,
     model: Option<&str>,
@@ -618,7 +636,7 @@ async fn explain_upstream(
     let body = read_limited(incoming, REFUSAL_BODY_LIMIT)
         .await
         .unwrap_or_default();
-    explain_refusal(state, tag, parts, body, token, model)
+    explain_refusal(state, tag, route, parts, body, token, model)
 }
 
 /// Phase 4, stream back: the answer passes to the caller as it arrives, hop-by-hop headers
@@ -673,12 +691,16 @@ fn stream_back(
 fn explain_refusal(
     state: &ProxyState,
     tag: Tag<'_>,
+    route: &Route<'_>,
     parts: http::response::Parts,
     body: Bytes,
     token: &HeldToken,
     model: Option<&str>,
 ) -> Response {
-    let facts = diagnose::RequestFacts { model };
+    let facts = diagnose::RequestFacts {
+        model,
+        api_version: route.api_version(),
+    };
     if let Some(mut explained) = diagnose::upstream_refusal(
         &state.diagnosis,
         parts.status,

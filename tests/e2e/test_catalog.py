@@ -65,8 +65,12 @@ def assert_catalog_answer(err: openai.APIStatusError, exception: type[openai.API
     assert err.code == code
     phrase = key_phrase(code)
     assert phrase in str(err), f"the message lacks the catalog's cause {phrase!r}: {err}"
-    assert cause_pattern(code).fullmatch(body["message"]), (
-        f"the message is not the catalog's cause for {code}:\n  got:      {body['message']}\n"
+    # SDKs print only `message`: it is the cause, then "Fix: " and the first fix step.
+    fix_suffix = " Fix: " + body["fix"][0] if body.get("fix") else ""
+    assert body["message"].endswith(fix_suffix), f"the message lacks the first fix step: {body}"
+    cause = body["message"][: len(body["message"]) - len(fix_suffix)]
+    assert cause_pattern(code).fullmatch(cause), (
+        f"the message is not the catalog's cause for {code}:\n  got:      {cause}\n"
         f"  template: {CAUSES[code]}")
     assert "<" not in body["message"], f"unfilled placeholder: {body['message']}"
     assert isinstance(body["fix"], list) and body["fix"] and all(isinstance(s, str) and s for s in body["fix"]), body

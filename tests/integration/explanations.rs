@@ -282,3 +282,46 @@ async fn entra_outage_then_recovery() {
     assert!(recovered, "recovers by itself after Entra comes back");
     harness.stop().await;
 }
+
+/// A Claude deployment called on chat/completions: Azure's 404 `api_not_supported` keeps its
+/// status and body, and is explained as the Messages-API-only model it is (not as a missing
+/// deployment). Azure's answer comes from a stand-in upstream with the body users reported
+/// (docs/azure-facts.md §7).
+#[tokio::test]
+async fn claude_on_chat_completions_is_explained() {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            http::StatusCode::NOT_FOUND,
+            [("content-type", "application/json")],
+            r#"{"error":{"code":"api_not_supported","message":"Requested API is currently not supported"}}"#,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut emulator_world = Setup::default();
+    emulator_world.settings.endpoint = Some(upstream);
+    let harness = Harness::start_with(emulator_world).await;
+    harness.wait_ready().await;
+    let response = harness
+        .post_json(
+            "/v1/chat/completions",
+            serde_json::json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 404);
+    let error = error_of(response).await;
+    assert_eq!(error["code"], "api_not_supported", "{error}");
+    assert_eq!(
+        error["upstream"]["body"]["error"]["code"],
+        "api_not_supported"
+    );
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("claude-sonnet-4-5") && message.contains("Messages API"),
+        "{message}"
+    );
+    harness.stop().await;
+}

@@ -201,8 +201,8 @@ async fn multipart_audio_in_deployments_style() {
     harness.stop().await;
 }
 
-/// Azure's own answers that are not authentication refusals pass through unchanged:
-/// 429 with retry-after, content-filter 400, 500; and Azure's
+/// Azure's own answers that are not refusals the catalog knows pass through unchanged:
+/// content-filter 400, 500; and Azure's
 /// response headers (apim-request-id, x-ms-region, x-ratelimit-*) reach the caller.
 #[tokio::test]
 async fn azure_answers_pass_through() {
@@ -222,7 +222,6 @@ async fn azure_answers_pass_through() {
         assert!(ok.headers().contains_key(name), "{name} missing");
     }
     for (fault, status, code) in [
-        ("rate-limit", 429, "429"),
         ("content-filter", 400, "content_filter"),
         ("server-error", 500, "InternalServerError"),
     ] {
@@ -239,12 +238,44 @@ async fn azure_answers_pass_through() {
             response.headers().contains_key("apim-request-id"),
             "{fault}"
         );
-        if fault == "rate-limit" {
-            assert_eq!(response.headers()["retry-after"], "45");
-        }
         let error = error_of(response).await;
         assert_eq!(error["code"], code, "{fault}: Azure's body unchanged");
         assert!(error.get("fix").is_none(), "{fault}: not rewritten");
     }
+    harness.stop().await;
+}
+
+/// A 429 for the deployment's quota keeps its status, Azure's body (under `upstream`) and its
+/// retry headers, and says which kind of 429 it is and what to do — in `message`, which is all
+/// an SDK prints.
+#[tokio::test]
+async fn quota_429_is_explained_with_azure_body_and_retry_headers() {
+    let harness = Harness::start().await;
+    harness.wait_ready().await;
+    let response = harness
+        .client
+        .post(harness.url("/v1/chat/completions"))
+        .header("x-emulator-fault", "rate-limit")
+        .json(&Harness::chat(world::CHAT_DEPLOYMENT, "hi"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "45");
+    assert!(response.headers().contains_key("apim-request-id"));
+    let error = error_of(response).await;
+    assert_eq!(error["code"], "deployment_quota_exceeded", "{error}");
+    assert_eq!(error["type"], "rate_limit_error");
+    assert_eq!(error["upstream"]["status"], 429);
+    assert_eq!(
+        error["upstream"]["body"]["error"]["code"], "429",
+        "Azure's body kept"
+    );
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains(world::CHAT_DEPLOYMENT), "{message}");
+    assert!(
+        message.contains("Fix: "),
+        "the first step is in the message: {message}"
+    );
     harness.stop().await;
 }

@@ -182,7 +182,7 @@ proptest! {
             status,
             &body,
             claims.as_ref(),
-            RequestFacts { model: model.as_deref() },
+            RequestFacts { model: model.as_deref(), api_version: None },
         );
         if !diagnose::worth_reading(status) {
             prop_assert!(explained.is_none());
