@@ -20,7 +20,7 @@ mod embeddings;
 mod error;
 mod fault;
 pub(super) mod handler;
-mod media;
+pub(super) mod media;
 mod responses;
 mod route;
 mod sse;
