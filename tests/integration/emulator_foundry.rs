@@ -800,7 +800,9 @@ async fn faults_are_played_at_their_stage() {
         ("permission-denied", 401),
         ("permission-denied-legacy", 401),
         ("permission-denied-foundry", 401),
+        ("permission-denied-project", 401),
         ("rate-limit", 401),
+        ("high-demand", 401),
         ("parameter-not-supported", 401),
         ("api-version-too-old", 401),
         ("unknown-model", 401),
@@ -816,7 +818,9 @@ async fn faults_are_played_at_their_stage() {
             "permission-denied"
                 | "permission-denied-legacy"
                 | "permission-denied-foundry"
+                | "permission-denied-project"
                 | "rate-limit"
+                | "high-demand"
                 | "parameter-not-supported"
                 | "api-version-too-old"
                 | "unknown-model"
@@ -898,6 +902,8 @@ async fn unknown_fault_lists_them_all() {
         "bad-key",
         "parameter-not-supported",
         "unknown-model",
+        "permission-denied-project",
+        "high-demand",
     ];
     for name in all {
         assert!(

@@ -60,7 +60,8 @@ pub(crate) fn audio(form: &MultipartForm, task: AudioTask) -> Result<Response, F
             "translate",
         ),
     };
-    let plain = |body: String| ([("content-type", "text/plain; charset=utf-8")], body).into_response();
+    let plain =
+        |body: String| ([("content-type", "text/plain; charset=utf-8")], body).into_response();
     let format = form
         .fields
         .get("response_format")
@@ -69,7 +70,9 @@ pub(crate) fn audio(form: &MultipartForm, task: AudioTask) -> Result<Response, F
         "json" => axum::Json(json!({"text": text})).into_response(),
         "text" => plain(format!("{text}\n")),
         "srt" => plain(format!("1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n")),
-        "vtt" => plain(format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n")),
+        "vtt" => plain(format!(
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n"
+        )),
         "verbose_json" => axum::Json(json!({
             "task": task_name,
             "language": "english",
@@ -84,9 +87,7 @@ pub(crate) fn audio(form: &MultipartForm, task: AudioTask) -> Result<Response, F
         .into_response(),
         other => {
             return Err(FoundryError::BadRequest {
-                message: format!(
-                    "'{other}' is not one of {AUDIO_FORMATS:?} - 'response_format'"
-                ),
+                message: format!("'{other}' is not one of {AUDIO_FORMATS:?} - 'response_format'"),
             });
         }
     })

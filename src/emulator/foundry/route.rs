@@ -346,9 +346,13 @@ mod tests {
             (Surface::Project, Op::Responses, Some("p1"))
         );
         assert_eq!(
-            route("POST", "/api/projects/p1/openai/v1/audio/translations", None)
-                .expect("translations")
-                .op,
+            route(
+                "POST",
+                "/api/projects/p1/openai/v1/audio/translations",
+                None
+            )
+            .expect("translations")
+            .op,
             Op::AudioTranslations
         );
         for path in [
