@@ -35,7 +35,7 @@ pub struct EmulatorConfig {
     pub region: String,
     /// Delay between streamed chunks, in milliseconds.
     pub stream_chunk_delay_ms: u64,
-    /// Which kind of resource Foundry plays: it decides the accepted audiences and the 401 text.
+    /// Which kind of resource Foundry plays: it decides the 401 text and whether projects are served.
     pub resource_kind: ResourceKind,
     /// Seconds added to the emulator's clock (negative: behind), to play a client machine whose
     /// clock is wrong relative to Azure's.
