@@ -24,6 +24,9 @@ pub struct EmulatorConfig {
     pub apps: Vec<AppSpec>,
     /// Model deployments on the Foundry resource.
     pub deployments: Vec<DeploymentSpec>,
+    /// Foundry projects on the resource, served at `/api/projects/{name}/openai/v1/…` (only
+    /// while the resource kind is `foundry`: classic Azure OpenAI resources have no projects).
+    pub projects: Vec<String>,
     /// `expires_in` of issued tokens, in seconds.
     pub token_lifetime_secs: u64,
     /// Send `expires_in`/`ext_expires_in` as JSON strings (v1-style) instead of numbers.
@@ -32,7 +35,7 @@ pub struct EmulatorConfig {
     pub region: String,
     /// Delay between streamed chunks, in milliseconds.
     pub stream_chunk_delay_ms: u64,
-    /// Which kind of resource Foundry plays: it decides the accepted audiences and the 401 text.
+    /// Which kind of resource Foundry plays: it decides the 401 text and whether projects are served.
     pub resource_kind: ResourceKind,
     /// Seconds added to the emulator's clock (negative: behind), to play a client machine whose
     /// clock is wrong relative to Azure's.
@@ -116,6 +119,13 @@ impl Default for EmulatorConfig {
                     "Contributor",
                 ),
                 app(
+                    identities::TENANT_ID,
+                    identities::OPENAI_USER_CLIENT_ID,
+                    identities::OPENAI_USER_CLIENT_SECRET,
+                    identities::OPENAI_USER_OBJECT_ID,
+                    "Cognitive Services OpenAI User",
+                ),
+                app(
                     identities::OTHER_TENANT_ID,
                     identities::OTHER_CLIENT_ID,
                     identities::OTHER_CLIENT_SECRET,
@@ -146,6 +156,7 @@ impl Default for EmulatorConfig {
                     DeploymentKind::Image,
                 ),
             ],
+            projects: vec![identities::PROJECT.to_owned()],
             token_lifetime_secs: 3599,
             expires_in_as_string: false,
             region: "Sweden Central".to_owned(),
@@ -192,6 +203,11 @@ impl EmulatorConfig {
     /// The deployment with this exact name.
     pub fn deployment(&self, name: &str) -> Option<&DeploymentSpec> {
         self.deployments.iter().find(|d| d.name == name)
+    }
+
+    /// Whether a project with this exact name exists on the resource.
+    pub fn has_project(&self, name: &str) -> bool {
+        self.projects.iter().any(|p| p == name)
     }
 
     /// Checks cross references, so a typo fails at load time rather than as a puzzling 400 later.
@@ -354,36 +370,39 @@ pub enum DeploymentKind {
     Image,
 }
 
-/// The kind of Azure resource that serves inference (docs/docs/azure-facts.md §3, §5).
+/// The kind of Azure resource that serves inference (docs/azure-facts.md §3, §5, §7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResourceKind {
-    /// An AI Services resource (`*.services.ai.azure.com`): accepts tokens for
-    /// `https://cognitiveservices.azure.com` and `https://ai.azure.com`.
+    /// An AI Services resource (`*.services.ai.azure.com`): its 401 names both audiences, and
+    /// it serves Foundry projects.
     #[default]
     Foundry,
-    /// A classic Azure OpenAI resource (`*.openai.azure.com`): accepts only
-    /// `https://cognitiveservices.azure.com`.
+    /// A classic Azure OpenAI resource (`*.openai.azure.com`): its 401 names only
+    /// `https://cognitiveservices.azure.com`, and it has no projects.
     #[serde(rename = "openai")]
     OpenAi,
 }
 
 impl ResourceKind {
-    /// Token audiences the resource accepts, each with and without a trailing slash.
+    /// Token audiences the resource's OpenAI routes accept, each with and without a trailing
+    /// slash. The same for both kinds: the v1 API takes `https://ai.azure.com` on
+    /// `*.openai.azure.com` too (docs/azure-facts.md §7), and the classic `/openai/deployments`
+    /// routes are assumed to (**UNCONFIRMED** there). Project endpoints differ: see
+    /// [`ResourceKind::PROJECT_AUDIENCES`].
     pub fn audiences(self) -> &'static [&'static str] {
-        match self {
-            ResourceKind::Foundry => &[
-                "https://cognitiveservices.azure.com",
-                "https://cognitiveservices.azure.com/",
-                "https://ai.azure.com",
-                "https://ai.azure.com/",
-            ],
-            ResourceKind::OpenAi => &[
-                "https://cognitiveservices.azure.com",
-                "https://cognitiveservices.azure.com/",
-            ],
-        }
+        &[
+            "https://cognitiveservices.azure.com",
+            "https://cognitiveservices.azure.com/",
+            "https://ai.azure.com",
+            "https://ai.azure.com/",
+        ]
     }
+
+    /// The only audiences a project endpoint accepts (docs/azure-facts.md §7): a
+    /// cognitiveservices token gets the resource's bad-token 401.
+    pub const PROJECT_AUDIENCES: &'static [&'static str] =
+        &["https://ai.azure.com", "https://ai.azure.com/"];
 
     /// The `message` of the resource's bad-token 401 (docs/docs/azure-facts.md §5, I9).
     pub fn unauthorized_message(self) -> &'static str {

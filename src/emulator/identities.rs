@@ -23,6 +23,15 @@ pub const NO_ROLE_CLIENT_SECRET: &str = "ghS8Q~h7DQWnFoNPtoYSUZ1iySvczRq9jZ2yvr3
 /// Service principal object id of [`NO_ROLE_CLIENT_ID`].
 pub const NO_ROLE_OBJECT_ID: &str = "9c0c996b-3617-4e30-85d7-f19b587a9c05";
 
+/// App in the same tenant with only "Cognitive Services OpenAI User": the resource's OpenAI
+/// routes work, but the project endpoint refuses it with PermissionDenied for
+/// `Microsoft.CognitiveServices/accounts/AIServices/agents/write` (docs/azure-facts.md §6, §7).
+pub const OPENAI_USER_CLIENT_ID: &str = "fc947c51-3556-49c7-8c8c-1743fa2f87a9";
+/// Secret of [`OPENAI_USER_CLIENT_ID`].
+pub const OPENAI_USER_CLIENT_SECRET: &str = "1dv8Q~snOsPcgW3xheKpvaVBlTrzgTFJEyYUu3dd";
+/// Service principal object id of [`OPENAI_USER_CLIENT_ID`].
+pub const OPENAI_USER_OBJECT_ID: &str = "5964b146-8f33-4492-8d0f-5ee435d49c04";
+
 /// A second tenant, not the resource's.
 pub const OTHER_TENANT_ID: &str = "4e859687-b826-4154-8851-baf11b078d4a";
 /// App in [`OTHER_TENANT_ID`]: its tokens hit "Token tenant ... does not match resource tenant".
@@ -49,6 +58,11 @@ pub const TRANSCRIPTION_DEPLOYMENT: &str = "whisper";
 pub const IMAGE_DEPLOYMENT: &str = "dall-e-3";
 /// The scope the proxy asks for by default.
 pub const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+/// The Foundry project on the resource, served at `/api/projects/demo-project/openai/v1/…`.
+pub const PROJECT: &str = "demo-project";
+/// The scope a project endpoint needs: its tokens must have `aud` `https://ai.azure.com`
+/// (docs/azure-facts.md §7).
+pub const PROJECT_SCOPE: &str = "https://ai.azure.com/.default";
 
 // ---- Certificate credentials (emulator-only) ----
 //

@@ -2,9 +2,10 @@
 //!
 //! One listener serves the Entra v2.0 token endpoint (client credentials with a secret, a
 //! certificate assertion or a federated assertion), the managed identity endpoints (IMDS
-//! `/metadata/identity/oauth2/token` and App Service `/msi/token`), the four Foundry
-//! surfaces (`/openai/v1`, `/openai/deployments`, `/models`, `/v1` passthrough) and the control
-//! endpoints under `/_emulator`. Status codes, bodies and headers follow `docs/azure-facts.md`.
+//! `/metadata/identity/oauth2/token` and App Service `/msi/token`), the Foundry surfaces
+//! (`/openai/v1`, `/openai/deployments`, `/models`, `/v1` passthrough, and the project endpoints
+//! `/api/projects/{project}/openai/v1`) and the control endpoints under `/_emulator`. Status
+//! codes, bodies and headers follow `docs/azure-facts.md`.
 //!
 //! Two sides, each in its own folder, on a shared core:
 //! - `entra`: Entra ID. The token endpoint (`token`), its error shape and every
@@ -39,7 +40,12 @@
 //! answers `{"token": JWT}` from the emulator's OIDC issuer (`federation_issuer`), for
 //! `AZURE_FEDERATED_TOKEN_FILE`.
 //!
-//! The resource kind decides Foundry's accepted audiences and 401 wording; the clock offset shifts
+//! `GET /_emulator/images/{id}.png` serves the PNG behind the `url` a DALL·E deployment answers.
+//!
+//! Audiences: the resource's routes take `https://cognitiveservices.azure.com` and
+//! `https://ai.azure.com`; a project endpoint only `https://ai.azure.com`, and its own data
+//! action `…/AIServices/agents/write` (docs/azure-facts.md §7). The resource kind decides
+//! Foundry's 401 wording and whether it has projects; the clock offset shifts
 //! the emulator's whole "now" (token times, Entra timestamps, Foundry's expiry check).
 
 mod config;

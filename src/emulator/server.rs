@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::config::EmulatorConfig;
 use super::control;
 use super::entra::{msi, token};
-use super::foundry::handler;
+use super::foundry::{handler, media};
 use super::state::Emulator;
 
 /// How long `shutdown` lets open connections (e.g. streams) finish before cutting them.
@@ -32,6 +32,7 @@ impl Emulator {
             .route("/_emulator/federated-token", post(control::federated_token))
             .route("/_emulator/config", post(control::config))
             .route("/_emulator/reset", post(control::reset))
+            .route("/_emulator/images/{file}", get(media::image_file))
             .fallback(handler::handle)
             .with_state(Arc::clone(self))
     }

@@ -91,7 +91,7 @@ struct Inner {
     entra_fault: Option<EntraFault>,
     token_lifetime_secs: u64,
     expires_in_as_string: bool,
-    /// Decides the audiences Foundry accepts and its 401 text; starts from the config.
+    /// Decides Foundry's 401 text and whether it has projects; starts from the config.
     resource_kind: ResourceKind,
     /// Role display names by client id; starts from the config, changed by `set_roles`.
     roles: HashMap<String, Vec<String>>,
@@ -201,7 +201,7 @@ impl Emulator {
         self.inner().expires_in_as_string = yes;
     }
 
-    /// Switches the kind of resource Foundry plays (accepted audiences and 401 text), at once.
+    /// Switches the kind of resource Foundry plays (its 401 text and whether it has projects), at once.
     pub fn set_resource_kind(&self, kind: ResourceKind) {
         self.inner().resource_kind = kind;
     }

@@ -63,7 +63,9 @@ fn other_tenant_app() -> Setup {
         world::OTHER_CLIENT_SECRET,
     )
 }
-fn classic_resource_with_ai_scope() -> Setup {
+/// A scope whose audience no OpenAI route accepts (the v1 API takes both
+/// cognitiveservices and ai.azure.com on either resource kind, docs/azure-facts.md §7).
+fn classic_resource_with_ml_scope() -> Setup {
     let mut setup = Setup {
         emulator: EmulatorConfig {
             resource_kind: ResourceKind::OpenAi,
@@ -71,7 +73,7 @@ fn classic_resource_with_ai_scope() -> Setup {
         },
         ..Setup::default()
     };
-    setup.settings.scope = Some("https://ai.azure.com/.default".into());
+    setup.settings.scope = Some("https://ml.azure.com/.default".into());
     setup
 }
 fn clock_two_hours_ahead() -> Setup {
@@ -147,9 +149,9 @@ fn azure_cases() -> Vec<Case> {
             ..case("token_wrong_tenant", 400, "", world::OTHER_TENANT_ID)
         },
         Case {
-            setup: classic_resource_with_ai_scope,
+            setup: classic_resource_with_ml_scope,
             fault: None,
-            ..case("token_wrong_audience", 401, "", "https://ai.azure.com")
+            ..case("token_wrong_audience", 401, "", "https://ml.azure.com")
         },
         Case {
             setup: clock_two_hours_ahead,

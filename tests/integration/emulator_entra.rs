@@ -445,7 +445,7 @@ async fn config_errors_name_the_field() {
     let config = emulator::load_config(&path).expect("valid");
     assert_eq!(
         (config.region.as_str(), config.apps.len()),
-        ("West Europe", 4)
+        ("West Europe", 5)
     );
     assert_eq!(
         (config.resource_kind, config.clock_offset_secs),

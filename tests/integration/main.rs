@@ -23,6 +23,8 @@ mod credentials;
 mod emulator_entra;
 mod emulator_foundry;
 mod emulator_identity;
+mod emulator_media;
+mod emulator_project;
 mod explanations;
 mod faults;
 mod forwarding;

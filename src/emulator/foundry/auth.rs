@@ -5,11 +5,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::error::FoundryError;
-use super::route::Op;
+use super::route::{Op, Route, Surface};
+use crate::emulator::config::ResourceKind;
 use crate::emulator::entra::jwt::AccessTokenClaims;
 use crate::emulator::state::Emulator;
 
-/// Roles with inference data actions (docs/docs/azure-facts.md §6), by display name and by role id.
+/// Roles with inference data actions (docs/azure-facts.md §6), by display name and by role id.
 /// Owner, Contributor and Cognitive Services Contributor are absent on purpose: no data actions.
 const INFERENCE_ROLES: &[&str] = &[
     "Cognitive Services OpenAI User",
@@ -25,6 +26,19 @@ const INFERENCE_ROLES: &[&str] = &[
     "53ca6127-db72-4b80-b1b0-d745d6d5456d",
 ];
 
+/// Roles whose data actions include the project's
+/// `Microsoft.CognitiveServices/accounts/AIServices/agents/write`: those granting
+/// `Microsoft.CognitiveServices/*` (docs/azure-facts.md §6, §7). Cognitive Services OpenAI
+/// User and Contributor and Azure AI Developer hold only `…/accounts/OpenAI/*` (and, for the
+/// developer, Speech and Content Safety), so they are absent.
+const PROJECT_ROLES: &[&str] = &[
+    "Cognitive Services User",
+    "a97b65f3-24c7-4388-baec-2e87135dc908",
+    "Azure AI User",
+    "Foundry User",
+    "53ca6127-db72-4b80-b1b0-d745d6d5456d",
+];
+
 /// The bearer token of a request, if it has one.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get("authorization")?.to_str().ok()?;
@@ -33,9 +47,13 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks the caller's credential in Azure's order: presence, signature/expiry/audience, tenant.
+/// A project endpoint takes only `https://ai.azure.com` tokens; the resource's other routes
+/// take both audiences (docs/azure-facts.md §7). A refused audience gets the resource's
+/// bad-token 401 either way (§5).
 pub(crate) fn authenticate(
     emu: &Emulator,
     headers: &HeaderMap,
+    surface: Surface,
 ) -> Result<AccessTokenClaims, FoundryError> {
     let kind = emu.resource_kind();
     let Some(token) = bearer(headers) else {
@@ -45,10 +63,14 @@ pub(crate) fn authenticate(
             FoundryError::Unauthorized(kind)
         });
     };
-    // The resource kind decides the audiences; the emulator's (possibly shifted) clock decides expiry.
+    // The surface decides the audiences; the emulator's (possibly shifted) clock decides expiry.
+    let audiences = match surface {
+        Surface::Project => ResourceKind::PROJECT_AUDIENCES,
+        _ => kind.audiences(),
+    };
     let claims = emu
         .keys
-        .verify(token, kind.audiences(), emu.now_secs())
+        .verify(token, audiences, emu.now_secs())
         .map_err(|e| {
             tracing::debug!(error = %e, "bearer token refused");
             FoundryError::Unauthorized(kind)
@@ -62,22 +84,33 @@ pub(crate) fn authenticate(
     Ok(claims)
 }
 
-/// Checks the principal's current role assignments (read per request, so `set_roles` acts at once).
+/// Checks the principal's current role assignments (read per request, so `set_roles` acts at
+/// once). Roles count at the resource's scope, which covers its projects (docs/azure-facts.md §6).
 pub(crate) fn authorize(
     emu: &Emulator,
     claims: &AccessTokenClaims,
-    op: Op,
+    route: &Route,
 ) -> Result<(), FoundryError> {
+    let (granting, denied) = match route.surface {
+        Surface::Project => (PROJECT_ROLES, project_permission_denied(claims, route.op)),
+        _ => (INFERENCE_ROLES, permission_denied(claims, route.op)),
+    };
     let roles = emu.roles_of(&claims.appid);
-    let allowed = roles.iter().any(|r| {
-        INFERENCE_ROLES
-            .iter()
-            .any(|known| known.eq_ignore_ascii_case(r))
-    });
-    if allowed {
-        Ok(())
-    } else {
-        Err(permission_denied(claims, op))
+    let allowed = roles
+        .iter()
+        .any(|r| granting.iter().any(|known| known.eq_ignore_ascii_case(r)));
+    if allowed { Ok(()) } else { Err(denied) }
+}
+
+/// The project endpoint's PermissionDenied: the project data action, with Foundry's
+/// aka.ms/FoundryPermissions hint (docs/azure-facts.md §5, §7).
+pub(crate) fn project_permission_denied(claims: &AccessTokenClaims, op: Op) -> FoundryError {
+    let (data_action, operation) = op.project_data_action();
+    FoundryError::PermissionDenied {
+        oid: claims.oid.clone(),
+        data_action,
+        operation,
+        foundry_hint: true,
     }
 }
 

@@ -6,8 +6,16 @@ use serde_json::{Value, json};
 
 use crate::emulator::config::ResourceKind;
 
-/// Appended to PermissionDenied by Foundry data-plane variants (docs/docs/azure-facts.md §5, I10).
+/// Appended to PermissionDenied by Foundry data-plane variants (docs/azure-facts.md §5, I10).
 const FOUNDRY_PERMISSIONS_HINT: &str = " For instructions on granting the necessary permissions, see https://aka.ms/FoundryPermissions.";
+
+/// The capacity 429's message (docs/azure-facts.md §7), as users reported it.
+const HIGH_DEMAND_MESSAGE: &str = "The system is currently experiencing high demand and cannot process your request. Your request exceeds the maximum usage size allowed during peak load. Please retry after 20 seconds. For improved latency reliability, consider switching to Provisioned Throughput.";
+
+/// Seconds the quota 429 asks the caller to wait; its message says the same.
+pub(crate) const QUOTA_RETRY_SECS: u32 = 45;
+/// Seconds the capacity 429 asks the caller to wait; its message says the same.
+const HIGH_DEMAND_RETRY_SECS: u32 = 20;
 
 /// A refusal from the Foundry side; rendered as Azure renders it.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +65,12 @@ pub(crate) enum FoundryError {
     OperationNotSupported { op: &'static str, model: String },
     /// The request body is not what the op needs.
     BadRequest { message: String },
-    /// Injected: token rate limit.
+    /// A project name the resource does not have.
+    ProjectNotFound { project: String },
+    /// Injected: the deployment's quota is spent ("exceeded the token rate limit").
     RateLimited { message: String },
+    /// Injected: Azure's capacity is short ("experiencing high demand"), whatever the quota.
+    HighDemand,
     /// Injected: prompt blocked by the content filter.
     ContentFilter,
     /// Injected: 500.
@@ -206,7 +218,21 @@ impl FoundryError {
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}}),
             ),
+            E::ProjectNotFound { project } => (
+                StatusCode::NOT_FOUND,
+                // docs/azure-facts.md §7: the body of this 404 is UNCONFIRMED.
+                wrapped(
+                    "NotFound",
+                    &format!("Project '{project}' was not found on this resource."),
+                ),
+            ),
             E::RateLimited { message } => (StatusCode::TOO_MANY_REQUESTS, wrapped("429", message)),
+            // docs/azure-facts.md §7: wording from users' reports; the envelope and code are
+            // assumed to be the quota 429's (UNCONFIRMED).
+            E::HighDemand => (
+                StatusCode::TOO_MANY_REQUESTS,
+                wrapped("429", HIGH_DEMAND_MESSAGE),
+            ),
             E::ContentFilter => (StatusCode::BAD_REQUEST, content_filter_body()),
             E::ServerError => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -242,9 +268,19 @@ impl IntoResponse for FoundryError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match self {
+            // Both 429s carry `retry-after` and `retry-after-ms` (docs/azure-facts.md §4, §7);
+            // only the quota one has spent the deployment's limits, so only it shows zero
+            // remaining (the capacity one gets the ordinary values in the handler).
             FoundryError::RateLimited { .. } => {
-                headers.insert("retry-after", axum::http::HeaderValue::from_static("45"));
+                retry_headers(headers, QUOTA_RETRY_SECS);
+                for name in [
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-remaining-tokens",
+                ] {
+                    headers.insert(name, axum::http::HeaderValue::from_static("0"));
+                }
             }
+            FoundryError::HighDemand => retry_headers(headers, HIGH_DEMAND_RETRY_SECS),
             FoundryError::NetworkRules => {
                 // Observed with the firewall 403: names the gateway policy that refused.
                 headers.insert(
@@ -258,7 +294,16 @@ impl IntoResponse for FoundryError {
     }
 }
 
-/// The 400 for a prompt the content filter blocked (docs/docs/azure-facts.md §5, I19).
+/// `retry-after` (seconds) and `retry-after-ms`, which OpenAI's SDKs read first.
+fn retry_headers(headers: &mut axum::http::HeaderMap, secs: u32) {
+    headers.insert("retry-after", axum::http::HeaderValue::from(secs));
+    headers.insert(
+        "retry-after-ms",
+        axum::http::HeaderValue::from(secs.saturating_mul(1000)),
+    );
+}
+
+/// The 400 for a prompt the content filter blocked (docs/azure-facts.md §5, I19).
 fn content_filter_body() -> Value {
     let safe = json!({"filtered": false, "severity": "safe"});
     json!({"error": {

@@ -9,10 +9,12 @@
 //! - **Credential** (instead of authentication; no valid caller needed): `key-auth-disabled`,
 //!   `bad-key`, `unauthorized`.
 //! - **Caller** (after authentication, so the token must be good): `permission-denied`,
-//!   `permission-denied-legacy`, `permission-denied-foundry`.
-//! - **Deployment** (after authorisation and deployment lookup): `rate-limit`, `content-filter`,
-//!   `deployment-not-found`, `server-error`, `api-version-too-old`, `parameter-not-supported`,
-//!   `unknown-model`.
+//!   `permission-denied-legacy`, `permission-denied-foundry`, `permission-denied-project` (the
+//!   project endpoint's refusal: `…/AIServices/agents/write`, docs/azure-facts.md §7).
+//! - **Deployment** (after authorisation and deployment lookup): `rate-limit` (the quota 429,
+//!   "exceeded the token rate limit"), `high-demand` (the capacity 429, "experiencing high
+//!   demand"; docs/azure-facts.md §7), `content-filter`, `deployment-not-found`, `server-error`,
+//!   `api-version-too-old`, `parameter-not-supported`, `unknown-model`.
 
 use axum::http::HeaderMap;
 
@@ -33,7 +35,9 @@ pub(crate) enum Fault {
     PermissionDenied,
     PermissionDeniedLegacy,
     PermissionDeniedFoundry,
+    PermissionDeniedProject,
     RateLimit,
+    HighDemand,
     ContentFilter,
     DeploymentNotFound,
     ServerError,
@@ -73,6 +77,8 @@ const FAULTS: &[(&str, Fault)] = &[
     ("bad-key", Fault::BadKey),
     ("parameter-not-supported", Fault::ParameterNotSupported),
     ("unknown-model", Fault::UnknownModel),
+    ("permission-denied-project", Fault::PermissionDeniedProject),
+    ("high-demand", Fault::HighDemand),
 ];
 
 impl Fault {
@@ -85,10 +91,12 @@ impl Fault {
             }
             F::ResourceNotFound | F::ApiVersionUnsupported => Stage::Route,
             F::KeyAuthDisabled | F::BadKey | F::Unauthorized => Stage::Credential,
-            F::PermissionDenied | F::PermissionDeniedLegacy | F::PermissionDeniedFoundry => {
-                Stage::Caller
-            }
+            F::PermissionDenied
+            | F::PermissionDeniedLegacy
+            | F::PermissionDeniedFoundry
+            | F::PermissionDeniedProject => Stage::Caller,
             F::RateLimit
+            | F::HighDemand
             | F::ContentFilter
             | F::DeploymentNotFound
             | F::ServerError
@@ -158,7 +166,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), FAULTS.len());
-        assert_eq!(FAULTS.len(), 19);
+        assert_eq!(FAULTS.len(), 21);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::fault::{self, Fault, Stage};
 use super::media;
 use super::responses;
 use super::route::{self, Op, Route, Surface};
-use crate::emulator::config::{DeploymentKind, DeploymentSpec};
+use crate::emulator::config::{DeploymentKind, DeploymentSpec, ResourceKind};
 use crate::emulator::records::InferenceRecord;
 use crate::emulator::state::Emulator;
 use crate::emulator::util::uuid;
@@ -88,18 +88,34 @@ async fn serve(
         parts.uri.path(),
         api_version.as_deref(),
     )?;
+    // A classic Azure OpenAI resource has no projects: its gateway knows no such path.
+    if route.surface == Surface::Project && emu.resource_kind() == ResourceKind::OpenAi {
+        return Err(FoundryError::ResourceNotFound);
+    }
     refuse_at(Stage::Route)?;
     refuse_at(Stage::Credential)?;
-    let claims = auth::authenticate(emu, &parts.headers)?;
+    let claims = auth::authenticate(emu, &parts.headers, route.surface)?;
+    // The project is looked up once the caller is known (the order is UNCONFIRMED,
+    // docs/azure-facts.md §7); its roles are checked at the resource's scope below.
+    if let Some(project) = route.project.as_deref()
+        && !emu.config.has_project(project)
+    {
+        return Err(FoundryError::ProjectNotFound {
+            project: project.to_owned(),
+        });
+    }
     match fault {
         Some(Fault::PermissionDenied) => return Err(auth::permission_denied(&claims, route.op)),
+        Some(Fault::PermissionDeniedProject) => {
+            return Err(auth::project_permission_denied(&claims, route.op));
+        }
         Some(Fault::PermissionDeniedFoundry) => {
             return Err(auth::permission_denied_worded(&claims, route.op, true));
         }
         Some(Fault::PermissionDeniedLegacy) => return Err(FoundryError::PermissionDeniedLegacy),
         _ => {}
     }
-    auth::authorize(emu, &claims, route.op)?;
+    auth::authorize(emu, &claims, &route)?;
 
     let payload = body::parse(&parts.headers, bytes).await?;
     let deployment = match route.op {
@@ -138,11 +154,19 @@ async fn serve(
         (Op::Completions, _) => chat::completions(&ctx, body),
         (Op::Responses, _) => responses::responses(&ctx, body),
         (Op::Embeddings, _) => embeddings::embeddings(&ctx, body),
-        (Op::ImagesGenerations, _) => media::image(&ctx, body),
-        (Op::AudioTranscriptions, Payload::Multipart(form)) => media::transcription(form),
-        (Op::AudioTranscriptions, _) => {
+        (Op::ImagesGenerations, _) => media::image(&ctx, body, &image_base(&parts.headers))?,
+        (Op::AudioTranscriptions, Payload::Multipart(form)) => {
+            media::audio(form, media::AudioTask::Transcribe)?
+        }
+        (Op::AudioTranslations, Payload::Multipart(form)) => {
+            media::audio(form, media::AudioTask::Translate)?
+        }
+        (Op::AudioTranscriptions | Op::AudioTranslations, _) => {
             return Err(FoundryError::BadRequest {
-                message: "audio/transcriptions expects a multipart/form-data body".to_owned(),
+                message: format!(
+                    "{} expects a multipart/form-data body",
+                    route.op.short_name()
+                ),
             });
         }
         (Op::Models, _) => media::models(emu),
@@ -199,6 +223,7 @@ fn deployment_fault(
 ) -> FoundryError {
     match fault {
         Fault::RateLimit => rate_limited(emu, route, deployment),
+        Fault::HighDemand => FoundryError::HighDemand,
         Fault::ContentFilter => FoundryError::ContentFilter,
         Fault::ServerError => FoundryError::ServerError,
         Fault::ApiVersionTooOld => FoundryError::ApiVersionTooOld {
@@ -232,9 +257,10 @@ fn rate_limited(
     let version = route.api_version.as_deref().unwrap_or("v1");
     FoundryError::RateLimited {
         message: format!(
-            "Your requests to {dep} for {model} in {} have exceeded the token rate limit for your current AIServices S0 pricing tier. This request was for {} under Azure OpenAI API version {version}. Please retry after 45 seconds.",
+            "Your requests to {dep} for {model} in {} have exceeded the token rate limit for your current AIServices S0 pricing tier. This request was for {} under Azure OpenAI API version {version}. Please retry after {} seconds.",
             emu.config.region,
-            route.op.operation_id()
+            route.op.operation_id(),
+            super::error::QUOTA_RETRY_SECS,
         ),
     }
 }
@@ -247,13 +273,22 @@ fn api_version(query: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// Where generated image URLs point: this emulator, as the request addressed it (through a
+/// proxy, the Host the proxy used), so a client can fetch them.
+fn image_base(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
 fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Headers every Foundry answer carries.
 fn add_headers(emu: &Emulator, request: &HeaderMap, response: &mut Response) {
-    let limited = response.status() == StatusCode::TOO_MANY_REQUESTS;
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&uuid()) {
         headers.insert("apim-request-id", v);
@@ -261,14 +296,18 @@ fn add_headers(emu: &Emulator, request: &HeaderMap, response: &mut Response) {
     if let Ok(v) = HeaderValue::from_str(&emu.config.region) {
         headers.insert("x-ms-region", v);
     }
-    headers.insert(
-        "x-ratelimit-remaining-requests",
-        HeaderValue::from_static(if limited { "0" } else { "999" }),
-    );
-    headers.insert(
-        "x-ratelimit-remaining-tokens",
-        HeaderValue::from_static(if limited { "0" } else { "149000" }),
-    );
+    // The quota 429 has set its spent values already; every other answer, the capacity 429
+    // included, shows limits with room left (docs/azure-facts.md §4, §7).
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", "1000"),
+        ("x-ratelimit-limit-tokens", "150000"),
+        ("x-ratelimit-remaining-requests", "999"),
+        ("x-ratelimit-remaining-tokens", "149000"),
+    ] {
+        if !headers.contains_key(name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
     if let Some(id) = request.get("x-ms-client-request-id") {
         headers.insert("x-ms-client-request-id", id.clone());
     }

@@ -1,16 +1,19 @@
-//! The inference side of the emulator: Azure AI Foundry's four surfaces (`/openai/v1`,
-//! `/openai/deployments`, `/models`, `/v1` passthrough) and the answers they generate.
+//! The inference side of the emulator: Azure AI Foundry's surfaces (`/openai/v1`,
+//! `/openai/deployments`, `/models`, `/v1` passthrough, and a project's
+//! `/api/projects/{project}/openai/v1`) and the answers they generate.
 //!
 //! Checks, in the order a request meets them:
 //! - `handler`: the one handler for every inference path; it runs the checks below in Azure's
 //!   order and hands the request to a generator
 //! - `route`: which surface and op a path names, and the api-version rules
-//! - `auth`: the bearer token, its tenant and the caller's data-plane role
+//! - `auth`: the bearer token (its audience per surface), its tenant and the caller's
+//!   data-plane role (the project's data action on project endpoints)
 //! - `fault`: `x-emulator-fault`, one refusal played at the stage where Azure would refuse
 //! - `error`: Foundry's refusal bodies; `body`: reading JSON and multipart request bodies
 //!
 //! Generated answers:
-//! - `chat`, `responses`, `embeddings`, `media`: one module per family of ops
+//! - `chat`, `responses`, `embeddings`, `media`: one module per family of ops (`media` also
+//!   serves the generated images at `/_emulator/images/{id}.png`)
 //! - `text`: the deterministic content and its token accounting; `sse`: streamed bodies
 //! - `schema_value`: a value valid against a JSON Schema (structured outputs, tool arguments)
 //! - `model`: the answer rules (text, JSON, tool calls) shared by Chat and Responses
@@ -22,7 +25,7 @@ mod embeddings;
 mod error;
 mod fault;
 pub(super) mod handler;
-mod media;
+pub(super) mod media;
 mod model;
 mod responses;
 mod route;

@@ -36,11 +36,14 @@ const MODELS_API_VERSIONS: &[&str] = &[
     "2025-05-01",
 ];
 
-/// The four ways Foundry is addressed (ARCHITECTURE.md "API styles").
+/// The ways Foundry is addressed (ARCHITECTURE.md "API styles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Surface {
     /// `/openai/v1/{op}`, deployment from the body.
     OpenAiV1,
+    /// `/api/projects/{project}/openai/v1/{op}`: the v1 surface of a Foundry project, with its
+    /// own audience and data action (docs/azure-facts.md §7).
+    Project,
     /// `/openai/deployments/{dep}/{op}?api-version=V` or `/openai/{op}?api-version=V`.
     Deployments,
     /// `/models/{op}`, Foundry Models inference.
@@ -58,6 +61,7 @@ pub(crate) enum Op {
     Responses,
     Models,
     AudioTranscriptions,
+    AudioTranslations,
     ImagesGenerations,
 }
 
@@ -70,6 +74,7 @@ impl Op {
             "responses" => Op::Responses,
             "models" => Op::Models,
             "audio/transcriptions" => Op::AudioTranscriptions,
+            "audio/translations" => Op::AudioTranslations,
             "images/generations" => Op::ImagesGenerations,
             _ => return None,
         })
@@ -112,10 +117,32 @@ impl Op {
                 "Microsoft.CognitiveServices/accounts/OpenAI/deployments/audio/action",
                 "POST /openai/deployments/{deployment-id}/audio/transcriptions",
             ),
+            Op::AudioTranslations => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/deployments/audio/action",
+                "POST /openai/deployments/{deployment-id}/audio/translations",
+            ),
             Op::ImagesGenerations => (
                 "Microsoft.CognitiveServices/accounts/OpenAI/images/generations/action",
                 "POST /openai/deployments/{deployment-id}/images/generations",
             ),
+        }
+    }
+
+    /// The data action a project endpoint checks, and the operation as its PermissionDenied
+    /// names it: the templated route, as in docs/azure-facts.md §7 ("POST
+    /// /api/projects/{projectName}/openai/*"). `agents/read` with `GET` for the model list is
+    /// **UNCONFIRMED** (the read action is observed only on the project's agent routes).
+    pub(crate) fn project_data_action(self) -> (&'static str, &'static str) {
+        if self.method() == "GET" {
+            (
+                "Microsoft.CognitiveServices/accounts/AIServices/agents/read",
+                "GET /api/projects/{projectName}/openai/*",
+            )
+        } else {
+            (
+                "Microsoft.CognitiveServices/accounts/AIServices/agents/write",
+                "POST /api/projects/{projectName}/openai/*",
+            )
         }
     }
 
@@ -124,7 +151,7 @@ impl Op {
         match self {
             Op::ChatCompletions | Op::Completions | Op::Responses => Some(DeploymentKind::Chat),
             Op::Embeddings => Some(DeploymentKind::Embeddings),
-            Op::AudioTranscriptions => Some(DeploymentKind::Audio),
+            Op::AudioTranscriptions | Op::AudioTranslations => Some(DeploymentKind::Audio),
             Op::ImagesGenerations => Some(DeploymentKind::Image),
             Op::Models => None,
         }
@@ -139,6 +166,7 @@ impl Op {
             Op::Responses => "responses",
             Op::Models => "models",
             Op::AudioTranscriptions => "audio transcription",
+            Op::AudioTranslations => "audio translation",
             Op::ImagesGenerations => "image generation",
         }
     }
@@ -152,6 +180,7 @@ impl Op {
             Op::Responses => "Responses_Create",
             Op::Models => "Models_List",
             Op::AudioTranscriptions => "Transcriptions_Create",
+            Op::AudioTranslations => "Translations_Create",
             Op::ImagesGenerations => "ImageGenerations_Create",
         }
     }
@@ -164,6 +193,8 @@ pub(crate) struct Route {
     pub(crate) op: Op,
     /// Deployment named in the path (deployments surface only).
     pub(crate) path_deployment: Option<String>,
+    /// Project named in the path (project surface only).
+    pub(crate) project: Option<String>,
     /// The api-version in effect, if any (for messages).
     pub(crate) api_version: Option<String>,
 }
@@ -174,7 +205,12 @@ pub(crate) fn route(
     path: &str,
     api_version: Option<&str>,
 ) -> Result<Route, FoundryError> {
-    let (surface, op, path_deployment) = split(path).ok_or(FoundryError::ResourceNotFound)?;
+    let Split {
+        surface,
+        op,
+        path_deployment,
+        project,
+    } = split(path).ok_or(FoundryError::ResourceNotFound)?;
     if op.method() != method {
         return Err(FoundryError::ResourceNotFound);
     }
@@ -183,31 +219,62 @@ pub(crate) fn route(
         surface,
         op,
         path_deployment,
+        project,
         api_version,
     })
 }
 
-fn split(path: &str) -> Option<(Surface, Op, Option<String>)> {
+/// What a path names, before the api-version is checked.
+struct Split {
+    surface: Surface,
+    op: Op,
+    path_deployment: Option<String>,
+    project: Option<String>,
+}
+
+fn split(path: &str) -> Option<Split> {
     let path = path.trim_end_matches('/');
+    let on = |surface, op| Split {
+        surface,
+        op,
+        path_deployment: None,
+        project: None,
+    };
+    if let Some(rest) = path.strip_prefix("/api/projects/") {
+        let (project, rest) = rest.split_once('/')?;
+        let op = Op::parse(rest.strip_prefix("openai/v1/")?)?;
+        // Embeddings are not routed on the project endpoint (docs/azure-facts.md §7); Azure's
+        // answer for it is assumed to be the unknown-path 404 (UNCONFIRMED).
+        if project.is_empty() || op == Op::Embeddings {
+            return None;
+        }
+        return Some(Split {
+            project: Some(project.to_owned()),
+            ..on(Surface::Project, op)
+        });
+    }
     if let Some(rest) = path.strip_prefix("/openai/v1/") {
-        return Some((Surface::OpenAiV1, Op::parse(rest)?, None));
+        return Some(on(Surface::OpenAiV1, Op::parse(rest)?));
     }
     if let Some(rest) = path.strip_prefix("/openai/deployments/") {
         let (dep, op) = rest.split_once('/')?;
         let op = Op::parse(op).filter(|o| o.is_deployment_op())?;
-        return (!dep.is_empty()).then(|| (Surface::Deployments, op, Some(dep.to_owned())));
+        return (!dep.is_empty()).then(|| Split {
+            path_deployment: Some(dep.to_owned()),
+            ..on(Surface::Deployments, op)
+        });
     }
     if let Some(rest) = path.strip_prefix("/openai/") {
         let op = Op::parse(rest).filter(|o| !o.is_deployment_op())?;
-        return Some((Surface::Deployments, op, None));
+        return Some(on(Surface::Deployments, op));
     }
     if let Some(rest) = path.strip_prefix("/models/") {
-        return Some((Surface::Models, Op::parse(rest)?, None));
+        return Some(on(Surface::Models, Op::parse(rest)?));
     }
     let rest = path
         .strip_prefix("/v1/")
         .or_else(|| path.strip_prefix("/inference/v1/"))?;
-    Some((Surface::Passthrough, Op::parse(rest)?, None))
+    Some(on(Surface::Passthrough, Op::parse(rest)?))
 }
 
 fn check_version(surface: Surface, version: Option<&str>) -> Result<Option<String>, FoundryError> {
@@ -217,8 +284,11 @@ fn check_version(surface: Surface, version: Option<&str>) -> Result<Option<Strin
             Ok(Some(v.to_owned()))
         }
         // v1 takes no dated version; a dated one is refused (observed, zendev-sh/goai#54).
-        (Surface::OpenAiV1, None) => Ok(None),
-        (Surface::OpenAiV1, Some(v)) if v == "preview" || v == "latest" => Ok(Some(v.to_owned())),
+        // The project's OpenAI surface is the v1 API (docs/azure-facts.md §7), same rules.
+        (Surface::OpenAiV1 | Surface::Project, None) => Ok(None),
+        (Surface::OpenAiV1 | Surface::Project, Some(v)) if v == "preview" || v == "latest" => {
+            Ok(Some(v.to_owned()))
+        }
         (Surface::Models, None) => Ok(Some("2024-05-01-preview".to_owned())),
         (Surface::Models, Some(v))
             if MODELS_API_VERSIONS.contains(&v) || OPENAI_API_VERSIONS.contains(&v) =>
@@ -265,6 +335,45 @@ mod tests {
                 .expect("p")
                 .surface,
             Surface::Passthrough
+        );
+    }
+
+    #[test]
+    fn project_paths_are_the_v1_surface_without_embeddings() {
+        let r = route("POST", "/api/projects/p1/openai/v1/responses", None).expect("project");
+        assert_eq!(
+            (r.surface, r.op, r.project.as_deref()),
+            (Surface::Project, Op::Responses, Some("p1"))
+        );
+        assert_eq!(
+            route(
+                "POST",
+                "/api/projects/p1/openai/v1/audio/translations",
+                None
+            )
+            .expect("translations")
+            .op,
+            Op::AudioTranslations
+        );
+        for path in [
+            "/api/projects/p1/openai/v1/embeddings",
+            "/api/projects//openai/v1/responses",
+            "/api/projects/p1/v1/responses",
+            "/api/projects/p1/openai/deployments/d/chat/completions",
+        ] {
+            assert_eq!(
+                route("POST", path, None),
+                Err(FoundryError::ResourceNotFound),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            route(
+                "POST",
+                "/api/projects/p1/openai/v1/chat/completions",
+                Some("2024-10-21")
+            ),
+            Err(FoundryError::ApiVersionNotSupported)
         );
     }
 
