@@ -719,6 +719,31 @@ mod tests {
             guess("https://m.eastus.models.ai.azure.com/inference"),
             ApiStyle::Passthrough
         );
+        // Foundry projects, on any host (the emulator's loopback too), with or without the
+        // surface's own suffix; and their scope.
+        for endpoint in [
+            "https://r.services.ai.azure.com/api/projects/team-a",
+            "https://r.services.ai.azure.com/api/projects/team-a/",
+            "https://r.services.ai.azure.com/api/projects/team-a/openai/v1",
+            "http://127.0.0.1:8081/api/projects/demo-project",
+        ] {
+            assert_eq!(guess(endpoint), ApiStyle::Project, "{endpoint}");
+        }
+        assert_eq!(
+            guess("https://r.services.ai.azure.com/api/projects/"),
+            ApiStyle::Passthrough
+        );
+        assert_eq!(
+            ApiStyle::Project.default_scope("https://cognitiveservices.azure.com/.default"),
+            PROJECT_SCOPE
+        );
+        let project = Url::parse("https://r.services.ai.azure.com/api/projects/p/openai/v1")
+            .expect("url");
+        let target = Target::new(&project, ApiStyle::Project, None, Default::default());
+        assert_eq!(
+            target.url("responses", None, None).expect("url"),
+            "https://r.services.ai.azure.com/api/projects/p/openai/v1/responses"
+        );
     }
 
     /// Deployment names follow Azure's rules.

@@ -351,7 +351,10 @@ fn bad_token(
                 .collect()
         })
         .unwrap_or_default();
-    let accepted: Vec<&str> = if named.is_empty() {
+    // A project endpoint takes only its own audience, whatever the resource's 401 text lists
+    // (docs/azure-facts.md §7).
+    let project = ctx.api == crate::upstream::ApiStyle::Project.as_str();
+    let accepted: Vec<&str> = if named.is_empty() || project {
         ctx.expected_audiences().to_vec()
     } else {
         named

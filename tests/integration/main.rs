@@ -20,6 +20,7 @@ mod check;
 mod cli;
 mod container;
 mod credentials;
+mod dialects;
 mod emulator_entra;
 mod emulator_foundry;
 mod emulator_identity;
