@@ -151,6 +151,23 @@ class OpenAISdk(Framework):
         raise AssertionError("the request was not refused")
 
 
+# The api-version Azure OpenAI clients are configured with; the proxy keeps or drops it by style.
+AZURE_API_VERSION = "2024-10-21"
+
+
+class AzureOpenAISdk(OpenAISdk):
+    """`AzureOpenAI(azure_endpoint=…)`: the deployment in the path, the api-version in the query."""
+
+    key, name, dist = "openai-azure", "AzureOpenAI", "openai"
+
+    def client(self, run: Running) -> Any:
+        import openai
+
+        return openai.AzureOpenAI(azure_endpoint=run.proxy_url, api_key=API_KEY, api_version=AZURE_API_VERSION,
+                                  max_retries=0, timeout=HTTP_TIMEOUT,
+                                  http_client=openai.DefaultHttpxClient(trust_env=False))
+
+
 class LangChain(Framework):
     key, name, dist = "langchain-openai", "ChatOpenAI, OpenAIEmbeddings", "langchain-openai"
 
@@ -199,6 +216,29 @@ class LangChain(Framework):
         except openai.APIStatusError as e:
             return str(e)
         raise AssertionError("the request was not refused")
+
+
+class LangChainAzure(LangChain):
+    """`AzureChatOpenAI` and `AzureOpenAIEmbeddings`, configured with an Azure endpoint."""
+
+    key, name, dist = "langchain-azure", "AzureChatOpenAI, AzureOpenAIEmbeddings", "langchain-openai"
+
+    def llm(self, run: Running) -> Any:
+        import httpx
+        from langchain_openai import AzureChatOpenAI
+
+        return AzureChatOpenAI(azure_endpoint=run.proxy_url, azure_deployment=CHAT, api_version=AZURE_API_VERSION,
+                               api_key=API_KEY, max_retries=0, timeout=HTTP_TIMEOUT,
+                               http_client=httpx.Client(trust_env=False))
+
+    def embed(self, run: Running, text: str) -> list[float]:
+        import httpx
+        from langchain_openai import AzureOpenAIEmbeddings
+
+        return AzureOpenAIEmbeddings(azure_endpoint=run.proxy_url, azure_deployment=EMBEDDING,
+                                     api_version=AZURE_API_VERSION, api_key=API_KEY, max_retries=0,
+                                     check_embedding_ctx_length=False, timeout=HTTP_TIMEOUT,
+                                     http_client=httpx.Client(trust_env=False)).embed_query(text)
 
 
 class PydanticAI(Framework):
@@ -356,4 +396,5 @@ class LiteLLM(Framework):
         raise AssertionError("the request was not refused")
 
 
-FRAMEWORKS: list[Framework] = [OpenAISdk(), LangChain(), PydanticAI(), OpenAIAgents(), LiteLLM()]
+FRAMEWORKS: list[Framework] = [OpenAISdk(), AzureOpenAISdk(), LangChain(), LangChainAzure(), PydanticAI(),
+                               OpenAIAgents(), LiteLLM()]

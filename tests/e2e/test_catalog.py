@@ -72,7 +72,7 @@ def assert_catalog_answer(err: openai.APIStatusError, exception: type[openai.API
     assert cause_pattern(code).fullmatch(cause), (
         f"the message is not the catalog's cause for {code}:\n  got:      {cause}\n"
         f"  template: {CAUSES[code]}")
-    assert "<" not in body["message"], f"unfilled placeholder: {body['message']}"
+    assert "<" not in cause, f"unfilled placeholder: {body['message']}"
     assert isinstance(body["fix"], list) and body["fix"] and all(isinstance(s, str) and s for s in body["fix"]), body
     return body
 

@@ -270,9 +270,10 @@ def test_missing_role_after_the_role_is_removed(demo: Running, client: openai.Op
     assert client.chat.completions.create(model=CHAT, messages=messages).choices[0].message.content
 
 
-def test_rate_limit_passes_through_with_retry_after(demo: Running, client: openai.OpenAI) -> None:
-    """Azure's 429 reaches the SDK as RateLimitError with retry-after, the x-ratelimit-* headers and
-    Azure's body unchanged (max_retries=0, so the SDK does not wait and retry)."""
+def test_rate_limit_is_explained_with_retry_after(demo: Running, client: openai.OpenAI) -> None:
+    """Azure's quota 429 reaches the SDK as RateLimitError with retry-after, the x-ratelimit-*
+    headers, Azure's body kept under `upstream`, and which kind of 429 it is in the message
+    (max_retries=0, so the SDK does not wait and retry)."""
     request = {"model": CHAT, "messages": [{"role": "user", "content": "too much"}]}
     fault = {"x-emulator-fault": "rate-limit"}
     with pytest.raises(openai.RateLimitError) as caught:
@@ -285,9 +286,13 @@ def test_rate_limit_passes_through_with_retry_after(demo: Running, client: opena
     assert headers.get("x-ratelimit-remaining-tokens") == "0"
     assert headers.get("apim-request-id")
 
+    assert headers.get("retry-after-ms") == "45000"
+    assert err.code == "deployment_quota_exceeded"
+    assert "quota" in str(err) and "Fix: " in str(err), str(err)
+
     direct = demo.direct_upstream("chat/completions", request, fault)
     assert direct.status == 429
-    assert err.response.json() == direct.json(), "the proxy changed Azure's 429 body"
+    assert err.body["upstream"]["body"] == direct.json(), "the proxy changed Azure's 429 body"
 
 
 def test_content_filter_400_passes_through_unchanged(demo: Running, client: openai.OpenAI) -> None:
