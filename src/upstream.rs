@@ -737,8 +737,8 @@ mod tests {
             ApiStyle::Project.default_scope("https://cognitiveservices.azure.com/.default"),
             PROJECT_SCOPE
         );
-        let project = Url::parse("https://r.services.ai.azure.com/api/projects/p/openai/v1")
-            .expect("url");
+        let project =
+            Url::parse("https://r.services.ai.azure.com/api/projects/p/openai/v1").expect("url");
         let target = Target::new(&project, ApiStyle::Project, None, Default::default());
         assert_eq!(
             target.url("responses", None, None).expect("url"),

@@ -323,3 +323,43 @@ async fn configuration_errors_and_json() {
     assert_eq!(report["steps"].as_array().map(Vec::len), Some(5));
     emulator.shutdown().await;
 }
+
+/// `check` walks a Foundry project endpoint from `FOUNDRY_ENDPOINT` alone: the project's scope,
+/// one inference call on the project's v1 surface; and an app whose role does not reach the
+/// project fails the inference step with the project's fix (Azure AI User on the project).
+#[tokio::test(flavor = "multi_thread")]
+async fn project_endpoint_is_walked() {
+    let emulator = emulator::spawn(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let endpoint = format!("{}/api/projects/{}", emulator.url(), world::PROJECT);
+    let output = check(
+        &emulator,
+        &[("FOUNDRY_ENDPOINT", &endpoint)],
+        &["--model", world::CHAT_DEPLOYMENT],
+    );
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains(world::PROJECT_SCOPE), "{text}");
+    assert!(
+        line(&text, "inference").contains("/api/projects/demo-project/openai/v1/"),
+        "{text}"
+    );
+    let output = check(
+        &emulator,
+        &[
+            ("FOUNDRY_ENDPOINT", &endpoint),
+            ("AZURE_CLIENT_ID", world::OPENAI_USER_CLIENT_ID),
+            ("AZURE_CLIENT_SECRET", world::OPENAI_USER_CLIENT_SECRET),
+        ],
+        &["--model", world::CHAT_DEPLOYMENT],
+    );
+    let text = stdout(&output);
+    assert_ne!(output.status.code(), Some(0), "{text}");
+    assert!(
+        line(&text, "inference").trim_start().starts_with("FAIL"),
+        "{text}"
+    );
+    assert!(text.contains("Azure AI User"), "{text}");
+    emulator.shutdown().await;
+}
