@@ -76,6 +76,18 @@ fn classic_resource_with_ml_scope() -> Setup {
     setup.settings.scope = Some("https://ml.azure.com/.default".into());
     setup
 }
+/// The demo project, signed in as an app whose role (Cognitive Services OpenAI User) does not
+/// reach it.
+fn project_without_its_role() -> Setup {
+    let mut setup = app(
+        world::TENANT_ID,
+        world::OPENAI_USER_CLIENT_ID,
+        world::OPENAI_USER_CLIENT_SECRET,
+    );
+    setup.settings.api = Some("project".into());
+    setup.settings.endpoint = Some(format!("/api/projects/{}", world::PROJECT));
+    setup
+}
 fn clock_two_hours_ahead() -> Setup {
     // The emulator's clock 2 h behind ours: to this machine, Entra's tokens look expired.
     Setup {
@@ -235,6 +247,24 @@ fn azure_cases() -> Vec<Case> {
             "parameter-not-supported",
             "response_format",
         ),
+        Case {
+            setup: project_without_its_role,
+            fault: None,
+            ..case(
+                "missing_project_permission",
+                401,
+                "",
+                "AIServices/agents/write",
+            )
+        },
+        case(
+            "missing_project_permission",
+            401,
+            "permission-denied-project",
+            "Azure AI User",
+        ),
+        case("deployment_quota_exceeded", 429, "rate-limit", "quota"),
+        case("azure_capacity_exceeded", 429, "high-demand", "high demand"),
     ]
 }
 
@@ -416,6 +446,8 @@ fn every_catalog_refusal_has_an_end_to_end_test() {
     let mut covered: BTreeSet<&str> = azure_cases().iter().map(|c| c.code).collect();
     covered.extend(entra_cases().iter().map(|(_, code)| *code));
     covered.extend(["entra_unavailable", "upstream_refused", "entra_refused"]);
+    // A Claude deployment on chat/completions: explanations::claude_on_chat_completions_is_explained.
+    covered.insert("api_not_supported");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
     for dir in ["tests/integration", "tests/integration/fuzz", "tests/e2e"] {
