@@ -14,9 +14,9 @@ use url::Url;
 use super::credential::{self, CredentialSettings};
 use super::{
     Cloud, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPSTREAM_TIMEOUT, ENV_ALLOWED_HOSTS, ENV_API, ENV_API_VERSION, ENV_AUTHORITY_HOST,
-    ENV_CORS_ORIGINS, ENV_ENDPOINT, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_SSL_CERT_FILE, Environment,
-    Settings, check_scope, check_tenant, optional, parse_base_url, parse_size, required,
+    DEFAULT_UPSTREAM_TIMEOUT, ENV_API, ENV_API_VERSION, ENV_AUTHORITY_HOST, ENV_CORS_ORIGINS,
+    ENV_ENDPOINT, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_SSL_CERT_FILE, Environment, Settings,
+    check_scope, check_tenant, optional, parse_base_url, parse_size, required,
 };
 use crate::secret::Secret;
 use crate::server::browser_guard::{HostRule, parse_allowed_hosts};
@@ -304,13 +304,7 @@ fn team(
 
 /// The names requests may give as Host besides the proxy's own (`FOUNDRY_PROXY_ALLOWED_HOSTS`).
 fn host_allow_list(entries: Option<Vec<String>>) -> Result<Vec<HostRule>, ConfigError> {
-    parse_allowed_hosts(&entries.unwrap_or_default()).map_err(|problem| {
-        ConfigError::new(
-            ENV_ALLOWED_HOSTS,
-            problem,
-            "list host names as NAME, NAME:PORT or *.DOMAIN, comma-separated, e.g. foundry-proxy,foundry-proxy.team.svc",
-        )
-    })
+    parse_allowed_hosts(&entries.unwrap_or_default())
 }
 
 /// Extra CA certificates from `SSL_CERT_FILE`, which must then be a readable file.

@@ -89,9 +89,21 @@ impl HostRule {
     }
 }
 
-/// Reads `FOUNDRY_PROXY_ALLOWED_HOSTS`'s entries; the error names the first bad one.
-pub fn parse_allowed_hosts(entries: &[String]) -> Result<Vec<HostRule>, String> {
-    entries.iter().map(|entry| HostRule::parse(entry)).collect()
+/// Reads `FOUNDRY_PROXY_ALLOWED_HOSTS`'s entries; the error names the first bad one and the fix.
+pub fn parse_allowed_hosts(
+    entries: &[String],
+) -> Result<Vec<HostRule>, crate::config::ConfigError> {
+    entries
+        .iter()
+        .map(|entry| HostRule::parse(entry))
+        .collect::<Result<_, _>>()
+        .map_err(|problem| {
+            crate::config::ConfigError::new(
+                crate::config::ENV_ALLOWED_HOSTS,
+                problem,
+                "list host names as NAME, NAME:PORT or *.DOMAIN, comma-separated, e.g. foundry-proxy,foundry-proxy.team.svc",
+            )
+        })
 }
 
 /// The Host and Origin rules of one listener.
@@ -302,15 +314,9 @@ pub fn emulator_guard(
     listen: SocketAddr,
     env: &dyn crate::config::Environment,
 ) -> Result<BrowserGuardLayer, crate::config::ConfigError> {
-    use crate::config::{ConfigError, ENV_ALLOWED_HOSTS, ENV_CORS_ORIGINS, comma_list};
+    use crate::config::{ENV_ALLOWED_HOSTS, ENV_CORS_ORIGINS, comma_list};
     let list = |name: &str| env.var(name).map(|v| comma_list(&v)).unwrap_or_default();
-    let hosts = parse_allowed_hosts(&list(ENV_ALLOWED_HOSTS)).map_err(|problem| {
-        ConfigError::new(
-            ENV_ALLOWED_HOSTS,
-            problem,
-            "list host names as NAME, NAME:PORT or *.DOMAIN, comma-separated",
-        )
-    })?;
+    let hosts = parse_allowed_hosts(&list(ENV_ALLOWED_HOSTS))?;
     Ok(BrowserGuardLayer::new(BrowserGuard::new(
         listen,
         hosts,
