@@ -56,6 +56,9 @@ pub struct Config {
     pub scope: String,
     /// The Foundry / Azure OpenAI endpoint, without a trailing slash.
     pub endpoint: Url,
+    /// Where Claude's Messages API is (`FOUNDRY_ANTHROPIC_ENDPOINT`); `None` derives it from
+    /// `endpoint` ([`crate::upstream::anthropic_resource`]).
+    pub anthropic_endpoint: Option<Url>,
     /// How inbound `/v1/...` paths map to the endpoint.
     pub api: ApiStyle,
     /// api-version sent upstream; `None` means the style's default.
@@ -145,6 +148,8 @@ pub struct Settings {
     pub scope: Option<String>,
     /// `FOUNDRY_ENDPOINT`
     pub endpoint: Option<String>,
+    /// `FOUNDRY_ANTHROPIC_ENDPOINT`
+    pub anthropic_endpoint: Option<String>,
     /// `FOUNDRY_API`
     pub api: Option<String>,
     /// `FOUNDRY_API_VERSION`
@@ -195,6 +200,8 @@ pub const ENV_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 pub const ENV_SCOPE: &str = "FOUNDRY_SCOPE";
 /// Endpoint variable.
 pub const ENV_ENDPOINT: &str = "FOUNDRY_ENDPOINT";
+/// Claude's Messages API endpoint variable (when it differs from the derived one).
+pub const ENV_ANTHROPIC_ENDPOINT: &str = "FOUNDRY_ANTHROPIC_ENDPOINT";
 /// API style variable.
 pub const ENV_API: &str = "FOUNDRY_API";
 /// api-version variable.
@@ -271,6 +278,7 @@ impl Settings {
             authority_host: env.var(ENV_AUTHORITY_HOST),
             scope: env.var(ENV_SCOPE),
             endpoint: env.var(ENV_ENDPOINT),
+            anthropic_endpoint: env.var(ENV_ANTHROPIC_ENDPOINT),
             api: env.var(ENV_API),
             api_version: env.var(ENV_API_VERSION),
             max_body: env.var(ENV_MAX_BODY).map(SizeSetting::Text),
@@ -314,6 +322,7 @@ impl Settings {
             authority_host: higher.authority_host.or(self.authority_host),
             scope: higher.scope.or(self.scope),
             endpoint: higher.endpoint.or(self.endpoint),
+            anthropic_endpoint: higher.anthropic_endpoint.or(self.anthropic_endpoint),
             api: higher.api.or(self.api),
             api_version: higher.api_version.or(self.api_version),
             max_body: higher.max_body.or(self.max_body),

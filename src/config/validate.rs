@@ -15,7 +15,7 @@ use super::credential::{self, CredentialSettings};
 use super::{
     Cloud, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_UPSTREAM_TIMEOUT, ENV_ALLOWED_HOSTS, ENV_API, ENV_API_VERSION, ENV_AUTHORITY_HOST,
-    ENV_CORS_ORIGINS, ENV_ENDPOINT, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_SSL_CERT_FILE, Environment,
+    ENV_ANTHROPIC_ENDPOINT, ENV_CORS_ORIGINS, ENV_ENDPOINT, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_SSL_CERT_FILE, Environment,
     Settings, check_scope, check_tenant, optional, parse_base_url, parse_size, required,
 };
 use crate::secret::Secret;
@@ -34,6 +34,7 @@ impl Settings {
             authority_host,
             scope,
             endpoint,
+            anthropic_endpoint,
             api,
             api_version,
             max_body,
@@ -56,6 +57,15 @@ impl Settings {
             env,
         )?;
         let upstream = upstream(endpoint, authority_host, scope, api, api_version)?;
+        let anthropic_endpoint = anthropic_endpoint
+            .map(|text| {
+                parse_base_url(
+                    &text,
+                    ENV_ANTHROPIC_ENDPOINT,
+                    "use the resource that serves Claude, e.g. https://NAME.services.ai.azure.com (or https://NAME.services.ai.azure.com/anthropic)",
+                )
+            })
+            .transpose()?;
         let max_body = match max_body {
             None => DEFAULT_MAX_BODY,
             Some(size) => parse_size(&size)?,
@@ -80,6 +90,7 @@ impl Settings {
             authority_host: upstream.authority_host,
             scope: upstream.scope,
             endpoint: upstream.endpoint,
+            anthropic_endpoint,
             api: upstream.api,
             api_version: upstream.api_version,
             max_body,

@@ -860,6 +860,7 @@ fn route_error(error: RouteError, route: &Route<'_>) -> ApiError {
                     format!("/openai/deployments/{deployment}/")
                 }
                 (Dialect::Classic, None) => "/openai/".to_owned(),
+                (Dialect::Anthropic, _) => "/anthropic/v1/".to_owned(),
             };
             refuse(
                 RefusalCode::InvalidPath,
