@@ -28,6 +28,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
 pub mod browser_guard;
+pub mod error_shape;
 mod connections;
 
 pub use connections::{BodyReadTimeout, ConnectionLimits};
@@ -222,8 +223,11 @@ fn router(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) ->
         Some(cors) => router.layer(cors),
         None => router,
     };
-    // Outermost: a request a web page must not send is refused before anything else runs.
-    router.layer(BrowserGuardLayer::new(guard))
+    // A request a web page must not send is refused before anything else runs; outside it,
+    // only the choice of the error shape for the route, so the guard's refusals have it too.
+    router
+        .layer(BrowserGuardLayer::new(guard))
+        .layer(error_shape::ErrorShapeLayer)
 }
 
 /// CORS for browser tools that call the proxy directly, only for the listed origins.
