@@ -21,6 +21,7 @@ mod cli;
 mod container;
 mod credentials;
 mod dialects;
+mod emulator_claude;
 mod emulator_entra;
 mod emulator_foundry;
 mod emulator_identity;
