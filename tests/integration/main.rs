@@ -12,6 +12,7 @@
 
 mod common;
 
+mod anthropic;
 mod azure_cli;
 mod bad_input;
 mod browser_guard;
