@@ -28,8 +28,8 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
 pub mod browser_guard;
-pub mod error_shape;
 mod connections;
+pub mod error_shape;
 
 pub use connections::{BodyReadTimeout, ConnectionLimits};
 

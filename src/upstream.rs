@@ -276,7 +276,11 @@ pub fn anthropic_resource(endpoint: &Url) -> String {
         .find_map(|suffix| lower.strip_suffix(suffix))
         .filter(|name| !name.is_empty() && !name.contains('.'))
         .map(|name| format!("{name}.services.ai.azure.com"));
-    let mut base = format!("{}://{}", endpoint.scheme(), mapped.as_deref().unwrap_or(host));
+    let mut base = format!(
+        "{}://{}",
+        endpoint.scheme(),
+        mapped.as_deref().unwrap_or(host)
+    );
     if let Some(port) = endpoint.port() {
         base.push_str(&format!(":{port}"));
     }
@@ -852,15 +856,36 @@ mod tests {
     #[test]
     fn anthropic_resource_hosts() {
         for (endpoint, resource) in [
-            ("https://contoso.openai.azure.com", "https://contoso.services.ai.azure.com"),
-            ("https://Contoso.OpenAI.Azure.com/openai/v1/", "https://contoso.services.ai.azure.com"),
-            ("https://contoso.cognitiveservices.azure.com/", "https://contoso.services.ai.azure.com"),
-            ("https://contoso.services.ai.azure.com/api/projects/p", "https://contoso.services.ai.azure.com"),
-            ("https://contoso.services.ai.azure.com/models", "https://contoso.services.ai.azure.com"),
+            (
+                "https://contoso.openai.azure.com",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://Contoso.OpenAI.Azure.com/openai/v1/",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://contoso.cognitiveservices.azure.com/",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://contoso.services.ai.azure.com/api/projects/p",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://contoso.services.ai.azure.com/models",
+                "https://contoso.services.ai.azure.com",
+            ),
             ("http://127.0.0.1:8081", "http://127.0.0.1:8081"),
             ("http://localhost:9000/openai/v1", "http://localhost:9000"),
-            ("https://gw.example.com:8443/foundry", "https://gw.example.com:8443"),
-            ("https://a.b.openai.azure.com", "https://a.b.openai.azure.com"),
+            (
+                "https://gw.example.com:8443/foundry",
+                "https://gw.example.com:8443",
+            ),
+            (
+                "https://a.b.openai.azure.com",
+                "https://a.b.openai.azure.com",
+            ),
         ] {
             let url = Url::parse(endpoint).expect("url");
             assert_eq!(anthropic_resource(&url), resource, "{endpoint}");
@@ -891,13 +916,23 @@ mod tests {
         let own = Url::parse("https://claude.example.com:8443/anthropic/").expect("url");
         let target = target("http://127.0.0.1:8081", ApiStyle::OpenAiV1, None)
             .with_anthropic_endpoint(Some(&own));
-        let plain = Route { query: None, rest: "messages", ..route };
+        let plain = Route {
+            query: None,
+            rest: "messages",
+            ..route
+        };
         assert_eq!(
             target.uri(&plain, None).expect("uri").to_string(),
             "https://claude.example.com:8443/anthropic/v1/messages"
         );
-        let hostile = Route { rest: "../x", ..plain };
-        assert!(matches!(target.route_url(&hostile, None), Err(RouteError::BadPath(_))));
+        let hostile = Route {
+            rest: "../x",
+            ..plain
+        };
+        assert!(matches!(
+            target.route_url(&hostile, None),
+            Err(RouteError::BadPath(_))
+        ));
     }
 
     /// Deployment names follow Azure's rules.

@@ -273,10 +273,7 @@ impl SseScanner {
         {
             // A count an event leaves out (a `message_delta` names no input tokens) is the
             // one seen before.
-            let chat = json
-                .usage
-                .as_ref()
-                .and_then(|u| u.usage_after(self.usage));
+            let chat = json.usage.as_ref().and_then(|u| u.usage_after(self.usage));
             let nested = json.response.or(json.message).and_then(|r| r.usage);
             let nested = nested.and_then(|u| u.usage_after(self.usage));
             if let Some(usage) = chat.or(nested) {

@@ -171,12 +171,25 @@ async fn access_key_from_x_api_key() {
     let harness = Harness::start_with(setup).await;
     let ok = post_anthropic(&harness, "/v1/messages", &key, &ask("hi"), &[]).await;
     assert_eq!(ok.status(), 200);
-    let wrong = post_anthropic(&harness, "/anthropic/v1/messages", "fpk-wrong", &ask("hi"), &[]).await;
+    let wrong = post_anthropic(
+        &harness,
+        "/anthropic/v1/messages",
+        "fpk-wrong",
+        &ask("hi"),
+        &[],
+    )
+    .await;
     assert_eq!(wrong.status(), 401);
     let error = anthropic_error(wrong).await;
     assert_eq!(error["type"], "authentication_error");
     assert_eq!(error["code"], "invalid_api_key");
-    assert!(error["message"].as_str().unwrap_or_default().contains("Fix:"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Fix:"),
+        "{error}"
+    );
     let openai = harness
         .client
         .post(harness.url("/v1/chat/completions"))
@@ -244,7 +257,10 @@ async fn errors_in_anthropic_shape() {
     .await;
     let status = denied.status();
     let error = anthropic_error(denied).await;
-    assert_eq!(error["code"], "missing_role_assignment", "{status}: {error}");
+    assert_eq!(
+        error["code"], "missing_role_assignment",
+        "{status}: {error}"
+    );
     assert!(
         error["fix"].as_array().is_some_and(|f| !f.is_empty()),
         "{error}"
