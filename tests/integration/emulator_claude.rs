@@ -317,6 +317,23 @@ async fn refusals_on_the_anthropic_routes() {
     let (status, body) = status_and_json(post(&url, None, &ask(json!({})), &[]).await).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["statusCode"], 401);
+    // A key in `x-api-key` (the emulator has none) is refused like one in `api-key`, and the
+    // request records keep the header's name but never its value.
+    let (status, body) = status_and_json(
+        post(
+            &url,
+            None,
+            &ask(json!({})),
+            &[("x-api-key", "sk-secret-key")],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "401");
+    let state = control_state(&emu).await.to_string();
+    assert!(state.contains("x-api-key"), "{state}");
+    assert!(!state.contains("sk-secret-key"), "{state}");
 
     let no_role = token_for(
         &emu,

@@ -393,7 +393,7 @@ fn record(
         .map(|(name, value)| {
             let shown = match name.as_str() {
                 "authorization" if token.is_some() => "Bearer <redacted>".to_owned(),
-                "authorization" | "api-key" => "<redacted>".to_owned(),
+                "authorization" | "api-key" | "x-api-key" => "<redacted>".to_owned(),
                 _ => String::from_utf8_lossy(value.as_bytes()).into_owned(),
             };
             (name.as_str().to_owned(), shown)
