@@ -128,6 +128,7 @@ pub async fn serve(
         endpoint = target.base(),
         api = %target.style(),
         api_version = target.api_version().unwrap_or("none"),
+        anthropic = target.anthropic_base(),
         "foundry-proxy starting"
     );
     let proxy = Arc::new(ProxyState {

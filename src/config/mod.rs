@@ -602,6 +602,40 @@ mod tests {
         }
     }
 
+    /// `FOUNDRY_ANTHROPIC_ENDPOINT` is optional, validated like the endpoint (https except on
+    /// loopback, no query, no credentials), and reaches the target.
+    #[test]
+    fn anthropic_endpoint() {
+        let mut vars = minimal();
+        let config = load(None, &vars, Settings::default()).expect("valid");
+        assert_eq!(config.anthropic_endpoint, None);
+        for bad in [
+            "http://claude.example.com",
+            "https://claude.example.com/?x=1",
+            "https://user:pw@claude.example.com",
+            "not a url",
+        ] {
+            vars.insert(ENV_ANTHROPIC_ENDPOINT.into(), bad.into());
+            let err = load(None, &vars, Settings::default()).expect_err(bad);
+            assert_eq!(err.setting, ENV_ANTHROPIC_ENDPOINT, "{bad}");
+        }
+        vars.insert(
+            ENV_ANTHROPIC_ENDPOINT.into(),
+            "https://other.services.ai.azure.com/anthropic/".into(),
+        );
+        let config = load(None, &vars, Settings::default()).expect("valid");
+        let target = crate::upstream::Target::from_config(&config);
+        assert_eq!(
+            target.anthropic_base(),
+            "https://other.services.ai.azure.com"
+        );
+        vars.insert(
+            ENV_ANTHROPIC_ENDPOINT.into(),
+            "http://127.0.0.1:9001".into(),
+        );
+        assert!(load(None, &vars, Settings::default()).is_ok());
+    }
+
     /// Plain http is refused for remote hosts and accepted for loopback.
     #[test]
     fn http_only_for_loopback() {
