@@ -224,11 +224,10 @@ fn router(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) ->
         Some(cors) => router.layer(cors),
         None => router,
     };
-    // A request a web page must not send is refused before anything else runs; outside it,
-    // only the choice of the error shape for the route, so the guard's refusals have it too.
-    router
-        .layer(BrowserGuardLayer::new(guard))
-        .layer(error_shape::ErrorShapeLayer)
+    // Outermost: a request a web page must not send is refused before anything else runs.
+    // (The error shape for the route is chosen outside the router, around each connection's
+    // service: `connections::run`.)
+    router.layer(BrowserGuardLayer::new(guard))
 }
 
 /// CORS for browser tools that call the proxy directly, only for the listed origins.
