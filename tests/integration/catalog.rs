@@ -32,9 +32,6 @@ fn chat() -> Value {
 fn chat_unknown_deployment() -> Value {
     Harness::chat("no-such-deployment", "hi")
 }
-fn chat_claude() -> Value {
-    Harness::chat(world::CLAUDE_DEPLOYMENT, "hi")
-}
 fn responses() -> Value {
     json!({"model": world::CHAT_DEPLOYMENT, "input": "hi"})
 }
@@ -208,11 +205,6 @@ fn azure_cases() -> Vec<Case> {
             fault: None,
             body: chat_unknown_deployment,
             ..case("unknown_model", 404, "", "'no-such-deployment'")
-        },
-        Case {
-            fault: None,
-            body: chat_claude,
-            ..case("api_not_supported", 404, "", "Messages API")
         },
         case(
             "resource_not_found",
