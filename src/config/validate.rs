@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::ENV_ANTHROPIC_ENDPOINT;
 use super::credential::{self, CredentialSettings};
 use super::{
     Cloud, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPSTREAM_TIMEOUT, ENV_ALLOWED_HOSTS, ENV_ANTHROPIC_ENDPOINT, ENV_API, ENV_API_VERSION,
-    ENV_AUTHORITY_HOST, ENV_CORS_ORIGINS, ENV_ENDPOINT, ENV_LISTEN, ENV_METRICS_LISTEN,
-    ENV_SSL_CERT_FILE, Environment, Settings, check_scope, check_tenant, optional, parse_base_url,
-    parse_size, required,
+    DEFAULT_UPSTREAM_TIMEOUT, ENV_ALLOWED_HOSTS, ENV_API, ENV_API_VERSION, ENV_AUTHORITY_HOST,
+    ENV_CORS_ORIGINS, ENV_ENDPOINT, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_SSL_CERT_FILE, Environment,
+    Settings, check_scope, check_tenant, optional, parse_base_url, parse_size, required,
 };
 use crate::secret::Secret;
 use crate::server::browser_guard::{HostRule, parse_allowed_hosts};
