@@ -1,4 +1,6 @@
-//! The error answer users see, in the OpenAI error shape so SDKs print `message`.
+//! The error answer users see: in the OpenAI error shape so SDKs print `message`, or, on the
+//! Anthropic routes, in Anthropic's shape ([`ErrorShape`]) so the Anthropic SDKs raise the
+//! right exception and print it.
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -112,6 +114,61 @@ impl ApiError {
         )
     }
 
+    /// `message` as sent: the cause, then `Fix: ` and the first fix step, because SDKs show
+    /// `message` alone.
+    fn full_message(&self) -> std::borrow::Cow<'_, str> {
+        match self.fix.first() {
+            Some(step) => std::borrow::Cow::Owned(format!("{} Fix: {step}", self.message)),
+            None => std::borrow::Cow::Borrowed(self.message.as_str()),
+        }
+    }
+
+    /// The JSON body in `shape`.
+    pub fn body_in(&self, shape: ErrorShape) -> Bytes {
+        match shape {
+            ErrorShape::OpenAi => self.body(),
+            ErrorShape::Anthropic => self.anthropic_body(),
+        }
+    }
+
+    /// The body in Anthropic's shape, `{"type":"error","error":{"type":…,"message":…}}`, with
+    /// the same `code`, `fix`, `upstream` and `identity` members as [`ApiError::body`]. The
+    /// `type` is Anthropic's for the status ([`anthropic_type`]).
+    pub fn anthropic_body(&self) -> Bytes {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            message: &'a str,
+            code: &'a str,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            fix: &'a [String],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            upstream: Option<&'a UpstreamAnswer>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            identity: Option<&'a Identity>,
+        }
+        let message = self.full_message();
+        let envelope = Envelope {
+            kind: "error",
+            error: Inner {
+                kind: anthropic_type(self.status, self.kind),
+                message: &message,
+                code: self.code.as_str(),
+                fix: &self.fix,
+                upstream: self.upstream.as_ref(),
+                identity: self.identity.as_ref(),
+            },
+        };
+        serde_json::to_vec(&envelope).map(Bytes::from).unwrap_or_else(|_| Bytes::from_static(br#"{"type":"error","error":{"type":"api_error","message":"internal error","code":"internal_error"}}"#))
+    }
+
     /// The JSON body. Its `message` is the cause followed by `Fix: ` and the first fix step,
     /// because SDKs show `message` alone; `fix` lists every step.
     pub fn body(&self) -> Bytes {
@@ -134,10 +191,7 @@ impl ApiError {
             identity: Option<&'a Identity>,
         }
         // SDKs print `message` and nothing else: it carries the first fix step too.
-        let message = match self.fix.first() {
-            Some(step) => std::borrow::Cow::Owned(format!("{} Fix: {step}", self.message)),
-            None => std::borrow::Cow::Borrowed(self.message.as_str()),
-        };
+        let message = self.full_message();
         let envelope = Envelope {
             error: Inner {
                 message: &message,
@@ -150,6 +204,58 @@ impl ApiError {
             },
         };
         serde_json::to_vec(&envelope).map(Bytes::from).unwrap_or_else(|_| Bytes::from_static(br#"{"error":{"message":"internal error","type":"api_error","code":"internal_error","param":null}}"#))
+    }
+}
+
+/// Which error shape a route's clients read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorShape {
+    /// `{"error":{"message":…,"type":…,"code":…}}`: OpenAI and Azure OpenAI clients.
+    #[default]
+    OpenAi,
+    /// `{"type":"error","error":{"type":…,"message":…}}`: Anthropic clients (Claude).
+    Anthropic,
+}
+
+/// Anthropic's error `type` for a refusal: by status where Anthropic has a type for it (the
+/// SDKs pick the exception class by status; the type names it in the message), else from the
+/// OpenAI `type`.
+pub fn anthropic_type(status: StatusCode, openai_kind: &str) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        500.. => "api_error",
+        _ => match openai_kind {
+            "authentication_error" => "authentication_error",
+            "permission_error" => "permission_error",
+            "rate_limit_error" | "rate_limit_exceeded" => "rate_limit_error",
+            _ => "invalid_request_error",
+        },
+    }
+}
+
+/// A response the proxy wrote from an [`ApiError`] carries the error as an extension, so
+/// the one place that knows the route's clients ([`crate::server::error_shape`]) can write
+/// it in their shape. Only errors pay for it.
+#[derive(Debug, Clone)]
+pub struct WrittenError(pub ApiError);
+
+impl WrittenError {
+    /// Rewrites `response`'s body in `shape` when the proxy wrote it from an [`ApiError`];
+    /// other responses (Azure's own answers passed on) are left as they are.
+    pub fn reshape(response: &mut Response, shape: ErrorShape) {
+        if shape == ErrorShape::OpenAi {
+            return;
+        }
+        let Some(WrittenError(error)) = response.extensions_mut().remove::<WrittenError>() else {
+            return;
+        };
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        *response.body_mut() = axum::body::Body::from(error.body_in(shape));
     }
 }
 
@@ -173,6 +279,57 @@ impl IntoResponse for ApiError {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
+        response.extensions_mut().insert(WrittenError(self));
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Anthropic shape carries Anthropic's type, the message with its first fix step and
+    /// the same members as the OpenAI shape; reshaping replaces a written error's body only.
+    #[test]
+    fn anthropic_shape() {
+        let error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            RefusalCode::MissingRoleAssignment,
+            "The identity has no role.",
+        )
+        .with_fix(["Assign Cognitive Services User.", "Wait five minutes."]);
+        let body: serde_json::Value =
+            serde_json::from_slice(&error.anthropic_body()).expect("json");
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert_eq!(
+            body["error"]["message"],
+            "The identity has no role. Fix: Assign Cognitive Services User."
+        );
+        assert_eq!(body["error"]["code"], "missing_role_assignment");
+        assert_eq!(body["error"]["fix"][1], "Wait five minutes.");
+
+        let mut response = error.into_response();
+        WrittenError::reshape(&mut response, ErrorShape::Anthropic);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.extensions().get::<WrittenError>().is_none());
+        let mut plain = Response::new(axum::body::Body::from("{}"));
+        WrittenError::reshape(&mut plain, ErrorShape::Anthropic);
+        assert!(plain.headers().is_empty());
+
+        for (status, kind, expected) in [
+            (401, "authentication_error", "authentication_error"),
+            (404, "invalid_request_error", "not_found_error"),
+            (413, "invalid_request_error", "request_too_large"),
+            (429, "rate_limit_exceeded", "rate_limit_error"),
+            (503, "service_unavailable", "api_error"),
+            (529, "api_error", "overloaded_error"),
+            (400, "invalid_request_error", "invalid_request_error"),
+            (405, "invalid_request_error", "invalid_request_error"),
+        ] {
+            let status = StatusCode::from_u16(status).expect("status");
+            assert_eq!(anthropic_type(status, kind), expected, "{status}");
+        }
     }
 }

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 pub mod browser_guard;
 mod connections;
+pub mod error_shape;
 
 pub use connections::{BodyReadTimeout, ConnectionLimits};
 
@@ -127,6 +128,7 @@ pub async fn serve(
         endpoint = target.base(),
         api = %target.style(),
         api_version = target.api_version().unwrap_or("none"),
+        anthropic = target.anthropic_base(),
         "foundry-proxy starting"
     );
     let proxy = Arc::new(ProxyState {
@@ -223,6 +225,8 @@ fn router(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) ->
         None => router,
     };
     // Outermost: a request a web page must not send is refused before anything else runs.
+    // (The error shape for the route is chosen outside the router, around each connection's
+    // service: `connections::run`.)
     router.layer(BrowserGuardLayer::new(guard))
 }
 

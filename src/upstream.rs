@@ -177,6 +177,10 @@ pub enum Dialect {
     /// `/openai/deployments/{deployment}/{rest}?api-version=V` or `/openai/{rest}?api-version=V`
     /// (`AzureOpenAI` clients): the query's api-version is for the classic surface.
     Classic,
+    /// `/v1/messages`, `/v1/messages/count_tokens` (Anthropic SDKs with
+    /// `ANTHROPIC_BASE_URL`) or `/anthropic/v1/{rest}` (a Foundry base URL): Claude's Messages
+    /// API, sent to `{resource}/anthropic/v1/{rest}` whatever the API style, with no api-version.
+    Anthropic,
 }
 
 impl<'a> Route<'a> {
@@ -187,6 +191,16 @@ impl<'a> Route<'a> {
             query,
             deployment: None,
             dialect: Dialect::V1,
+        }
+    }
+
+    /// `{rest}?{query}` of Claude's Messages API: the Anthropic dialect.
+    pub fn anthropic(rest: &'a str, query: Option<&'a str>) -> Self {
+        Self {
+            rest,
+            query,
+            deployment: None,
+            dialect: Dialect::Anthropic,
         }
     }
 
@@ -226,7 +240,51 @@ pub struct Target {
     aliases: std::collections::BTreeMap<String, String>,
     /// `base` split once, so each request's URI is assembled without parsing it again:
     /// scheme and authority (shared, not copied) and the path prefix (`base`'s path part).
-    origin: Option<(http::uri::Scheme, http::uri::Authority, usize)>,
+    origin: Option<Origin>,
+    /// Where Claude's Messages API is: the resource's `services.ai.azure.com` host, or
+    /// `FOUNDRY_ANTHROPIC_ENDPOINT`; no trailing slash.
+    anthropic_base: String,
+    /// `anthropic_base` split once, like `origin`.
+    anthropic_origin: Option<Origin>,
+}
+
+/// A base URL's scheme and authority, and where its path starts.
+type Origin = (http::uri::Scheme, http::uri::Authority, usize);
+
+/// Splits a base URL into its [`Origin`].
+fn origin(base: &str) -> Option<Origin> {
+    base.parse::<Uri>().ok().and_then(|uri| {
+        let parts = uri.into_parts();
+        let authority = parts.authority?;
+        let scheme = parts.scheme?;
+        // The path prefix starts right after `scheme://authority`.
+        let prefix_at = scheme.as_str().len() + "://".len() + authority.as_str().len();
+        Some((scheme, authority, prefix_at))
+    })
+}
+
+/// The resource that serves Claude for an endpoint: its scheme and host (and port), with an
+/// Azure OpenAI or Cognitive Services host name (`NAME.openai.azure.com`,
+/// `NAME.cognitiveservices.azure.com`) replaced by the same resource's Foundry name,
+/// `NAME.services.ai.azure.com` (docs/azure-facts.md §7, one resource, several host names).
+/// Other hosts, loopback ones included, stay as they are; the endpoint's path is dropped.
+pub fn anthropic_resource(endpoint: &Url) -> String {
+    let host = endpoint.host_str().unwrap_or_default();
+    let lower = host.to_ascii_lowercase();
+    let mapped = [".openai.azure.com", ".cognitiveservices.azure.com"]
+        .iter()
+        .find_map(|suffix| lower.strip_suffix(suffix))
+        .filter(|name| !name.is_empty() && !name.contains('.'))
+        .map(|name| format!("{name}.services.ai.azure.com"));
+    let mut base = format!(
+        "{}://{}",
+        endpoint.scheme(),
+        mapped.as_deref().unwrap_or(host)
+    );
+    if let Some(port) = endpoint.port() {
+        base.push_str(&format!(":{port}"));
+    }
+    base
 }
 
 impl Target {
@@ -238,6 +296,7 @@ impl Target {
             config.api_version.as_deref(),
             config.models.clone(),
         )
+        .with_anthropic_endpoint(config.anthropic_endpoint.as_ref())
     }
 
     /// Builds the target from the configured endpoint, style and version override.
@@ -258,21 +317,39 @@ impl Target {
             }
         }
         let version = api_version.or(style.default_api_version());
-        let origin = base.parse::<Uri>().ok().and_then(|uri| {
-            let parts = uri.into_parts();
-            let authority = parts.authority?;
-            let scheme = parts.scheme?;
-            // The path prefix starts right after `scheme://authority`.
-            let prefix_at = scheme.as_str().len() + "://".len() + authority.as_str().len();
-            Some((scheme, authority, prefix_at))
-        });
+        let anthropic_base = anthropic_resource(endpoint);
         Self {
             style,
+            origin: origin(&base),
             base,
             version_pair: version.map(|v| format!("api-version={v}")),
             aliases,
-            origin,
+            anthropic_origin: origin(&anthropic_base),
+            anthropic_base,
         }
+    }
+
+    /// Sends Claude's Messages API to `endpoint` (`FOUNDRY_ANTHROPIC_ENDPOINT`) instead of the
+    /// resource derived from the main endpoint. An endpoint ending in `/anthropic` or
+    /// `/anthropic/v1` names the surface itself.
+    pub fn with_anthropic_endpoint(mut self, endpoint: Option<&Url>) -> Self {
+        if let Some(endpoint) = endpoint {
+            let mut base = endpoint.as_str().trim_end_matches('/');
+            for suffix in ["/anthropic/v1", "/anthropic"] {
+                if let Some(stripped) = base.strip_suffix(suffix) {
+                    base = stripped;
+                    break;
+                }
+            }
+            self.anthropic_base = base.to_owned();
+            self.anthropic_origin = origin(base);
+        }
+        self
+    }
+
+    /// Where Claude's Messages API is sent: `{anthropic_base}/anthropic/v1/…`.
+    pub fn anthropic_base(&self) -> &str {
+        &self.anthropic_base
     }
 
     /// [`Target::url`] as an `http::Uri`, for the forwarding path: only the path and query
@@ -280,7 +357,12 @@ impl Target {
     pub fn uri(&self, route: &Route<'_>, model: Option<&str>) -> Result<Uri, RouteError> {
         let url = self.route_url(route, model)?;
         let bad_path = || RouteError::BadPath(route.rest.to_owned());
-        let Some((scheme, authority, prefix_at)) = &self.origin else {
+        let origin = if route.dialect == Dialect::Anthropic {
+            &self.anthropic_origin
+        } else {
+            &self.origin
+        };
+        let Some((scheme, authority, prefix_at)) = origin else {
             return url.parse().map_err(|_| bad_path());
         };
         let mut path_and_query = bytes::Bytes::from(url);
@@ -326,6 +408,7 @@ impl Target {
     /// none.
     pub fn needs_model(&self, route: &Route<'_>) -> bool {
         self.style == ApiStyle::Deployments
+            && route.dialect != Dialect::Anthropic
             && route.deployment.is_none()
             && DEPLOYMENT_OPERATIONS.contains(&route.rest.trim_end_matches('/'))
     }
@@ -352,6 +435,9 @@ impl Target {
     pub fn route_url(&self, route: &Route<'_>, model: Option<&str>) -> Result<String, RouteError> {
         let rest = route.rest;
         check_rest(rest)?;
+        if route.dialect == Dialect::Anthropic {
+            return Ok(self.anthropic_url(route));
+        }
         let mut url = String::with_capacity(self.base.len() + rest.len() + 64);
         url.push_str(&self.base);
         match self.style {
@@ -415,6 +501,25 @@ impl Target {
             (None, None) => {}
         }
         Ok(url)
+    }
+}
+
+impl Target {
+    /// `{anthropic_base}/anthropic/v1/{rest}?{query}`: the caller's query as it is, no
+    /// api-version (the Messages API takes none), whatever the style.
+    fn anthropic_url(&self, route: &Route<'_>) -> String {
+        let query = route.query.filter(|q| !q.is_empty());
+        let mut url = String::with_capacity(
+            self.anthropic_base.len() + route.rest.len() + query.map_or(0, str::len) + 16,
+        );
+        url.push_str(&self.anthropic_base);
+        url.push_str("/anthropic/v1/");
+        url.push_str(route.rest);
+        if let Some(query) = query {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
     }
 }
 
@@ -744,6 +849,90 @@ mod tests {
             target.url("responses", None, None).expect("url"),
             "https://r.services.ai.azure.com/api/projects/p/openai/v1/responses"
         );
+    }
+
+    /// Claude's resource: an Azure OpenAI or Cognitive Services host becomes the same
+    /// resource's `services.ai.azure.com` name; other hosts (loopback too) stay; paths go.
+    #[test]
+    fn anthropic_resource_hosts() {
+        for (endpoint, resource) in [
+            (
+                "https://contoso.openai.azure.com",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://Contoso.OpenAI.Azure.com/openai/v1/",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://contoso.cognitiveservices.azure.com/",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://contoso.services.ai.azure.com/api/projects/p",
+                "https://contoso.services.ai.azure.com",
+            ),
+            (
+                "https://contoso.services.ai.azure.com/models",
+                "https://contoso.services.ai.azure.com",
+            ),
+            ("http://127.0.0.1:8081", "http://127.0.0.1:8081"),
+            ("http://localhost:9000/openai/v1", "http://localhost:9000"),
+            (
+                "https://gw.example.com:8443/foundry",
+                "https://gw.example.com:8443",
+            ),
+            (
+                "https://a.b.openai.azure.com",
+                "https://a.b.openai.azure.com",
+            ),
+        ] {
+            let url = Url::parse(endpoint).expect("url");
+            assert_eq!(anthropic_resource(&url), resource, "{endpoint}");
+        }
+    }
+
+    /// Anthropic routes go to `{resource}/anthropic/v1/{rest}` in every style, without an
+    /// api-version; `FOUNDRY_ANTHROPIC_ENDPOINT` replaces the resource.
+    #[test]
+    fn anthropic_routes() {
+        let route = Route {
+            rest: "messages/count_tokens",
+            query: Some("beta=true"),
+            deployment: None,
+            dialect: Dialect::Anthropic,
+        };
+        for style in [ApiStyle::Deployments, ApiStyle::OpenAiV1, ApiStyle::Models] {
+            let target = target("https://r.openai.azure.com", style, Some("2024-10-21"));
+            assert_eq!(
+                target.route_url(&route, None).as_deref(),
+                Ok("https://r.services.ai.azure.com/anthropic/v1/messages/count_tokens?beta=true")
+            );
+            assert_eq!(
+                target.uri(&route, None).expect("uri").to_string(),
+                "https://r.services.ai.azure.com/anthropic/v1/messages/count_tokens?beta=true"
+            );
+        }
+        let own = Url::parse("https://claude.example.com:8443/anthropic/").expect("url");
+        let target = target("http://127.0.0.1:8081", ApiStyle::OpenAiV1, None)
+            .with_anthropic_endpoint(Some(&own));
+        let plain = Route {
+            query: None,
+            rest: "messages",
+            ..route
+        };
+        assert_eq!(
+            target.uri(&plain, None).expect("uri").to_string(),
+            "https://claude.example.com:8443/anthropic/v1/messages"
+        );
+        let hostile = Route {
+            rest: "../x",
+            ..plain
+        };
+        assert!(matches!(
+            target.route_url(&hostile, None),
+            Err(RouteError::BadPath(_))
+        ));
     }
 
     /// Deployment names follow Azure's rules.

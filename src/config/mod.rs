@@ -56,6 +56,9 @@ pub struct Config {
     pub scope: String,
     /// The Foundry / Azure OpenAI endpoint, without a trailing slash.
     pub endpoint: Url,
+    /// Where Claude's Messages API is (`FOUNDRY_ANTHROPIC_ENDPOINT`); `None` derives it from
+    /// `endpoint` ([`crate::upstream::anthropic_resource`]).
+    pub anthropic_endpoint: Option<Url>,
     /// How inbound `/v1/...` paths map to the endpoint.
     pub api: ApiStyle,
     /// api-version sent upstream; `None` means the style's default.
@@ -145,6 +148,8 @@ pub struct Settings {
     pub scope: Option<String>,
     /// `FOUNDRY_ENDPOINT`
     pub endpoint: Option<String>,
+    /// `FOUNDRY_ANTHROPIC_ENDPOINT`
+    pub anthropic_endpoint: Option<String>,
     /// `FOUNDRY_API`
     pub api: Option<String>,
     /// `FOUNDRY_API_VERSION`
@@ -195,6 +200,8 @@ pub const ENV_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 pub const ENV_SCOPE: &str = "FOUNDRY_SCOPE";
 /// Endpoint variable.
 pub const ENV_ENDPOINT: &str = "FOUNDRY_ENDPOINT";
+/// Claude's Messages API endpoint variable (when it differs from the derived one).
+pub const ENV_ANTHROPIC_ENDPOINT: &str = "FOUNDRY_ANTHROPIC_ENDPOINT";
 /// API style variable.
 pub const ENV_API: &str = "FOUNDRY_API";
 /// api-version variable.
@@ -271,6 +278,7 @@ impl Settings {
             authority_host: env.var(ENV_AUTHORITY_HOST),
             scope: env.var(ENV_SCOPE),
             endpoint: env.var(ENV_ENDPOINT),
+            anthropic_endpoint: env.var(ENV_ANTHROPIC_ENDPOINT),
             api: env.var(ENV_API),
             api_version: env.var(ENV_API_VERSION),
             max_body: env.var(ENV_MAX_BODY).map(SizeSetting::Text),
@@ -314,6 +322,7 @@ impl Settings {
             authority_host: higher.authority_host.or(self.authority_host),
             scope: higher.scope.or(self.scope),
             endpoint: higher.endpoint.or(self.endpoint),
+            anthropic_endpoint: higher.anthropic_endpoint.or(self.anthropic_endpoint),
             api: higher.api.or(self.api),
             api_version: higher.api_version.or(self.api_version),
             max_body: higher.max_body.or(self.max_body),
@@ -591,6 +600,40 @@ mod tests {
             assert_eq!(err.setting, name);
             assert!(err.to_string().starts_with(name), "{err}");
         }
+    }
+
+    /// `FOUNDRY_ANTHROPIC_ENDPOINT` is optional, validated like the endpoint (https except on
+    /// loopback, no query, no credentials), and reaches the target.
+    #[test]
+    fn anthropic_endpoint() {
+        let mut vars = minimal();
+        let config = load(None, &vars, Settings::default()).expect("valid");
+        assert_eq!(config.anthropic_endpoint, None);
+        for bad in [
+            "http://claude.example.com",
+            "https://claude.example.com/?x=1",
+            "https://user:pw@claude.example.com",
+            "not a url",
+        ] {
+            vars.insert(ENV_ANTHROPIC_ENDPOINT.into(), bad.into());
+            let err = load(None, &vars, Settings::default()).expect_err(bad);
+            assert_eq!(err.setting, ENV_ANTHROPIC_ENDPOINT, "{bad}");
+        }
+        vars.insert(
+            ENV_ANTHROPIC_ENDPOINT.into(),
+            "https://other.services.ai.azure.com/anthropic/".into(),
+        );
+        let config = load(None, &vars, Settings::default()).expect("valid");
+        let target = crate::upstream::Target::from_config(&config);
+        assert_eq!(
+            target.anthropic_base(),
+            "https://other.services.ai.azure.com"
+        );
+        vars.insert(
+            ENV_ANTHROPIC_ENDPOINT.into(),
+            "http://127.0.0.1:9001".into(),
+        );
+        assert!(load(None, &vars, Settings::default()).is_ok());
     }
 
     /// Plain http is refused for remote hosts and accepted for loopback.

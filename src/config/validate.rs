@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::ENV_ANTHROPIC_ENDPOINT;
 use super::credential::{self, CredentialSettings};
 use super::{
     Cloud, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_SHUTDOWN_GRACE,
@@ -34,6 +35,7 @@ impl Settings {
             authority_host,
             scope,
             endpoint,
+            anthropic_endpoint,
             api,
             api_version,
             max_body,
@@ -56,6 +58,15 @@ impl Settings {
             env,
         )?;
         let upstream = upstream(endpoint, authority_host, scope, api, api_version)?;
+        let anthropic_endpoint = anthropic_endpoint
+            .map(|text| {
+                parse_base_url(
+                    &text,
+                    ENV_ANTHROPIC_ENDPOINT,
+                    "use the resource that serves Claude, e.g. https://NAME.services.ai.azure.com (or https://NAME.services.ai.azure.com/anthropic)",
+                )
+            })
+            .transpose()?;
         let max_body = match max_body {
             None => DEFAULT_MAX_BODY,
             Some(size) => parse_size(&size)?,
@@ -80,6 +91,7 @@ impl Settings {
             authority_host: upstream.authority_host,
             scope: upstream.scope,
             endpoint: upstream.endpoint,
+            anthropic_endpoint,
             api: upstream.api,
             api_version: upstream.api_version,
             max_body,

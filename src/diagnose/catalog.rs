@@ -608,9 +608,9 @@ pub const CATALOG: &[Entry] = &[
         origin: Origin::Proxy,
         status: 404,
         sees: "404 for a path no client dialect uses",
-        cause: "foundry-proxy does not serve '{detail}': it serves the OpenAI API under /v1/, the Azure OpenAI paths under /openai/, and /healthz, /readyz, /status, /metrics.",
+        cause: "foundry-proxy does not serve '{detail}': it serves the OpenAI API under /v1/, the Azure OpenAI paths under /openai/, Anthropic's Messages API for Claude (/v1/messages, /anthropic/v1/), and /healthz, /readyz, /status, /metrics.",
         fix: &[
-            "OpenAI clients: base URL http://HOST:PORT/v1 (OPENAI_BASE_URL); Azure OpenAI clients: azure_endpoint=http://HOST:PORT (AZURE_OPENAI_ENDPOINT) with any api_version and api_key, or base URL http://HOST:PORT/openai/v1.",
+            "OpenAI clients: base URL http://HOST:PORT/v1 (OPENAI_BASE_URL); Azure OpenAI clients: azure_endpoint=http://HOST:PORT (AZURE_OPENAI_ENDPOINT) with any api_version and api_key, or base URL http://HOST:PORT/openai/v1; Anthropic clients: ANTHROPIC_BASE_URL=http://HOST:PORT, or the Foundry base URL http://HOST:PORT/anthropic.",
         ],
     },
     Entry {

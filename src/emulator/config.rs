@@ -155,6 +155,11 @@ impl Default for EmulatorConfig {
                     "dall-e-3",
                     DeploymentKind::Image,
                 ),
+                deployment(
+                    identities::CLAUDE_DEPLOYMENT,
+                    "claude-sonnet-4-5",
+                    DeploymentKind::Claude,
+                ),
             ],
             projects: vec![identities::PROJECT.to_owned()],
             token_lifetime_secs: 3599,
@@ -368,6 +373,9 @@ pub enum DeploymentKind {
     Audio,
     /// images/generations.
     Image,
+    /// An Anthropic Claude model: the Messages API (`/anthropic/v1/messages` and
+    /// `count_tokens`) only; the OpenAI routes refuse it with `api_not_supported`.
+    Claude,
 }
 
 /// The kind of Azure resource that serves inference (docs/azure-facts.md §3, §5, §7).

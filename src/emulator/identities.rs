@@ -56,6 +56,9 @@ pub const EMBEDDING_DEPLOYMENT: &str = "text-embedding-3-small";
 pub const TRANSCRIPTION_DEPLOYMENT: &str = "whisper";
 /// Image generation deployment (model dall-e-3).
 pub const IMAGE_DEPLOYMENT: &str = "dall-e-3";
+/// Claude deployment (model claude-sonnet-4-5), served only on the Anthropic Messages API
+/// (`/anthropic/v1/messages`); the OpenAI routes answer it with `api_not_supported`.
+pub const CLAUDE_DEPLOYMENT: &str = "claude-sonnet-4-5";
 /// The scope the proxy asks for by default.
 pub const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
 /// The Foundry project on the resource, served at `/api/projects/demo-project/openai/v1/…`.

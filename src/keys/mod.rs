@@ -383,7 +383,8 @@ pub(crate) fn read_error(path: &Path, e: &std::io::Error) -> KeyFileError {
 }
 
 /// The caller's key, from `Authorization: Bearer …` (scheme case-insensitive) or, failing
-/// that, `api-key` (what Azure OpenAI SDKs send). Empty or non-ASCII values count as absent.
+/// that, `api-key` (what Azure OpenAI SDKs send) or `x-api-key` (what Anthropic SDKs and
+/// Claude Code send, from `ANTHROPIC_API_KEY`). Empty or non-ASCII values count as absent.
 pub fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
     let bearer = headers
         .get_all(http::header::AUTHORIZATION)
@@ -395,13 +396,16 @@ pub fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
         .filter(|k| !k.is_empty());
-    bearer.or_else(|| {
+    let header = |name: &str| {
         headers
-            .get("api-key")
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|k| !k.is_empty())
-    })
+    };
+    bearer
+        .or_else(|| header("api-key"))
+        .or_else(|| header("x-api-key"))
 }
 
 /// The caller's access key when keys are configured (`store` is `Some`): a missing or

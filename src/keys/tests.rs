@@ -155,7 +155,8 @@ fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
     map
 }
 
-/// Keys come from `Authorization: Bearer` (scheme in any case) or `api-key`; empty values
+/// Keys come from `Authorization: Bearer` (scheme in any case), `api-key` or `x-api-key`
+/// (Anthropic clients), in that order; empty values
 /// and other schemes count as no key.
 #[test]
 fn presented_key_from_headers() {
@@ -181,6 +182,9 @@ fn presented_key_from_headers() {
         (&[("authorization", "fpk-abc")], None),
         (&[("api-key", "")], None),
         (&[("api-key", "   ")], None),
+        (&[("x-api-key", "fpk-ant")], Some("fpk-ant")),
+        (&[("x-api-key", "fpk-ant"), ("api-key", "b")], Some("b")),
+        (&[("x-api-key", " ")], None),
         (&[], None),
     ];
     for (pairs, expected) in cases {

@@ -7,6 +7,11 @@
 //! - `/openai/{rest}?api-version=V`, the routes without a deployment (responses, files, …);
 //! - `/v1/deployments/{deployment}/{rest}`, what `AzureOpenAI(base_url=…/v1)` sends.
 //!
+//!
+//! Anthropic clients (Claude) send `/v1/messages` and `/v1/messages/count_tokens`
+//! (`ANTHROPIC_BASE_URL=http://127.0.0.1:8080`) or `/anthropic/v1/{rest}` (a Foundry base URL,
+//! `…/anthropic`): [`Dialect::Anthropic`], whatever the API style.
+//!
 //! Each becomes an [`upstream::Route`]; where it goes then depends only on the configured
 //! API style ([`upstream::Target::route_url`]).
 
@@ -21,9 +26,21 @@ pub enum PathProblem {
     BadDeployment,
 }
 
+/// True for the paths of the Anthropic dialect (and any path under `/anthropic/`): the
+/// answers to them, errors included, are in Anthropic's shape. A few byte comparisons, so
+/// every request can be asked.
+pub fn is_anthropic_path(path: &str) -> bool {
+    path.starts_with("/anthropic/")
+        || path == "/anthropic"
+        || matches!(path, "/v1/messages" | "/v1/messages/count_tokens")
+}
+
 /// The route a request path and query stand for, in any of the dialects above.
 pub fn route<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, PathProblem> {
     let (dialect, after) = if let Some(rest) = path.strip_prefix("/v1/") {
+        if matches!(rest, "messages" | "messages/count_tokens") {
+            return Ok(Route::anthropic(rest, query));
+        }
         match rest.strip_prefix("deployments/") {
             // `/v1/deployments` alone is no OpenAI route either; only `…/{name}/{op}` is.
             Some(named) if named.contains('/') => (Dialect::Classic, Some(named)),
@@ -44,6 +61,8 @@ pub fn route<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, Pat
                 });
             }
         }
+    } else if let Some(rest) = path.strip_prefix("/anthropic/v1/") {
+        return Ok(Route::anthropic(rest, query));
     } else {
         return Err(PathProblem::Unknown);
     };
@@ -99,6 +118,31 @@ mod tests {
             parts("/v1/deployments"),
             Ok(("deployments", None, Dialect::V1))
         );
+        assert_eq!(
+            parts("/v1/messages"),
+            Ok(("messages", None, Dialect::Anthropic))
+        );
+        assert_eq!(
+            parts("/v1/messages/count_tokens"),
+            Ok(("messages/count_tokens", None, Dialect::Anthropic))
+        );
+        assert_eq!(
+            parts("/anthropic/v1/messages"),
+            Ok(("messages", None, Dialect::Anthropic))
+        );
+        assert_eq!(
+            parts("/anthropic/v1/models/claude-sonnet-4-5"),
+            Ok(("models/claude-sonnet-4-5", None, Dialect::Anthropic))
+        );
+        // Other `/v1/messages…` paths stay OpenAI's (the Assistants API has its own).
+        assert_eq!(
+            parts("/v1/messages/batches"),
+            Ok(("messages/batches", None, Dialect::V1))
+        );
+        assert!(is_anthropic_path("/anthropic/v2/x"));
+        assert!(is_anthropic_path("/v1/messages"));
+        assert!(!is_anthropic_path("/v1/chat/completions"));
+        assert!(!is_anthropic_path("/anthropicx/v1/messages"));
     }
 
     /// Paths outside every dialect, and deployment names Azure cannot have, are refused.
@@ -111,6 +155,8 @@ mod tests {
             "/openaiv1/x",
             "/V1/models",
             "//v1/models",
+            "/anthropic",
+            "/anthropic/v2/messages",
         ] {
             assert_eq!(parts(path), Err(PathProblem::Unknown), "{path}");
         }

@@ -16,9 +16,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// The caller's credentials, never forwarded: the proxy's token replaces them.
-const CALLER_CREDENTIALS: [HeaderName; 2] =
-    [header::AUTHORIZATION, HeaderName::from_static("api-key")];
+/// The caller's credentials, never forwarded: the proxy's token replaces them. `x-api-key` is
+/// what Anthropic clients send.
+const CALLER_CREDENTIALS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-api-key"),
+];
 
 /// Headers some servers and gateways read as a replacement path or method (IIS URL Rewrite,
 /// Rails/ASP.NET method overrides): never forwarded, so the route and method Azure sees are the
@@ -99,6 +103,9 @@ mod tests {
         for (name, value) in [
             ("authorization", "Bearer sk-caller"),
             ("api-key", "caller-key"),
+            ("x-api-key", "sk-ant-caller"),
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "tools-2024-04-04"),
             ("connection", "keep-alive, x-private"),
             ("x-private", "1"),
             ("keep-alive", "timeout=5"),
@@ -131,7 +138,13 @@ mod tests {
         left.sort_unstable();
         assert_eq!(
             left,
-            ["content-type", "openai-beta", "x-ms-client-request-id"]
+            [
+                "anthropic-beta",
+                "anthropic-version",
+                "content-type",
+                "openai-beta",
+                "x-ms-client-request-id"
+            ]
         );
     }
 }

@@ -426,6 +426,7 @@ async fn prepare(
     }
     observed.model.clone_from(&facts.model);
     if route.rest == "models"
+        && route.dialect != Dialect::Anthropic
         && route.deployment.is_none()
         && parts.method == Method::GET
         && !state.target.aliases().is_empty()
@@ -514,7 +515,9 @@ fn rewrite_body(
         return (body, false);
     };
     let rest = route.rest;
-    let rewrite = state.target.style() != crate::upstream::ApiStyle::Deployments;
+    // Claude's Messages API always takes the deployment in the body, whatever the style.
+    let rewrite = route.dialect == Dialect::Anthropic
+        || state.target.style() != crate::upstream::ApiStyle::Deployments;
     // The deployment goes in the body's `model` for every style but `deployments`: the one
     // the path names (Azure dialect), or the one an alias stands for.
     let name = facts.model.as_deref();
@@ -528,6 +531,7 @@ fn rewrite_body(
     // Ask for usage in streams (stripped again before the client sees it), so streamed
     // tokens count against the key's limits and in the usage metrics.
     if matches!(rest, "chat/completions" | "completions")
+        && route.dialect != Dialect::Anthropic
         && can_request_stream_usage(&state.target, route)
     {
         let current = rewritten.as_ref().unwrap_or(bytes);
@@ -860,6 +864,7 @@ fn route_error(error: RouteError, route: &Route<'_>) -> ApiError {
                     format!("/openai/deployments/{deployment}/")
                 }
                 (Dialect::Classic, None) => "/openai/".to_owned(),
+                (Dialect::Anthropic, _) => "/anthropic/v1/".to_owned(),
             };
             refuse(
                 RefusalCode::InvalidPath,

@@ -94,7 +94,10 @@ pub(super) async fn run(
         let service = {
             let (counted, guarded) = (Arc::clone(&watch), Arc::clone(&watch));
             let body_read_timeout = limits.body_read_timeout;
-            app.clone()
+            // Around the whole router, so every answer — the browser guard's refusals too —
+            // gets its route's error shape; here rather than as a `Router::layer`, which would
+            // box one more future per request.
+            tower::Layer::layer(&super::error_shape::ErrorShapeLayer, app.clone())
                 .map_request(move |request: http::Request<Incoming>| {
                     counted.requests.fetch_add(1, Ordering::Relaxed);
                     request.map(|body| TimedBody::new(body, body_read_timeout))

@@ -41,33 +41,63 @@ impl Usage {
     }
 }
 
-/// A `usage` object in either naming. Unknown fields (`total_tokens`, the `*_details`) are
-/// skipped without being built.
+/// A `usage` object in any naming: OpenAI's, the Responses API's, or Anthropic's (whose
+/// `input_tokens` leaves out the tokens written to and read from the prompt cache, counted
+/// apart). Unknown fields (`total_tokens`, the `*_details`) are skipped without being built.
 #[derive(Debug, Deserialize)]
 struct RawUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
 }
 
 impl RawUsage {
+    /// The input tokens this object names, cache tokens included; None when it names none.
+    fn input(&self) -> Option<u64> {
+        let cached = [
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ];
+        let named = self.prompt_tokens.or(self.input_tokens);
+        if named.is_none() && cached.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(
+            cached
+                .iter()
+                .flatten()
+                .fold(named.unwrap_or(0), |sum, n| sum.saturating_add(*n)),
+        )
+    }
+
     /// The counts, or None when the object names none of them.
     fn usage(&self) -> Option<Usage> {
-        let prompt = self.prompt_tokens.or(self.input_tokens);
+        self.usage_after(None)
+    }
+
+    /// The counts, a count this object leaves out taken from `earlier`: an Anthropic stream's
+    /// `message_delta` names the output tokens, its `message_start` the input tokens.
+    fn usage_after(&self, earlier: Option<Usage>) -> Option<Usage> {
+        let prompt = self.input();
         let completion = self.completion_tokens.or(self.output_tokens);
         if prompt.is_none() && completion.is_none() {
             return None;
         }
+        let earlier = earlier.unwrap_or_default();
         Some(Usage {
-            prompt_tokens: prompt.unwrap_or(0),
-            completion_tokens: completion.unwrap_or(0),
+            prompt_tokens: prompt.unwrap_or(earlier.prompt_tokens),
+            completion_tokens: completion.unwrap_or(earlier.completion_tokens),
         })
     }
 }
 
 /// Reads `usage` from a complete JSON answer: chat/completions/embeddings (`usage.prompt_tokens`,
-/// `usage.completion_tokens`), Responses API (`usage.input_tokens`, `usage.output_tokens`).
+/// `usage.completion_tokens`), Responses API (`usage.input_tokens`, `usage.output_tokens`),
+/// Anthropic Messages (`usage.input_tokens` plus the cache counts, `usage.output_tokens`;
+/// count_tokens' top-level `input_tokens` is a count, not usage, and is not read).
 /// None if absent, null, or the body is not a JSON object.
 ///
 /// Only the `usage` object is decoded: the rest of the answer (an embeddings answer is mostly
@@ -239,6 +269,23 @@ mod tests {
             }
         );
         assert_eq!(usage.total(), 19);
+    }
+
+    /// Anthropic Messages: input tokens plus both cache counts, output tokens; count_tokens'
+    /// answer (a top-level `input_tokens`) is no usage.
+    #[test]
+    fn anthropic_usage() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],
+            "model":"claude-sonnet-4-5","stop_reason":"end_turn",
+            "usage":{"input_tokens":10,"cache_creation_input_tokens":4,"cache_read_input_tokens":6,"output_tokens":3}}"#;
+        assert_eq!(
+            from_json(body),
+            Some(Usage {
+                prompt_tokens: 20,
+                completion_tokens: 3
+            })
+        );
+        assert_eq!(from_json(br#"{"input_tokens":42}"#), None);
     }
 
     /// Embeddings report prompt tokens only: completion counts as 0.

@@ -36,6 +36,9 @@ struct EventJson {
     usage: Option<RawUsage>,
     /// Responses API: `response.completed` (and `.incomplete`, `.failed`) carry `response.usage`.
     response: Option<ResponseJson>,
+    /// Anthropic Messages: `message_start` carries `message.usage` (the input tokens); the
+    /// output tokens come in `message_delta`'s top-level `usage`.
+    message: Option<ResponseJson>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,9 +271,12 @@ impl SseScanner {
         if may_carry_usage(&data)
             && let Ok(json) = serde_json::from_slice::<EventJson>(&data)
         {
-            let chat = json.usage.as_ref().and_then(RawUsage::usage);
-            let responses = json.response.and_then(|r| r.usage).and_then(|u| u.usage());
-            if let Some(usage) = chat.or(responses) {
+            // A count an event leaves out (a `message_delta` names no input tokens) is the
+            // one seen before.
+            let chat = json.usage.as_ref().and_then(|u| u.usage_after(self.usage));
+            let nested = json.response.or(json.message).and_then(|r| r.usage);
+            let nested = nested.and_then(|u| u.usage_after(self.usage));
+            if let Some(usage) = chat.or(nested) {
                 self.usage = Some(usage);
             }
             if self.strip && chat.is_some() && json.choices.is_some_and(|c| c.is_empty()) {
@@ -424,6 +430,29 @@ mod tests {
     }
 
     /// A stream without usage reports none; comments, ids and blank runs pass untouched.
+    #[test]
+    fn anthropic_stream() {
+        let stream = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":2,\"cache_read_input_tokens\":3,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\"}}\n\n",
+            "event: message_delta\n",
+            "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n",
+            "event: message_stop\n",
+            "data: {\"type\":\"message_stop\"}\n\n",
+        );
+        let (out, usage) = scan(false, &[stream.as_bytes()]);
+        assert_eq!(out, stream.as_bytes());
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 17,
+                completion_tokens: 7
+            })
+        );
+    }
+
     #[test]
     fn no_usage() {
         let stream = ": keep-alive\n\nid: 1\ndata: {\"choices\":[]}\n\n\n\ndata: [DONE]\n\n";

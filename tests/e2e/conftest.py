@@ -36,7 +36,7 @@ STOP_TIMEOUT = 10.0  # SIGTERM grace before SIGKILL
 HTTP_TIMEOUT = 15.0  # any single HTTP request from the tests
 
 # Environment the proxy reads; cleared so a developer's own settings cannot leak into a test.
-PROXY_ENV_PREFIXES = ("AZURE_", "FOUNDRY_", "OPENAI_")
+PROXY_ENV_PREFIXES = ("AZURE_", "FOUNDRY_", "OPENAI_", "ANTHROPIC_")
 # A request through a local HTTP proxy would not test foundry-proxy at all.
 PROXY_ENV_NAMES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 

@@ -12,6 +12,7 @@
 
 mod common;
 
+mod anthropic;
 mod azure_cli;
 mod bad_input;
 mod browser_guard;
@@ -21,6 +22,7 @@ mod cli;
 mod container;
 mod credentials;
 mod dialects;
+mod emulator_claude;
 mod emulator_entra;
 mod emulator_foundry;
 mod emulator_identity;

@@ -57,7 +57,11 @@ pub(crate) fn authenticate(
 ) -> Result<AccessTokenClaims, FoundryError> {
     let kind = emu.resource_kind();
     let Some(token) = bearer(headers) else {
-        return Err(if headers.contains_key("api-key") {
+        // The Claude routes also take a key as `x-api-key` (docs/azure-facts.md §7); the
+        // emulator has no keys, so it is refused like `api-key`.
+        let key = headers.contains_key("api-key")
+            || (surface == Surface::Anthropic && headers.contains_key("x-api-key"));
+        return Err(if key {
             FoundryError::InvalidSubscriptionKey
         } else {
             FoundryError::Unauthorized(kind)

@@ -79,6 +79,37 @@ pub(crate) enum FoundryError {
     KeyAuthDisabled,
     /// An `x-emulator-fault` value the emulator does not know.
     UnknownFault { value: String },
+    /// A Claude deployment called on an OpenAI route (docs/azure-facts.md §7).
+    ApiNotSupported,
+    /// A refusal of the Claude Messages API in Anthropic's shape,
+    /// `{"type":"error","error":{"type":KIND,"message":…}}`.
+    Anthropic {
+        status: StatusCode,
+        /// Anthropic's error type: `invalid_request_error`, `not_found_error`, `rate_limit_error`,
+        /// `overloaded_error`, `api_error`, …
+        kind: &'static str,
+        message: String,
+    },
+}
+
+impl FoundryError {
+    /// Anthropic's 400 `invalid_request_error`.
+    pub(crate) fn anthropic_invalid(message: impl Into<String>) -> FoundryError {
+        FoundryError::Anthropic {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            message: message.into(),
+        }
+    }
+
+    /// Anthropic's 404 `not_found_error` for a `model` that names no Claude deployment.
+    pub(crate) fn anthropic_model_not_found(model: &str) -> FoundryError {
+        FoundryError::Anthropic {
+            status: StatusCode::NOT_FOUND,
+            kind: "not_found_error",
+            message: format!("model: {model}"),
+        }
+    }
 }
 
 impl FoundryError {
@@ -248,6 +279,18 @@ impl FoundryError {
                     "Key based authentication is disabled for this resource.",
                 ),
             ),
+            E::ApiNotSupported => (
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": "api_not_supported", "message": "Requested API is currently not supported"}}),
+            ),
+            E::Anthropic {
+                status,
+                kind,
+                message,
+            } => (
+                *status,
+                json!({"type": "error", "error": {"type": kind, "message": message}}),
+            ),
             E::UnknownFault { value } => (
                 StatusCode::BAD_REQUEST,
                 wrapped(
@@ -281,6 +324,19 @@ impl IntoResponse for FoundryError {
                 }
             }
             FoundryError::HighDemand => retry_headers(headers, HIGH_DEMAND_RETRY_SECS),
+            // Anthropic's 429 carries `retry-after`; the wait is the quota 429's (UNCONFIRMED).
+            FoundryError::Anthropic {
+                kind: "rate_limit_error",
+                ..
+            } => {
+                retry_headers(headers, QUOTA_RETRY_SECS);
+                for name in [
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-remaining-tokens",
+                ] {
+                    headers.insert(name, axum::http::HeaderValue::from_static("0"));
+                }
+            }
             FoundryError::NetworkRules => {
                 // Observed with the firewall 403: names the gateway policy that refused.
                 headers.insert(

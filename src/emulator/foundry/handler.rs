@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::anthropic;
 use super::auth;
 use super::body::{self, Payload};
 use super::chat;
@@ -88,8 +89,11 @@ async fn serve(
         parts.uri.path(),
         api_version.as_deref(),
     )?;
-    // A classic Azure OpenAI resource has no projects: its gateway knows no such path.
-    if route.surface == Surface::Project && emu.resource_kind() == ResourceKind::OpenAi {
+    // A classic Azure OpenAI resource has no projects and no Claude (docs/azure-facts.md §7):
+    // its gateway knows no such path.
+    if matches!(route.surface, Surface::Project | Surface::Anthropic)
+        && emu.resource_kind() == ResourceKind::OpenAi
+    {
         return Err(FoundryError::ResourceNotFound);
     }
     refuse_at(Stage::Route)?;
@@ -117,7 +121,16 @@ async fn serve(
     }
     auth::authorize(emu, &claims, &route)?;
 
-    let payload = body::parse(&parts.headers, bytes).await?;
+    let payload =
+        body::parse(&parts.headers, bytes)
+            .await
+            .map_err(|e| match (route.surface, e) {
+                // Anthropic's API words an unreadable body its own way.
+                (Surface::Anthropic, FoundryError::BadRequest { message }) => {
+                    FoundryError::anthropic_invalid(message)
+                }
+                (_, e) => e,
+            })?;
     let deployment = match route.op {
         Op::Models => None,
         _ => Some(resolve_deployment(emu, &route, &payload)?),
@@ -129,6 +142,10 @@ async fn serve(
     let Some(deployment) = deployment else {
         return Ok(media::models(emu));
     };
+    // Claude is served only on the Messages API: Azure's 404 on every OpenAI route (§7).
+    if deployment.kind == DeploymentKind::Claude && route.surface != Surface::Anthropic {
+        return Err(FoundryError::ApiNotSupported);
+    }
     if route.op.kind() != Some(deployment.kind) {
         return Err(FoundryError::OperationNotSupported {
             op: route.op.short_name(),
@@ -169,6 +186,8 @@ async fn serve(
                 ),
             });
         }
+        (Op::Messages, _) => anthropic::messages(&ctx, body)?,
+        (Op::CountTokens, _) => anthropic::count_tokens(body)?,
         (Op::Models, _) => media::models(emu),
     })
 }
@@ -190,6 +209,14 @@ fn resolve_deployment<'e>(
         route.path_deployment.as_deref(),
         payload.model(),
     ) {
+        // Anthropic's own answers for a missing or unknown model (Azure's: UNCONFIRMED, §7).
+        (Surface::Anthropic, _, Some(name)) => config
+            .deployment(name)
+            .filter(|d| d.kind == DeploymentKind::Claude)
+            .ok_or_else(|| FoundryError::anthropic_model_not_found(name)),
+        (Surface::Anthropic, _, None) => {
+            Err(FoundryError::anthropic_invalid("model: Field required"))
+        }
         (Surface::Deployments, Some(name), _) => by_name(name),
         (Surface::Models, _, Some(name)) => {
             config
@@ -221,6 +248,44 @@ fn deployment_fault(
     payload: &Payload,
     deployment: Option<&DeploymentSpec>,
 ) -> FoundryError {
+    if route.surface == Surface::Anthropic {
+        // Refusals from behind the gateway come in Anthropic's shape (UNCONFIRMED, §7).
+        let refusal = |status, kind, message: &str| FoundryError::Anthropic {
+            status,
+            kind,
+            message: message.to_owned(),
+        };
+        match fault {
+            Fault::RateLimit => {
+                return refusal(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    &format!(
+                        "Number of request tokens has exceeded your per-minute rate limit. Please retry after {} seconds.",
+                        super::error::QUOTA_RETRY_SECS
+                    ),
+                );
+            }
+            Fault::HighDemand => {
+                return refusal(
+                    StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    "overloaded_error",
+                    "Overloaded",
+                );
+            }
+            Fault::ServerError => {
+                return refusal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "api_error",
+                    "Internal server error",
+                );
+            }
+            Fault::DeploymentNotFound | Fault::UnknownModel => {
+                return FoundryError::anthropic_model_not_found(payload.model().unwrap_or("-"));
+            }
+            _ => {}
+        }
+    }
     match fault {
         Fault::RateLimit => rate_limited(emu, route, deployment),
         Fault::HighDemand => FoundryError::HighDemand,
@@ -328,7 +393,7 @@ fn record(
         .map(|(name, value)| {
             let shown = match name.as_str() {
                 "authorization" if token.is_some() => "Bearer <redacted>".to_owned(),
-                "authorization" | "api-key" => "<redacted>".to_owned(),
+                "authorization" | "api-key" | "x-api-key" => "<redacted>".to_owned(),
                 _ => String::from_utf8_lossy(value.as_bytes()).into_owned(),
             };
             (name.as_str().to_owned(), shown)

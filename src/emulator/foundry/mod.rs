@@ -1,5 +1,5 @@
 //! The inference side of the emulator: Azure AI Foundry's surfaces (`/openai/v1`,
-//! `/openai/deployments`, `/models`, `/v1` passthrough, and a project's
+//! `/openai/deployments`, `/models`, `/v1` passthrough, Claude's `/anthropic/v1`, and a project's
 //! `/api/projects/{project}/openai/v1`) and the answers they generate.
 //!
 //! Checks, in the order a request meets them:
@@ -12,12 +12,15 @@
 //! - `error`: Foundry's refusal bodies; `body`: reading JSON and multipart request bodies
 //!
 //! Generated answers:
+//! - `anthropic`: Claude's Messages API (`/anthropic/v1/messages`, `count_tokens`), Anthropic's
+//!   wire format, with `tool_use` from the shared answer rules
 //! - `chat`, `responses`, `embeddings`, `media`: one module per family of ops (`media` also
 //!   serves the generated images at `/_emulator/images/{id}.png`)
 //! - `text`: the deterministic content and its token accounting; `sse`: streamed bodies
 //! - `schema_value`: a value valid against a JSON Schema (structured outputs, tool arguments)
 //! - `model`: the answer rules (text, JSON, tool calls) shared by Chat and Responses
 
+mod anthropic;
 mod auth;
 mod body;
 mod chat;

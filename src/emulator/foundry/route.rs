@@ -50,6 +50,9 @@ pub(crate) enum Surface {
     Models,
     /// `/v1/{op}` or `/inference/v1/{op}`, serverless provider-native.
     Passthrough,
+    /// `/anthropic/v1/messages[/count_tokens]`: Claude's Messages API, deployment from the
+    /// body's `model`, no api-version (docs/azure-facts.md §7).
+    Anthropic,
 }
 
 /// An operation the emulator serves.
@@ -63,6 +66,10 @@ pub(crate) enum Op {
     AudioTranscriptions,
     AudioTranslations,
     ImagesGenerations,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Op {
@@ -125,6 +132,16 @@ impl Op {
                 "Microsoft.CognitiveServices/accounts/OpenAI/images/generations/action",
                 "POST /openai/deployments/{deployment-id}/images/generations",
             ),
+            // The data action and operation Azure names for Claude are UNCONFIRMED
+            // (docs/azure-facts.md §7): this wording is the emulator's own.
+            Op::Messages => (
+                "Microsoft.CognitiveServices/accounts/AIServices/anthropic/messages/action",
+                "POST /anthropic/v1/messages",
+            ),
+            Op::CountTokens => (
+                "Microsoft.CognitiveServices/accounts/AIServices/anthropic/messages/action",
+                "POST /anthropic/v1/messages/count_tokens",
+            ),
         }
     }
 
@@ -153,6 +170,7 @@ impl Op {
             Op::Embeddings => Some(DeploymentKind::Embeddings),
             Op::AudioTranscriptions | Op::AudioTranslations => Some(DeploymentKind::Audio),
             Op::ImagesGenerations => Some(DeploymentKind::Image),
+            Op::Messages | Op::CountTokens => Some(DeploymentKind::Claude),
             Op::Models => None,
         }
     }
@@ -168,6 +186,8 @@ impl Op {
             Op::AudioTranscriptions => "audio transcription",
             Op::AudioTranslations => "audio translation",
             Op::ImagesGenerations => "image generation",
+            Op::Messages => "messages",
+            Op::CountTokens => "count tokens",
         }
     }
 
@@ -182,6 +202,8 @@ impl Op {
             Op::AudioTranscriptions => "Transcriptions_Create",
             Op::AudioTranslations => "Translations_Create",
             Op::ImagesGenerations => "ImageGenerations_Create",
+            Op::Messages => "Messages_Create",
+            Op::CountTokens => "Messages_CountTokens",
         }
     }
 }
@@ -240,6 +262,14 @@ fn split(path: &str) -> Option<Split> {
         path_deployment: None,
         project: None,
     };
+    if let Some(rest) = path.strip_prefix("/anthropic/v1/") {
+        let op = match rest {
+            "messages" => Op::Messages,
+            "messages/count_tokens" => Op::CountTokens,
+            _ => return None,
+        };
+        return Some(on(Surface::Anthropic, op));
+    }
     if let Some(rest) = path.strip_prefix("/api/projects/") {
         let (project, rest) = rest.split_once('/')?;
         let op = Op::parse(rest.strip_prefix("openai/v1/")?)?;
@@ -295,7 +325,8 @@ fn check_version(surface: Surface, version: Option<&str>) -> Result<Option<Strin
         {
             Ok(Some(v.to_owned()))
         }
-        (Surface::Passthrough, v) => Ok(v.map(str::to_owned)),
+        // The Anthropic surface takes no api-version; one sent anyway is ignored (UNCONFIRMED).
+        (Surface::Passthrough | Surface::Anthropic, v) => Ok(v.map(str::to_owned)),
         _ => Err(FoundryError::ApiVersionNotSupported),
     }
 }
@@ -375,6 +406,25 @@ mod tests {
             ),
             Err(FoundryError::ApiVersionNotSupported)
         );
+    }
+
+    #[test]
+    fn anthropic_paths() {
+        let r = route("POST", "/anthropic/v1/messages", None).expect("messages");
+        assert_eq!((r.surface, r.op), (Surface::Anthropic, Op::Messages));
+        assert_eq!(
+            route("POST", "/anthropic/v1/messages/count_tokens", None)
+                .expect("count")
+                .op,
+            Op::CountTokens
+        );
+        for path in ["/anthropic/v1/models", "/anthropic/v1/messages/batches"] {
+            assert_eq!(
+                route("POST", path, None),
+                Err(FoundryError::ResourceNotFound),
+                "{path}"
+            );
+        }
     }
 
     #[test]
