@@ -20,6 +20,7 @@ from e2e_conftest import DEMO, HTTP_TIMEOUT, Running, make_client
 
 CHAT = DEMO["CHAT_DEPLOYMENT"]
 EMBEDDING = DEMO["EMBEDDING_DEPLOYMENT"]
+CLAUDE = DEMO["CLAUDE_DEPLOYMENT"]
 # Any key works: the proxy drops it and sends its own Entra token.
 API_KEY = "sk-compat-this-key-must-never-reach-azure"
 
@@ -345,6 +346,63 @@ class OpenAIAgents(Framework):
         raise AssertionError("the request was not refused")
 
 
+class AnthropicSdk(Framework):
+    """The `anthropic` SDK (`ANTHROPIC_BASE_URL`-style) against a Claude deployment: the Messages API.
+    Structured output is the SDK's usual pattern, a forced tool whose input is the object."""
+
+    key, name, dist = "anthropic", "Anthropic (Messages API)", "anthropic"
+    route = "messages"
+
+    def client(self, run: Running) -> Any:
+        import anthropic
+
+        return anthropic.Anthropic(base_url=run.proxy_url, api_key=API_KEY, max_retries=0, timeout=HTTP_TIMEOUT,
+                                   http_client=anthropic.DefaultHttpxClient(trust_env=False))
+
+    def chat(self, run: Running, prompt: str) -> str:
+        with self.client(run) as c:
+            message = c.messages.create(model=CLAUDE, max_tokens=512,
+                                        messages=[{"role": "user", "content": prompt}])
+            return "".join(block.text for block in message.content if block.type == "text")
+
+    def stream(self, run: Running, prompt: str) -> list[str]:
+        with self.client(run) as c, c.messages.stream(model=CLAUDE, max_tokens=512,
+                                                      messages=[{"role": "user", "content": prompt}]) as s:
+            return [piece for piece in s.text_stream if piece]
+
+    def tool_round_trip(self, run: Running, prompt: str) -> ToolTrip:
+        tool = {"name": WEATHER_TOOL["function"]["name"], "description": WEATHER_TOOL["function"]["description"],
+                "input_schema": WEATHER_TOOL["function"]["parameters"]}
+        with self.client(run) as c:
+            messages: list[Any] = [{"role": "user", "content": prompt}]
+            first = c.messages.create(model=CLAUDE, max_tokens=512, messages=messages, tools=[tool])
+            assert first.stop_reason == "tool_use", first
+            call = next(block for block in first.content if block.type == "tool_use")
+            messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                                       "content": get_weather(**call.input)}]}]
+            final = c.messages.create(model=CLAUDE, max_tokens=512, messages=messages, tools=[tool])
+            text = "".join(block.text for block in final.content if block.type == "text")
+            return ToolTrip(call.name, dict(call.input), text)
+
+    def structured(self, run: Running, prompt: str) -> Weather:
+        tool = {"name": "Weather", "description": "Report the weather.", "input_schema": Weather.model_json_schema()}
+        with self.client(run) as c:
+            message = c.messages.create(model=CLAUDE, max_tokens=512, messages=[{"role": "user", "content": prompt}],
+                                        tools=[tool], tool_choice={"type": "tool", "name": "Weather"})
+            call = next(block for block in message.content if block.type == "tool_use")
+            return Weather.model_validate(call.input)
+
+    def refusal(self, run: Running, prompt: str) -> str:
+        import anthropic
+
+        try:
+            self.chat(run, prompt)
+        except anthropic.APIStatusError as e:
+            return str(e)
+        raise AssertionError("the request was not refused")
+
+
 class LiteLLM(Framework):
     """litellm as a client library, with the `openai/` provider and the proxy as `api_base`."""
 
@@ -397,4 +455,4 @@ class LiteLLM(Framework):
 
 
 FRAMEWORKS: list[Framework] = [OpenAISdk(), AzureOpenAISdk(), LangChain(), LangChainAzure(), PydanticAI(),
-                               OpenAIAgents(), LiteLLM()]
+                               OpenAIAgents(), LiteLLM(), AnthropicSdk()]
