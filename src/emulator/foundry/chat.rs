@@ -72,18 +72,13 @@ fn chat_ask(body: &Value) -> model::Ask {
             )
         })
         .collect();
-    model::Ask {
-        tools: model::tools(body.get("tools")),
-        choice: model::tool_choice(body.get("tool_choice")),
-        parallel: body
-            .get("parallel_tool_calls")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-        format: model::format(body.get("response_format"), "/json_schema/schema"),
+    model::Ask::openai(
+        body,
+        model::format(body.get("response_format"), "/json_schema/schema"),
         last_user,
         tool_results,
-        called: calls.iter().map(|(_, name)| (*name).to_owned()).collect(),
-    }
+        calls.iter().map(|(_, name)| (*name).to_owned()).collect(),
+    )
 }
 
 /// One tool call of an answer, with its id and its arguments cut into stream pieces.

@@ -50,6 +50,32 @@ pub(crate) struct Ask {
     pub(crate) called: Vec<String>,
 }
 
+impl Ask {
+    /// The ask of an OpenAI-style body (Chat Completions or Responses), where `tools`,
+    /// `tool_choice` and `parallel_tool_calls` sit at the top; the format, the last user text
+    /// and the conversation's tool traffic each API reads its own way.
+    pub(crate) fn openai(
+        body: &Value,
+        format: Format,
+        last_user: String,
+        tool_results: Vec<(String, String)>,
+        called: Vec<String>,
+    ) -> Self {
+        Self {
+            tools: tools(body.get("tools")),
+            choice: tool_choice(body.get("tool_choice")),
+            parallel: body
+                .get("parallel_tool_calls")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            format,
+            last_user,
+            tool_results,
+            called,
+        }
+    }
+}
+
 /// One tool call of an answer.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Call {

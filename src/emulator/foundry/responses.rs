@@ -64,18 +64,13 @@ fn responses_ask(body: &Value, last_user: String) -> model::Ask {
             (name.to_owned(), output)
         })
         .collect();
-    model::Ask {
-        tools: model::tools(body.get("tools")),
-        choice: model::tool_choice(body.get("tool_choice")),
-        parallel: body
-            .get("parallel_tool_calls")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-        format: model::format(body.pointer("/text/format"), "/schema"),
+    model::Ask::openai(
+        body,
+        model::format(body.pointer("/text/format"), "/schema"),
         last_user,
         tool_results,
-        called: calls.iter().map(|(_, name)| (*name).to_owned()).collect(),
-    }
+        calls.iter().map(|(_, name)| (*name).to_owned()).collect(),
+    )
 }
 
 /// The request's `text` settings as the response object reports them, `format` defaulting to text.
