@@ -91,9 +91,19 @@ class Framework:
     def embed(self, run: Running, text: str) -> list[float]:
         raise NotAvailable
 
+    def status_error(self) -> type[Exception]:
+        """The exception the framework raises for an HTTP error answer."""
+        import openai
+
+        return openai.APIStatusError
+
     def refusal(self, run: Running, prompt: str) -> str:
         """What the user sees of a refused chat request (the exception's text)."""
-        raise NotImplementedError
+        try:
+            self.chat(run, prompt)
+        except self.status_error() as e:
+            return str(e)
+        raise AssertionError("the request was not refused")
 
 
 def _async_client(run: Running) -> Any:
@@ -141,15 +151,6 @@ class OpenAISdk(Framework):
     def embed(self, run: Running, text: str) -> list[float]:
         with self.client(run) as c:
             return c.embeddings.create(model=EMBEDDING, input=text).data[0].embedding
-
-    def refusal(self, run: Running, prompt: str) -> str:
-        import openai
-
-        try:
-            self.chat(run, prompt)
-        except openai.APIStatusError as e:
-            return str(e)
-        raise AssertionError("the request was not refused")
 
 
 # The api-version Azure OpenAI clients are configured with; the proxy keeps or drops it by style.
@@ -208,15 +209,6 @@ class LangChain(Framework):
         return OpenAIEmbeddings(model=EMBEDDING, base_url=run.base_url, api_key=API_KEY, max_retries=0,
                                 check_embedding_ctx_length=False, timeout=HTTP_TIMEOUT,
                                 http_client=httpx.Client(trust_env=False)).embed_query(text)
-
-    def refusal(self, run: Running, prompt: str) -> str:
-        import openai
-
-        try:
-            self.chat(run, prompt)
-        except openai.APIStatusError as e:
-            return str(e)
-        raise AssertionError("the request was not refused")
 
 
 class LangChainAzure(LangChain):
@@ -336,15 +328,6 @@ class OpenAIAgents(Framework):
 
         return Runner.run_sync(self.agent(run, output_type=Weather), prompt).final_output
 
-    def refusal(self, run: Running, prompt: str) -> str:
-        import openai
-
-        try:
-            self.chat(run, prompt)
-        except openai.APIStatusError as e:
-            return str(e)
-        raise AssertionError("the request was not refused")
-
 
 class AnthropicSdk(Framework):
     """The `anthropic` SDK (`ANTHROPIC_BASE_URL`-style) against a Claude deployment: the Messages API.
@@ -393,14 +376,10 @@ class AnthropicSdk(Framework):
             call = next(block for block in message.content if block.type == "tool_use")
             return Weather.model_validate(call.input)
 
-    def refusal(self, run: Running, prompt: str) -> str:
+    def status_error(self) -> type[Exception]:
         import anthropic
 
-        try:
-            self.chat(run, prompt)
-        except anthropic.APIStatusError as e:
-            return str(e)
-        raise AssertionError("the request was not refused")
+        return anthropic.APIStatusError
 
 
 class LiteLLM(Framework):
