@@ -330,21 +330,7 @@ async fn usage_and_token_limit() {
         .and_then(|d| serde_json::from_str::<Value>(d).ok())
         .and_then(|d| d["usage"]["output_tokens"].as_u64())
         .expect("message_delta usage");
-    let status: Value = harness
-        .client
-        .get(harness.url("/status"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    let row = status["usage"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["key"] == "dana"))
-        .cloned()
-        .unwrap_or_else(|| panic!("no row for dana: {status}"));
+    let row = harness.usage_row(&key, "dana").await;
     assert_eq!(row["model"], world::CLAUDE_DEPLOYMENT);
     assert_eq!(row["requests"], 2);
     let completion = row["completion_tokens"].as_u64().unwrap_or(0);

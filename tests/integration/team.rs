@@ -559,21 +559,7 @@ async fn usage_totals_match_the_emulator() {
         .await
         .expect("text");
     assert!(!hidden.contains("\"usage\""), "{hidden}");
-    let status: Value = harness
-        .client
-        .get(harness.url("/status"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    let row = status["usage"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["key"] == "carol"))
-        .cloned()
-        .expect("row for carol");
+    let row = harness.usage_row(&key, "carol").await;
     assert_eq!(row["requests"], 3);
     assert_eq!(row["prompt_tokens"], p1 + 2 * p2, "{row}");
     assert_eq!(row["completion_tokens"], c1 + 2 * c2, "{row}");

@@ -146,6 +146,25 @@ impl Harness {
         response.json().await.expect("a JSON answer")
     }
 
+    /// The `/status` usage row of the key named `name`, asked for with `key`.
+    pub(crate) async fn usage_row(&self, key: &str, name: &str) -> serde_json::Value {
+        let status: serde_json::Value = self
+            .client
+            .get(self.url("/status"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        status["usage"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["key"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no usage row for {name}: {status}"))
+    }
+
     /// A one-message chat request body.
     pub(crate) fn chat(model: &str, text: &str) -> serde_json::Value {
         serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
