@@ -35,6 +35,10 @@ pub struct EmulatorConfig {
     pub region: String,
     /// Delay between streamed chunks, in milliseconds.
     pub stream_chunk_delay_ms: u64,
+    /// How long a WebSocket (realtime or Responses WebSocket mode) may stay open, in seconds,
+    /// before it is closed with `websocket_connection_limit_reached`: Azure's 60 minutes by
+    /// default (docs/azure-facts.md §7); tests set it short.
+    pub websocket_limit_secs: u64,
     /// Which kind of resource Foundry plays: it decides the 401 text and whether projects are served.
     pub resource_kind: ResourceKind,
     /// Seconds added to the emulator's clock (negative: behind), to play a client machine whose
@@ -166,6 +170,7 @@ impl Default for EmulatorConfig {
             expires_in_as_string: false,
             region: "Sweden Central".to_owned(),
             stream_chunk_delay_ms: 20,
+            websocket_limit_secs: 3600,
             resource_kind: ResourceKind::Foundry,
             clock_offset_secs: 0,
             federation_issuer: identities::FEDERATION_ISSUER.to_owned(),

@@ -45,6 +45,9 @@ pub(crate) struct GenCtx<'a> {
 
 /// Every request that is not for Entra or `/_emulator`.
 pub(crate) async fn handle(State(emu): State<Arc<Emulator>>, request: Request) -> Response {
+    if super::websocket::is_upgrade(request.headers()) {
+        return super::websocket::handle(emu, request).await;
+    }
     let (parts, body) = request.into_parts();
     let (mut response, deployment, body_len) = match to_bytes(body, MAX_BODY).await {
         Ok(bytes) => {
@@ -78,48 +81,14 @@ async fn serve(
 ) -> Result<Response, FoundryError> {
     let fault = fault::from_headers(&parts.headers)?;
     // Each fault is played at its stage, so the checks Azure runs before it still run first.
-    let refuse_at = |stage: Stage| match fault.filter(|f| f.stage() == stage) {
-        Some(f) => f.fixed_refusal().map_or(Ok(()), Err),
-        None => Ok(()),
-    };
-    refuse_at(Stage::Edge)?;
+    refuse_at(fault, Stage::Edge)?;
     let api_version = parts.uri.query().and_then(api_version);
     let route = route::route(
         parts.method.as_str(),
         parts.uri.path(),
         api_version.as_deref(),
     )?;
-    // A classic Azure OpenAI resource has no projects and no Claude (docs/azure-facts.md §7):
-    // its gateway knows no such path.
-    if matches!(route.surface, Surface::Project | Surface::Anthropic)
-        && emu.resource_kind() == ResourceKind::OpenAi
-    {
-        return Err(FoundryError::ResourceNotFound);
-    }
-    refuse_at(Stage::Route)?;
-    refuse_at(Stage::Credential)?;
-    let claims = auth::authenticate(emu, &parts.headers, route.surface)?;
-    // The project is looked up once the caller is known (the order is UNCONFIRMED,
-    // docs/azure-facts.md §7); its roles are checked at the resource's scope below.
-    if let Some(project) = route.project.as_deref()
-        && !emu.config.has_project(project)
-    {
-        return Err(FoundryError::ProjectNotFound {
-            project: project.to_owned(),
-        });
-    }
-    match fault {
-        Some(Fault::PermissionDenied) => return Err(auth::permission_denied(&claims, route.op)),
-        Some(Fault::PermissionDeniedProject) => {
-            return Err(auth::project_permission_denied(&claims, route.op));
-        }
-        Some(Fault::PermissionDeniedFoundry) => {
-            return Err(auth::permission_denied_worded(&claims, route.op, true));
-        }
-        Some(Fault::PermissionDeniedLegacy) => return Err(FoundryError::PermissionDeniedLegacy),
-        _ => {}
-    }
-    auth::authorize(emu, &claims, &route)?;
+    admit(emu, &parts.headers, &route, fault)?;
 
     let payload =
         body::parse(&parts.headers, bytes)
@@ -189,11 +158,64 @@ async fn serve(
         (Op::Messages, _) => anthropic::messages(&ctx, body)?,
         (Op::CountTokens, _) => anthropic::count_tokens(body)?,
         (Op::Models, _) => media::models(emu),
+        // Realtime is reached only by an upgrade (`websocket`); no HTTP path names it.
+        (Op::Realtime, _) => return Err(FoundryError::ResourceNotFound),
     })
 }
 
+/// The refusal of `fault` when it is played at `stage` and needs nothing from the request.
+pub(crate) fn refuse_at(fault: Option<Fault>, stage: Stage) -> Result<(), FoundryError> {
+    match fault.filter(|f| f.stage() == stage) {
+        Some(f) => f.fixed_refusal().map_or(Ok(()), Err),
+        None => Ok(()),
+    }
+}
+
+/// The checks between the route and the deployment, in Azure's order: the resource kind, the
+/// route and credential faults, the credential, the project, the caller faults and the role.
+/// Shared by every HTTP request and the WebSocket handshakes (`websocket`).
+pub(crate) fn admit(
+    emu: &Emulator,
+    headers: &HeaderMap,
+    route: &Route,
+    fault: Option<Fault>,
+) -> Result<(), FoundryError> {
+    // A classic Azure OpenAI resource has no projects and no Claude (docs/azure-facts.md §7):
+    // its gateway knows no such path.
+    if matches!(route.surface, Surface::Project | Surface::Anthropic)
+        && emu.resource_kind() == ResourceKind::OpenAi
+    {
+        return Err(FoundryError::ResourceNotFound);
+    }
+    refuse_at(fault, Stage::Route)?;
+    refuse_at(fault, Stage::Credential)?;
+    let claims = auth::authenticate(emu, headers, route.surface)?;
+    // The project is looked up once the caller is known (the order is UNCONFIRMED,
+    // docs/azure-facts.md §7); its roles are checked at the resource's scope below.
+    if let Some(project) = route.project.as_deref()
+        && !emu.config.has_project(project)
+    {
+        return Err(FoundryError::ProjectNotFound {
+            project: project.to_owned(),
+        });
+    }
+    match fault {
+        Some(Fault::PermissionDenied) => return Err(auth::permission_denied(&claims, route.op)),
+        Some(Fault::PermissionDeniedProject) => {
+            return Err(auth::project_permission_denied(&claims, route.op));
+        }
+        Some(Fault::PermissionDeniedFoundry) => {
+            return Err(auth::permission_denied_worded(&claims, route.op, true));
+        }
+        Some(Fault::PermissionDeniedLegacy) => return Err(FoundryError::PermissionDeniedLegacy),
+        _ => {}
+    }
+    auth::authorize(emu, &claims, route)?;
+    Ok(())
+}
+
 /// Finds the deployment a request addresses, refusing like the surface it came through.
-fn resolve_deployment<'e>(
+pub(crate) fn resolve_deployment<'e>(
     emu: &'e Emulator,
     route: &Route,
     payload: &Payload,
@@ -241,7 +263,7 @@ fn resolve_deployment<'e>(
 }
 
 /// The refusal of a fault played once the deployment is known.
-fn deployment_fault(
+pub(crate) fn deployment_fault(
     emu: &Emulator,
     fault: Fault,
     route: &Route,
@@ -348,12 +370,12 @@ fn image_base(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
+pub(crate) fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Headers every Foundry answer carries.
-fn add_headers(emu: &Emulator, request: &HeaderMap, response: &mut Response) {
+pub(crate) fn add_headers(emu: &Emulator, request: &HeaderMap, response: &mut Response) {
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&uuid()) {
         headers.insert("apim-request-id", v);
@@ -378,7 +400,7 @@ fn add_headers(emu: &Emulator, request: &HeaderMap, response: &mut Response) {
     }
 }
 
-fn record(
+pub(crate) fn record(
     emu: &Emulator,
     parts: &Parts,
     deployment: Option<String>,

@@ -19,6 +19,9 @@
 //! - `text`: the deterministic content and its token accounting; `sse`: streamed bodies
 //! - `schema_value`: a value valid against a JSON Schema (structured outputs, tool arguments)
 //! - `model`: the answer rules (text, JSON, tool calls) shared by Chat and Responses
+//! - `websocket`: WebSocket upgrades (the handshake's checks, the session loop, the connection
+//!   time limit); `realtime`: the realtime API's text modality; the Responses WebSocket mode
+//!   sends the `responses` events
 
 mod anthropic;
 mod auth;
@@ -30,8 +33,10 @@ mod fault;
 pub(super) mod handler;
 pub(super) mod media;
 mod model;
+mod realtime;
 mod responses;
 mod route;
 mod schema_value;
 mod sse;
 mod text;
+mod websocket;

@@ -179,8 +179,23 @@ fn output_text(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
-/// `POST …/responses`.
+/// `POST …/responses`: the `response` object, or its events as SSE when `stream` is set.
 pub(crate) fn responses(ctx: &GenCtx<'_>, body: &Value) -> Response {
+    let (completed, events) = response_events(ctx, body);
+    if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        return axum::Json(completed).into_response();
+    }
+    let frames = events
+        .iter()
+        .map(|data| sse::event(data["type"].as_str().unwrap_or_default(), data))
+        .collect();
+    sse::stream(ctx, frames)
+}
+
+/// The answer to a Responses request: the completed `response` object, and the events of its
+/// stream in OpenAI's order, each with its `type` and `sequence_number` (the SSE stream and
+/// the WebSocket mode send the same events).
+pub(crate) fn response_events(ctx: &GenCtx<'_>, body: &Value) -> (Value, Vec<Value>) {
     let (last_user, all) = input_text(body);
     let items: Vec<Item> = match model::answer(&responses_ask(body, last_user)) {
         model::Answer::Text { content, json } => vec![Item::Message {
@@ -226,10 +241,6 @@ pub(crate) fn responses(ctx: &GenCtx<'_>, body: &Value) -> Response {
         items.iter().map(Item::done).collect(),
         usage,
     );
-    if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        return axum::Json(completed).into_response();
-    }
-
     let in_progress = response_object(
         &id,
         created,
@@ -297,16 +308,16 @@ pub(crate) fn responses(ctx: &GenCtx<'_>, body: &Value) -> Response {
             json!({"output_index": index, "item": item.done()}),
         ));
     }
-    events.push(("response.completed", json!({"response": completed})));
+    events.push(("response.completed", json!({"response": completed.clone()})));
 
-    let frames = events
+    let events = events
         .into_iter()
         .enumerate()
         .map(|(seq, (name, mut data))| {
             data["type"] = json!(name);
             data["sequence_number"] = json!(seq);
-            sse::event(name, &data)
+            data
         })
         .collect();
-    sse::stream(ctx, frames)
+    (completed, events)
 }

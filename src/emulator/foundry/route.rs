@@ -70,6 +70,9 @@ pub(crate) enum Op {
     Messages,
     /// Anthropic `POST /v1/messages/count_tokens`.
     CountTokens,
+    /// A realtime session: a WebSocket upgrade on `/openai/v1/realtime` or
+    /// `/openai/realtime` (never a plain HTTP op: `Op::parse` does not know it).
+    Realtime,
 }
 
 impl Op {
@@ -94,7 +97,11 @@ impl Op {
 
     /// The HTTP method the op answers.
     pub(crate) fn method(self) -> &'static str {
-        if self == Op::Models { "GET" } else { "POST" }
+        if matches!(self, Op::Models | Op::Realtime) {
+            "GET"
+        } else {
+            "POST"
+        }
     }
 
     /// The data action RBAC checks, and the operation as named in PermissionDenied (§5, C7, C8).
@@ -142,6 +149,12 @@ impl Op {
                 "Microsoft.CognitiveServices/accounts/AIServices/anthropic/messages/action",
                 "POST /anthropic/v1/messages/count_tokens",
             ),
+            // The data action is in the OpenAI User role's list (docs/azure-facts.md §6); the
+            // operation's wording in a refusal is the emulator's own (UNCONFIRMED).
+            Op::Realtime => (
+                "Microsoft.CognitiveServices/accounts/OpenAI/deployments/realtime/action",
+                "GET /openai/v1/realtime",
+            ),
         }
     }
 
@@ -166,7 +179,10 @@ impl Op {
     /// The deployment kind the op needs (`None` for ops without a deployment).
     pub(crate) fn kind(self) -> Option<DeploymentKind> {
         match self {
-            Op::ChatCompletions | Op::Completions | Op::Responses => Some(DeploymentKind::Chat),
+            // Realtime sessions are served by any chat deployment (text modality only).
+            Op::ChatCompletions | Op::Completions | Op::Responses | Op::Realtime => {
+                Some(DeploymentKind::Chat)
+            }
             Op::Embeddings => Some(DeploymentKind::Embeddings),
             Op::AudioTranscriptions | Op::AudioTranslations => Some(DeploymentKind::Audio),
             Op::ImagesGenerations => Some(DeploymentKind::Image),
@@ -188,6 +204,7 @@ impl Op {
             Op::ImagesGenerations => "image generation",
             Op::Messages => "messages",
             Op::CountTokens => "count tokens",
+            Op::Realtime => "realtime",
         }
     }
 
@@ -204,6 +221,7 @@ impl Op {
             Op::ImagesGenerations => "ImageGenerations_Create",
             Op::Messages => "Messages_Create",
             Op::CountTokens => "Messages_CountTokens",
+            Op::Realtime => "Realtime_Connect",
         }
     }
 }
@@ -237,6 +255,53 @@ pub(crate) fn route(
         return Err(FoundryError::ResourceNotFound);
     }
     let api_version = check_version(surface, api_version)?;
+    Ok(Route {
+        surface,
+        op,
+        path_deployment,
+        project,
+        api_version,
+    })
+}
+
+/// The route of a WebSocket upgrade (docs/azure-facts.md §7): a realtime session on
+/// `/openai/v1/realtime?model=D` (or a project's), or `/openai/realtime?api-version=V&deployment=D`;
+/// the Responses WebSocket mode on `/openai/v1/responses` (or a project's). The realtime
+/// deployment, named in the query, is the route's `path_deployment`.
+pub(crate) fn websocket_route(path: &str, query: Option<&str>) -> Result<Route, FoundryError> {
+    let pairs = crate::emulator::util::parse_form(query.unwrap_or_default().as_bytes());
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let path = path.trim_end_matches('/');
+    let (surface, project, op) = if let Some(rest) = path.strip_prefix("/api/projects/") {
+        let (project, rest) = rest.split_once('/').ok_or(FoundryError::ResourceNotFound)?;
+        let op = rest.strip_prefix("openai/v1/");
+        (Surface::Project, Some(project.to_owned()), op)
+    } else if let Some(op) = path.strip_prefix("/openai/v1/") {
+        (Surface::OpenAiV1, None, Some(op))
+    } else if path == "/openai/realtime" {
+        (Surface::Deployments, None, Some("realtime"))
+    } else {
+        return Err(FoundryError::ResourceNotFound);
+    };
+    let op = match op {
+        Some("realtime") => Op::Realtime,
+        Some("responses") => Op::Responses,
+        _ => return Err(FoundryError::ResourceNotFound),
+    };
+    if project.as_deref() == Some("") {
+        return Err(FoundryError::ResourceNotFound);
+    }
+    let api_version = check_version(surface, param("api-version").as_deref())?;
+    let path_deployment = match (op, surface) {
+        (Op::Realtime, Surface::Deployments) => param("deployment"),
+        (Op::Realtime, _) => param("model"),
+        _ => None,
+    };
     Ok(Route {
         surface,
         op,
