@@ -134,14 +134,22 @@ pub async fn serve(
     let proxy = Arc::new(ProxyState {
         target,
         tokens,
-        client: upstream::build_client(tls),
+        client: upstream::build_client(Arc::clone(&tls)),
         diagnosis: DiagnosisContext::from_config(&config),
         max_body: config.max_body,
         upstream_timeout: config.upstream_timeout,
         keys,
         limiter: Limiter::new(),
         metrics,
+        websockets: crate::proxy::websocket::Sockets::new(
+            tls,
+            config.ws_max_message,
+            config.ws_idle_timeout,
+            config.upstream_timeout,
+            shutdown.clone(),
+        ),
     });
+    let sockets_owner = Arc::clone(&proxy);
     if let Some(address) = config.metrics_listen {
         let metrics_listener = TcpListener::bind(address).await?;
         info!(listen = %address, "metrics listening");
@@ -194,6 +202,12 @@ pub async fn serve(
         config.shutdown_grace,
     )
     .await;
+    // Upgraded connections left hyper's drain: their relays closed both sides with 1001 when
+    // `shutdown` was cancelled; wait for those closes to go out.
+    sockets_owner
+        .websockets
+        .drained(config.shutdown_grace)
+        .await;
     refresher_stop.cancel();
     background.cancel();
     let _ = refresher.await;

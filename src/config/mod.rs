@@ -34,6 +34,12 @@ pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default time in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default largest WebSocket message, either way: a realtime `input_audio_buffer.append` of a
+/// few seconds of base64 audio fits many times over.
+pub const DEFAULT_WS_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Default time a WebSocket may pass with no message either way (and a message may take to
+/// reach a client that stopped reading) before the proxy closes it.
+pub const DEFAULT_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The validated configuration the proxy runs with.
 #[derive(Debug, Clone)]
@@ -71,6 +77,10 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Largest WebSocket message relayed, either way, in bytes.
+    pub ws_max_message: usize,
+    /// Time a WebSocket may pass without a message either way before it is closed.
+    pub ws_idle_timeout: Duration,
     /// The access keys file; `None` means callers are not authenticated.
     pub keys_file: Option<PathBuf>,
     /// Serve without access keys on a non-loopback address (explicit opt-in).
@@ -160,6 +170,10 @@ pub struct Settings {
     pub upstream_timeout_secs: Option<u64>,
     /// `FOUNDRY_PROXY_SHUTDOWN_GRACE`: seconds.
     pub shutdown_grace_secs: Option<u64>,
+    /// `FOUNDRY_PROXY_WS_MAX_MESSAGE`: bytes, or a size such as `16MiB`.
+    pub ws_max_message: Option<SizeSetting>,
+    /// `FOUNDRY_PROXY_WS_IDLE_TIMEOUT`: seconds.
+    pub ws_idle_timeout_secs: Option<u64>,
     /// `FOUNDRY_PROXY_KEYS_FILE`
     pub keys_file: Option<PathBuf>,
     /// `FOUNDRY_PROXY_ALLOW_ANONYMOUS`
@@ -212,6 +226,10 @@ pub const ENV_MAX_BODY: &str = "FOUNDRY_PROXY_MAX_BODY";
 pub const ENV_UPSTREAM_TIMEOUT: &str = "FOUNDRY_PROXY_UPSTREAM_TIMEOUT";
 /// Shutdown grace variable.
 pub const ENV_SHUTDOWN_GRACE: &str = "FOUNDRY_PROXY_SHUTDOWN_GRACE";
+/// WebSocket message size limit variable.
+pub const ENV_WS_MAX_MESSAGE: &str = "FOUNDRY_PROXY_WS_MAX_MESSAGE";
+/// WebSocket idle timeout variable.
+pub const ENV_WS_IDLE_TIMEOUT: &str = "FOUNDRY_PROXY_WS_IDLE_TIMEOUT";
 /// Config file variable.
 pub const ENV_CONFIG: &str = "FOUNDRY_PROXY_CONFIG";
 /// Access keys file variable.
@@ -284,6 +302,8 @@ impl Settings {
             max_body: env.var(ENV_MAX_BODY).map(SizeSetting::Text),
             upstream_timeout_secs: seconds(ENV_UPSTREAM_TIMEOUT)?,
             shutdown_grace_secs: seconds(ENV_SHUTDOWN_GRACE)?,
+            ws_max_message: env.var(ENV_WS_MAX_MESSAGE).map(SizeSetting::Text),
+            ws_idle_timeout_secs: seconds(ENV_WS_IDLE_TIMEOUT)?,
             keys_file: env.var(ENV_KEYS_FILE).map(PathBuf::from),
             allow_anonymous: env
                 .var(ENV_ALLOW_ANONYMOUS)
@@ -328,6 +348,8 @@ impl Settings {
             max_body: higher.max_body.or(self.max_body),
             upstream_timeout_secs: higher.upstream_timeout_secs.or(self.upstream_timeout_secs),
             shutdown_grace_secs: higher.shutdown_grace_secs.or(self.shutdown_grace_secs),
+            ws_max_message: higher.ws_max_message.or(self.ws_max_message),
+            ws_idle_timeout_secs: higher.ws_idle_timeout_secs.or(self.ws_idle_timeout_secs),
             keys_file: higher.keys_file.or(self.keys_file),
             allow_anonymous: higher.allow_anonymous.or(self.allow_anonymous),
             metrics_listen: higher.metrics_listen.or(self.metrics_listen),
@@ -511,9 +533,14 @@ pub fn is_loopback(url: &Url) -> bool {
 }
 
 fn parse_size(size: &SizeSetting) -> Result<usize, ConfigError> {
+    parse_size_of(ENV_MAX_BODY, size)
+}
+
+/// A size setting (`setting` names it in errors): bytes, or a number with a unit.
+fn parse_size_of(setting: &str, size: &SizeSetting) -> Result<usize, ConfigError> {
     let bad = |text: &str| {
         ConfigError::new(
-            ENV_MAX_BODY,
+            setting,
             format!("'{text}' is not a size"),
             "use bytes or a size such as 32MiB, 512KiB, 1GiB",
         )
@@ -542,13 +569,13 @@ fn parse_size(size: &SizeSetting) -> Result<usize, ConfigError> {
     };
     if bytes == 0 {
         return Err(ConfigError::new(
-            ENV_MAX_BODY,
+            setting,
             "must be more than 0",
             "use a size such as 32MiB",
         ));
     }
     usize::try_from(bytes)
-        .map_err(|_| ConfigError::new(ENV_MAX_BODY, "too large", "use a size such as 32MiB"))
+        .map_err(|_| ConfigError::new(setting, "too large", "use a size such as 32MiB"))
 }
 
 #[cfg(test)]

@@ -15,9 +15,11 @@ use super::ENV_ANTHROPIC_ENDPOINT;
 use super::credential::{self, CredentialSettings};
 use super::{
     Cloud, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPSTREAM_TIMEOUT, ENV_API, ENV_API_VERSION, ENV_AUTHORITY_HOST, ENV_CORS_ORIGINS,
-    ENV_ENDPOINT, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_SSL_CERT_FILE, Environment, Settings,
-    check_scope, check_tenant, optional, parse_base_url, parse_size, required,
+    DEFAULT_UPSTREAM_TIMEOUT, DEFAULT_WS_IDLE_TIMEOUT, DEFAULT_WS_MAX_MESSAGE, ENV_API,
+    ENV_API_VERSION, ENV_AUTHORITY_HOST, ENV_CORS_ORIGINS, ENV_ENDPOINT, ENV_LISTEN,
+    ENV_METRICS_LISTEN, ENV_SSL_CERT_FILE, ENV_WS_IDLE_TIMEOUT, ENV_WS_MAX_MESSAGE, Environment,
+    Settings, check_scope, check_tenant, optional, parse_base_url, parse_size, parse_size_of,
+    required,
 };
 use crate::secret::Secret;
 use crate::server::browser_guard::{HostRule, parse_allowed_hosts};
@@ -41,6 +43,8 @@ impl Settings {
             max_body,
             upstream_timeout_secs,
             shutdown_grace_secs,
+            ws_max_message,
+            ws_idle_timeout_secs,
             keys_file,
             allow_anonymous,
             metrics_listen,
@@ -70,6 +74,21 @@ impl Settings {
         let max_body = match max_body {
             None => DEFAULT_MAX_BODY,
             Some(size) => parse_size(&size)?,
+        };
+        let ws_max_message = match ws_max_message {
+            None => DEFAULT_WS_MAX_MESSAGE,
+            Some(size) => parse_size_of(ENV_WS_MAX_MESSAGE, &size)?,
+        };
+        let ws_idle_timeout = match ws_idle_timeout_secs {
+            None => DEFAULT_WS_IDLE_TIMEOUT,
+            Some(0) => {
+                return Err(ConfigError::new(
+                    ENV_WS_IDLE_TIMEOUT,
+                    "must be more than 0",
+                    "use seconds, e.g. 900",
+                ));
+            }
+            Some(secs) => Duration::from_secs(secs),
         };
         let models = model_aliases(models)?;
         let team = team(
@@ -102,6 +121,8 @@ impl Settings {
             shutdown_grace: shutdown_grace_secs
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            ws_max_message,
+            ws_idle_timeout,
             extra_ca_file,
             keys_file: team.keys_file,
             allow_anonymous: team.allow_anonymous,

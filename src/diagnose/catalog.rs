@@ -652,6 +652,17 @@ pub const CATALOG: &[Entry] = &[
         fix: &["Use the method the OpenAI API documents for the path (POST or GET for most)."],
     },
     Entry {
+        code: RefusalCode::WebSocketNotSupported,
+        origin: Origin::Proxy,
+        status: 426,
+        sees: "426 for a WebSocket upgrade the proxy cannot serve (a route without WebSocket mode, or the models / passthrough style)",
+        cause: "WebSocket upgrades are served on /v1/realtime?model=DEPLOYMENT and /v1/responses (and their Azure paths) with FOUNDRY_API openai-v1, project or deployments; {detail}",
+        fix: &[
+            "Use HTTP for this route (clients such as Codex fall back to HTTP on this 426 by themselves).",
+            "For realtime, point the client at ws://HOST:PORT/v1/realtime?model=DEPLOYMENT with an openai-v1, project or deployments endpoint.",
+        ],
+    },
+    Entry {
         code: RefusalCode::MissingModel,
         origin: Origin::Proxy,
         status: 400,

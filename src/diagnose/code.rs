@@ -120,6 +120,8 @@ pub enum RefusalCode {
     InvalidPath,
     /// `method_not_allowed`
     MethodNotAllowed,
+    /// `websocket_not_supported`
+    WebSocketNotSupported,
     /// `missing_model`
     MissingModel,
     /// `invalid_model`
@@ -142,7 +144,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in catalog order.
-    pub const ALL: [Self; 65] = [
+    pub const ALL: [Self; 66] = [
         Self::MissingRoleAssignment,
         Self::MissingResponsesPermission,
         Self::MissingProjectPermission,
@@ -199,6 +201,7 @@ impl RefusalCode {
         Self::OriginNotAllowed,
         Self::InvalidPath,
         Self::MethodNotAllowed,
+        Self::WebSocketNotSupported,
         Self::MissingModel,
         Self::InvalidModel,
         Self::InvalidJson,
@@ -269,6 +272,7 @@ impl RefusalCode {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::InvalidPath => "invalid_path",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::WebSocketNotSupported => "websocket_not_supported",
             Self::MissingModel => "missing_model",
             Self::InvalidModel => "invalid_model",
             Self::InvalidJson => "invalid_json",

@@ -414,10 +414,19 @@ pub fn authenticate(
     store: Option<&KeyStore>,
     headers: &http::HeaderMap,
 ) -> Result<Option<Arc<KeyEntry>>, crate::error::ApiError> {
+    authenticate_presented(store, presented_key(headers))
+}
+
+/// [`authenticate`] for a key read elsewhere than the usual headers (a WebSocket upgrade's
+/// `openai-insecure-api-key.KEY` subprotocol): `presented` is the key, if any.
+pub fn authenticate_presented(
+    store: Option<&KeyStore>,
+    presented: Option<&str>,
+) -> Result<Option<Arc<KeyEntry>>, crate::error::ApiError> {
     let Some(store) = store else {
         return Ok(None);
     };
-    match presented_key(headers).and_then(|presented| store.current().authenticate(presented)) {
+    match presented.and_then(|presented| store.current().authenticate(presented)) {
         Some(entry) => Ok(Some(entry)),
         None => Err(crate::diagnose::proxy_refusal(
             RefusalCode::InvalidApiKey,

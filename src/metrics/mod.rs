@@ -115,6 +115,7 @@ pub struct Metrics {
     upstream_latency: Family<RouteModel, Histogram, LatencyHistogram>,
     stream_ttfb: Family<RouteLabel, Histogram, LatencyHistogram>,
     streams_in_flight: Gauge,
+    websockets_open: Gauge,
     token_refreshes: Family<Outcome, Counter>,
     /// Set from the token state at scrape time.
     token_expiry: Gauge<f64, AtomicU64>,
@@ -138,6 +139,7 @@ impl Metrics {
             upstream_latency: Family::new_with_constructor(LatencyHistogram),
             stream_ttfb: Family::new_with_constructor(LatencyHistogram),
             streams_in_flight: Gauge::default(),
+            websockets_open: Gauge::default(),
             token_refreshes: Family::default(),
             token_expiry: Gauge::default(),
             token_failures: Gauge::default(),
@@ -170,6 +172,11 @@ impl Metrics {
             "foundry_proxy_streams_in_flight",
             "Streaming responses being sent now",
             self.streams_in_flight.clone(),
+        );
+        r.register(
+            "foundry_proxy_websockets_open",
+            "WebSocket connections (realtime, Responses WebSocket mode) being relayed now",
+            self.websockets_open.clone(),
         );
         r.register(
             "foundry_proxy_token_refreshes",
@@ -274,6 +281,14 @@ impl Metrics {
         }
     }
 
+    /// Counts a relayed WebSocket as open until the returned guard is dropped.
+    pub fn websocket_opened(self: &Arc<Self>) -> StreamGuard {
+        self.websockets_open.inc();
+        StreamGuard {
+            gauge: self.websockets_open.clone(),
+        }
+    }
+
     /// Counts one token refresh attempt.
     pub fn token_refresh(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
@@ -304,7 +319,8 @@ impl Metrics {
     }
 }
 
-/// A stream in flight: `foundry_proxy_streams_in_flight` counts it until this is dropped.
+/// A stream in flight (`foundry_proxy_streams_in_flight`) or an open WebSocket
+/// (`foundry_proxy_websockets_open`): its gauge counts it until this is dropped.
 #[derive(Debug)]
 #[must_use = "the stream counts as in flight only while the guard lives"]
 pub struct StreamGuard {

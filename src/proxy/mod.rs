@@ -10,6 +10,7 @@
 pub mod dialect;
 pub mod headers;
 pub mod model;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +80,8 @@ pub struct ProxyState {
     pub limiter: Arc<Limiter>,
     /// Prometheus metrics and usage.
     pub metrics: Arc<Metrics>,
+    /// WebSocket limits, the shutdown signal and the open sockets.
+    pub websockets: websocket::Sockets,
 }
 
 /// What the handler learned about a request, for its log line and metrics.
@@ -192,6 +195,9 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     let uri = request.uri().clone();
     let path = uri.path();
     let request_id = id.to_str().unwrap_or("");
+    if websocket::is_upgrade(request.headers()) {
+        return websocket::accept(state, request, request_id).await;
+    }
     let route = match dialect::route(path, uri.query()) {
         Ok(route) => route,
         Err(problem) => return unknown_path(&method, path, problem, request_id).into_response(),

@@ -114,10 +114,10 @@ pub(super) async fn run(
                     }
                 })
         };
-        // No upgrades (WebSocket, CONNECT) are proxied, so none are offered: hyper would
-        // otherwise attach an upgrade handle to every request.
+        // HTTP/1.1 upgrades are offered for WebSockets (`proxy::websocket`); once a connection
+        // is upgraded it leaves hyper (and this drain), and its relay closes it at shutdown.
         let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         let first_request_limit = limits.header_read_timeout;

@@ -112,6 +112,12 @@ pub fn from_json(body: &[u8]) -> Option<Usage> {
         .usage()
 }
 
+/// The counts of a `usage` object already parsed (a WebSocket event's `response.usage`); None
+/// when it names none.
+pub fn from_value(usage: &serde_json::Value) -> Option<Usage> {
+    RawUsage::deserialize(usage).ok()?.usage()
+}
+
 /// The bytes from the start of the value of member `key` of the top-level JSON object to the end
 /// of `body`; None when `body` is not an object or has no such member. Strings are skipped with
 /// `memchr` (only `"` and `\` stop it) and nested values by counting brackets, so a `"usage"`

@@ -1,0 +1,103 @@
+//! Usage on a WebSocket: each `response.create` from the client counts as a request against
+//! its key's limits; each `response.done` (realtime) or `response.completed` / `.incomplete` /
+//! `.failed` (Responses mode) from upstream carries `response.usage`, counted toward the key's
+//! token limits, the metrics and `/status`. Messages are looked into only when their bytes name
+//! such an event, so audio and deltas pass untouched.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::keys::KeyEntry;
+use crate::proxy::{ProxyState, within_limits};
+use crate::usage;
+
+/// One socket's meter.
+#[derive(Debug)]
+pub(super) struct Meter {
+    pub(super) state: Arc<ProxyState>,
+    pub(super) key: Option<Arc<KeyEntry>>,
+    /// The deployment the handshake named (realtime), or the last `response.create`'s `model`.
+    pub(super) model: String,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    model: Option<String>,
+    event_id: Option<Value>,
+    response: Option<Inner>,
+}
+
+#[derive(Deserialize)]
+struct Inner {
+    usage: Option<Value>,
+}
+
+impl Meter {
+    /// A client message: `Err` holds the `error` event to answer instead of sending it on (the
+    /// key is over a limit).
+    pub(super) fn client_sent(&mut self, text: &str) -> Result<(), String> {
+        if memchr::memmem::find(text.as_bytes(), b"response.create").is_none() {
+            return Ok(());
+        }
+        let Ok(head) = serde_json::from_str::<Head>(text) else {
+            return Ok(());
+        };
+        if head.kind.as_deref() != Some("response.create") {
+            return Ok(());
+        }
+        if let Some(model) = head.model {
+            self.model = model;
+        }
+        within_limits(&self.state, self.key.as_ref()).map_err(|refusal| {
+            let body: Value = serde_json::from_slice(&refusal.body()).unwrap_or(Value::Null);
+            let mut event = json!({"type": "error", "status": refusal.status.as_u16(),
+                                   "error": body.get("error").cloned().unwrap_or(Value::Null)});
+            if let Some(id) = head.event_id {
+                event["error"]["event_id"] = id;
+            }
+            event.to_string()
+        })
+    }
+
+    /// An upstream message: counts the usage of a finished response.
+    pub(super) fn upstream_sent(&self, text: &str) {
+        let bytes = text.as_bytes();
+        if memchr::memmem::find(bytes, b"\"usage\"").is_none()
+            || memchr::memmem::find(bytes, b"\"response.").is_none()
+        {
+            return;
+        }
+        let Ok(head) = serde_json::from_str::<Head>(text) else {
+            return;
+        };
+        let finished = matches!(
+            head.kind.as_deref(),
+            Some(
+                "response.done" | "response.completed" | "response.incomplete" | "response.failed"
+            )
+        );
+        let seen = head
+            .response
+            .and_then(|r| r.usage)
+            .as_ref()
+            .and_then(usage::from_value);
+        if let (true, Some(seen)) = (finished, seen) {
+            let key = self.key.as_ref().map_or("", |k| k.name.as_str());
+            if !key.is_empty() {
+                self.state
+                    .limiter
+                    .add_tokens(key, seen.total(), tokio::time::Instant::now());
+            }
+            self.state.metrics.record_usage(
+                key,
+                &self.model,
+                seen.prompt_tokens,
+                seen.completion_tokens,
+            );
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! WebSocket upgrades: realtime (`/v1/realtime?model=D`) and the Responses WebSocket mode
+//! (`/v1/responses`, what Codex dials first), and their Azure paths, relayed to Azure with the
+//! proxy's token on the upstream handshake (docs/azure-facts.md §7).
+//!
+//! An upgrade goes: the route and style ([`handshake::socket_route`], 426 when there is no
+//! WebSocket surface, so clients fall back to HTTP) → the handshake's offer (version 13, the
+//! `openai-insecure-api-key.KEY` subprotocol) → the access key → a token → the upstream
+//! handshake ([`dial`]), with one forced refresh and retry after a 401/403 as on the HTTP
+//! path → 101 to the client → [`relay`] until either side closes. Every refusal before the 101
+//! is the HTTP path's own explanation (no token, Entra down, Azure's 401/403/404 explained).
+//!
+//! [`meter`] counts `response.create` against per-key request limits and `response.done` usage
+//! against token limits, metrics and `/status`.
+
+mod dial;
+mod handshake;
+mod meter;
+mod relay;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use http::{HeaderValue, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use handshake::is_upgrade;
+
+use super::{ProxyState, Tag, explain_refusal, headers, is_refusal};
+use crate::diagnose::{self, RefusalCode};
+use crate::error::ApiError;
+use crate::keys;
+use crate::metrics::RequestRecord;
+use crate::telemetry;
+use dial::{DialError, Dialer};
+use relay::RelayLimits;
+
+/// What every WebSocket shares: limits, the shutdown signal and the open sockets' tasks.
+#[derive(Debug)]
+pub struct Sockets {
+    dialer: Dialer,
+    limits: RelayLimits,
+    /// Cancelled at shutdown: every relay closes both sides with 1001.
+    stop: CancellationToken,
+    /// The relays, so shutdown can wait for their closes.
+    tasks: TaskTracker,
+}
+
+impl Sockets {
+    /// Sockets that close when `stop` is cancelled, with the message size limit and idle
+    /// timeout of the configuration, dialing with `tls` within `dial_timeout`.
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        max_message: usize,
+        idle: Duration,
+        dial_timeout: Duration,
+        stop: CancellationToken,
+    ) -> Self {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message));
+        Self {
+            dialer: Dialer {
+                tls,
+                config,
+                timeout: dial_timeout,
+            },
+            limits: RelayLimits { idle },
+            stop,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// After `stop`: waits at most `grace` for the open sockets' closes to be sent.
+    pub async fn drained(&self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.tasks.len(),
+                "grace period over; dropping the remaining WebSockets"
+            );
+        }
+    }
+}
+
+/// Answers an upgrade request: 101 and a relay, or the refusal explained as on the HTTP path.
+pub(super) async fn accept(
+    state: &Arc<ProxyState>,
+    request: Request,
+    request_id: &str,
+) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let mut key_name = String::new();
+    let mut label = "websocket";
+    let response = open(state, request, request_id, &mut key_name, &mut label)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    let status = response.status().as_u16();
+    state.metrics.record_request(&RequestRecord {
+        route: label,
+        status,
+        model: "",
+        key: &key_name,
+        upstream_latency: None,
+    });
+    info!(
+        method = "GET",
+        path = %telemetry::loggable(&path),
+        status,
+        total_ms = started.elapsed().as_millis() as u64,
+        request_id = %request_id,
+        key = %key_name,
+        "websocket upgrade"
+    );
+    response
+}
+
+async fn open(
+    state: &Arc<ProxyState>,
+    mut request: Request,
+    request_id: &str,
+    key_name: &mut String,
+    label: &mut &'static str,
+) -> Result<Response, ApiError> {
+    let uri = request.uri().clone();
+    let route = super::dialect::route(uri.path(), uri.query())
+        .map_err(|_| handshake::not_supported("the path is not one the proxy serves"))?;
+    let target = handshake::socket_route(&state.target, &route)?;
+    *label = target.label;
+    let offer = handshake::offer(request.headers())?;
+    let presented = keys::presented_key(request.headers()).or(offer.api_key.as_deref());
+    let key = keys::authenticate_presented(state.keys.as_deref(), presented)?;
+    key_name.push_str(key.as_ref().map_or("", |k| k.name.as_str()));
+    let tag = Tag {
+        request_id,
+        key: key_name,
+    };
+    let mut outbound = request.headers().clone();
+    headers::prepare_request_headers(&mut outbound);
+    let sockets = &state.websockets;
+    let mut token = state
+        .tokens
+        .usable_token()
+        .await
+        .map_err(|why| diagnose::no_token(&state.diagnosis, &why))?;
+    let mut dialed = sockets.dialer.dial(&target.url, &outbound, &token).await;
+    if let Err(DialError::Refused(parts, _)) = &dialed
+        && is_refusal(parts.status)
+        && let Some(fresh) = state.tokens.refreshed_after(token.serial).await
+    {
+        info!(status = parts.status.as_u16(), request_id = %request_id, key = %tag.key, "retrying the upgrade with a refreshed token");
+        token = fresh;
+        dialed = sockets.dialer.dial(&target.url, &outbound, &token).await;
+    }
+    let upstream = match dialed {
+        Ok((upstream, _headers)) => upstream,
+        Err(DialError::Refused(parts, body)) => {
+            return Ok(explain_refusal(
+                state,
+                tag,
+                &route,
+                parts,
+                body,
+                &token,
+                target.model.as_deref(),
+            ));
+        }
+        Err(DialError::Failed(cause)) => {
+            warn!(error = %cause, request_id = %request_id, key = %tag.key, "upstream websocket failed");
+            return Err(diagnose::proxy_refusal(
+                RefusalCode::UpstreamUnreachable,
+                &state.diagnosis.vars().set("detail", cause),
+            ));
+        }
+        Err(DialError::TimedOut) => {
+            let vars = state
+                .diagnosis
+                .vars()
+                .set("detail", sockets.dialer.timeout.as_secs().to_string());
+            return Err(diagnose::proxy_refusal(RefusalCode::UpstreamTimeout, &vars));
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let meter = meter::Meter {
+        state: Arc::clone(state),
+        key,
+        model: target.model.clone().unwrap_or_default(),
+    };
+    let (limits, stop, config) = (sockets.limits, sockets.stop.clone(), sockets.dialer.config);
+    let (id, key_shown, route_label) = (request_id.to_owned(), key_name.clone(), target.label);
+    let gauge = state.metrics.websocket_opened();
+    sockets.tasks.spawn(async move {
+        let _open = gauge;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let client =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let started = Instant::now();
+        let ending = relay::run(client, upstream, limits, stop, meter).await;
+        info!(route = route_label, ending = ?ending, secs = started.elapsed().as_secs(), request_id = %id, key = %key_shown, "websocket closed");
+    });
+    Ok(switching(&offer))
+}
+
+/// The 101 answer: the accept key and the selected subprotocol (never the key's).
+fn switching(offer: &handshake::Offer) -> Response {
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let out = response.headers_mut();
+    out.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    out.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(offer.key.as_bytes())) {
+        out.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = &offer.protocol {
+        out.insert(SEC_WEBSOCKET_PROTOCOL, protocol.clone());
+    }
+    response
+}
