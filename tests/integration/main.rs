@@ -42,3 +42,4 @@ mod team;
 mod tls;
 mod token_lifecycle;
 mod usage;
+mod websocket;

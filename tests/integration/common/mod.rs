@@ -182,6 +182,11 @@ impl Harness {
         panic!("proxy not ready within 5 s");
     }
 
+    /// Starts the proxy's shutdown (what SIGTERM does in `serve`) without waiting for it.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops the proxy (graceful) and the emulator.
     pub(crate) async fn stop(self) {
         self.shutdown.cancel();
