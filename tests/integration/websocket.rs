@@ -554,8 +554,14 @@ async fn thousand_idle_sockets() {
     assert_eq!(next_event(&mut warm).await["type"], "session.created");
     let before = rss_kib();
     let mut sockets = Vec::with_capacity(SOCKETS);
+    let small = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024);
     for _ in 0..SOCKETS {
-        let (mut socket, _) = connect(&harness, &realtime_path(), &[]).await.expect("101");
+        let url = format!("ws://{}{}", harness.proxy, realtime_path());
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(small), false)
+            .await
+            .expect("101");
         assert_eq!(next_event(&mut socket).await["type"], "session.created");
         sockets.push(socket);
     }
@@ -563,7 +569,7 @@ async fn thousand_idle_sockets() {
     let after = rss_kib();
     let per_socket = after.saturating_sub(before) as f64 / SOCKETS as f64;
     println!(
-        "websocket memory: {SOCKETS} idle sockets, RSS {before} KiB -> {after} KiB, {per_socket:.1} KiB per socket (client + proxy relay + emulator session)"
+        "websocket memory: {SOCKETS} idle sockets, RSS {before} KiB -> {after} KiB, {per_socket:.1} KiB per socket (test client + proxy relay + emulator session, 16 KiB read buffers each)"
     );
     for mut socket in sockets {
         socket.close(None).await.expect("close");

@@ -73,7 +73,10 @@ pub(crate) async fn handle(emu: Arc<Emulator>, mut request: Request) -> Response
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
-                let config = WebSocketConfig::default();
+                // A small read buffer: tests hold a thousand sessions open at once.
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(16 * 1024)
+                    .write_buffer_size(16 * 1024);
                 let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,

@@ -43,6 +43,9 @@ use crate::telemetry;
 use dial::{DialError, Dialer};
 use relay::RelayLimits;
 
+/// Read and write buffer of each side of a relayed socket.
+const SOCKET_BUFFER: usize = 16 * 1024;
+
 /// What every WebSocket shares: limits, the shutdown signal and the open sockets' tasks.
 #[derive(Debug)]
 pub struct Sockets {
@@ -64,7 +67,12 @@ impl Sockets {
         dial_timeout: Duration,
         stop: CancellationToken,
     ) -> Self {
+        // Small buffers: tungstenite allocates its read buffer whole for each socket (128 KiB
+        // by default, twice per relayed socket); messages larger than it are still read whole,
+        // up to `max_message`. `send` flushes each message, so the write buffer stays small too.
         let config = WebSocketConfig::default()
+            .read_buffer_size(SOCKET_BUFFER)
+            .write_buffer_size(SOCKET_BUFFER)
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_message));
         Self {
