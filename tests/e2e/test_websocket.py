@@ -6,13 +6,14 @@ a missing-role refusal explained at the handshake."""
 from __future__ import annotations
 
 import json
+import signal
 
 import openai
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import DEMO, HTTP_TIMEOUT, Running
+from conftest import DEMO, HTTP_TIMEOUT, STOP_TIMEOUT, Running, serve_env, start_emulator, start_serve
 
 CHAT = DEMO["CHAT_DEPLOYMENT"]
 
@@ -102,3 +103,30 @@ def test_missing_role_is_explained_at_the_handshake(no_role: Running) -> None:
     error = json.loads(response.body)["error"]
     assert error["code"] == "missing_role_assignment"
     assert error["fix"]
+
+
+def test_sigterm_closes_open_sockets_with_1001() -> None:
+    """SIGTERM to `foundry-proxy serve` with open sockets: each client gets a close frame with
+    1001 and a reason, and the process exits 0 within its grace."""
+    emulator, emulator_url = start_emulator()
+    proxy = None
+    try:
+        proxy, proxy_url = start_serve(
+            serve_env(emulator_url, DEMO["CLIENT_ID"], DEMO["CLIENT_SECRET"]), "serve-ws-sigterm")
+        ready = Running(proxy_url, emulator_url, proxy.wait_ready(proxy_url), [proxy])
+        sockets = [connect(ws_url(ready, path), open_timeout=HTTP_TIMEOUT)
+                   for path in (f"/v1/realtime?model={CHAT}", "/v1/responses", "/openai/v1/responses")]
+        assert json.loads(sockets[0].recv(timeout=HTTP_TIMEOUT))["type"] == "session.created"
+        proxy.proc.send_signal(signal.SIGTERM)
+        for socket in sockets:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    socket.recv(timeout=HTTP_TIMEOUT)
+            assert closed.value.rcvd is not None, "no close frame"
+            assert closed.value.rcvd.code == 1001
+            assert "shutting down" in closed.value.rcvd.reason
+        assert proxy.proc.wait(timeout=STOP_TIMEOUT) == 0
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        emulator.stop()
