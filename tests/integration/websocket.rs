@@ -125,7 +125,11 @@ fn realtime_path() -> String {
 #[tokio::test]
 async fn realtime_text_session() {
     let harness = Harness::start().await;
-    let (mut socket, _) = connect(&harness, &realtime_path(), &[]).await.expect("101");
+    let (mut socket, answer) = connect(&harness, &realtime_path(), &[]).await.expect("101");
+    assert!(
+        answer.headers().contains_key("apim-request-id"),
+        "Azure's correlation header reaches the client"
+    );
     assert_eq!(next_event(&mut socket).await["type"], "session.created");
     assert_eq!(gauge(&harness, "foundry_proxy_websockets_open").await, 1.0);
     let item = json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
@@ -196,6 +200,33 @@ async fn responses_websocket_mode_matches_sse() {
         assert_eq!(types, sse_types);
     }
     socket.close(None).await.expect("close");
+    harness.stop().await;
+}
+
+/// Model aliases apply on WebSockets: a realtime `model` in the URL, and a Responses-mode
+/// `response.create`'s `model`, are sent to Azure as their deployment.
+#[tokio::test]
+async fn aliases_apply_on_websockets() {
+    let harness = Harness::start_with(Setup {
+        settings: Settings {
+            models: Some([("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned())].into()),
+            ..Settings::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let (mut realtime, _) = connect(&harness, "/v1/realtime?model=fast", &[])
+        .await
+        .expect("101");
+    assert_eq!(next_event(&mut realtime).await["type"], "session.created");
+    let (mut responses, _) = connect(&harness, "/v1/responses", &[]).await.expect("101");
+    let create = json!({"type": "response.create", "model": "fast", "input": "aliased"});
+    responses
+        .send(Message::text(create.to_string()))
+        .await
+        .expect("send");
+    let events = events_until(&mut responses, "response.completed").await;
+    assert!(events.iter().all(|e| e["type"] != "error"), "{events:?}");
     harness.stop().await;
 }
 

@@ -37,19 +37,25 @@ struct Inner {
 }
 
 impl Meter {
-    /// A client message: `Err` holds the `error` event to answer instead of sending it on (the
-    /// key is over a limit).
-    pub(super) fn client_sent(&mut self, text: &str) -> Result<(), String> {
+    /// A client message: `Ok(Some(text))` is the message to send instead (a Responses-mode
+    /// `model` that is an alias, replaced by its deployment); `Err` holds the `error` event to
+    /// answer instead of sending it on (the key is over a limit).
+    pub(super) fn client_sent(&mut self, text: &str) -> Result<Option<String>, String> {
         if memchr::memmem::find(text.as_bytes(), b"response.create").is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let Ok(head) = serde_json::from_str::<Head>(text) else {
-            return Ok(());
+            return Ok(None);
         };
         if head.kind.as_deref() != Some("response.create") {
-            return Ok(());
+            return Ok(None);
         }
+        let mut rewritten = None;
         if let Some(model) = head.model {
+            let deployment = self.state.target.alias(&model);
+            rewritten = deployment
+                .and_then(|d| crate::proxy::model::with_model(text.as_bytes(), d))
+                .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
             self.model = model;
         }
         within_limits(&self.state, self.key.as_ref()).map_err(|refusal| {
@@ -60,7 +66,8 @@ impl Meter {
                 event["error"]["event_id"] = id;
             }
             event.to_string()
-        })
+        })?;
+        Ok(rewritten)
     }
 
     /// An upstream message: counts the usage of a finished response.

@@ -110,16 +110,20 @@ pub(super) async fn accept(
 ) -> Response {
     let started = Instant::now();
     let path = request.uri().path().to_owned();
-    let mut key_name = String::new();
-    let mut label = "websocket";
-    let response = open(state, request, request_id, &mut key_name, &mut label)
+    let mut seen = Seen {
+        key: String::new(),
+        label: "websocket",
+        model: String::new(),
+    };
+    let response = open(state, request, request_id, &mut seen)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let status = response.status().as_u16();
+    let key_name = seen.key;
     state.metrics.record_request(&RequestRecord {
-        route: label,
+        route: seen.label,
         status,
-        model: "",
+        model: &seen.model,
         key: &key_name,
         upstream_latency: None,
     });
@@ -135,25 +139,35 @@ pub(super) async fn accept(
     response
 }
 
+/// What the handshake learned, for its log line and metrics record, whatever its outcome.
+struct Seen {
+    /// The access key's name (empty without keys, or before the key is checked).
+    key: String,
+    /// `realtime`, `responses`, or `websocket` before the route is known.
+    label: &'static str,
+    /// The realtime deployment.
+    model: String,
+}
+
 async fn open(
     state: &Arc<ProxyState>,
     mut request: Request,
     request_id: &str,
-    key_name: &mut String,
-    label: &mut &'static str,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     let uri = request.uri().clone();
     let route = super::dialect::route(uri.path(), uri.query())
         .map_err(|_| handshake::not_supported("the path is not one the proxy serves"))?;
     let target = handshake::socket_route(&state.target, &route)?;
-    *label = target.label;
+    seen.label = target.label;
+    seen.model = target.model.clone().unwrap_or_default();
     let offer = handshake::offer(request.headers())?;
     let presented = keys::presented_key(request.headers()).or(offer.api_key.as_deref());
     let key = keys::authenticate_presented(state.keys.as_deref(), presented)?;
-    key_name.push_str(key.as_ref().map_or("", |k| k.name.as_str()));
+    seen.key = key.as_ref().map_or("", |k| k.name.as_str()).to_owned();
     let tag = Tag {
         request_id,
-        key: key_name,
+        key: &seen.key,
     };
     let mut outbound = request.headers().clone();
     headers::prepare_request_headers(&mut outbound);
@@ -172,8 +186,8 @@ async fn open(
         token = fresh;
         dialed = sockets.dialer.dial(&target.url, &outbound, &token).await;
     }
-    let upstream = match dialed {
-        Ok((upstream, _headers)) => upstream,
+    let (upstream, upstream_headers) = match dialed {
+        Ok(opened) => opened,
         Err(DialError::Refused(parts, body)) => {
             return Ok(explain_refusal(
                 state,
@@ -207,7 +221,7 @@ async fn open(
         model: target.model.clone().unwrap_or_default(),
     };
     let (limits, stop, config) = (sockets.limits, sockets.stop.clone(), sockets.dialer.config);
-    let (id, key_shown, route_label) = (request_id.to_owned(), key_name.clone(), target.label);
+    let (id, key_shown, route_label) = (request_id.to_owned(), seen.key.clone(), target.label);
     let gauge = state.metrics.websocket_opened();
     sockets.tasks.spawn(async move {
         let _open = gauge;
@@ -221,7 +235,9 @@ async fn open(
         let ending = relay::run(client, upstream, limits, stop, meter).await;
         info!(route = route_label, ending = ?ending, secs = started.elapsed().as_secs(), request_id = %id, key = %key_shown, "websocket closed");
     });
-    Ok(switching(&offer))
+    let mut response = switching(&offer);
+    super::copy_correlation_headers(&upstream_headers, response.headers_mut());
+    Ok(response)
 }
 
 /// The 101 answer: the accept key and the selected subprotocol (never the key's).

@@ -82,8 +82,9 @@ where
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         match meter.client_sent(text.as_str()) {
-                            Ok(()) => {
-                                if !deliver(&mut upstream, Message::Text(text), limits.idle).await {
+                            Ok(rewritten) => {
+                                let message = rewritten.map_or(Message::Text(text), Message::text);
+                                if !deliver(&mut upstream, message, limits.idle).await {
                                     close(&mut client, CloseCode::Error, "the upstream stopped taking messages").await;
                                     return Ending::Stalled;
                                 }
