@@ -609,3 +609,99 @@ async fn thousand_idle_sockets() {
     wait_open(&harness, 0.0).await;
     harness.stop().await;
 }
+
+/// Entra down before the first token: the upgrade is answered 503 `entra_unavailable` with
+/// `retry-after`, as an HTTP request would be.
+#[tokio::test]
+async fn entra_down_is_explained_at_the_handshake() {
+    let harness = Harness::start_with(Setup {
+        entra_fault: Some(foundry_proxy::emulator::EntraFault::Status(503)),
+        ..Setup::default()
+    })
+    .await;
+    let Err(tungstenite::Error::Http(response)) = connect(&harness, &realtime_path(), &[]).await
+    else {
+        panic!("upgraded without a token");
+    };
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value =
+        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+    assert_eq!(body["error"]["code"], "entra_unavailable", "{body}");
+    harness.stop().await;
+}
+
+/// Azure's 401 at the handshake gets the forced refresh and one retry, then the HTTP path's
+/// explanation (`token_rejected`): the token is fresh, so Azure refuses it for another reason.
+#[tokio::test]
+async fn azure_401_at_the_handshake_is_retried_then_explained() {
+    let harness = Harness::start_with(Setup {
+        policy: Some(foundry_proxy::token::TokenPolicy {
+            forced_refresh_cooldown: Duration::ZERO,
+            ..Default::default()
+        }),
+        ..Setup::default()
+    })
+    .await;
+    harness.wait_ready().await;
+    let before = harness.emulator.emulator.inference_requests().len();
+    let Err(tungstenite::Error::Http(response)) = connect(
+        &harness,
+        &realtime_path(),
+        &[("x-emulator-fault", "unauthorized")],
+    )
+    .await
+    else {
+        panic!("upgraded through a 401");
+    };
+    assert_eq!(response.status(), 401);
+    let body: Value =
+        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+    assert_eq!(body["error"]["code"], "token_rejected", "{body}");
+    let attempts = harness.emulator.emulator.inference_requests().len() - before;
+    assert_eq!(attempts, 2, "one retry with a refreshed token");
+    harness.stop().await;
+}
+
+/// Azure's connection time limit reaches the client as Azure sends it: the `error` event with
+/// `websocket_connection_limit_reached`, then its close code and reason, passed through.
+#[tokio::test]
+async fn connection_limit_close_passes_through() {
+    let harness = Harness::start_with(Setup {
+        emulator: foundry_proxy::emulator::EmulatorConfig {
+            websocket_limit_secs: 1,
+            ..Default::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let (mut socket, _) = connect(&harness, "/v1/responses", &[]).await.expect("101");
+    let event = next_event(&mut socket).await;
+    assert_eq!(event["error"]["code"], "websocket_connection_limit_reached");
+    let (code, reason) = close_frame(&mut socket).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1000, "websocket_connection_limit_reached")
+    );
+    wait_open(&harness, 0.0).await;
+    harness.stop().await;
+}
+
+/// A client's ping is answered with a pong carrying its payload.
+#[tokio::test]
+async fn ping_is_answered() {
+    let harness = Harness::start().await;
+    let (mut socket, _) = connect(&harness, "/v1/responses", &[]).await.expect("101");
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("ping");
+    let pong = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("an answer within 10 s")
+        .expect("open")
+        .expect("message");
+    assert_eq!(pong, Message::Pong(b"are you there".to_vec().into()));
+    socket.close(None).await.expect("close");
+    harness.stop().await;
+}
