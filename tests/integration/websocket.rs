@@ -38,6 +38,20 @@ async fn connect(
     tokio_tungstenite::connect_async(request).await
 }
 
+/// An upgrade the proxy refuses: its status, headers and JSON body.
+async fn refused(
+    harness: &Harness,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Value) {
+    let Err(tungstenite::Error::Http(response)) = connect(harness, path, headers).await else {
+        panic!("{path}: upgraded");
+    };
+    let body = serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+        .expect("a JSON body");
+    (response.status().as_u16(), response.headers().clone(), body)
+}
+
 /// The next JSON event (bounded wait).
 async fn next_event(socket: &mut Socket) -> Value {
     loop {
@@ -236,12 +250,8 @@ async fn aliases_apply_on_websockets() {
 async fn unservable_upgrades_are_426() {
     let harness = Harness::start().await;
     for path in ["/v1/chat/completions", "/v1/embeddings", "/v2/realtime"] {
-        let Err(tungstenite::Error::Http(response)) = connect(&harness, path, &[]).await else {
-            panic!("{path}: upgraded");
-        };
-        assert_eq!(response.status(), 426, "{path}");
-        let body: Value =
-            serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+        let (status, _, body) = refused(&harness, path, &[]).await;
+        assert_eq!(status, 426, "{path}");
         assert_eq!(body["error"]["code"], "websocket_not_supported", "{path}");
     }
     harness.stop().await;
@@ -254,11 +264,10 @@ async fn unservable_upgrades_are_426() {
         ..Setup::default()
     })
     .await;
-    let Err(tungstenite::Error::Http(response)) = connect(&models, "/v1/responses", &[]).await
-    else {
-        panic!("upgraded on the models style");
-    };
-    assert_eq!(response.status(), 426);
+    let (status, _, body) = refused(&models, "/v1/responses", &[]).await;
+    assert_eq!(status, 426);
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("FOUNDRY_API=models"), "{message}");
     models.stop().await;
 }
 
@@ -277,13 +286,8 @@ async fn missing_role_is_explained_at_the_handshake() {
         ..Setup::default()
     })
     .await;
-    let Err(tungstenite::Error::Http(response)) = connect(&harness, &realtime_path(), &[]).await
-    else {
-        panic!("upgraded without a role");
-    };
-    assert_eq!(response.status(), 401);
-    let body: Value =
-        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+    let (status, _, body) = refused(&harness, &realtime_path(), &[]).await;
+    assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "missing_role_assignment");
     assert!(
         body["error"]["fix"]
@@ -297,18 +301,13 @@ async fn missing_role_is_explained_at_the_handshake() {
 #[tokio::test]
 async fn handshake_fault_is_explained() {
     let harness = Harness::start().await;
-    let Err(tungstenite::Error::Http(response)) = connect(
+    let (status, _, body) = refused(
         &harness,
         &realtime_path(),
         &[("x-emulator-fault", "deployment-not-found")],
     )
-    .await
-    else {
-        panic!("upgraded through a fault");
-    };
-    assert_eq!(response.status(), 404);
-    let body: Value =
-        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+    .await;
+    assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "deployment_not_found", "{body}");
     harness.stop().await;
 }
@@ -319,18 +318,13 @@ async fn handshake_fault_is_explained() {
 async fn foreign_origin_upgrade_is_refused() {
     let harness = Harness::start().await;
     let before = harness.emulator.emulator.inference_requests().len();
-    let Err(tungstenite::Error::Http(response)) = connect(
+    let (status, _, body) = refused(
         &harness,
         &realtime_path(),
         &[("origin", "https://evil.example")],
     )
-    .await
-    else {
-        panic!("a foreign origin upgraded");
-    };
-    assert_eq!(response.status(), 403);
-    let body: Value =
-        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+    .await;
+    assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], "origin_not_allowed");
     assert_eq!(harness.emulator.emulator.inference_requests().len(), before);
     harness.stop().await;
@@ -365,11 +359,9 @@ async fn access_key_in_subprotocol_limits_and_usage() {
         ..Setup::default()
     })
     .await;
-    let Err(tungstenite::Error::Http(response)) = connect(&harness, &realtime_path(), &[]).await
-    else {
-        panic!("upgraded without a key");
-    };
-    assert_eq!(response.status(), 401);
+    let (status, _, body) = refused(&harness, &realtime_path(), &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "invalid_api_key");
     let protocols = format!("realtime, openai-insecure-api-key.{key}");
     let (mut socket, answer) = connect(
         &harness,
@@ -619,14 +611,9 @@ async fn entra_down_is_explained_at_the_handshake() {
         ..Setup::default()
     })
     .await;
-    let Err(tungstenite::Error::Http(response)) = connect(&harness, &realtime_path(), &[]).await
-    else {
-        panic!("upgraded without a token");
-    };
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let body: Value =
-        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+    let (status, headers, body) = refused(&harness, &realtime_path(), &[]).await;
+    assert_eq!(status, 503);
+    assert!(headers.contains_key("retry-after"));
     assert_eq!(body["error"]["code"], "entra_unavailable", "{body}");
     harness.stop().await;
 }
@@ -645,18 +632,13 @@ async fn azure_401_at_the_handshake_is_retried_then_explained() {
     .await;
     harness.wait_ready().await;
     let before = harness.emulator.emulator.inference_requests().len();
-    let Err(tungstenite::Error::Http(response)) = connect(
+    let (status, _, body) = refused(
         &harness,
         &realtime_path(),
         &[("x-emulator-fault", "unauthorized")],
     )
-    .await
-    else {
-        panic!("upgraded through a 401");
-    };
-    assert_eq!(response.status(), 401);
-    let body: Value =
-        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("json");
+    .await;
+    assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "token_rejected", "{body}");
     let attempts = harness.emulator.emulator.inference_requests().len() - before;
     assert_eq!(attempts, 2, "one retry with a refreshed token");
