@@ -194,20 +194,25 @@ pub async fn serve(
         &config.cors_origins,
     );
 
-    connections::run(
-        listener,
-        app,
-        options.connection_limits,
-        shutdown,
-        config.shutdown_grace,
-    )
-    .await;
-    // Upgraded connections left hyper's drain: their relays closed both sides with 1001 when
-    // `shutdown` was cancelled; wait for those closes to go out.
-    sockets_owner
-        .websockets
-        .drained(config.shutdown_grace)
-        .await;
+    // Upgraded connections leave hyper's drain: their relays close both sides with 1001 when
+    // `shutdown` is cancelled, and are waited for alongside the HTTP drain, within one grace.
+    let sockets_drained = async {
+        shutdown.cancelled().await;
+        sockets_owner
+            .websockets
+            .drained(config.shutdown_grace)
+            .await;
+    };
+    tokio::join!(
+        connections::run(
+            listener,
+            app,
+            options.connection_limits,
+            shutdown.clone(),
+            config.shutdown_grace,
+        ),
+        sockets_drained
+    );
     refresher_stop.cancel();
     background.cancel();
     let _ = refresher.await;
