@@ -687,3 +687,32 @@ async fn ping_is_answered() {
     socket.close(None).await.expect("close");
     harness.stop().await;
 }
+
+/// The emulator alone checks the handshake as Azure does: no token is 401, the preview route
+/// without an api-version is 404, an unknown deployment is 404 `DeploymentNotFound`.
+#[tokio::test]
+async fn emulator_checks_the_handshake() {
+    let emulator = foundry_proxy::emulator::spawn(Default::default())
+        .await
+        .expect("emulator");
+    let base = format!("ws://{}", emulator.addr);
+    for (path, status) in [
+        (
+            format!("/openai/v1/realtime?model={}", world::CHAT_DEPLOYMENT),
+            401,
+        ),
+        (
+            format!("/openai/realtime?deployment={}", world::CHAT_DEPLOYMENT),
+            404,
+        ),
+        ("/openai/v1/chat/completions".to_owned(), 404),
+    ] {
+        let Err(tungstenite::Error::Http(response)) =
+            tokio_tungstenite::connect_async(format!("{base}{path}")).await
+        else {
+            panic!("{path}: upgraded");
+        };
+        assert_eq!(response.status(), status, "{path}");
+    }
+    emulator.shutdown().await;
+}
