@@ -21,7 +21,7 @@
 //! - `model`: the answer rules (text, JSON, tool calls) shared by Chat and Responses
 
 mod anthropic;
-mod auth;
+pub(super) mod auth;
 mod body;
 mod chat;
 mod embeddings;
