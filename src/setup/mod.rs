@@ -1,0 +1,472 @@
+//! `foundry-proxy setup`: the IAM steps done for the user with their own Azure login — find
+//! the resource, create or reuse the App Registration and its service principal, add a
+//! credential, assign the role on the resource, write the env file `serve` reads, wait for
+//! the role to apply, then run `check` (docs/credentials.md, docs/azure-facts.md §8).
+//!
+//! - `cloud`: ARM and Graph endpoints and scopes per cloud (`FOUNDRY_PROXY_ARM_ENDPOINT`,
+//!   `FOUNDRY_PROXY_GRAPH_ENDPOINT`)
+//! - `azure`: the JSON client for both planes; `resource`: finding and vetting the resource
+//! - `identity`: app, service principal, secret / certificate / federated credential
+//! - `role`: the role assignment, retried while a new principal replicates
+//! - `envfile`: the mode-0600 env file; `wait`: `check` until the identity works
+//! - `steps`, `refusal`, `report`: what ran and what remains, why it stopped, the output
+
+pub mod azure;
+pub mod cli;
+pub mod cloud;
+pub mod envfile;
+pub mod identity;
+pub mod refusal;
+pub mod report;
+pub mod resource;
+pub mod role;
+pub mod steps;
+pub mod wait;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{ConfigError, Environment, Settings};
+use crate::credential::Credential;
+use crate::credential::azure_cli::AzureCliCredential;
+use crate::secret::Secret;
+
+use azure::Plane;
+use identity::{App, AppChoice};
+use refusal::Refusal;
+use resource::Resource;
+use steps::Steps;
+
+/// How long the propagation wait lasts at most (role assignments: up to ten minutes).
+pub const WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+/// Which credential the App Registration gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A client secret, written to the env file.
+    Secret,
+    /// The certificate in `AZURE_CLIENT_CERTIFICATE_PATH`.
+    Certificate,
+    /// A federated credential for workload identity (`--issuer`, `--subject`).
+    Federated,
+}
+
+/// Whose role it is.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An App Registration found or made by setup.
+    App(AppChoice),
+    /// An existing principal by object id: only the role is assigned.
+    Assignee(String),
+}
+
+/// What `setup` was asked to do, validated.
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    /// The resource's name or ARM id.
+    pub resource: String,
+    /// The app, or an assignee.
+    pub principal: Principal,
+    /// `(display name, role definition id)`.
+    pub role: (&'static str, &'static str),
+    /// The credential to add.
+    pub credential: CredentialKind,
+    /// For federated credentials: the external issuer and subject.
+    pub federation: Option<(String, String)>,
+    /// A certificate PEM (cert and key), for `--credential certificate`.
+    pub certificate: Option<PathBuf>,
+    /// Days a new client secret lives.
+    pub secret_days: u32,
+    /// Where the env file goes.
+    pub env_file: PathBuf,
+    /// Plan only.
+    pub dry_run: bool,
+    /// How long to wait for the identity to work.
+    pub wait_limit: Duration,
+}
+
+/// What `setup` did, found, and left to do.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Plan only.
+    pub dry_run: bool,
+    /// Every step, in order.
+    pub steps: Steps,
+    /// Why it stopped, if it did.
+    pub refusal: Option<Refusal>,
+    /// The resource, once found.
+    pub resource: Option<Resource>,
+    /// The app, once found or made.
+    pub app: Option<App>,
+    /// The object id the role is assigned to.
+    pub principal_id: Option<String>,
+    /// A secret added in this run: shown once, then only in the env file.
+    pub new_secret: Option<Secret>,
+    /// The env file, once written or found right.
+    pub env_file: Option<PathBuf>,
+    /// The last `check`, when it ran.
+    pub check: Option<crate::check::Report>,
+    /// The command to run next.
+    pub next: Option<String>,
+}
+
+impl Outcome {
+    /// 0 when everything is done and `check` passed (or a dry run planned it), else 1.
+    pub fn exit_code(&self) -> u8 {
+        let checked = self.check.as_ref().is_none_or(|r| r.ok);
+        u8::from(self.refusal.is_some() || !checked)
+    }
+}
+
+/// Step names in order, for the "remaining" list after a failure.
+const ORDER: &[&str] = &[
+    "sign-in",
+    "resource",
+    "application",
+    "service principal",
+    "credential",
+    "role",
+    "env file",
+    "propagation",
+];
+
+fn after(step: &str) -> Vec<&'static str> {
+    ORDER
+        .iter()
+        .skip_while(|s| **s != step)
+        .skip(1)
+        .copied()
+        .collect()
+}
+
+/// Runs setup. `env` supplies `AZURE_AUTHORITY_HOST`, `AZURE_TENANT_ID`, the endpoint
+/// overrides and `SSL_CERT_FILE`; `az` is the Azure CLI program.
+pub async fn run(
+    options: &SetupOptions,
+    env: &dyn Environment,
+    az: &std::path::Path,
+) -> Result<Outcome, ConfigError> {
+    let cloud = cloud::Cloud::from_env(env)?;
+    let extra_ca = env.var("SSL_CERT_FILE").map(PathBuf::from);
+    let mut outcome = Outcome {
+        dry_run: options.dry_run,
+        steps: Steps::new(options.dry_run),
+        refusal: None,
+        resource: None,
+        app: None,
+        principal_id: None,
+        new_secret: None,
+        env_file: None,
+        check: None,
+        next: None,
+    };
+    let mut current = "sign-in";
+    if let Err(refusal) = steps(
+        options,
+        env,
+        az,
+        &cloud,
+        extra_ca,
+        &mut outcome,
+        &mut current,
+    )
+    .await
+    {
+        outcome
+            .steps
+            .failed(current, refusal.cause.clone(), &after(current));
+        outcome.refusal = Some(refusal);
+    }
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn steps(
+    options: &SetupOptions,
+    env: &dyn Environment,
+    az: &std::path::Path,
+    cloud: &cloud::Cloud,
+    extra_ca: Option<PathBuf>,
+    out: &mut Outcome,
+    current: &mut &'static str,
+) -> Result<(), Refusal> {
+    let tls = crate::tls::client_config(extra_ca.as_deref())
+        .map_err(|e| Refusal::unreachable("set up TLS", &format!("SSL_CERT_FILE: {e}")))?;
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .build()
+        .map_err(|e| Refusal::unreachable("set up HTTP", &e.to_string()))?;
+    let tenant = env.var("AZURE_TENANT_ID");
+    let token = |scope: &str| {
+        let cli = AzureCliCredential::new(scope, tenant.clone()).with_program(az);
+        async move {
+            cli.get_token()
+                .await
+                .map(|t| t.token)
+                .map_err(|e| Refusal::not_signed_in(&e.to_string()))
+        }
+    };
+    let arm = Plane::new(http.clone(), &cloud.arm, token(&cloud.arm_scope).await?);
+    let graph = match &options.principal {
+        Principal::App(_) => Some(Plane::new(
+            http.clone(),
+            &cloud.graph,
+            token(&cloud.graph_scope).await?,
+        )),
+        Principal::Assignee(_) => None,
+    };
+    out.steps.ok(
+        "sign-in",
+        "Azure CLI login (Azure Resource Manager, Microsoft Graph)",
+    );
+
+    *current = "resource";
+    let resource = resource::find(&arm, &options.resource).await?;
+    out.steps.ok(
+        "resource",
+        format!(
+            "{} ({}) at {}; key authentication {}",
+            resource.name,
+            resource.kind,
+            resource.endpoint,
+            if resource.key_auth_disabled {
+                "disabled"
+            } else {
+                "enabled"
+            }
+        ),
+    );
+    out.resource = Some(resource.clone());
+
+    let mut vars: Vec<(&str, String)> = Vec::new();
+    let principal = match (&options.principal, &graph) {
+        (Principal::Assignee(object_id), _) => {
+            out.steps
+                .skipped("application", "--assignee: the identity exists already");
+            Some(object_id.clone())
+        }
+        (Principal::App(choice), Some(graph)) => {
+            *current = "application";
+            let app = identity::application(graph, choice, &mut out.steps).await?;
+            *current = "service principal";
+            let sp = identity::service_principal(graph, app.as_ref(), &mut out.steps).await?;
+            *current = "credential";
+            credential(
+                options,
+                graph,
+                app.as_ref(),
+                &resource,
+                cloud,
+                &mut vars,
+                out,
+            )
+            .await?;
+            out.app = app;
+            sp
+        }
+        (Principal::App(_), None) => None,
+    };
+    out.principal_id = principal.clone();
+
+    *current = "role";
+    role::assign(
+        &arm,
+        &resource.id,
+        principal.as_deref(),
+        options.role,
+        &mut out.steps,
+    )
+    .await?;
+
+    *current = "env file";
+    let mut all = vec![("AZURE_TENANT_ID", resource.tenant.clone())];
+    if let Some(app) = &out.app {
+        all.push(("AZURE_CLIENT_ID", app.app_id.clone()));
+    }
+    all.extend(vars);
+    all.push(("FOUNDRY_ENDPOINT", resource.endpoint.clone()));
+    if let Some(authority) = &cloud.authority {
+        all.push(("AZURE_AUTHORITY_HOST", authority.clone()));
+    }
+    let header = format!(
+        "foundry-proxy serve settings, written by `foundry-proxy setup` for {}.\nKeep this file private (mode 0600): it holds a credential.",
+        resource.id
+    );
+    if options.dry_run {
+        out.steps
+            .planned("env file", format!("write {}", options.env_file.display()));
+        out.steps.skipped("propagation", "dry run");
+        return Ok(());
+    }
+    let text = envfile::render(&header, &all);
+    if envfile::write(&options.env_file, &text)? {
+        out.steps.done(
+            "env file",
+            format!("{} (mode 0600)", options.env_file.display()),
+        );
+    } else {
+        out.steps.kept(
+            "env file",
+            format!("{} unchanged", options.env_file.display()),
+        );
+    }
+    out.env_file = Some(options.env_file.clone());
+    out.next = Some(format!(
+        "set -a; . {}; set +a; foundry-proxy serve",
+        options.env_file.display()
+    ));
+
+    *current = "propagation";
+    let can_sign_in = matches!(options.principal, Principal::App(_))
+        && options.credential != CredentialKind::Federated;
+    if !can_sign_in {
+        out.steps.skipped(
+            "propagation",
+            "setup cannot sign in as this identity: the role may take up to 10 minutes to apply; run `foundry-proxy check` where it runs",
+        );
+        return Ok(());
+    }
+    let mut serve_env: BTreeMap<String, String> = all
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    if let Some(ca) = env.var("SSL_CERT_FILE") {
+        serve_env.insert("SSL_CERT_FILE".to_owned(), ca);
+    }
+    let waited = wait::until_working(&serve_env, options.wait_limit).await;
+    let secs = waited.elapsed.as_secs();
+    if waited.report.ok {
+        out.steps.done(
+            "propagation",
+            format!("the identity can call inference ({secs}s)"),
+        );
+    } else {
+        let first = waited
+            .report
+            .steps
+            .iter()
+            .find(|s| s.status == crate::check::Status::Fail)
+            .map(|s| format!("{}: {}", s.name, s.summary))
+            .unwrap_or_default();
+        out.steps.failed(
+            "propagation",
+            format!("not working after {secs}s — {first}"),
+            &[],
+        );
+    }
+    out.check = Some(waited.report);
+    Ok(())
+}
+
+/// The credential step: reuse the env file's when it still works for this app, else add one.
+async fn credential(
+    options: &SetupOptions,
+    graph: &Plane,
+    app: Option<&App>,
+    resource: &Resource,
+    cloud: &cloud::Cloud,
+    vars: &mut Vec<(&'static str, String)>,
+    out: &mut Outcome,
+) -> Result<(), Refusal> {
+    let steps = &mut out.steps;
+    match options.credential {
+        CredentialKind::Federated => {
+            let (issuer, subject) = options.federation.clone().unwrap_or_default();
+            identity::federated(graph, app, &issuer, &subject, steps).await?;
+            Ok(())
+        }
+        CredentialKind::Secret => {
+            let Some(app) = app else {
+                steps.planned("credential", "add a client secret");
+                return Ok(());
+            };
+            let previous = envfile::read(&options.env_file);
+            let reusable = previous.get("AZURE_CLIENT_ID") == Some(&app.app_id)
+                && previous
+                    .get("AZURE_CLIENT_SECRET")
+                    .is_some_and(|s| !s.is_empty());
+            if reusable
+                && let Some(secret) = previous.get("AZURE_CLIENT_SECRET")
+                && works(&previous, resource, cloud).await
+            {
+                steps.kept(
+                    "credential",
+                    format!("client secret in {}", options.env_file.display()),
+                );
+                vars.push(("AZURE_CLIENT_SECRET", secret.clone()));
+                return Ok(());
+            }
+            if steps.dry_run() {
+                steps.planned("credential", "add a client secret");
+                return Ok(());
+            }
+            let secret = identity::add_secret(graph, app, options.secret_days).await?;
+            steps.done(
+                "credential",
+                format!("client secret added (valid {} days)", options.secret_days),
+            );
+            vars.push(("AZURE_CLIENT_SECRET", secret.expose().to_owned()));
+            out.new_secret = Some(secret);
+            Ok(())
+        }
+        CredentialKind::Certificate => {
+            let path = options.certificate.clone().unwrap_or_default();
+            vars.push(("AZURE_CLIENT_CERTIFICATE_PATH", path.display().to_string()));
+            let Some(app) = app else {
+                steps.planned(
+                    "credential",
+                    format!("register the certificate {}", path.display()),
+                );
+                return Ok(());
+            };
+            let previous = envfile::read(&options.env_file);
+            let same = previous.get("AZURE_CLIENT_ID") == Some(&app.app_id)
+                && previous
+                    .get("AZURE_CLIENT_CERTIFICATE_PATH")
+                    .map(String::as_str)
+                    == Some(&*path.display().to_string());
+            if same && works(&previous, resource, cloud).await {
+                steps.kept("credential", format!("certificate {}", path.display()));
+                return Ok(());
+            }
+            if steps.dry_run() {
+                steps.planned(
+                    "credential",
+                    format!("register the certificate {}", path.display()),
+                );
+                return Ok(());
+            }
+            identity::set_certificate(graph, app, &path).await?;
+            steps.done(
+                "credential",
+                format!("certificate {} registered", path.display()),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Whether the env file's credential still gets a token from Entra.
+async fn works(
+    previous: &BTreeMap<String, String>,
+    resource: &Resource,
+    cloud: &cloud::Cloud,
+) -> bool {
+    let mut vars = previous.clone();
+    vars.entry("FOUNDRY_ENDPOINT".to_owned())
+        .or_insert_with(|| resource.endpoint.clone());
+    if let Some(authority) = &cloud.authority {
+        vars.insert("AZURE_AUTHORITY_HOST".to_owned(), authority.clone());
+    }
+    let Ok(config) = crate::config::load(None, &vars, Settings::default()) else {
+        return false;
+    };
+    let Ok(tls) = crate::tls::client_config(config.extra_ca_file.as_deref()) else {
+        return false;
+    };
+    match crate::credential::build(&config, tls) {
+        Ok(credential) => credential.get_token().await.is_ok(),
+        Err(_) => false,
+    }
+}
