@@ -289,10 +289,19 @@ async fn steps(
     if let Some(authority) = &cloud.authority {
         all.push(("AZURE_AUTHORITY_HOST", authority.clone()));
     }
-    let header = format!(
-        "foundry-proxy serve settings, written by `foundry-proxy setup` for {}.\nKeep this file private (mode 0600): it holds a credential.",
+    let mut header = format!(
+        "foundry-proxy serve settings, written by `foundry-proxy setup` for {}.\nKeep this file private (mode 0600): it may hold a credential.",
         resource.id
     );
+    match (&options.principal, options.credential) {
+        (Principal::Assignee(oid), _) => header.push_str(&format!(
+            "\nThe role went to {oid}: add its credential settings here (a managed identity: FOUNDRY_CREDENTIAL=managed-identity)."
+        )),
+        (_, CredentialKind::Federated) => header.push_str(
+            "\nAdd AZURE_FEDERATED_TOKEN_FILE: where your platform writes the workload's token.",
+        ),
+        _ => {}
+    }
     if options.dry_run {
         out.steps
             .planned("env file", format!("write {}", options.env_file.display()));
@@ -337,7 +346,7 @@ async fn steps(
     let waited = wait::until_working(&serve_env, options.wait_limit).await;
     let secs = waited.elapsed.as_secs();
     if waited.report.ok {
-        out.steps.done(
+        out.steps.ok(
             "propagation",
             format!("the identity can call inference ({secs}s)"),
         );

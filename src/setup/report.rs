@@ -44,7 +44,7 @@ pub fn text(outcome: &Outcome) -> String {
         ));
     }
     if let Some(report) = &outcome.check {
-        out.push_str("\nfoundry-proxy check:\n");
+        out.push('\n');
         out.push_str(&check_report::text(report, check_report::Colour::Off));
     }
     if let Some(next) = &outcome.next
