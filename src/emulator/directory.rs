@@ -209,7 +209,7 @@ pub struct RoleAssignmentView {
 }
 
 /// Counts of what the management plane has created, to prove a re-run changed nothing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DirectoryCounts {
     /// Applications created through Graph.
     pub applications: usize,

@@ -40,7 +40,9 @@
 //! with `{"entra_fault": "503" | "stall:MS" | "garbage" | "aadsts:N" | null, "token_lifetime_secs": N,
 //! "expires_in_as_string": bool, "roles": {"CLIENT_ID": ["Azure AI User"]},
 //! "resource_kind": "foundry" | "openai", "clock_offset_secs": N,
-//! "imds_fault": {"status": 503, "times": 2} | null}` (all optional). `POST
+//! "imds_fault": {"status": 503, "times": 2} | null, "app_registration_allowed": bool,
+//! "role_assignment_allowed": bool, "replication_delay_ms": N, "propagation_delay_ms": N}`
+//! (all optional). `POST
 //! /_emulator/federated-token` with `{"subject", "audience", "lifetime_secs"}` (all optional)
 //! answers `{"token": JWT}` from the emulator's OIDC issuer (`federation_issuer`), for
 //! `AZURE_FEDERATED_TOKEN_FILE`.

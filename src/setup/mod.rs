@@ -270,10 +270,17 @@ async fn steps(
     out.principal_id = principal.clone();
 
     *current = "role";
+    // A service principal made in this run may not have replicated to ARM yet.
+    let fresh = out
+        .steps
+        .list
+        .iter()
+        .any(|s| s.name == "service principal" && s.status == steps::Status::Done);
     role::assign(
         &arm,
         &resource.id,
         principal.as_deref(),
+        fresh,
         options.role,
         &mut out.steps,
     )

@@ -48,11 +48,14 @@ fn subscription_of(scope: &str) -> &str {
     }
 }
 
-/// Makes sure `principal` holds `role` at `scope`.
+/// Makes sure `principal` holds `role` at `scope`. `fresh`: the principal was created in this
+/// run, so `PrincipalNotFound` means "not replicated yet" and is retried; otherwise it means
+/// a wrong id and is refused at once.
 pub async fn assign(
     arm: &Plane,
     scope: &str,
     principal: Option<&str>,
+    fresh: bool,
     role: (&str, &str),
     steps: &mut Steps,
 ) -> Result<(), Refusal> {
@@ -128,7 +131,8 @@ pub async fn assign(
                 return Ok(());
             }
             Err(e)
-                if e.code() == Some("PrincipalNotFound")
+                if fresh
+                    && e.code() == Some("PrincipalNotFound")
                     && started.elapsed() < REPLICATION_LIMIT =>
             {
                 retries += 1;
@@ -145,8 +149,8 @@ pub async fn assign(
             Err(CallError::Answer(a)) if a.code == "PrincipalNotFound" => {
                 return Err(Refusal::new(
                     "principal_not_found",
-                    format!("Azure does not know the principal {principal} (still not replicated after {}s, or a wrong --assignee).", REPLICATION_LIMIT.as_secs()),
-                    &["Check the object id (for a managed identity: its Object (principal) ID); if it was just created, run setup again in a few minutes."],
+                    format!("Azure Resource Manager does not know the principal {principal}: a wrong object id, or one created moments ago that has not replicated yet."),
+                    &["Check the object id (for a managed identity: its Object (principal) ID, not its Client ID); if it was just created, run setup again in a few minutes."],
                 ).with_azure(a));
             }
             Err(e) => return Err(e.refusal("assign the role")),

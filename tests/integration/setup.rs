@@ -74,19 +74,24 @@ impl World {
         world
     }
 
+    /// A token of the operator (the demo app) for `audience`, signed by the emulator.
+    fn operator_token(&self, audience: &str) -> String {
+        let emu = &self.emulator.emulator;
+        let claims = emu
+            .token_claims(world::CLIENT_ID, audience, 3600)
+            .expect("operator");
+        emu.sign_token(&claims).expect("signed")
+    }
+
     /// Writes the operator's ARM and Graph tokens where the fake `az` reads them.
     fn sign_in(&self) {
-        let emu = &self.emulator.emulator;
         for (file, audience) in [
             ("arm.json", "https://management.azure.com"),
             ("graph.json", "https://graph.microsoft.com"),
         ] {
-            let claims = emu
-                .token_claims(world::CLIENT_ID, audience, 3600)
-                .expect("operator");
-            let token = emu.sign_token(&claims).expect("signed");
-            let body =
-                json!({"accessToken": token, "expires_on": claims.exp, "tokenType": "Bearer"});
+            let token = self.operator_token(audience);
+            let exp = self.emulator.emulator.now_secs() + 3600;
+            let body = json!({"accessToken": token, "expires_on": exp, "tokenType": "Bearer"});
             std::fs::write(self.dir.join(file), body.to_string()).expect("token file");
         }
     }
@@ -409,6 +414,36 @@ async fn refusals_are_explained() {
         "application",
     );
     assert_eq!(r["code"], "app_not_found");
+    let r = refusal(
+        &[
+            "--resource",
+            world::ACCOUNT_NAME,
+            "--assignee",
+            "11111111-2222-3333-4444-555555555555",
+        ],
+        "role",
+    );
+    assert_eq!(r["code"], "principal_not_found");
+    assert_eq!(r["azure"]["code"], "PrincipalNotFound");
+
+    // Two App Registrations with one name (made outside setup): setup asks which one.
+    let graph = world.operator_token("https://graph.microsoft.com");
+    for _ in 0..2 {
+        let made = super::common::http_client()
+            .post(format!("{}/v1.0/applications", world.emulator.url()))
+            .bearer_auth(&graph)
+            .json(&json!({"displayName": "twin-app"}))
+            .send()
+            .await
+            .expect("graph");
+        assert_eq!(made.status(), 201);
+    }
+    let r = refusal(
+        &["--resource", world::ACCOUNT_NAME, "--app-name", "twin-app"],
+        "application",
+    );
+    assert_eq!(r["code"], "app_ambiguous");
+    assert!(fixes(&r).contains("--app-id"));
 
     world.sign_out();
     let r = refusal(&["--resource", world::ACCOUNT_NAME], "sign-in");
@@ -579,22 +614,17 @@ async fn certificate_and_federated_credentials() {
 }
 
 /// The emulated management plane's shapes: tokens for the right audience and `api-version`
-/// required; a duplicate assignment is 409 RoleAssignmentExists.
+/// required; a duplicate assignment is 409 RoleAssignmentExists; the tenant's app registration
+/// setting is steered over `/_emulator/config` and the directory is counted in
+/// `/_emulator/state`.
 #[tokio::test(flavor = "multi_thread")]
 async fn emulator_management_shapes() {
     let world = World::start().await;
     let url = world.emulator.url();
     let client = super::common::http_client();
-    let emu = &world.emulator.emulator;
-    let token = |aud: &str| {
-        emu.sign_token(
-            &emu.token_claims(world::CLIENT_ID, aud, 600)
-                .expect("claims"),
-        )
-        .expect("signed")
-    };
-    let arm = token("https://management.azure.com");
-    let graph = token("https://graph.microsoft.com");
+
+    let arm = world.operator_token("https://management.azure.com");
+    let graph = world.operator_token("https://graph.microsoft.com");
 
     let unauthenticated = client
         .get(format!("{url}/subscriptions?api-version=2022-12-01"))
