@@ -41,6 +41,8 @@ pub(crate) struct Application {
     pub(crate) certificates: Vec<(String, Certificate)>,
     /// Federated identity credentials with their `id` and `name`.
     pub(crate) federated: Vec<Federated>,
+    /// One of the configured apps (it existed before the emulator started): not counted as created.
+    pub(crate) seeded: bool,
 }
 
 /// A client secret on an application.
@@ -78,6 +80,8 @@ pub(crate) struct ServicePrincipal {
     pub(crate) display_name: String,
     /// When it was created: ARM knows it only after the replication delay.
     pub(crate) created: Instant,
+    /// A configured app's: it existed before the emulator started.
+    pub(crate) seeded: bool,
 }
 
 /// A role assignment made through ARM.
@@ -145,6 +149,33 @@ pub(crate) struct Objects {
 }
 
 impl Directory {
+    /// A directory that already holds the configured apps of `tenant` and their service
+    /// principals, so Graph finds them (`--app-id` of an app an administrator made).
+    pub(crate) fn seeded(apps: &[super::AppSpec], tenant: &str) -> Self {
+        let mut objects = Objects::default();
+        for app in apps.iter().filter(|a| a.tenant == tenant) {
+            objects.applications.push(Application {
+                id: super::util::uuid(),
+                app_id: app.client_id.clone(),
+                display_name: format!("emulator app {}", app.client_id),
+                passwords: Vec::new(),
+                certificates: Vec::new(),
+                federated: Vec::new(),
+                seeded: true,
+            });
+            objects.service_principals.push(ServicePrincipal {
+                id: app.object_id.clone(),
+                app_id: app.client_id.clone(),
+                display_name: format!("emulator app {}", app.client_id),
+                created: Instant::now(),
+                seeded: true,
+            });
+        }
+        Self {
+            inner: Mutex::new(objects),
+        }
+    }
+
     /// The contents, locked; a panic elsewhere must not poison every later request.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Objects> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -178,7 +209,7 @@ impl Objects {
         self.service_principals
             .iter()
             .find(|sp| sp.id.eq_ignore_ascii_case(object_id))
-            .map(|sp| sp.created.elapsed() >= self.policy.replication_delay)
+            .map(|sp| sp.seeded || sp.created.elapsed() >= self.policy.replication_delay)
     }
 
     /// Role names granted to any of these principals by assignments that have propagated.
@@ -208,7 +239,8 @@ pub struct RoleAssignmentView {
     pub scope: String,
 }
 
-/// Counts of what the management plane has created, to prove a re-run changed nothing.
+/// Counts of what the management plane has created (configured apps not counted, their new
+/// credentials counted), to prove a re-run changed nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DirectoryCounts {
     /// Applications created through Graph.
@@ -267,8 +299,8 @@ impl super::Emulator {
         let dir = self.directory.lock();
         let sum = |f: fn(&Application) -> usize| dir.applications.iter().map(f).sum();
         DirectoryCounts {
-            applications: dir.applications.len(),
-            service_principals: dir.service_principals.len(),
+            applications: dir.applications.iter().filter(|a| !a.seeded).count(),
+            service_principals: dir.service_principals.iter().filter(|s| !s.seeded).count(),
             secrets: sum(|a| a.passwords.len()),
             certificates: sum(|a| a.certificates.len()),
             federated_credentials: sum(|a| a.federated.len()),
@@ -293,6 +325,14 @@ impl super::Emulator {
             certificates: Vec::new(),
             federated_credentials: app.federated.iter().map(|f| f.spec.clone()).collect(),
         })
+    }
+
+    /// Federated credentials added through Graph to this app.
+    pub(crate) fn directory_federated(&self, client_id: &str) -> Vec<FederatedCredentialSpec> {
+        let dir = self.directory.lock();
+        dir.application_by_app_id(client_id)
+            .map(|a| a.federated.iter().map(|f| f.spec.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Whether `secret` is one of the secrets added to this Graph-created app.

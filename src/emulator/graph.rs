@@ -177,6 +177,7 @@ async fn create_application(
         passwords: Vec::new(),
         certificates: Vec::new(),
         federated: Vec::new(),
+        seeded: false,
     };
     let answer = application_json(&app);
     dir.applications.push(app);
@@ -396,6 +397,7 @@ async fn create_service_principal(
         app_id,
         display_name,
         created: Instant::now(),
+        seeded: false,
     };
     let answer = service_principal_json(&sp);
     dir.service_principals.push(sp);

@@ -174,7 +174,7 @@ impl Emulator {
             certificates,
             imds_requests: AtomicU64::new(0),
             app_service_requests: AtomicU64::new(0),
-            directory: super::directory::Directory::default(),
+            directory: super::directory::Directory::seeded(&config.apps, &config.resource_tenant),
             config,
         })
     }
@@ -406,12 +406,21 @@ impl Emulator {
 
     /// A configured app, or one created through Graph (with its service principal).
     pub(crate) fn app(&self, client_id: &str) -> Option<AppSpec> {
-        self.config
+        match self
+            .config
             .apps
             .iter()
             .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
-            .cloned()
-            .or_else(|| self.directory_app(client_id))
+        {
+            // Federated credentials added through Graph count too.
+            Some(app) => {
+                let mut app = app.clone();
+                app.federated_credentials
+                    .extend(self.directory_federated(client_id));
+                Some(app)
+            }
+            None => self.directory_app(client_id),
+        }
     }
 
     /// Whether `secret` is a current secret of `app`.

@@ -282,6 +282,37 @@ async fn second_setup_changes_nothing() {
     world.emulator.shutdown().await;
 }
 
+/// `--app-id` of an App Registration made beforehand (an administrator's; here the emulator's
+/// app that holds only Contributor): setup keeps the app and its service principal, adds a
+/// secret and the role, and the app can then call inference.
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_app_by_id_gets_a_secret_and_the_role() {
+    let world = World::start().await;
+    let (output, document) = world.setup(
+        &[
+            "--resource",
+            world::ACCOUNT_NAME,
+            "--app-id",
+            world::NO_ROLE_CLIENT_ID,
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{document:#}");
+    assert_eq!(step(&document, "application"), "kept");
+    assert_eq!(step(&document, "service principal"), "kept");
+    assert_eq!(step(&document, "credential"), "done");
+    assert_eq!(step(&document, "role"), "done");
+    assert_eq!(document["principal_id"], world::NO_ROLE_OBJECT_ID);
+    assert_eq!(document["check"]["ok"], true);
+    let counts = world.emulator.emulator.directory_counts();
+    assert_eq!(
+        (counts.applications, counts.secrets, counts.role_assignments),
+        (0, 1, 1)
+    );
+    assert_eq!(chat_through_serve(&world.env_file()).await, 200);
+    world.emulator.shutdown().await;
+}
+
 /// `--assignee` assigns the role to an existing principal (here the emulated host's managed
 /// identity) and creates no app or credential.
 #[tokio::test(flavor = "multi_thread")]
