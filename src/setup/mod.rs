@@ -276,7 +276,7 @@ async fn steps(
         .list
         .iter()
         .any(|s| s.name == "service principal" && s.status == steps::Status::Done);
-    role::assign(
+    let role_result = role::assign(
         &arm,
         &resource.id,
         principal.as_deref(),
@@ -284,7 +284,12 @@ async fn steps(
         options.role,
         &mut out.steps,
     )
-    .await?;
+    .await;
+    // A secret added in this run is written down even when the role is refused, so it is not
+    // lost and a re-run keeps it.
+    if role_result.is_err() && out.new_secret.is_none() {
+        return role_result;
+    }
 
     *current = "env file";
     let mut all = vec![("AZURE_TENANT_ID", resource.tenant.clone())];
@@ -328,6 +333,10 @@ async fn steps(
         );
     }
     out.env_file = Some(options.env_file.clone());
+    if let Err(refusal) = role_result {
+        *current = "role";
+        return Err(refusal);
+    }
     out.next = Some(format!(
         "set -a; . {}; set +a; foundry-proxy serve",
         options.env_file.display()

@@ -38,8 +38,13 @@ pub fn text(outcome: &Outcome) -> String {
         out.push_str("Steps marked DONE stay done; running setup again continues from there.\n");
     }
     if let Some(secret) = &outcome.new_secret {
+        let kept = if outcome.env_file.is_some() {
+            "also in the env file"
+        } else {
+            "the env file was not written: keep it now"
+        };
         out.push_str(&format!(
-            "\nNew client secret (shown this once; also in the env file): {}\n",
+            "\nNew client secret (shown this once; {kept}): {}\n",
             secret.expose()
         ));
     }

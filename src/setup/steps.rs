@@ -104,7 +104,7 @@ impl Steps {
         self.push(name, Status::Skipped, detail);
     }
 
-    /// Records the failed step and every step after it as remaining.
+    /// Records the failed step and every step after it not already recorded as remaining.
     pub fn failed(
         &mut self,
         name: &'static str,
@@ -113,7 +113,9 @@ impl Steps {
     ) {
         self.push(name, Status::Failed, detail);
         for step in after {
-            self.push(step, Status::Remaining, "not run");
+            if !self.list.iter().any(|s| s.name == *step) {
+                self.push(step, Status::Remaining, "not run");
+            }
         }
     }
 

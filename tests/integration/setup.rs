@@ -106,16 +106,14 @@ impl World {
         self.dir.join("foundry-proxy.env")
     }
 
-    /// Runs `setup ARGS --env-file … --json` with the emulator as ARM, Graph and Entra.
-    fn setup(&self, args: &[&str], extra: &[(&str, &str)]) -> (Output, Value) {
+    /// Runs `setup ARGS --env-file …` with the emulator as ARM, Graph and Entra.
+    fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
         let url = self.emulator.url();
-        let env_file = self.env_file();
-        let output = Command::new(BIN)
+        Command::new(BIN)
             .arg("setup")
             .args(args)
             .arg("--env-file")
-            .arg(&env_file)
-            .arg("--json")
+            .arg(self.env_file())
             .env_clear()
             .env("PATH", format!("{}:/usr/bin:/bin", FAKE_AZ.display()))
             .env("FAKE_AZ_TOKENS", &self.dir)
@@ -126,7 +124,13 @@ impl World {
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .output()
-            .expect("setup runs");
+            .expect("setup runs")
+    }
+
+    /// [`World::run`] with `--json`, and the document it printed.
+    fn setup(&self, args: &[&str], extra: &[(&str, &str)]) -> (Output, Value) {
+        let args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
+        let output = self.run(&args, extra);
         let document = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
                 "setup's stdout is not JSON ({e}):\n{}\nstderr:\n{}",
@@ -402,7 +406,10 @@ async fn refusals_are_explained() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(step(&document, "application"), "done");
     assert_eq!(step(&document, "role"), "failed");
-    assert_eq!(step(&document, "env file"), "remaining");
+    // The secret added before the refusal is written down, so a re-run keeps it.
+    assert_eq!(step(&document, "env file"), "done");
+    assert_eq!(step(&document, "propagation"), "remaining");
+    assert!(document["next"].is_null());
     let r = &document["refusal"];
     assert_eq!(r["code"], "role_assignment_denied");
     assert_eq!(r["azure"]["code"], "AuthorizationFailed");
@@ -414,6 +421,10 @@ async fn refusals_are_explained() {
         assert!(fixes(r).contains(role), "{role}: {r:#}");
     }
     emu.set_role_assignment_allowed(true);
+    let (output, document) = world.setup(&["--resource", world::ACCOUNT_NAME], &[]);
+    assert_eq!(output.status.code(), Some(0), "{document:#}");
+    assert_eq!(step(&document, "credential"), "kept", "{document:#}");
+    assert_eq!(step(&document, "role"), "done");
 
     let r = refusal(&["--resource", "no-such-resource"], "resource");
     assert_eq!(r["code"], "resource_not_found");
@@ -480,6 +491,43 @@ async fn refusals_are_explained() {
     let r = refusal(&["--resource", world::ACCOUNT_NAME], "sign-in");
     assert_eq!(r["code"], "not_signed_in");
     assert!(fixes(&r).contains("az login"));
+    world.emulator.shutdown().await;
+}
+
+/// The text summary: one line per step with its tag, the refusal's cause, Azure's answer and
+/// numbered fixes, and the remaining steps; a dry run says nothing changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_summary_lists_steps_and_fixes() {
+    let world = World::start().await;
+    let output = world.run(&["--resource", world::ACCOUNT_NAME, "--dry-run"], &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(text.starts_with("Dry run: nothing was changed."), "{text}");
+    for line in [
+        "OK   resource",
+        "PLAN application",
+        "PLAN role",
+        "PLAN env file",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+
+    world.emulator.emulator.set_role_assignment_allowed(false);
+    let output = world.run(&["--resource", world::ACCOUNT_NAME], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    for line in [
+        "DONE application",
+        "FAIL role",
+        "DONE env file",
+        "TODO propagation",
+        "(role_assignment_denied)",
+        "Azure answered 403 AuthorizationFailed",
+        "  1. Ask an Owner of the resource",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(!text.contains("Next:"), "{text}");
     world.emulator.shutdown().await;
 }
 
