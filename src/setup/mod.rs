@@ -8,6 +8,7 @@
 //! - `azure`: the JSON client for both planes; `resource`: finding and vetting the resource
 //! - `identity`: app, service principal, secret / certificate / federated credential
 //! - `role`: the role assignment, retried while a new principal replicates
+//! - `signin`: the operator's token (Azure CLI, or the `FOUNDRY_CREDENTIAL` credential)
 //! - `envfile`: the mode-0600 env file; `wait`: `check` until the identity works
 //! - `steps`, `refusal`, `report`: what ran and what remains, why it stopped, the output
 
@@ -20,6 +21,7 @@ pub mod refusal;
 pub mod report;
 pub mod resource;
 pub mod role;
+pub mod signin;
 pub mod steps;
 pub mod wait;
 
@@ -28,8 +30,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{ConfigError, Environment, Settings};
-use crate::credential::Credential;
-use crate::credential::azure_cli::AzureCliCredential;
 use crate::secret::Secret;
 
 use azure::Plane;
@@ -197,29 +197,23 @@ async fn steps(
         .tls_backend_preconfigured((*tls).clone())
         .build()
         .map_err(|e| Refusal::unreachable("set up HTTP", &e.to_string()))?;
-    let tenant = env.var("AZURE_TENANT_ID");
-    let token = |scope: &str| {
-        let cli = AzureCliCredential::new(scope, tenant.clone()).with_program(az);
-        async move {
-            cli.get_token()
-                .await
-                .map(|t| t.token)
-                .map_err(|e| Refusal::not_signed_in(&e.to_string()))
-        }
-    };
-    let arm = Plane::new(http.clone(), &cloud.arm, token(&cloud.arm_scope).await?);
+    let operator = signin::Operator::from_env(env);
+    let arm_token = operator.token(env, cloud, az, &cloud.arm_scope).await?;
+    let arm = Plane::new(http.clone(), &cloud.arm, arm_token);
     let graph = match &options.principal {
-        Principal::App(_) => Some(Plane::new(
-            http.clone(),
-            &cloud.graph,
-            token(&cloud.graph_scope).await?,
-        )),
+        Principal::App(_) => {
+            let graph_token = operator.token(env, cloud, az, &cloud.graph_scope).await?;
+            Some(Plane::new(http.clone(), &cloud.graph, graph_token))
+        }
         Principal::Assignee(_) => None,
     };
-    out.steps.ok(
-        "sign-in",
-        "Azure CLI login (Azure Resource Manager, Microsoft Graph)",
-    );
+    let planes = if graph.is_some() {
+        "Azure Resource Manager, Microsoft Graph"
+    } else {
+        "Azure Resource Manager"
+    };
+    out.steps
+        .ok("sign-in", format!("{} ({planes})", operator.describe()));
 
     *current = "resource";
     let resource = resource::find(&arm, &options.resource).await?;

@@ -317,6 +317,51 @@ async fn existing_app_by_id_gets_a_secret_and_the_role() {
     world.emulator.shutdown().await;
 }
 
+/// With `FOUNDRY_CREDENTIAL` set (a pipeline's service principal), the operator signs in with
+/// that credential at the emulated Entra, for ARM and Graph, and needs no `az login`.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_signs_in_with_a_configured_credential() {
+    let world = World::start().await;
+    world.sign_out();
+    let (output, document) = world.setup(
+        &["--resource", world::ACCOUNT_NAME, "--app-name", "from-ci"],
+        &[
+            ("FOUNDRY_CREDENTIAL", "client-secret"),
+            ("AZURE_TENANT_ID", world::TENANT_ID),
+            ("AZURE_CLIENT_ID", world::CLIENT_ID),
+            ("AZURE_CLIENT_SECRET", world::CLIENT_SECRET),
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{document:#}\n{}",
+        stderr(&output)
+    );
+    assert_eq!(step(&document, "sign-in"), "ok");
+    let scopes: Vec<String> = world
+        .emulator
+        .emulator
+        .token_requests()
+        .iter()
+        .filter(|r| r.form.get("client_id").map(String::as_str) == Some(world::CLIENT_ID))
+        .filter_map(|r| r.form.get("scope").cloned())
+        .collect();
+    for scope in [
+        "https://management.azure.com/.default",
+        "https://graph.microsoft.com/.default",
+    ] {
+        assert!(scopes.iter().any(|s| s == scope), "{scope}: {scopes:?}");
+    }
+    let vars = envfile::read(&world.env_file());
+    assert_ne!(
+        vars["AZURE_CLIENT_ID"],
+        world::CLIENT_ID,
+        "the new app, not the operator"
+    );
+    world.emulator.shutdown().await;
+}
+
 /// `--assignee` assigns the role to an existing principal (here the emulated host's managed
 /// identity) and creates no app or credential.
 #[tokio::test(flavor = "multi_thread")]
