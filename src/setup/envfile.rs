@@ -5,7 +5,49 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use super::cloud::Cloud;
+use super::identity::App;
 use super::refusal::Refusal;
+use super::resource::Resource;
+use super::{CredentialKind, Principal, SetupOptions};
+
+/// Every variable `serve` needs, in file order: tenant, client id, the credential's `vars`,
+/// endpoint, and the authority when one is set.
+pub fn settings(
+    resource: &Resource,
+    app: Option<&App>,
+    vars: Vec<(&'static str, String)>,
+    cloud: &Cloud,
+) -> Vec<(&'static str, String)> {
+    let mut all = vec![("AZURE_TENANT_ID", resource.tenant.clone())];
+    if let Some(app) = app {
+        all.push(("AZURE_CLIENT_ID", app.app_id.clone()));
+    }
+    all.extend(vars);
+    all.push(("FOUNDRY_ENDPOINT", resource.endpoint.clone()));
+    if let Some(authority) = &cloud.authority {
+        all.push(("AZURE_AUTHORITY_HOST", authority.clone()));
+    }
+    all
+}
+
+/// The file's comment: what wrote it, that it is private, and what the user must add.
+pub fn header(options: &SetupOptions, resource: &Resource) -> String {
+    let mut header = format!(
+        "foundry-proxy serve settings, written by `foundry-proxy setup` for {}.\nKeep this file private (mode 0600): it may hold a credential.",
+        resource.id
+    );
+    match (&options.principal, options.credential) {
+        (Principal::Assignee(oid), _) => header.push_str(&format!(
+            "\nThe role went to {oid}: add its credential settings here (a managed identity: FOUNDRY_CREDENTIAL=managed-identity)."
+        )),
+        (_, CredentialKind::Federated) => header.push_str(
+            "\nAdd AZURE_FEDERATED_TOKEN_FILE: where your platform writes the workload's token.",
+        ),
+        _ => {}
+    }
+    header
+}
 
 /// `KEY=VALUE` lines of an env file; comments and blank lines ignored, quotes around a
 /// value removed. A missing file is empty.

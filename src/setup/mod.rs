@@ -6,7 +6,8 @@
 //! - `cloud`: ARM and Graph endpoints and scopes per cloud (`FOUNDRY_PROXY_ARM_ENDPOINT`,
 //!   `FOUNDRY_PROXY_GRAPH_ENDPOINT`)
 //! - `azure`: the JSON client for both planes; `resource`: finding and vetting the resource
-//! - `identity`: app, service principal, secret / certificate / federated credential
+//! - `identity`: app, service principal, secret / certificate / federated credential (Graph);
+//!   `credential`: which credential to keep or add
 //! - `role`: the role assignment, retried while a new principal replicates
 //! - `signin`: the operator's token (Azure CLI, or the `FOUNDRY_CREDENTIAL` credential)
 //! - `envfile`: the mode-0600 env file; `wait`: `check` until the identity works
@@ -15,6 +16,7 @@
 pub mod azure;
 pub mod cli;
 pub mod cloud;
+mod credential;
 pub mod envfile;
 pub mod identity;
 pub mod refusal;
@@ -25,11 +27,10 @@ pub mod signin;
 pub mod steps;
 pub mod wait;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Environment, Settings};
+use crate::config::{ConfigError, Environment};
 use crate::secret::Secret;
 
 use azure::Plane;
@@ -246,7 +247,7 @@ async fn steps(
             *current = "service principal";
             let sp = identity::service_principal(graph, app.as_ref(), &mut out.steps).await?;
             *current = "credential";
-            credential(
+            credential::step(
                 options,
                 graph,
                 app.as_ref(),
@@ -286,28 +287,8 @@ async fn steps(
     }
 
     *current = "env file";
-    let mut all = vec![("AZURE_TENANT_ID", resource.tenant.clone())];
-    if let Some(app) = &out.app {
-        all.push(("AZURE_CLIENT_ID", app.app_id.clone()));
-    }
-    all.extend(vars);
-    all.push(("FOUNDRY_ENDPOINT", resource.endpoint.clone()));
-    if let Some(authority) = &cloud.authority {
-        all.push(("AZURE_AUTHORITY_HOST", authority.clone()));
-    }
-    let mut header = format!(
-        "foundry-proxy serve settings, written by `foundry-proxy setup` for {}.\nKeep this file private (mode 0600): it may hold a credential.",
-        resource.id
-    );
-    match (&options.principal, options.credential) {
-        (Principal::Assignee(oid), _) => header.push_str(&format!(
-            "\nThe role went to {oid}: add its credential settings here (a managed identity: FOUNDRY_CREDENTIAL=managed-identity)."
-        )),
-        (_, CredentialKind::Federated) => header.push_str(
-            "\nAdd AZURE_FEDERATED_TOKEN_FILE: where your platform writes the workload's token.",
-        ),
-        _ => {}
-    }
+    let all = envfile::settings(&resource, out.app.as_ref(), vars, cloud);
+    let header = envfile::header(options, &resource);
     if options.dry_run {
         out.steps
             .planned("env file", format!("write {}", options.env_file.display()));
@@ -339,153 +320,6 @@ async fn steps(
     *current = "propagation";
     let can_sign_in = matches!(options.principal, Principal::App(_))
         && options.credential != CredentialKind::Federated;
-    if !can_sign_in {
-        out.steps.skipped(
-            "propagation",
-            "setup cannot sign in as this identity: the role may take up to 10 minutes to apply; run `foundry-proxy check` where it runs",
-        );
-        return Ok(());
-    }
-    let mut serve_env: BTreeMap<String, String> = all
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    if let Some(ca) = env.var("SSL_CERT_FILE") {
-        serve_env.insert("SSL_CERT_FILE".to_owned(), ca);
-    }
-    let waited = wait::until_working(&serve_env, options.wait_limit).await;
-    let secs = waited.elapsed.as_secs();
-    if waited.report.ok {
-        out.steps.ok(
-            "propagation",
-            format!("the identity can call inference ({secs}s)"),
-        );
-    } else {
-        let first = waited
-            .report
-            .steps
-            .iter()
-            .find(|s| s.status == crate::check::Status::Fail)
-            .map(|s| format!("{}: {}", s.name, s.summary))
-            .unwrap_or_default();
-        out.steps.failed(
-            "propagation",
-            format!("not working after {secs}s — {first}"),
-            &[],
-        );
-    }
-    out.check = Some(waited.report);
+    out.check = wait::propagation(can_sign_in, &all, env, options.wait_limit, &mut out.steps).await;
     Ok(())
-}
-
-/// The credential step: reuse the env file's when it still works for this app, else add one.
-async fn credential(
-    options: &SetupOptions,
-    graph: &Plane,
-    app: Option<&App>,
-    resource: &Resource,
-    cloud: &cloud::Cloud,
-    vars: &mut Vec<(&'static str, String)>,
-    out: &mut Outcome,
-) -> Result<(), Refusal> {
-    let steps = &mut out.steps;
-    match options.credential {
-        CredentialKind::Federated => {
-            let (issuer, subject) = options.federation.clone().unwrap_or_default();
-            identity::federated(graph, app, &issuer, &subject, steps).await?;
-            Ok(())
-        }
-        CredentialKind::Secret => {
-            let Some(app) = app else {
-                steps.planned("credential", "add a client secret");
-                return Ok(());
-            };
-            let previous = envfile::read(&options.env_file);
-            let reusable = previous.get("AZURE_CLIENT_ID") == Some(&app.app_id)
-                && previous
-                    .get("AZURE_CLIENT_SECRET")
-                    .is_some_and(|s| !s.is_empty());
-            if reusable
-                && let Some(secret) = previous.get("AZURE_CLIENT_SECRET")
-                && works(&previous, resource, cloud).await
-            {
-                steps.kept(
-                    "credential",
-                    format!("client secret in {}", options.env_file.display()),
-                );
-                vars.push(("AZURE_CLIENT_SECRET", secret.clone()));
-                return Ok(());
-            }
-            if steps.dry_run() {
-                steps.planned("credential", "add a client secret");
-                return Ok(());
-            }
-            let secret = identity::add_secret(graph, app, options.secret_days).await?;
-            steps.done(
-                "credential",
-                format!("client secret added (valid {} days)", options.secret_days),
-            );
-            vars.push(("AZURE_CLIENT_SECRET", secret.expose().to_owned()));
-            out.new_secret = Some(secret);
-            Ok(())
-        }
-        CredentialKind::Certificate => {
-            let path = options.certificate.clone().unwrap_or_default();
-            vars.push(("AZURE_CLIENT_CERTIFICATE_PATH", path.display().to_string()));
-            let Some(app) = app else {
-                steps.planned(
-                    "credential",
-                    format!("register the certificate {}", path.display()),
-                );
-                return Ok(());
-            };
-            let previous = envfile::read(&options.env_file);
-            let same = previous.get("AZURE_CLIENT_ID") == Some(&app.app_id)
-                && previous
-                    .get("AZURE_CLIENT_CERTIFICATE_PATH")
-                    .map(String::as_str)
-                    == Some(&*path.display().to_string());
-            if same && works(&previous, resource, cloud).await {
-                steps.kept("credential", format!("certificate {}", path.display()));
-                return Ok(());
-            }
-            if steps.dry_run() {
-                steps.planned(
-                    "credential",
-                    format!("register the certificate {}", path.display()),
-                );
-                return Ok(());
-            }
-            identity::set_certificate(graph, app, &path).await?;
-            steps.done(
-                "credential",
-                format!("certificate {} registered", path.display()),
-            );
-            Ok(())
-        }
-    }
-}
-
-/// Whether the env file's credential still gets a token from Entra.
-async fn works(
-    previous: &BTreeMap<String, String>,
-    resource: &Resource,
-    cloud: &cloud::Cloud,
-) -> bool {
-    let mut vars = previous.clone();
-    vars.entry("FOUNDRY_ENDPOINT".to_owned())
-        .or_insert_with(|| resource.endpoint.clone());
-    if let Some(authority) = &cloud.authority {
-        vars.insert("AZURE_AUTHORITY_HOST".to_owned(), authority.clone());
-    }
-    let Ok(config) = crate::config::load(None, &vars, Settings::default()) else {
-        return false;
-    };
-    let Ok(tls) = crate::tls::client_config(config.extra_ca_file.as_deref()) else {
-        return false;
-    };
-    match crate::credential::build(&config, tls) {
-        Ok(credential) => credential.get_token().await.is_ok(),
-        Err(_) => false,
-    }
 }

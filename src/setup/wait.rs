@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use super::steps::Steps;
 use crate::check::{self, CheckOptions, Report};
-use crate::config::{self, Settings};
+use crate::config::{self, Environment, Settings};
 
 /// Codes that time explains: the role, the secret, the certificate or the app not yet
 /// replicated everywhere. Anything else stops the wait at once.
@@ -68,4 +69,51 @@ pub async fn until_working(vars: &BTreeMap<String, String>, limit: Duration) -> 
         tokio::time::sleep(delay).await;
         delay = (delay + Duration::from_secs(1)).min(Duration::from_secs(5));
     }
+}
+
+/// The propagation step: when setup can sign in as the identity, `check` with the env file's
+/// `vars` until it works; returns the last report.
+pub async fn propagation(
+    can_sign_in: bool,
+    vars: &[(&str, String)],
+    env: &dyn Environment,
+    limit: Duration,
+    steps: &mut Steps,
+) -> Option<Report> {
+    if !can_sign_in {
+        steps.skipped(
+            "propagation",
+            "setup cannot sign in as this identity: the role may take up to 10 minutes to apply; run `foundry-proxy check` where it runs",
+        );
+        return None;
+    }
+    let mut serve_env: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    if let Some(ca) = env.var("SSL_CERT_FILE") {
+        serve_env.insert("SSL_CERT_FILE".to_owned(), ca);
+    }
+    let waited = until_working(&serve_env, limit).await;
+    let secs = waited.elapsed.as_secs();
+    if waited.report.ok {
+        steps.ok(
+            "propagation",
+            format!("the identity can call inference ({secs}s)"),
+        );
+    } else {
+        let first = waited
+            .report
+            .steps
+            .iter()
+            .find(|s| s.status == check::Status::Fail)
+            .map(|s| format!("{}: {}", s.name, s.summary))
+            .unwrap_or_default();
+        steps.failed(
+            "propagation",
+            format!("not working after {secs}s — {first}"),
+            &[],
+        );
+    }
+    Some(waited.report)
 }
