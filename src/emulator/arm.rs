@@ -131,6 +131,9 @@ fn accounts(emu: &Emulator, host: &str) -> Vec<Value> {
             "location": location,
             "sku": {"name": "S0"},
             "properties": {
+                // AI Services accounts also list their OpenAI endpoint (UNCONFIRMED name,
+                // docs/azure-facts.md §8); the emulator's is the same address.
+                "endpoints": {"OpenAI Language Model Instance API": endpoint},
                 "endpoint": endpoint,
                 "customSubDomainName": if subdomain { Value::from(name) } else { Value::Null },
                 "disableLocalAuth": subdomain,

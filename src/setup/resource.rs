@@ -91,9 +91,7 @@ pub async fn find(arm: &Plane, wanted: &str) -> Result<Resource, Refusal> {
         tenant: tenant_of(&id),
         name: text(&account, "/name"),
         kind: text(&account, "/kind"),
-        endpoint: text(&account, "/properties/endpoint")
-            .trim_end_matches('/')
-            .to_owned(),
+        endpoint: inference_endpoint(&account),
         key_auth_disabled: account
             .pointer("/properties/disableLocalAuth")
             .and_then(Value::as_bool)
@@ -102,6 +100,19 @@ pub async fn find(arm: &Plane, wanted: &str) -> Result<Resource, Refusal> {
     };
     usable(&resource, &account)?;
     Ok(resource)
+}
+
+/// The endpoint the proxy forwards to: the account's OpenAI endpoint when it lists one
+/// (`properties.endpoints`, an AI Services account's `NAME.openai.azure.com`), else its main
+/// `properties.endpoint` (docs/azure-facts.md §8).
+fn inference_endpoint(account: &Value) -> String {
+    let openai = account
+        .pointer("/properties/endpoints")
+        .and_then(|e| e.get("OpenAI Language Model Instance API"))
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty());
+    let endpoint = openai.map_or_else(|| text(account, "/properties/endpoint"), str::to_owned);
+    endpoint.trim_end_matches('/').to_owned()
 }
 
 /// Refuses a resource of a kind without chat inference, or without a custom subdomain.
@@ -170,5 +181,23 @@ fn ambiguous(wanted: &str, matches: &[Value]) -> Refusal {
         ),
         fix: vec!["Pass the full resource id with --resource instead of the name.".to_owned()],
         azure: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_openai_endpoint_wins_over_the_main_one() {
+        let with = json!({"properties": {
+            "endpoint": "https://r.cognitiveservices.azure.com/",
+            "endpoints": {"OpenAI Language Model Instance API": "https://r.openai.azure.com/"},
+        }});
+        assert_eq!(inference_endpoint(&with), "https://r.openai.azure.com");
+        let without = json!({"properties": {"endpoint": "https://r.openai.azure.com/"}});
+        assert_eq!(inference_endpoint(&without), "https://r.openai.azure.com");
     }
 }
