@@ -21,6 +21,8 @@
 //! - [`tls`]: the shared TLS client configuration (`SSL_CERT_FILE`).
 //! - [`telemetry`]: logging setup.
 //! - [`metrics`]: Prometheus metrics for `/metrics`, and usage per access key and model.
+//! - [`setup`]: `foundry-proxy setup`: the App Registration, credential and role assignment
+//!   made with the operator's Azure login, the env file, the wait, then `check`.
 //! - [`status`]: the `/status` document, and reading it for `foundry-proxy usage`.
 //! - [`healthcheck`]: `foundry-proxy healthcheck`, the container health probe.
 //! - [`proxy_client`]: the one client for a running proxy, used by `healthcheck` and `usage`.
@@ -45,6 +47,7 @@ pub mod proxy_client;
 pub mod request_id;
 pub mod secret;
 pub mod server;
+pub mod setup;
 pub mod status;
 pub mod telemetry;
 pub mod tls;

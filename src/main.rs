@@ -75,6 +75,9 @@ enum Command {
         #[arg(long, conflicts_with_all = ["listen", "config"])]
         print_env: bool,
     },
+    /// Do the IAM steps with your Azure login: App Registration, credential, role assignment
+    /// on the resource, an env file for `serve`, the wait for the role to apply, then `check`.
+    Setup(foundry_proxy::setup::cli::SetupArgs),
     /// Manage the access keys clients must present (the FOUNDRY_PROXY_KEYS_FILE file).
     Keys {
         #[command(subcommand)]
@@ -118,7 +121,8 @@ impl Command {
             }
             | Command::Healthcheck { .. }
             | Command::Usage { .. }
-            | Command::Keys { .. } => telemetry::Role::Tool,
+            | Command::Keys { .. }
+            | Command::Setup(_) => telemetry::Role::Tool,
             Command::Serve(_) | Command::Demo { .. } | Command::Emulate { .. } => {
                 telemetry::Role::Service
             }
@@ -205,6 +209,9 @@ async fn run(cli: Cli) -> ExitCode {
             model,
             json,
         }) => check(&settings, model, json).await,
+        Some(Command::Setup(args)) => ExitCode::from(
+            foundry_proxy::setup::cli::run(&args, &ProcessEnv, std::path::Path::new("az")).await,
+        ),
         Some(Command::Keys { action }) => ExitCode::from(keys::cli::run(&action)),
         Some(Command::Usage { url, key, json }) => usage(url, key, json).await,
         Some(Command::Healthcheck { url, live, timeout }) => {

@@ -31,6 +31,14 @@ pub(crate) struct ConfigUpdate {
     /// `{"status": 503, "times": 2}`, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
     imds_fault: Option<Option<ImdsFault>>,
+    /// Management plane: users may register applications (else Graph's 403).
+    app_registration_allowed: Option<bool>,
+    /// Management plane: the caller may write role assignments (else ARM's 403).
+    role_assignment_allowed: Option<bool>,
+    /// Management plane: how long a new service principal is unknown to ARM.
+    replication_delay_ms: Option<u64>,
+    /// Management plane: how long a new role assignment takes to apply.
+    propagation_delay_ms: Option<u64>,
 }
 
 /// Keeps an explicit `null` apart from an absent field (`Some(None)` vs `None`).
@@ -124,6 +132,7 @@ pub(crate) async fn state(State(emu): State<Arc<Emulator>>) -> Response {
         "streams_reset": emu.streams_reset(),
         "token_requests": emu.token_requests(),
         "inference_requests": emu.inference_requests(),
+        "directory": emu.directory_counts(),
     }))
     .into_response()
 }
@@ -174,6 +183,18 @@ pub(crate) async fn config(
     }
     if let Some(fault) = update.imds_fault {
         emu.set_imds_fault(fault);
+    }
+    if let Some(allowed) = update.app_registration_allowed {
+        emu.set_app_registration_allowed(allowed);
+    }
+    if let Some(allowed) = update.role_assignment_allowed {
+        emu.set_role_assignment_allowed(allowed);
+    }
+    if let Some(ms) = update.replication_delay_ms {
+        emu.set_replication_delay(Duration::from_millis(ms));
+    }
+    if let Some(ms) = update.propagation_delay_ms {
+        emu.set_propagation_delay(Duration::from_millis(ms));
     }
     tracing::debug!("emulator config updated");
     StatusCode::NO_CONTENT.into_response()

@@ -125,3 +125,21 @@ pub const USER_MI_RESOURCE_ID: &str = "/subscriptions/0b1e6f6c-95a4-4c1e-8a0e-5c
 /// `IDENTITY_HEADER` of the emulated App Service / Container Apps host: the value
 /// `X-IDENTITY-HEADER` must carry (`EmulatorConfig::identity_header` by default).
 pub const IDENTITY_HEADER: &str = "emulator-identity-header-6f1c2b9e";
+
+// ---- Management plane: ARM and Graph (emulator-only) ----
+
+/// The subscription that holds the emulated Foundry resource (ARM `GET /subscriptions`).
+pub const SUBSCRIPTION_ID: &str = "0b1e6f6c-95a4-4c1e-8a0e-5c3d7e2f9a10";
+/// A second subscription, so a resource name can be ambiguous across subscriptions.
+pub const OTHER_SUBSCRIPTION_ID: &str = "6d3c1a92-4e7b-4f05-b8d1-9a2e5c7f0b34";
+/// The resource group of the emulated accounts.
+pub const RESOURCE_GROUP: &str = "emulator-rg";
+/// The Cognitive Services account whose endpoint is the emulator itself (custom subdomain,
+/// kind `AIServices`, key authentication disabled).
+pub const ACCOUNT_NAME: &str = "emulator-foundry";
+/// An account without a custom subdomain (regional endpoint): Entra ID cannot be used with it.
+pub const REGIONAL_ACCOUNT_NAME: &str = "emulator-regional";
+/// An account of a kind that serves no chat inference (`SpeechServices`).
+pub const SPEECH_ACCOUNT_NAME: &str = "emulator-speech";
+/// An account name that exists in both subscriptions.
+pub const TWIN_ACCOUNT_NAME: &str = "emulator-twin";

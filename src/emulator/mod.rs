@@ -23,6 +23,11 @@
 //! (a unit test, `layering_tests`, fails if one does), so it behaves like the real
 //! services and not like the code it tests.
 //!
+//! The management plane `setup` uses (docs/azure-facts.md §8), on the same listener: Graph
+//! (`graph`: `/v1.0/applications…`, `/v1.0/servicePrincipals`) and ARM (`arm`:
+//! `/subscriptions…`: accounts and role assignments), over the apps, service principals and
+//! role assignments they create (`directory`), with settable replication and propagation delays.
+//!
 //! Request headers that steer one Foundry answer (they pass through the proxy):
 //! - `x-emulator-fault`: one refusal, played where Azure would refuse (edge, route, credential,
 //!   caller or deployment stage; the list and stages are in `foundry::fault`'s docs)
@@ -35,7 +40,9 @@
 //! with `{"entra_fault": "503" | "stall:MS" | "garbage" | "aadsts:N" | null, "token_lifetime_secs": N,
 //! "expires_in_as_string": bool, "roles": {"CLIENT_ID": ["Azure AI User"]},
 //! "resource_kind": "foundry" | "openai", "clock_offset_secs": N,
-//! "imds_fault": {"status": 503, "times": 2} | null}` (all optional). `POST
+//! "imds_fault": {"status": 503, "times": 2} | null, "app_registration_allowed": bool,
+//! "role_assignment_allowed": bool, "replication_delay_ms": N, "propagation_delay_ms": N}`
+//! (all optional). `POST
 //! /_emulator/federated-token` with `{"subject", "audience", "lifetime_secs"}` (all optional)
 //! answers `{"token": JWT}` from the emulator's OIDC issuer (`federation_issuer`), for
 //! `AZURE_FEDERATED_TOKEN_FILE`.
@@ -48,10 +55,13 @@
 //! Foundry's 401 wording and whether it has projects; the clock offset shifts
 //! the emulator's whole "now" (token times, Entra timestamps, Foundry's expiry check).
 
+mod arm;
 mod config;
 mod control;
+mod directory;
 mod entra;
 mod foundry;
+mod graph;
 pub mod identities;
 mod records;
 mod server;
@@ -65,6 +75,7 @@ pub use config::{
     AppSpec, DeploymentKind, DeploymentSpec, EmulatorConfig, EmulatorConfigError,
     FederatedCredentialSpec, ImdsFault, ManagedIdentitySpec, ResourceKind, load_config,
 };
+pub use directory::{DirectoryCounts, RoleAssignmentView};
 pub use entra::jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};
 pub use server::{RunningEmulator, spawn, spawn_on, spawn_on_with};

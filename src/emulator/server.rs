@@ -33,6 +33,8 @@ impl Emulator {
             .route("/_emulator/config", post(control::config))
             .route("/_emulator/reset", post(control::reset))
             .route("/_emulator/images/{file}", get(media::image_file))
+            .merge(super::graph::routes())
+            .merge(super::arm::routes())
             .fallback(handler::handle)
             .with_state(Arc::clone(self))
     }

@@ -83,6 +83,8 @@ pub struct Emulator {
     imds_requests: AtomicU64,
     /// Requests to the App Service / Container Apps token endpoint.
     app_service_requests: AtomicU64,
+    /// Apps, service principals and role assignments made through Graph and ARM.
+    pub(crate) directory: super::directory::Directory,
 }
 
 /// The mutable half of the emulator.
@@ -172,6 +174,7 @@ impl Emulator {
             certificates,
             imds_requests: AtomicU64::new(0),
             app_service_requests: AtomicU64::new(0),
+            directory: super::directory::Directory::seeded(&config.apps, &config.resource_tenant),
             config,
         })
     }
@@ -371,15 +374,16 @@ impl Emulator {
 
     // ---- crate-internal accessors used by the handlers ----
 
-    /// Certificates registered on this app.
-    pub(crate) fn certificates_of<'a>(
-        &'a self,
-        client_id: &'a str,
-    ) -> impl Iterator<Item = &'a Certificate> + 'a {
-        self.certificates
+    /// Certificates registered on this app (configured, or added through Graph).
+    pub(crate) fn certificates_of(&self, client_id: &str) -> Vec<Certificate> {
+        let mut certificates: Vec<Certificate> = self
+            .certificates
             .iter()
-            .filter(move |(id, _)| id.eq_ignore_ascii_case(client_id))
-            .map(|(_, cert)| cert)
+            .filter(|(id, _)| id.eq_ignore_ascii_case(client_id))
+            .map(|(_, cert)| cert.clone())
+            .collect();
+        certificates.extend(self.directory_certificates(client_id));
+        certificates
     }
 
     /// Counts an IMDS request and returns the status it must fail with, if a fault is pending.
@@ -400,19 +404,41 @@ impl Emulator {
         self.app_service_requests.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn app(&self, client_id: &str) -> Option<&AppSpec> {
-        self.config
+    /// A configured app, or one created through Graph (with its service principal).
+    pub(crate) fn app(&self, client_id: &str) -> Option<AppSpec> {
+        match self
+            .config
             .apps
             .iter()
             .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        {
+            // Federated credentials added through Graph count too.
+            Some(app) => {
+                let mut app = app.clone();
+                app.federated_credentials
+                    .extend(self.directory_federated(client_id));
+                Some(app)
+            }
+            None => self.directory_app(client_id),
+        }
     }
 
+    /// Whether `secret` is a current secret of `app`.
+    pub(crate) fn secret_matches(&self, app: &AppSpec, secret: &str) -> bool {
+        (!app.client_secret.is_empty() && secret == app.client_secret)
+            || self.directory_secret_matches(&app.client_id, secret)
+    }
+
+    /// Roles set by config or `set_roles`, plus those granted by propagated ARM assignments.
     pub(crate) fn roles_of(&self, client_id: &str) -> Vec<String> {
-        self.inner()
+        let mut roles = self
+            .inner()
             .roles
             .get(client_id)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        roles.extend(self.directory_roles(client_id));
+        roles
     }
 
     pub(crate) fn entra_fault(&self) -> Option<EntraFault> {

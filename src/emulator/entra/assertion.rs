@@ -91,6 +91,7 @@ fn verify_certificate(
     let (named, sha256) = named.ok_or_else(refused)?;
     let cert = emu
         .certificates_of(&app.client_id)
+        .into_iter()
         .find(|c| {
             let registered = if sha256 { &c.x5t_s256 } else { &c.x5t };
             registered == named.trim_end_matches('=')

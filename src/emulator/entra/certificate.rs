@@ -13,6 +13,7 @@ const RSA_ENCRYPTION_OID: &[u8] = &[
 ];
 
 /// A certificate registered on an app: what the token endpoint needs to check an assertion.
+#[derive(Clone)]
 pub(crate) struct Certificate {
     /// The certificate's DER, to compare with an assertion's `x5c`.
     pub(crate) der: Vec<u8>,

@@ -20,8 +20,11 @@ use crate::emulator::state::{Emulator, EntraFault};
 use crate::emulator::util::{parse_form, percent_decode, uuid};
 
 /// Resources (scope minus `/.default`) that have a service principal in every emulated tenant.
-const KNOWN_RESOURCES: [&str; 5] = [
+const KNOWN_RESOURCES: [&str; 7] = [
     "https://cognitiveservices.azure.com",
+    // The management plane, for operators' tokens (`setup`): docs/azure-facts.md §8.
+    "https://management.azure.com",
+    "https://graph.microsoft.com",
     "https://ai.azure.com",
     "https://cognitiveservices.azure.us",
     "https://cognitiveservices.azure.cn",
@@ -176,10 +179,10 @@ fn issue(
                 )));
             }
         }
-        Some(assertion::verify(emu, app, endpoint, jwt)?)
+        Some(assertion::verify(emu, &app, endpoint, jwt)?)
     } else {
         let secret = params.client_secret().ok_or_else(aadsts::no_credential)?;
-        if secret != app.client_secret {
+        if !emu.secret_matches(&app, secret) {
             return Err(aadsts::invalid_secret(&app.client_id));
         }
         if app.secret_expired {

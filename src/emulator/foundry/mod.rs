@@ -24,7 +24,7 @@
 //!   sends the `responses` events
 
 mod anthropic;
-mod auth;
+pub(super) mod auth;
 mod body;
 mod chat;
 mod embeddings;
