@@ -22,6 +22,7 @@
 //! - [`telemetry`]: logging setup.
 //! - [`metrics`]: Prometheus metrics for `/metrics`, and usage per access key and model.
 //! - [`status`]: the `/status` document, and reading it for `foundry-proxy usage`.
+//! - `table`: plain-text tables for `keys list` and `usage`.
 //! - [`healthcheck`]: `foundry-proxy healthcheck`, the container health probe.
 //! - [`proxy_client`]: the one client for a running proxy, used by `healthcheck` and `usage`.
 //! - [`emulator`]: the built-in Entra ID + Foundry emulator (tests, `demo`, users' CI).
@@ -46,6 +47,7 @@ pub mod request_id;
 pub mod secret;
 pub mod server;
 pub mod status;
+mod table;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

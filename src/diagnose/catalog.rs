@@ -568,6 +568,17 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
+        code: RefusalCode::AdminKeyRequired,
+        origin: Origin::Proxy,
+        status: 403,
+        sees: "403 when a member key asks for /metrics on the main listener",
+        cause: "Key '{detail}' is a member key: it sees its own usage, limits and budgets on /status, but {what} is for admin keys only (it shows every key and the proxy's configuration).",
+        fix: &[
+            "Read your own standing with GET /status or `foundry-proxy usage` using this key.",
+            "Operators: use an admin key (foundry-proxy keys add NAME --admin, or role = \"admin\" in the keys file), or scrape the separate metrics listener (FOUNDRY_PROXY_METRICS_LISTEN).",
+        ],
+    },
+    Entry {
         code: RefusalCode::RateLimitExceeded,
         origin: Origin::Proxy,
         status: 429,
@@ -875,6 +886,7 @@ mod tests {
             "max_body",
             "limit",
             "version_fix",
+            "what",
         ];
         let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code.as_str()).collect();
         codes.sort_unstable();

@@ -102,6 +102,8 @@ pub enum RefusalCode {
     AzureCliFailed,
     /// `invalid_api_key`
     InvalidApiKey,
+    /// `admin_key_required`
+    AdminKeyRequired,
     /// `rate_limit_exceeded`
     RateLimitExceeded,
     /// `token_limit_exceeded`
@@ -142,7 +144,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in catalog order.
-    pub const ALL: [Self; 65] = [
+    pub const ALL: [Self; 66] = [
         Self::MissingRoleAssignment,
         Self::MissingResponsesPermission,
         Self::MissingProjectPermission,
@@ -190,6 +192,7 @@ impl RefusalCode {
         Self::AzureCliLoggedOut,
         Self::AzureCliFailed,
         Self::InvalidApiKey,
+        Self::AdminKeyRequired,
         Self::RateLimitExceeded,
         Self::TokenLimitExceeded,
         Self::TokenPending,
@@ -260,6 +263,7 @@ impl RefusalCode {
             Self::AzureCliLoggedOut => "azure_cli_logged_out",
             Self::AzureCliFailed => "azure_cli_failed",
             Self::InvalidApiKey => "invalid_api_key",
+            Self::AdminKeyRequired => "admin_key_required",
             Self::RateLimitExceeded => "rate_limit_exceeded",
             Self::TokenLimitExceeded => "token_limit_exceeded",
             Self::TokenPending => "token_pending",

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{ENV_KEYS_FILE, Limits, add_key, list_keys, revoke_key};
+use super::{ENV_KEYS_FILE, KeyEntry, Limits, Role, add_entry, list_keys, revoke_key};
 
 /// The `keys` subcommands.
 #[derive(Debug, Subcommand)]
@@ -24,10 +24,14 @@ pub enum KeysCommand {
         /// Tokens per minute allowed with this key [default: unlimited].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         tpm: Option<u64>,
+        /// Make it an admin key: it sees every key's usage, the identity and the configuration
+        /// on /status, and /metrics on the main listener [default: member, which sees only its own].
+        #[arg(long)]
+        admin: bool,
         #[command(flatten)]
         file: FileArg,
     },
-    /// List the keys' names and limits.
+    /// List the keys' names, roles and limits.
     List {
         #[command(flatten)]
         file: FileArg,
@@ -86,12 +90,24 @@ pub fn run_with(
         return 2;
     };
     let done = match command {
-        KeysCommand::Add { name, rpm, tpm, .. } => {
-            let limits = Limits {
-                requests_per_minute: *rpm,
-                tokens_per_minute: *tpm,
-            };
-            add_key(&path, name, limits).map(|key| {
+        KeysCommand::Add {
+            name,
+            rpm,
+            tpm,
+            admin,
+            ..
+        } => {
+            let mut entry = KeyEntry::new(
+                name.as_str(),
+                Limits {
+                    requests_per_minute: *rpm,
+                    tokens_per_minute: *tpm,
+                },
+            );
+            if *admin {
+                entry.role = Role::Admin;
+            }
+            add_entry(&path, &entry).map(|key| {
                 let _ = writeln!(out, "{key}");
                 let _ = writeln!(
                     err,
@@ -108,6 +124,8 @@ pub fn run_with(
                     "foundry-proxy: no keys in {} — add one with `foundry-proxy keys add NAME`",
                     path.display()
                 );
+            } else if !keys.iter().any(|k| k.is_admin()) {
+                let _ = writeln!(err, "foundry-proxy: {NO_ADMIN}");
             }
         }),
         KeysCommand::Revoke { name, .. } => revoke_key(&path, name).map(|()| {
@@ -123,33 +141,24 @@ pub fn run_with(
     }
 }
 
-/// Names and limits as an aligned table, `-` for unlimited.
-fn table(keys: &[(String, Limits)]) -> String {
-    let rows: Vec<[String; 3]> = keys
-        .iter()
-        .map(|(name, limits)| {
-            let show = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+/// What `keys list` (and the proxy's start-up log) says when no key is an admin.
+pub const NO_ADMIN: &str = "no admin key: /metrics on the main listener and the full /status are refused to every key — add one with `foundry-proxy keys add NAME --admin`";
+
+/// Names, roles and limits as an aligned table, `-` for unlimited.
+fn table(keys: &[std::sync::Arc<KeyEntry>]) -> String {
+    let header = ["NAME", "ROLE", "REQUESTS/MIN", "TOKENS/MIN"].map(str::to_owned);
+    let show = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    let rows: Vec<[String; 4]> = std::iter::once(header)
+        .chain(keys.iter().map(|key| {
             [
-                name.clone(),
-                show(limits.requests_per_minute.map(|n| n.to_string())),
-                show(limits.tokens_per_minute.map(|n| n.to_string())),
+                key.name.clone(),
+                key.role.as_str().to_owned(),
+                show(key.limits.requests_per_minute.map(|n| n.to_string())),
+                show(key.limits.tokens_per_minute.map(|n| n.to_string())),
             ]
-        })
+        }))
         .collect();
-    let width = rows
-        .iter()
-        .map(|r| r[0].len())
-        .chain([4])
-        .max()
-        .unwrap_or(4);
-    let mut text = format!(
-        "{:<width$}  {:>12}  {:>12}\n",
-        "NAME", "REQUESTS/MIN", "TOKENS/MIN"
-    );
-    for [name, rpm, tpm] in rows {
-        text.push_str(&format!("{name:<width$}  {rpm:>12}  {tpm:>12}\n"));
-    }
-    text
+    crate::table::aligned(&rows, 2)
 }
 
 #[cfg(test)]
@@ -159,19 +168,23 @@ mod tests {
     /// The table aligns names of any length and shows `-` for no limit.
     #[test]
     fn table_layout() {
+        let mut admin = KeyEntry::new(
+            "longer-name",
+            Limits {
+                requests_per_minute: Some(60),
+                tokens_per_minute: Some(100_000),
+            },
+        );
+        admin.role = Role::Admin;
         let shown = table(&[
-            ("a".to_owned(), Limits::default()),
-            (
-                "longer-name".to_owned(),
-                Limits {
-                    requests_per_minute: Some(60),
-                    tokens_per_minute: Some(100_000),
-                },
-            ),
+            std::sync::Arc::new(KeyEntry::new("a", Limits::default())),
+            std::sync::Arc::new(admin),
         ]);
         let lines: Vec<&str> = shown.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("NAME         "), "{shown}");
+        assert!(lines[0].starts_with("NAME         ROLE  "), "{shown}");
+        assert!(lines[1].starts_with("a            member"), "{shown}");
+        assert!(lines[2].contains(" admin "), "{shown}");
         assert!(
             lines[1].starts_with("a   ") && lines[1].ends_with('-'),
             "{shown}"

@@ -11,7 +11,11 @@
 //! sha256 = "<64 hex chars>"     # SHA-256 of the key, hex (either case); unique
 //! requests_per_minute = 60      # optional, at least 1
 //! tokens_per_minute = 100000    # optional, at least 1
+//! role = "admin"                # optional: "member" (the default) or "admin"
 //! ```
+//!
+//! A member sees only their own standing on `/status`; an admin sees everything (identity,
+//! configuration, every key's usage) and may read `/metrics` on the main listener.
 //!
 //! - [`KeyRing`]: one parsed version of the file; [`KeyRing::authenticate`] compares the
 //!   presented key's digest with every stored digest in constant time.
@@ -37,7 +41,7 @@ pub mod cli;
 pub mod file;
 pub mod watch;
 
-pub use file::{add_key, list_keys, revoke_key};
+pub use file::{add_entry, add_key, list_keys, revoke_key};
 pub use watch::KeyStore;
 
 /// The environment variable naming the keys file (defined with the other settings).
@@ -55,13 +59,59 @@ pub struct Limits {
     pub tokens_per_minute: Option<u64>,
 }
 
-/// One key's identity as the request path sees it: its name and limits, never its digest.
+/// What a key may see beyond the API: its own standing (member) or everything (admin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Sees only its own usage, limits and budgets on `/status`; no `/metrics`.
+    #[default]
+    Member,
+    /// Sees everything on `/status` and `/metrics`, as an operator.
+    Admin,
+}
+
+impl Role {
+    /// The keys-file spelling: `member` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Role> {
+        match text {
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One key's identity as the request path sees it: its name, limits and role, never its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
     /// The key's name: what logs and metrics show.
     pub name: String,
     /// Its rate limits.
     pub limits: Limits,
+    /// What it may see: its own standing, or everything.
+    pub role: Role,
+}
+
+impl KeyEntry {
+    /// A member key named `name` with `limits`.
+    pub fn new(name: impl Into<String>, limits: Limits) -> Self {
+        Self {
+            name: name.into(),
+            limits,
+            role: Role::Member,
+        }
+    }
+
+    /// True for an admin key.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
 }
 
 /// A stored key: the digest to compare and the entry to hand out on a match.
@@ -157,6 +207,7 @@ struct RawKey {
     sha256: Spanned<String>,
     requests_per_minute: Option<Spanned<u32>>,
     tokens_per_minute: Option<Spanned<u64>>,
+    role: Option<Spanned<String>>,
 }
 
 /// The 1-based line of byte offset `at` in `text`.
@@ -228,7 +279,7 @@ impl KeyRing {
             let detail = e.message().trim().replace('\n', " ");
             let error = KeyFileError::new(
                 format!("not a valid keys file: {detail}"),
-                "each entry is [[key]] with name, sha256 and optional requests_per_minute, tokens_per_minute",
+                "each entry is [[key]] with name, sha256 and optional requests_per_minute, tokens_per_minute, role",
             );
             match e.span() {
                 Some(span) => error.at_line(line_of(text, span.start)),
@@ -289,11 +340,21 @@ impl KeyRing {
                     "tokens_per_minute",
                 )?,
             };
+            let role = match raw.role {
+                None => Role::Member,
+                Some(role) => Role::parse(role.get_ref()).ok_or_else(|| {
+                    KeyFileError::new(
+                        format!("{which}: role {:?} is not a role", role.get_ref()),
+                        "use role = \"member\" (the default) or role = \"admin\"",
+                    )
+                    .at_line(line_of(text, role.span().start))
+                })?,
+            };
             by_name.insert(name.clone(), index);
             by_digest.insert(digest, index);
             keys.push(StoredKey {
                 digest,
-                entry: Arc::new(KeyEntry { name, limits }),
+                entry: Arc::new(KeyEntry { name, limits, role }),
             });
         }
         Ok(KeyRing { keys })
@@ -333,6 +394,12 @@ impl KeyRing {
     /// The entry named `name`, if any.
     pub fn get(&self, name: &str) -> Option<&Arc<KeyEntry>> {
         self.entries().find(|e| e.name == name)
+    }
+
+    /// True when at least one key is an admin key (otherwise nobody may read `/metrics` on
+    /// the main listener or the full `/status`).
+    pub fn has_admin(&self) -> bool {
+        self.entries().any(|e| e.is_admin())
     }
 
     /// How many keys there are.

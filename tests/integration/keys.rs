@@ -113,12 +113,36 @@ fn cli_add_list_revoke() {
     assert_eq!(
         rows,
         vec![
-            vec!["NAME", "REQUESTS/MIN", "TOKENS/MIN"],
-            vec!["alice", "60", "100000"],
-            vec!["bob", "-", "-"],
+            vec!["NAME", "ROLE", "REQUESTS/MIN", "TOKENS/MIN"],
+            vec!["alice", "member", "60", "100000"],
+            vec!["bob", "member", "-", "-"],
         ],
         "{table}"
     );
+    assert!(
+        text(&listed.stderr).contains("no admin key") && text(&listed.stderr).contains("--admin"),
+        "a file without an admin key is pointed out: {}",
+        text(&listed.stderr)
+    );
+    let ops = keys_cli(&["add", "ops", "--admin"], Some(&path));
+    assert_eq!(ops.status.code(), Some(0), "{}", text(&ops.stderr));
+    let ops = text(&ops.stdout).trim_end().to_owned();
+    assert!(
+        KeyRing::load(&path)
+            .expect("valid file")
+            .authenticate(&ops)
+            .expect("ops")
+            .is_admin()
+    );
+    let listed = keys_cli(&["list"], Some(&path));
+    let table = text(&listed.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["ops", "admin", "-", "-"]),
+        "{table}"
+    );
+    assert!(text(&listed.stderr).is_empty(), "{}", text(&listed.stderr));
     assert!(
         !table.contains(alice) && !table.contains(&sha256_hex(alice)),
         "{table}"
@@ -139,7 +163,7 @@ fn cli_add_list_revoke() {
     );
 
     let unknown = keys_cli(&["revoke", "alice"], Some(&path));
-    assert_one_line_failure(&unknown, 1, "no key named \"alice\" (keys: bob)");
+    assert_one_line_failure(&unknown, 1, "no key named \"alice\" (keys: bob, ops)");
 
     let bad_name = keys_cli(&["add", "no spaces"], Some(&path));
     assert_one_line_failure(&bad_name, 1, "contains ' '");

@@ -37,6 +37,7 @@ mod keys;
 mod managed_identity;
 mod observability;
 mod readme;
+mod roles;
 mod streaming;
 mod team;
 mod tls;
