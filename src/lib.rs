@@ -14,6 +14,7 @@
 //! - [`diagnose`]: Azure and Entra refusals → explanations with fix steps, from one catalog.
 //! - [`check`]: `foundry-proxy check`, the permission checklist walked for real.
 //! - [`error`]: the OpenAI-shaped error answer.
+//! - [`budget`]: per-key token and dollar budgets per UTC day and month.
 //! - [`limits`]: per-key requests and tokens per minute over a sliding window.
 //! - [`claims`]: reading the proxy's own token to explain refusals.
 //! - [`clock`]: the wall clock in Unix seconds.
@@ -28,6 +29,7 @@
 //! - [`emulator`]: the built-in Entra ID + Foundry emulator (tests, `demo`, users' CI).
 //! - [`demo`]: the emulator and the proxy wired together in one process.
 
+pub mod budget;
 pub mod check;
 pub mod claims;
 pub mod clock;

@@ -143,6 +143,8 @@ pub async fn serve(
         upstream_timeout: config.upstream_timeout,
         keys,
         limiter: Limiter::new(),
+        budgets: Arc::new(crate::budget::Budgets::new()),
+        prices: config.prices.clone(),
         metrics,
     });
     if let Some(address) = config.metrics_listen {
@@ -362,10 +364,15 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
             .as_ref()
             .is_some_and(|t| t.is_valid(Instant::now()));
         let used = proxy.limiter.used(&key.name, Instant::now());
+        let budgets =
+            proxy
+                .budgets
+                .standing(&key.name, &key.rules, crate::clock::unix_now_signed());
         return Json(crate::status::member_status_json(
             key,
             ready,
             used,
+            &budgets,
             &proxy.metrics,
         ))
         .into_response();

@@ -91,13 +91,15 @@ pub fn status_json(
 }
 
 /// The `/status` document a member key sees: its own name, role, limits (with what the last
-/// minute used) and usage, and whether the proxy is ready — never other keys, the identity or
+/// minute used), budgets (with what is left and when each resets), expiry, allowed models,
+/// token cap and usage, and whether the proxy is ready — never other keys, the identity or
 /// the upstream configuration (a team sharing one credential should not see each other's
 /// usage). `used` is (requests, tokens) in the last 60 seconds.
 pub fn member_status_json(
     key: &KeyEntry,
     ready: bool,
     used: (u64, u64),
+    budgets: &[crate::budget::Standing],
     metrics: &Metrics,
 ) -> Value {
     let usage: Vec<UsageRow> = metrics
@@ -117,6 +119,10 @@ pub fn member_status_json(
             "requests_per_minute": limit(key.limits.requests_per_minute.map(u64::from), used.0),
             "tokens_per_minute": limit(key.limits.tokens_per_minute, used.1),
         },
+        "budgets": budgets,
+        "expires": key.rules.expires.as_ref().map(|e| e.text.as_str()),
+        "models": key.rules.models,
+        "max_tokens_cap": key.rules.max_tokens_cap,
         "usage": usage,
     })
 }
@@ -215,7 +221,7 @@ pub fn usage_table(rows: &[UsageRow]) -> String {
         lines.push(line(&row.key, &row.model, n));
     }
     lines.push(line("total", "", total));
-    crate::table::aligned(&lines, 2)
+    crate::table::aligned(&lines, &[0, 1])
 }
 
 #[cfg(test)]

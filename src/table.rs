@@ -1,8 +1,8 @@
 //! Plain-text tables for the command-line tools (`keys list`, `usage`).
 
-/// Rows as text, one line each: the first `left` columns left-aligned, the others (numbers)
-/// right-aligned, two spaces between columns, no trailing spaces.
-pub(crate) fn aligned<const N: usize>(rows: &[[String; N]], left: usize) -> String {
+/// Rows as text, one line each: the columns numbered in `left` left-aligned, the others
+/// (numbers) right-aligned, two spaces between columns, no trailing spaces.
+pub(crate) fn aligned<const N: usize>(rows: &[[String; N]], left: &[usize]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -16,7 +16,7 @@ pub(crate) fn aligned<const N: usize>(rows: &[[String; N]], left: usize) -> Stri
             .zip(widths)
             .enumerate()
             .map(|(i, (cell, width))| {
-                if i < left {
+                if left.contains(&i) {
                     format!("{cell:<width$}")
                 } else {
                     format!("{cell:>width$}")

@@ -17,9 +17,11 @@ use crate::server::browser_guard::HostRule;
 use crate::upstream::ApiStyle;
 
 pub mod credential;
+pub mod prices;
 mod validate;
 
 pub use credential::{CredentialConfig, CredentialSettings};
+pub use prices::{Price, Prices};
 
 /// Default listen address: loopback only, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -67,6 +69,8 @@ pub struct Config {
     pub max_body: usize,
     /// Friendly model names mapped to deployment names.
     pub models: BTreeMap<String, String>,
+    /// What models' tokens cost (`[prices."MODEL"]`), for dollar budgets and the ledger.
+    pub prices: Prices,
     /// Time allowed for the upstream to send response headers.
     pub upstream_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
@@ -172,6 +176,8 @@ pub struct Settings {
     pub allowed_hosts: Option<Vec<String>>,
     /// `[models]` table: alias = "deployment".
     pub models: Option<BTreeMap<String, String>>,
+    /// `[prices."MODEL"]` tables: US dollars per million tokens.
+    pub prices: Option<BTreeMap<String, Price>>,
     /// `[credential]` table: which credential and its settings.
     pub credential: Option<CredentialSettings>,
 }
@@ -301,6 +307,7 @@ impl Settings {
             cors_origins: env.var(ENV_CORS_ORIGINS).map(|v| comma_list(&v)),
             allowed_hosts: env.var(ENV_ALLOWED_HOSTS).map(|v| comma_list(&v)),
             models: None,
+            prices: None,
             credential: Some(CredentialSettings::from_env(env)?),
         })
     }
@@ -334,6 +341,7 @@ impl Settings {
             cors_origins: higher.cors_origins.or(self.cors_origins),
             allowed_hosts: higher.allowed_hosts.or(self.allowed_hosts),
             models,
+            prices: higher.prices.or(self.prices),
             credential: match (self.credential, higher.credential) {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
                 (low, high) => high.or(low),

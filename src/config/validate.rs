@@ -47,6 +47,7 @@ impl Settings {
             cors_origins,
             allowed_hosts,
             models,
+            prices,
             credential,
         } = self;
         let listen = listener(listen)?;
@@ -72,6 +73,7 @@ impl Settings {
             Some(size) => parse_size(&size)?,
         };
         let models = model_aliases(models)?;
+        let prices = super::Prices::new(prices)?;
         let team = team(
             listen,
             keys_file,
@@ -96,6 +98,7 @@ impl Settings {
             api_version: upstream.api_version,
             max_body,
             models,
+            prices,
             upstream_timeout: upstream_timeout_secs
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),

@@ -29,6 +29,8 @@ pub enum KeysCommand {
         #[arg(long)]
         admin: bool,
         #[command(flatten)]
+        rules: RuleArgs,
+        #[command(flatten)]
         file: FileArg,
     },
     /// List the keys' names, roles and limits.
@@ -43,6 +45,57 @@ pub enum KeysCommand {
         #[command(flatten)]
         file: FileArg,
     },
+}
+
+/// The budgets and rules `keys add` takes (the keys file's fields of the same names).
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Tokens (prompt + completion) per UTC day [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    tokens_per_day: Option<u64>,
+    /// Tokens per UTC calendar month [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    tokens_per_month: Option<u64>,
+    /// US dollars per UTC calendar month, priced from [prices."MODEL"] in the config [default: unlimited].
+    #[arg(long, value_name = "USD", value_parser = parse_dollars)]
+    usd_per_month: Option<f64>,
+    /// The models (deployments or aliases) the key may use, comma-separated or repeated [default: all].
+    #[arg(long, value_name = "MODEL", value_delimiter = ',', num_args = 1..)]
+    models: Vec<String>,
+    /// When the key stops working, RFC 3339 (e.g. 2027-01-31T00:00:00Z) [default: never].
+    #[arg(long, value_name = "WHEN", value_parser = super::Expiry::parse)]
+    expires: Option<super::Expiry>,
+    /// The most tokens a request may ask for; a request asking for more, or for no limit, gets this.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_tokens_cap: Option<u64>,
+}
+
+impl RuleArgs {
+    fn rules(&self) -> super::Rules {
+        let models: Vec<String> = self
+            .models
+            .iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        super::Rules {
+            tokens_per_day: self.tokens_per_day,
+            tokens_per_month: self.tokens_per_month,
+            usd_per_month: self.usd_per_month,
+            models: (!models.is_empty()).then_some(models),
+            expires: self.expires.clone(),
+            max_tokens_cap: self.max_tokens_cap,
+        }
+    }
+}
+
+fn parse_dollars(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(usd),
+        _ => Err(format!(
+            "{text:?} is not an amount above 0 (e.g. 50 or 12.5)"
+        )),
+    }
 }
 
 /// The keys file option shared by every subcommand.
@@ -95,6 +148,7 @@ pub fn run_with(
             rpm,
             tpm,
             admin,
+            rules,
             ..
         } => {
             let mut entry = KeyEntry::new(
@@ -107,6 +161,7 @@ pub fn run_with(
             if *admin {
                 entry.role = Role::Admin;
             }
+            entry.rules = rules.rules();
             add_entry(&path, &entry).map(|key| {
                 let _ = writeln!(out, "{key}");
                 let _ = writeln!(
@@ -144,21 +199,39 @@ pub fn run_with(
 /// What `keys list` (and the proxy's start-up log) says when no key is an admin.
 pub const NO_ADMIN: &str = "no admin key: /metrics on the main listener and the full /status are refused to every key — add one with `foundry-proxy keys add NAME --admin`";
 
-/// Names, roles and limits as an aligned table, `-` for unlimited.
+/// Names, roles, limits, budgets and rules as an aligned table, `-` for none.
 fn table(keys: &[std::sync::Arc<KeyEntry>]) -> String {
-    let header = ["NAME", "ROLE", "REQUESTS/MIN", "TOKENS/MIN"].map(str::to_owned);
+    const HEADER: [&str; 10] = [
+        "NAME",
+        "ROLE",
+        "REQUESTS/MIN",
+        "TOKENS/MIN",
+        "TOKENS/DAY",
+        "TOKENS/MONTH",
+        "USD/MONTH",
+        "MAX_TOKENS",
+        "EXPIRES",
+        "MODELS",
+    ];
     let show = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
-    let rows: Vec<[String; 4]> = std::iter::once(header)
+    let rows: Vec<[String; 10]> = std::iter::once(HEADER.map(str::to_owned))
         .chain(keys.iter().map(|key| {
+            let rules = &key.rules;
             [
                 key.name.clone(),
                 key.role.as_str().to_owned(),
                 show(key.limits.requests_per_minute.map(|n| n.to_string())),
                 show(key.limits.tokens_per_minute.map(|n| n.to_string())),
+                show(rules.tokens_per_day.map(|n| n.to_string())),
+                show(rules.tokens_per_month.map(|n| n.to_string())),
+                show(rules.usd_per_month.map(|usd| format!("{usd:.2}"))),
+                show(rules.max_tokens_cap.map(|n| n.to_string())),
+                show(rules.expires.as_ref().map(|e| e.text.clone())),
+                show(rules.models.as_ref().map(|m| m.join(","))),
             ]
         }))
         .collect();
-    crate::table::aligned(&rows, 2)
+    crate::table::aligned(&rows, &[0, 1, 8, 9])
 }
 
 #[cfg(test)]
@@ -189,8 +262,13 @@ mod tests {
             lines[1].starts_with("a   ") && lines[1].ends_with('-'),
             "{shown}"
         );
-        assert!(lines[2].ends_with("      100000"), "{shown}");
-        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{shown}");
+        assert!(lines[2].contains("      100000  "), "{shown}");
+        // Every column lines up; only the last (MODELS, left-aligned) may end early.
+        let models_at = lines[0].find("MODELS").expect("a MODELS column");
+        assert!(
+            lines[1..].iter().all(|l| l.len() == models_at + 1),
+            "{shown}"
+        );
     }
 
     /// Without --file or the environment variable, the command is a usage error.

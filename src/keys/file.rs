@@ -42,6 +42,12 @@ pub const FILE_HEADER: &str = "\
 #   requests_per_minute = 60      # optional
 #   tokens_per_minute = 100000    # optional
 #   role = \"admin\"                # optional: \"member\" (default, sees only its own usage) or \"admin\"
+#   tokens_per_day = 200000       # optional budgets: per UTC day, per UTC month, dollars per
+#   tokens_per_month = 3000000    #   UTC month (priced from [prices.\"MODEL\"] in the config)
+#   usd_per_month = 50.0
+#   models = [\"fast\", \"gpt-4o\"]  # optional allow-list (aliases and deployments)
+#   expires = \"2027-01-31T00:00:00Z\"  # optional, RFC 3339
+#   max_tokens_cap = 4096         # optional: the most tokens a request may ask for
 # The proxy reloads this file within a second of a change; a broken edit keeps the previous keys.
 ";
 
@@ -204,7 +210,37 @@ fn entry_text(entry: &KeyEntry, digest: &[u8; 32]) -> String {
     if entry.role != Role::Member {
         block.push_str(&format!("role = \"{}\"\n", entry.role.as_str()));
     }
+    block.push_str(&rules_text(&entry.rules));
     block
+}
+
+/// The rules' lines of a `[[key]]` block, in the documented order; nothing for no rule.
+fn rules_text(rules: &super::Rules) -> String {
+    let mut lines = String::new();
+    let mut line = |field: &str, value: toml::Value| {
+        lines.push_str(&format!("{field} = {value}\n"));
+    };
+    let count = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    if let Some(n) = rules.tokens_per_day {
+        line("tokens_per_day", count(n));
+    }
+    if let Some(n) = rules.tokens_per_month {
+        line("tokens_per_month", count(n));
+    }
+    if let Some(usd) = rules.usd_per_month {
+        line("usd_per_month", toml::Value::Float(usd));
+    }
+    if let Some(models) = &rules.models {
+        let list = models.iter().cloned().map(toml::Value::String).collect();
+        line("models", toml::Value::Array(list));
+    }
+    if let Some(expiry) = &rules.expires {
+        line("expires", toml::Value::String(expiry.text.clone()));
+    }
+    if let Some(n) = rules.max_tokens_cap {
+        line("max_tokens_cap", count(n));
+    }
+    lines
 }
 
 /// The whole file written from scratch: the header and every entry.

@@ -12,6 +12,8 @@
 //! requests_per_minute = 60      # optional, at least 1
 //! tokens_per_minute = 100000    # optional, at least 1
 //! role = "admin"                # optional: "member" (the default) or "admin"
+//! # optional budgets and rules (see [`rules`]): tokens_per_day, tokens_per_month,
+//! # usd_per_month, models, expires, max_tokens_cap
 //! ```
 //!
 //! A member sees only their own standing on `/status`; an admin sees everything (identity,
@@ -39,9 +41,11 @@ use toml::Spanned;
 
 pub mod cli;
 pub mod file;
+pub mod rules;
 pub mod watch;
 
 pub use file::{add_entry, add_key, list_keys, revoke_key};
+pub use rules::{Expiry, Rules};
 pub use watch::KeyStore;
 
 /// The environment variable naming the keys file (defined with the other settings).
@@ -87,8 +91,9 @@ impl Role {
     }
 }
 
-/// One key's identity as the request path sees it: its name, limits and role, never its digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One key's identity as the request path sees it: its name, limits, role and rules, never
+/// its digest.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyEntry {
     /// The key's name: what logs and metrics show.
     pub name: String,
@@ -96,6 +101,8 @@ pub struct KeyEntry {
     pub limits: Limits,
     /// What it may see: its own standing, or everything.
     pub role: Role,
+    /// Budgets, expiry, allowed models and the token cap.
+    pub rules: Rules,
 }
 
 impl KeyEntry {
@@ -105,6 +112,7 @@ impl KeyEntry {
             name: name.into(),
             limits,
             role: Role::Member,
+            rules: Rules::default(),
         }
     }
 
@@ -208,6 +216,12 @@ struct RawKey {
     requests_per_minute: Option<Spanned<u32>>,
     tokens_per_minute: Option<Spanned<u64>>,
     role: Option<Spanned<String>>,
+    tokens_per_day: Option<Spanned<u64>>,
+    tokens_per_month: Option<Spanned<u64>>,
+    usd_per_month: Option<Spanned<f64>>,
+    models: Option<Spanned<Vec<String>>>,
+    expires: Option<Spanned<String>>,
+    max_tokens_cap: Option<Spanned<u64>>,
 }
 
 /// The 1-based line of byte offset `at` in `text`.
@@ -279,7 +293,7 @@ impl KeyRing {
             let detail = e.message().trim().replace('\n', " ");
             let error = KeyFileError::new(
                 format!("not a valid keys file: {detail}"),
-                "each entry is [[key]] with name, sha256 and optional requests_per_minute, tokens_per_minute, role",
+                "each entry is [[key]] with name, sha256 and optional requests_per_minute, tokens_per_minute, role, tokens_per_day, tokens_per_month, usd_per_month, models, expires, max_tokens_cap",
             );
             match e.span() {
                 Some(span) => error.at_line(line_of(text, span.start)),
@@ -350,11 +364,40 @@ impl KeyRing {
                     .at_line(line_of(text, role.span().start))
                 })?,
             };
+            let rules = Rules {
+                tokens_per_day: positive(raw.tokens_per_day, text, &which, "tokens_per_day")?,
+                tokens_per_month: positive(
+                    raw.tokens_per_month,
+                    text,
+                    &which,
+                    "tokens_per_month",
+                )?,
+                usd_per_month: dollars(raw.usd_per_month, text, &which)?,
+                models: model_list(raw.models, text, &which)?,
+                expires: raw
+                    .expires
+                    .map(|at| {
+                        Expiry::parse(at.get_ref()).map_err(|problem| {
+                            KeyFileError::new(
+                                format!("{which}: {problem}"),
+                                "write it as expires = \"2027-01-31T00:00:00Z\" (UTC) or with an offset",
+                            )
+                            .at_line(line_of(text, at.span().start))
+                        })
+                    })
+                    .transpose()?,
+                max_tokens_cap: positive(raw.max_tokens_cap, text, &which, "max_tokens_cap")?,
+            };
             by_name.insert(name.clone(), index);
             by_digest.insert(digest, index);
             keys.push(StoredKey {
                 digest,
-                entry: Arc::new(KeyEntry { name, limits, role }),
+                entry: Arc::new(KeyEntry {
+                    name,
+                    limits,
+                    role,
+                    rules,
+                }),
             });
         }
         Ok(KeyRing { keys })
@@ -432,6 +475,48 @@ where
         .at_line(line_of(text, v.span().start))),
         Some(v) => Ok(Some(v.into_inner())),
     }
+}
+
+/// `usd_per_month`, when present: a finite amount above 0.
+fn dollars(
+    value: Option<Spanned<f64>>,
+    text: &str,
+    which: &str,
+) -> Result<Option<f64>, KeyFileError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 => Ok(Some(v.into_inner())),
+        Some(v) => Err(KeyFileError::new(
+            format!("{which}: usd_per_month is {}", v.get_ref()),
+            "use an amount above 0 such as 50.0, or remove usd_per_month for no budget",
+        )
+        .at_line(line_of(text, v.span().start))),
+    }
+}
+
+/// `models`, when present: a non-empty list of non-empty names.
+fn model_list(
+    value: Option<Spanned<Vec<String>>>,
+    text: &str,
+    which: &str,
+) -> Result<Option<Vec<String>>, KeyFileError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let line = line_of(text, value.span().start);
+    let models: Vec<String> = value
+        .into_inner()
+        .into_iter()
+        .map(|m| m.trim().to_owned())
+        .collect();
+    if models.is_empty() || models.iter().any(String::is_empty) {
+        return Err(KeyFileError::new(
+            format!("{which}: models has an empty list or an empty name"),
+            "list the models (deployments or aliases) this key may use, or remove models to allow every model",
+        )
+        .at_line(line));
+    }
+    Ok(Some(models))
 }
 
 /// Reads a keys file's text, with an error that names the file and says what to do.

@@ -16,6 +16,7 @@ mod anthropic;
 mod azure_cli;
 mod bad_input;
 mod browser_guard;
+mod budgets;
 mod catalog;
 mod check;
 mod cli;
