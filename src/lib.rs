@@ -21,6 +21,7 @@
 //! - [`secret`]: a string that cannot leak through `Debug`, `Display` or `Serialize`.
 //! - [`tls`]: the shared TLS client configuration (`SSL_CERT_FILE`).
 //! - [`telemetry`]: logging setup.
+//! - [`ledger`]: the usage ledger in SQLite (`FOUNDRY_PROXY_USAGE_DB`) and `usage --db`.
 //! - [`metrics`]: Prometheus metrics for `/metrics`, and usage per access key and model.
 //! - [`status`]: the `/status` document, and reading it for `foundry-proxy usage`.
 //! - `table`: plain-text tables for `keys list` and `usage`.
@@ -41,6 +42,7 @@ pub mod emulator;
 pub mod error;
 pub mod healthcheck;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

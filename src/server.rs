@@ -59,6 +59,9 @@ pub enum ServeError {
     /// The access keys file is unusable at start.
     #[error("FOUNDRY_PROXY_KEYS_FILE: {0}")]
     Keys(String),
+    /// The usage ledger cannot be opened.
+    #[error("{0}")]
+    Ledger(#[from] crate::ledger::OpenError),
     /// The listener failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -121,6 +124,25 @@ pub async fn serve(
             None
         }
     };
+    let budgets = Arc::new(crate::budget::Budgets::new());
+    let ledger = match &config.usage_db {
+        Some(path) => {
+            let now = crate::clock::unix_now_signed();
+            let (ledger, spend) = crate::ledger::Ledger::open(path, now)?;
+            // Budgets pick up where the last run left them.
+            for (key, spent) in spend {
+                budgets.seed(
+                    &key,
+                    spent.day_tokens,
+                    spent.month_tokens,
+                    spent.month_usd,
+                    now,
+                );
+            }
+            Some(Arc::new(ledger))
+        }
+        None => None,
+    };
     let status_info = StatusInfo::from_config(&config, credential.kind());
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
@@ -143,8 +165,9 @@ pub async fn serve(
         upstream_timeout: config.upstream_timeout,
         keys,
         limiter: Limiter::new(),
-        budgets: Arc::new(crate::budget::Budgets::new()),
+        budgets,
         prices: config.prices.clone(),
+        ledger: ledger.clone(),
         metrics,
     });
     if let Some(address) = config.metrics_listen {
@@ -201,6 +224,11 @@ pub async fn serve(
     .await;
     refresher_stop.cancel();
     background.cancel();
+    if let Some(ledger) = &ledger {
+        // Blocking for at most one commit: the writer finishes what it has.
+        let ledger = Arc::clone(ledger);
+        let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
+    }
     let _ = refresher.await;
     info!("foundry-proxy stopped");
     Ok(())

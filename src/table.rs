@@ -2,18 +2,22 @@
 
 /// Rows as text, one line each: the columns numbered in `left` left-aligned, the others
 /// (numbers) right-aligned, two spaces between columns, no trailing spaces.
-pub(crate) fn aligned<const N: usize>(rows: &[[String; N]], left: &[usize]) -> String {
-    let mut widths = [0usize; N];
+pub(crate) fn aligned<R: AsRef<[String]>>(rows: &[R], left: &[usize]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
     for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(cell.chars().count());
         }
     }
     let mut text = String::new();
     for row in rows {
         let cells: Vec<String> = row
+            .as_ref()
             .iter()
-            .zip(widths)
+            .zip(widths.iter().copied())
             .enumerate()
             .map(|(i, (cell, width))| {
                 if left.contains(&i) {

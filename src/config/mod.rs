@@ -71,6 +71,8 @@ pub struct Config {
     pub models: BTreeMap<String, String>,
     /// What models' tokens cost (`[prices."MODEL"]`), for dollar budgets and the ledger.
     pub prices: Prices,
+    /// The usage ledger (SQLite); `None` keeps usage in memory only.
+    pub usage_db: Option<PathBuf>,
     /// Time allowed for the upstream to send response headers.
     pub upstream_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
@@ -178,6 +180,8 @@ pub struct Settings {
     pub models: Option<BTreeMap<String, String>>,
     /// `[prices."MODEL"]` tables: US dollars per million tokens.
     pub prices: Option<BTreeMap<String, Price>>,
+    /// `FOUNDRY_PROXY_USAGE_DB`
+    pub usage_db: Option<PathBuf>,
     /// `[credential]` table: which credential and its settings.
     pub credential: Option<CredentialSettings>,
 }
@@ -226,6 +230,8 @@ pub const ENV_KEYS_FILE: &str = "FOUNDRY_PROXY_KEYS_FILE";
 pub const ENV_ALLOW_ANONYMOUS: &str = "FOUNDRY_PROXY_ALLOW_ANONYMOUS";
 /// Separate metrics address variable.
 pub const ENV_METRICS_LISTEN: &str = "FOUNDRY_PROXY_METRICS_LISTEN";
+/// Usage ledger (SQLite file) variable.
+pub const ENV_USAGE_DB: &str = "FOUNDRY_PROXY_USAGE_DB";
 /// CORS allow-list variable.
 pub const ENV_CORS_ORIGINS: &str = "FOUNDRY_PROXY_CORS_ORIGINS";
 /// Host names (besides loopback names and IP literals) requests may name.
@@ -308,6 +314,7 @@ impl Settings {
             allowed_hosts: env.var(ENV_ALLOWED_HOSTS).map(|v| comma_list(&v)),
             models: None,
             prices: None,
+            usage_db: env.var(ENV_USAGE_DB).map(PathBuf::from),
             credential: Some(CredentialSettings::from_env(env)?),
         })
     }
@@ -342,6 +349,7 @@ impl Settings {
             allowed_hosts: higher.allowed_hosts.or(self.allowed_hosts),
             models,
             prices: higher.prices.or(self.prices),
+            usage_db: higher.usage_db.or(self.usage_db),
             credential: match (self.credential, higher.credential) {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
                 (low, high) => high.or(low),

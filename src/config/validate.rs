@@ -48,6 +48,7 @@ impl Settings {
             allowed_hosts,
             models,
             prices,
+            usage_db,
             credential,
         } = self;
         let listen = listener(listen)?;
@@ -99,6 +100,7 @@ impl Settings {
             max_body,
             models,
             prices,
+            usage_db,
             upstream_timeout: upstream_timeout_secs
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),

@@ -33,8 +33,12 @@ pub enum KeysCommand {
         #[command(flatten)]
         file: FileArg,
     },
-    /// List the keys' names, roles and limits.
+    /// List the keys' names, roles, limits, budgets and rules; with the usage ledger, each
+    /// budget's spend (used/limit) in the current day or month.
     List {
+        /// The usage ledger to read spend from [env: FOUNDRY_PROXY_USAGE_DB].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
         #[command(flatten)]
         file: FileArg,
     },
@@ -110,7 +114,7 @@ impl KeysCommand {
     fn file(&self) -> &FileArg {
         match self {
             KeysCommand::Add { file, .. }
-            | KeysCommand::List { file }
+            | KeysCommand::List { file, .. }
             | KeysCommand::Revoke { file, .. } => file,
         }
     }
@@ -122,6 +126,7 @@ pub fn run(command: &KeysCommand) -> u8 {
     run_with(
         command,
         std::env::var_os(ENV_KEYS_FILE),
+        std::env::var_os(crate::config::ENV_USAGE_DB),
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )
@@ -131,6 +136,7 @@ pub fn run(command: &KeysCommand) -> u8 {
 pub fn run_with(
     command: &KeysCommand,
     env_file: Option<OsString>,
+    env_db: Option<OsString>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
@@ -171,8 +177,20 @@ pub fn run_with(
                 );
             })
         }
-        KeysCommand::List { .. } => list_keys(&path).map(|keys| {
-            let _ = out.write_all(table(&keys).as_bytes());
+        KeysCommand::List { db, .. } => list_keys(&path).and_then(|keys| {
+            let db = db
+                .clone()
+                .or(env_db.filter(|v| !v.is_empty()).map(PathBuf::from));
+            let spend = match db {
+                Some(db) => Some(spend(&db).map_err(|problem| {
+                    super::KeyFileError::new(
+                        format!("the usage ledger {}: {problem}", db.display()),
+                        "point --db (or FOUNDRY_PROXY_USAGE_DB) at the proxy's ledger, or leave it out",
+                    )
+                })?),
+                None => None,
+            };
+            let _ = out.write_all(table(&keys, spend.as_ref()).as_bytes());
             if keys.is_empty() {
                 let _ = writeln!(
                     err,
@@ -182,6 +200,7 @@ pub fn run_with(
             } else if !keys.iter().any(|k| k.is_admin()) {
                 let _ = writeln!(err, "foundry-proxy: {NO_ADMIN}");
             }
+            Ok(())
         }),
         KeysCommand::Revoke { name, .. } => revoke_key(&path, name).map(|()| {
             let _ = writeln!(out, "revoked {name}");
@@ -199,8 +218,19 @@ pub fn run_with(
 /// What `keys list` (and the proxy's start-up log) says when no key is an admin.
 pub const NO_ADMIN: &str = "no admin key: /metrics on the main listener and the full /status are refused to every key — add one with `foundry-proxy keys add NAME --admin`";
 
-/// Names, roles, limits, budgets and rules as an aligned table, `-` for none.
-fn table(keys: &[std::sync::Arc<KeyEntry>]) -> String {
+/// Each key's spend this UTC day and month, from the usage ledger.
+type Spend = std::collections::HashMap<String, crate::ledger::store::KeySpend>;
+
+fn spend(db: &std::path::Path) -> Result<Spend, String> {
+    let conn = crate::ledger::store::open_for_reading(db)?;
+    let today = crate::ledger::day(crate::clock::unix_now_signed());
+    let month_start = format!("{}-01", &today[..7]);
+    crate::ledger::store::spend_by_key(&conn, &today, &month_start).map_err(|e| e.to_string())
+}
+
+/// Names, roles, limits, budgets and rules as an aligned table, `-` for none; with `spend`, each
+/// budget as `used/limit`.
+fn table(keys: &[std::sync::Arc<KeyEntry>], spend: Option<&Spend>) -> String {
     const HEADER: [&str; 10] = [
         "NAME",
         "ROLE",
@@ -217,14 +247,30 @@ fn table(keys: &[std::sync::Arc<KeyEntry>]) -> String {
     let rows: Vec<[String; 10]> = std::iter::once(HEADER.map(str::to_owned))
         .chain(keys.iter().map(|key| {
             let rules = &key.rules;
+            let spent = spend.map(|s| s.get(&key.name).copied().unwrap_or_default());
+            let budget = |limit: Option<String>, used: Option<String>| {
+                limit.map(|limit| match used {
+                    Some(used) => format!("{used}/{limit}"),
+                    None => limit,
+                })
+            };
             [
                 key.name.clone(),
                 key.role.as_str().to_owned(),
                 show(key.limits.requests_per_minute.map(|n| n.to_string())),
                 show(key.limits.tokens_per_minute.map(|n| n.to_string())),
-                show(rules.tokens_per_day.map(|n| n.to_string())),
-                show(rules.tokens_per_month.map(|n| n.to_string())),
-                show(rules.usd_per_month.map(|usd| format!("{usd:.2}"))),
+                show(budget(
+                    rules.tokens_per_day.map(|n| n.to_string()),
+                    spent.map(|s| s.day_tokens.to_string()),
+                )),
+                show(budget(
+                    rules.tokens_per_month.map(|n| n.to_string()),
+                    spent.map(|s| s.month_tokens.to_string()),
+                )),
+                show(budget(
+                    rules.usd_per_month.map(|usd| format!("{usd:.2}")),
+                    spent.map(|s| format!("{:.2}", s.month_usd)),
+                )),
                 show(rules.max_tokens_cap.map(|n| n.to_string())),
                 show(rules.expires.as_ref().map(|e| e.text.clone())),
                 show(rules.models.as_ref().map(|m| m.join(","))),
@@ -249,10 +295,13 @@ mod tests {
             },
         );
         admin.role = Role::Admin;
-        let shown = table(&[
-            std::sync::Arc::new(KeyEntry::new("a", Limits::default())),
-            std::sync::Arc::new(admin),
-        ]);
+        let shown = table(
+            &[
+                std::sync::Arc::new(KeyEntry::new("a", Limits::default())),
+                std::sync::Arc::new(admin),
+            ],
+            None,
+        );
         let lines: Vec<&str> = shown.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("NAME         ROLE  "), "{shown}");
@@ -276,10 +325,11 @@ mod tests {
     fn missing_file_is_a_usage_error() {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let command = KeysCommand::List {
+            db: None,
             file: FileArg { file: None },
         };
         assert_eq!(
-            run_with(&command, Some(OsString::new()), &mut out, &mut err),
+            run_with(&command, Some(OsString::new()), None, &mut out, &mut err),
             2
         );
         assert_eq!(

@@ -82,6 +82,8 @@ pub struct ProxyState {
     pub budgets: Arc<crate::budget::Budgets>,
     /// What models' tokens cost, for dollar budgets.
     pub prices: crate::config::Prices,
+    /// The usage ledger (`FOUNDRY_PROXY_USAGE_DB`); `None` keeps usage in memory only.
+    pub ledger: Option<Arc<crate::ledger::Ledger>>,
     /// Prometheus metrics and usage.
     pub metrics: Arc<Metrics>,
 }
@@ -333,6 +335,9 @@ fn record(
         key: exchange.tag.key,
         upstream_latency: observed.upstream,
     });
+    if let Some(ledger) = &state.ledger {
+        ledger.request(exchange.tag.key, model, status);
+    }
     info!(
         method = %method,
         path = %telemetry::loggable(path),
@@ -698,6 +703,7 @@ fn stream_back(
         let metrics = Arc::clone(&state.metrics);
         let budgets = Arc::clone(&state.budgets);
         let prices = state.prices.clone();
+        let ledger = state.ledger.clone();
         let key = exchange.key.map(Arc::clone);
         let model = model.unwrap_or_default();
         let deployment = state.target.alias(&model).map(str::to_owned);
@@ -708,7 +714,7 @@ fn stream_back(
                 if !key_name.is_empty() {
                     limiter.add_tokens(key_name, seen.total(), tokio::time::Instant::now());
                 }
-                key_rules::charge(
+                let cost = key_rules::charge(
                     &budgets,
                     &prices,
                     key.as_deref(),
@@ -717,6 +723,9 @@ fn stream_back(
                     &seen,
                     crate::clock::unix_now_signed(),
                 );
+                if let Some(ledger) = &ledger {
+                    ledger.usage(key_name, &model, &seen, cost);
+                }
                 metrics.record_usage(key_name, &model, seen.prompt_tokens, seen.completion_tokens);
             }
         }

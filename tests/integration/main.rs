@@ -35,6 +35,7 @@ mod forwarding;
 mod fuzz;
 mod hostile;
 mod keys;
+mod ledger;
 mod managed_identity;
 mod observability;
 mod readme;
