@@ -33,7 +33,10 @@
 //!   deterministic, whatever the load: a change of one allocation per request is real.
 //! - Cases: `chat json` (no keys, no log subscriber); `chat sse` (the proxy also adds
 //!   `stream_options.include_usage` and strips the usage chunk again); `json + 20 keys`
-//!   (Bearer key checked against a keys file of 20); `json + log text` / `json + log json`:
+//!   (Bearer key checked against a keys file of 20); `json + budget + ledger` (a key with a
+//!   daily token and a monthly dollar budget, checked before and charged after each answer,
+//!   priced, on a proxy with `FOUNDRY_PROXY_USAGE_DB`: two events per request to the ledger's
+//!   writer thread, which commits every second); `json + log text` / `json + log json`:
 //!   an `info` subscriber like the binary's with piped output (`EnvFilter`, no ANSI,
 //!   `telemetry::TextFields` or flattened JSON) writing to `io::sink`, so the cost of
 //!   formatting the per-request log line shows, but no I/O. The first three rows run with NO
@@ -362,8 +365,17 @@ async fn start_proxy(
     emulator: &str,
     stub: SocketAddr,
     keys_file: Option<PathBuf>,
+    usage_db: Option<PathBuf>,
     shutdown: &CancellationToken,
 ) -> SocketAddr {
+    let prices = usage_db.as_ref().map(|_| {
+        let price = foundry_proxy::config::Price {
+            input_per_million: 2.5,
+            output_per_million: 10.0,
+            cached_input_per_million: None,
+        };
+        [("gpt-4o-mini".to_owned(), price)].into_iter().collect()
+    });
     let settings = Settings {
         tenant_id: Some(world::TENANT_ID.into()),
         client_id: Some(world::CLIENT_ID.into()),
@@ -372,6 +384,8 @@ async fn start_proxy(
         endpoint: Some(format!("http://{stub}")),
         api: Some("openai-v1".into()),
         keys_file,
+        usage_db,
+        prices,
         ..Settings::default()
     };
     let config = settings
@@ -706,10 +720,29 @@ async fn run(args: Args) {
     }
     let shutdown = CancellationToken::new();
     let url = emulator.url();
-    let plain = start_proxy(&url, stub, None, &shutdown).await;
-    let keyed = start_proxy(&url, stub, Some(keys_path), &shutdown).await;
+    // A key with budgets (never reached) on a proxy with the usage ledger: the cost of checking
+    // and charging the budgets and of sending each request's events to the ledger's writer.
+    let budget_path = dir.join("budget-keys.toml");
+    let mut budgeted = foundry_proxy::keys::KeyEntry::new("budgeted", Limits::default());
+    budgeted.rules = foundry_proxy::keys::Rules {
+        tokens_per_day: Some(u64::MAX / 4),
+        usd_per_month: Some(1e12),
+        ..foundry_proxy::keys::Rules::default()
+    };
+    let budget_key = foundry_proxy::keys::add_entry(&budget_path, &budgeted).expect("budgeted key");
+    let plain = start_proxy(&url, stub, None, None, &shutdown).await;
+    let keyed = start_proxy(&url, stub, Some(keys_path), None, &shutdown).await;
+    let ledgered = start_proxy(
+        &url,
+        stub,
+        Some(budget_path),
+        Some(dir.join("usage.db")),
+        &shutdown,
+    )
+    .await;
     wait_ready(plain).await;
     wait_ready(keyed).await;
+    wait_ready(ledgered).await;
 
     let anonymous = "Bearer sk-unused-by-the-proxy-0123456789";
     let keyed_auth = format!("Bearer {key}");
@@ -719,6 +752,9 @@ async fn run(args: Args) {
     let mut direct_keyed = Client::connect(stub, UPSTREAM, &keyed_auth).await;
     let mut via_plain = Client::connect(plain, PROXY, anonymous).await;
     let mut via_keyed = Client::connect(keyed, PROXY, &keyed_auth).await;
+    let budget_auth = format!("Bearer {budget_key}");
+    let mut direct_budget = Client::connect(stub, UPSTREAM, &budget_auth).await;
+    let mut via_ledgered = Client::connect(ledgered, PROXY, &budget_auth).await;
     let json = chat_body(false);
     let sse = chat_body(true);
 
@@ -738,6 +774,8 @@ async fn run(args: Args) {
     assert!(proxied_sse.ends_with("data: [DONE]\n\n") && !proxied_sse.contains("\"total_tokens\""));
     let (status, _) = via_keyed.send(PROXY, &json).await;
     assert_eq!(status, StatusCode::OK, "the key is accepted");
+    let (status, _) = via_ledgered.send(PROXY, &json).await;
+    assert_eq!(status, StatusCode::OK, "the budgeted key is accepted");
 
     if let Some((side, case)) = args.only {
         let (client, body) = match (side.as_str(), case.as_str()) {
@@ -771,6 +809,8 @@ async fn run(args: Args) {
     print_row("chat sse", &d, &p);
     let (d, p) = measure(&mut direct_keyed, &mut via_keyed, &json).await;
     print_row("json + 20 keys", &d, &p);
+    let (d, p) = measure(&mut direct_budget, &mut via_ledgered, &json).await;
+    print_row("json + budget + ledger", &d, &p);
     // Log subscribers last: once one has been installed, call sites stay registered.
     for format in ["text", "json"] {
         let _guard = tracing::dispatcher::set_default(&log_subscriber(format));

@@ -62,7 +62,7 @@ curl -sf -X POST "$emulator/_emulator/config" -H 'content-type: application/json
     -d "{\"token_lifetime_secs\": $lifetime}" >/dev/null
 
 keys="$work/keys.toml"
-key="$("$bin" keys add soak --file "$keys" 2>/dev/null)"
+key="$("$bin" keys add soak --admin --file "$keys" 2>/dev/null)"
 FOUNDRY_PROXY_LISTEN=127.0.0.1:0 AZURE_AUTHORITY_HOST="$emulator" FOUNDRY_ENDPOINT="$emulator" \
 AZURE_TENANT_ID="$tenant" AZURE_CLIENT_ID="$client" AZURE_CLIENT_SECRET="$secret" \
 FOUNDRY_PROXY_KEYS_FILE="$keys" RUST_LOG=warn \

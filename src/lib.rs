@@ -14,21 +14,25 @@
 //! - [`diagnose`]: Azure and Entra refusals → explanations with fix steps, from one catalog.
 //! - [`check`]: `foundry-proxy check`, the permission checklist walked for real.
 //! - [`error`]: the OpenAI-shaped error answer.
+//! - [`budget`]: per-key token and dollar budgets per UTC day and month.
 //! - [`limits`]: per-key requests and tokens per minute over a sliding window.
 //! - [`claims`]: reading the proxy's own token to explain refusals.
 //! - [`clock`]: the wall clock in Unix seconds.
 //! - [`secret`]: a string that cannot leak through `Debug`, `Display` or `Serialize`.
 //! - [`tls`]: the shared TLS client configuration (`SSL_CERT_FILE`).
 //! - [`telemetry`]: logging setup.
+//! - [`ledger`]: the usage ledger in SQLite (`FOUNDRY_PROXY_USAGE_DB`) and `usage --db`.
 //! - [`metrics`]: Prometheus metrics for `/metrics`, and usage per access key and model.
 //! - [`setup`]: `foundry-proxy setup`: the App Registration, credential and role assignment
 //!   made with the operator's Azure login, the env file, the wait, then `check`.
 //! - [`status`]: the `/status` document, and reading it for `foundry-proxy usage`.
+//! - `table`: plain-text tables for `keys list` and `usage`.
 //! - [`healthcheck`]: `foundry-proxy healthcheck`, the container health probe.
 //! - [`proxy_client`]: the one client for a running proxy, used by `healthcheck` and `usage`.
 //! - [`emulator`]: the built-in Entra ID + Foundry emulator (tests, `demo`, users' CI).
 //! - [`demo`]: the emulator and the proxy wired together in one process.
 
+pub mod budget;
 pub mod check;
 pub mod claims;
 pub mod clock;
@@ -40,6 +44,7 @@ pub mod emulator;
 pub mod error;
 pub mod healthcheck;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
@@ -49,6 +54,7 @@ pub mod secret;
 pub mod server;
 pub mod setup;
 pub mod status;
+mod table;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

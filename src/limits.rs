@@ -172,6 +172,27 @@ impl Limiter {
         Decision::Allow
     }
 
+    /// What `key` used in the last 60 seconds: (requests, tokens). A key never seen has used
+    /// nothing (and gets no window).
+    pub fn used(&self, key: &str, now: Instant) -> (u64, u64) {
+        let window = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned();
+        let Some(window) = window else {
+            return (0, 0);
+        };
+        let window = window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let second = self.second(now);
+        window
+            .live(second)
+            .fold((0, 0), |(r, t), b| (r + b.requests, t + b.tokens))
+    }
+
     /// Adds the tokens an answer used to `key`'s window.
     pub fn add_tokens(&self, key: &str, tokens: u64, now: Instant) {
         if tokens == 0 {

@@ -84,7 +84,8 @@ enum Command {
         action: keys::cli::KeysCommand,
     },
     /// Usage per access key and model (requests, errors, tokens) from a running proxy's
-    /// /status. Exit code 1 with one line saying why when it cannot be read.
+    /// /status, or from the usage ledger file with --db. Exit code 1 with one line saying why
+    /// when it cannot be read.
     Usage {
         /// The proxy's address [default: http:// + FOUNDRY_PROXY_LISTEN, 0.0.0.0 as 127.0.0.1].
         #[arg(long, value_name = "URL")]
@@ -93,8 +94,24 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
         /// Print the rows as JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Read the usage ledger (FOUNDRY_PROXY_USAGE_DB) from this SQLite file instead of asking
+        /// a running proxy.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["url", "key"])]
+        db: Option<std::path::PathBuf>,
+        /// With --db: from this UTC day on (YYYY-MM-DD, or an RFC 3339 time).
+        #[arg(long, value_name = "DAY", requires = "db")]
+        since: Option<String>,
+        /// With --db: up to this UTC day, inclusive.
+        #[arg(long, value_name = "DAY", requires = "db")]
+        until: Option<String>,
+        /// With --db: what to sum by, comma-separated or repeated [default: key,model].
+        #[arg(long, value_enum, value_delimiter = ',', requires = "db")]
+        by: Vec<foundry_proxy::ledger::store::By>,
+        /// With --db: print CSV instead of a table.
+        #[arg(long, requires = "db")]
+        csv: bool,
     },
     /// Ask a running proxy whether it is ready (GET /readyz): exit code 0 on 200, else 1
     /// with one line saying why. For container health checks (no shell or curl needed).
@@ -213,7 +230,16 @@ async fn run(cli: Cli) -> ExitCode {
             foundry_proxy::setup::cli::run(&args, &ProcessEnv, std::path::Path::new("az")).await,
         ),
         Some(Command::Keys { action }) => ExitCode::from(keys::cli::run(&action)),
-        Some(Command::Usage { url, key, json }) => usage(url, key, json).await,
+        Some(Command::Usage {
+            db: Some(db),
+            since,
+            until,
+            by,
+            json,
+            csv,
+            ..
+        }) => usage_from_ledger(&db, &by, since.as_deref(), until.as_deref(), json, csv),
+        Some(Command::Usage { url, key, json, .. }) => usage(url, key, json).await,
         Some(Command::Healthcheck { url, live, timeout }) => {
             health(url.as_deref(), live, timeout).await
         }
@@ -233,6 +259,35 @@ async fn health(url: Option<&str>, live: bool, timeout_secs: f64) -> ExitCode {
     match healthcheck::run(&target, probe, timeout).await {
         Ok(line) => {
             println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn usage_from_ledger(
+    db: &std::path::Path,
+    by: &[foundry_proxy::ledger::store::By],
+    since: Option<&str>,
+    until: Option<&str>,
+    json: bool,
+    csv: bool,
+) -> ExitCode {
+    use foundry_proxy::ledger::report::{self, Format};
+    use foundry_proxy::ledger::store::By;
+    let by = if by.is_empty() {
+        vec![By::Key, By::Model]
+    } else {
+        by.to_vec()
+    };
+    let format = match (json, csv) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Csv,
+        _ => Format::Table,
+    };
+    match report::render(db, &by, since, until, format) {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, &e),

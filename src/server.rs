@@ -59,6 +59,9 @@ pub enum ServeError {
     /// The access keys file is unusable at start.
     #[error("FOUNDRY_PROXY_KEYS_FILE: {0}")]
     Keys(String),
+    /// The usage ledger cannot be opened.
+    #[error("{0}")]
+    Ledger(#[from] crate::ledger::OpenError),
     /// The listener failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -108,6 +111,9 @@ pub async fn serve(
             let store =
                 KeyStore::open(path.clone()).map_err(|e| ServeError::Keys(e.to_string()))?;
             info!(keys = store.current().len(), file = %path.display(), "access keys loaded");
+            if !store.current().has_admin() {
+                warn!(file = %path.display(), "{}", crate::keys::cli::NO_ADMIN);
+            }
             store.spawn_watcher(KEYS_POLL, background.clone());
             Some(store)
         }
@@ -117,6 +123,25 @@ pub async fn serve(
             }
             None
         }
+    };
+    let budgets = Arc::new(crate::budget::Budgets::new());
+    let ledger = match &config.usage_db {
+        Some(path) => {
+            let now = crate::clock::unix_now_signed();
+            let (ledger, spend) = crate::ledger::Ledger::open(path, now)?;
+            // Budgets pick up where the last run left them.
+            for (key, spent) in spend {
+                budgets.seed(
+                    &key,
+                    spent.day_tokens,
+                    spent.month_tokens,
+                    spent.month_usd,
+                    now,
+                );
+            }
+            Some(Arc::new(ledger))
+        }
+        None => None,
     };
     let status_info = StatusInfo::from_config(&config, credential.kind());
     let refresher_stop = CancellationToken::new();
@@ -140,6 +165,9 @@ pub async fn serve(
         upstream_timeout: config.upstream_timeout,
         keys,
         limiter: Limiter::new(),
+        budgets,
+        prices: config.prices.clone(),
+        ledger: ledger.clone(),
         metrics,
         websockets: crate::proxy::websocket::Sockets::new(
             tls,
@@ -215,6 +243,11 @@ pub async fn serve(
     );
     refresher_stop.cancel();
     background.cancel();
+    if let Some(ledger) = &ledger {
+        // Blocking for at most one commit: the writer finishes what it has.
+        let ledger = Arc::clone(ledger);
+        let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
+    }
     let _ = refresher.await;
     info!("foundry-proxy stopped");
     Ok(())
@@ -337,19 +370,20 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     }
 }
 
-/// `/metrics` (Prometheus text). With access keys configured it needs a key on the main
-/// listener (it names keys and their usage); the separate metrics listener is open.
+/// `/metrics` (Prometheus text). With access keys configured it needs an admin key on the main
+/// listener (it names every key and its usage); the separate metrics listener is open.
 async fn metrics_text(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let checked = if state.open_metrics {
-        Ok(())
-    } else {
-        require_key(&state, &headers)
-    };
-    if let Err(refused) = checked {
-        return refused.into_response();
+    if !state.open_metrics {
+        match caller(&state, &headers) {
+            Err(refused) => return refused.into_response(),
+            Ok(Some(key)) if !key.is_admin() => {
+                return admin_required(&key, "/metrics on the main listener").into_response();
+            }
+            Ok(_) => {}
+        }
     }
     let text = state.proxy.metrics.render(&state.proxy.tokens.load());
     (
@@ -362,21 +396,54 @@ async fn metrics_text(
         .into_response()
 }
 
-/// `/status`: credential, token, last refresh error (explained), upstream, usage.
+/// `/status`: for an admin key (or without keys) the credential, token, last refresh error
+/// (explained), upstream and every key's usage; for a member key only its own standing.
 async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
-    if let Err(refused) = require_key(&state, &headers) {
-        return refused.into_response();
-    }
+    let key = match caller(&state, &headers) {
+        Ok(key) => key,
+        Err(refused) => return refused.into_response(),
+    };
     let proxy = &state.proxy;
-    Json(crate::status::status_json(
-        &state.status,
-        &proxy.tokens.load(),
-        &proxy.diagnosis,
-        &proxy.metrics,
-    ))
-    .into_response()
+    let tokens = proxy.tokens.load();
+    if let Some(key) = key.as_ref().filter(|k| !k.is_admin()) {
+        let ready = tokens
+            .token
+            .as_ref()
+            .is_some_and(|t| t.is_valid(Instant::now()));
+        let used = proxy.limiter.used(&key.name, Instant::now());
+        let budgets =
+            proxy
+                .budgets
+                .standing(&key.name, &key.rules, crate::clock::unix_now_signed());
+        return Json(crate::status::member_status_json(
+            key,
+            ready,
+            used,
+            &budgets,
+            &proxy.metrics,
+        ))
+        .into_response();
+    }
+    let mut document =
+        crate::status::status_json(&state.status, &tokens, &proxy.diagnosis, &proxy.metrics);
+    if let Some(key) = key {
+        merge(&mut document, json!({"key": crate::status::key_json(&key)}));
+    }
+    Json(document).into_response()
 }
 
-fn require_key(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    crate::keys::authenticate(state.proxy.keys.as_deref(), headers).map(|_| ())
+/// The caller's key (`None` without keys configured), or the 401 refusal.
+fn caller(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Arc<crate::keys::KeyEntry>>, ApiError> {
+    crate::keys::authenticate(state.proxy.keys.as_deref(), headers)
+}
+
+/// 403 `admin_key_required`: `what` is for admin keys only.
+fn admin_required(key: &crate::keys::KeyEntry, what: &str) -> ApiError {
+    let vars = diagnose::catalog::Vars::new()
+        .set("detail", key.name.clone())
+        .set("what", what);
+    diagnose::proxy_refusal(diagnose::RefusalCode::AdminKeyRequired, &vars)
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::diagnose::{self, DiagnosisContext};
+use crate::keys::KeyEntry;
 use crate::metrics::{Metrics, UsageRow};
 use crate::proxy_client::{self, Address, GetError};
 use crate::token::TokenState;
@@ -87,6 +88,48 @@ pub fn status_json(
         "upstream": {"endpoint": info.endpoint, "api": info.api, "api_version": info.api_version},
         "usage": metrics.usage_snapshot(),
     })
+}
+
+/// The `/status` document a member key sees: its own name, role, limits (with what the last
+/// minute used), budgets (with what is left and when each resets), expiry, allowed models,
+/// token cap and usage, and whether the proxy is ready — never other keys, the identity or
+/// the upstream configuration (a team sharing one credential should not see each other's
+/// usage). `used` is (requests, tokens) in the last 60 seconds.
+pub fn member_status_json(
+    key: &KeyEntry,
+    ready: bool,
+    used: (u64, u64),
+    budgets: &[crate::budget::Standing],
+    metrics: &Metrics,
+) -> Value {
+    let usage: Vec<UsageRow> = metrics
+        .usage_snapshot()
+        .into_iter()
+        .filter(|row| row.key == key.name)
+        .collect();
+    let limit = |limit: Option<u64>, used: u64| {
+        limit.map(|limit| json!({"limit": limit, "used": used, "left": limit.saturating_sub(used)}))
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": ready,
+        "key": key_json(key),
+        "limits": {
+            "window_secs": 60,
+            "requests_per_minute": limit(key.limits.requests_per_minute.map(u64::from), used.0),
+            "tokens_per_minute": limit(key.limits.tokens_per_minute, used.1),
+        },
+        "budgets": budgets,
+        "expires": key.rules.expires.as_ref().map(|e| e.text.as_str()),
+        "models": key.rules.models,
+        "max_tokens_cap": key.rules.max_tokens_cap,
+        "usage": usage,
+    })
+}
+
+/// Who is asking: the key's name and role.
+pub fn key_json(key: &KeyEntry) -> Value {
+    json!({"name": key.name, "role": key.role.as_str()})
 }
 
 /// `GET /status` from the running proxy at `address` (under its `--url` path), with `key` as a
@@ -178,26 +221,7 @@ pub fn usage_table(rows: &[UsageRow]) -> String {
         lines.push(line(&row.key, &row.model, n));
     }
     lines.push(line("total", "", total));
-    let mut widths = [0usize; 7];
-    for cells in &lines {
-        for (width, cell) in widths.iter_mut().zip(cells) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for cells in &lines {
-        let mut text = String::new();
-        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if i < 2 {
-                text.push_str(&format!("{cell:<width$}  "));
-            } else {
-                text.push_str(&format!("{cell:>width$}  "));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::table::aligned(&lines, &[0, 1])
 }
 
 #[cfg(test)]

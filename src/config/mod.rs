@@ -17,9 +17,11 @@ use crate::server::browser_guard::HostRule;
 use crate::upstream::ApiStyle;
 
 pub mod credential;
+pub mod prices;
 mod validate;
 
 pub use credential::{CredentialConfig, CredentialSettings};
+pub use prices::{Price, Prices};
 
 /// Default listen address: loopback only, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -73,6 +75,10 @@ pub struct Config {
     pub max_body: usize,
     /// Friendly model names mapped to deployment names.
     pub models: BTreeMap<String, String>,
+    /// What models' tokens cost (`[prices."MODEL"]`), for dollar budgets and the ledger.
+    pub prices: Prices,
+    /// The usage ledger (SQLite); `None` keeps usage in memory only.
+    pub usage_db: Option<PathBuf>,
     /// Time allowed for the upstream to send response headers.
     pub upstream_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
@@ -186,6 +192,10 @@ pub struct Settings {
     pub allowed_hosts: Option<Vec<String>>,
     /// `[models]` table: alias = "deployment".
     pub models: Option<BTreeMap<String, String>>,
+    /// `[prices."MODEL"]` tables: US dollars per million tokens.
+    pub prices: Option<BTreeMap<String, Price>>,
+    /// `FOUNDRY_PROXY_USAGE_DB`
+    pub usage_db: Option<PathBuf>,
     /// `[credential]` table: which credential and its settings.
     pub credential: Option<CredentialSettings>,
 }
@@ -238,6 +248,8 @@ pub const ENV_KEYS_FILE: &str = "FOUNDRY_PROXY_KEYS_FILE";
 pub const ENV_ALLOW_ANONYMOUS: &str = "FOUNDRY_PROXY_ALLOW_ANONYMOUS";
 /// Separate metrics address variable.
 pub const ENV_METRICS_LISTEN: &str = "FOUNDRY_PROXY_METRICS_LISTEN";
+/// Usage ledger (SQLite file) variable.
+pub const ENV_USAGE_DB: &str = "FOUNDRY_PROXY_USAGE_DB";
 /// CORS allow-list variable.
 pub const ENV_CORS_ORIGINS: &str = "FOUNDRY_PROXY_CORS_ORIGINS";
 /// Host names (besides loopback names and IP literals) requests may name.
@@ -321,6 +333,8 @@ impl Settings {
             cors_origins: env.var(ENV_CORS_ORIGINS).map(|v| comma_list(&v)),
             allowed_hosts: env.var(ENV_ALLOWED_HOSTS).map(|v| comma_list(&v)),
             models: None,
+            prices: None,
+            usage_db: env.var(ENV_USAGE_DB).map(PathBuf::from),
             credential: Some(CredentialSettings::from_env(env)?),
         })
     }
@@ -356,6 +370,8 @@ impl Settings {
             cors_origins: higher.cors_origins.or(self.cors_origins),
             allowed_hosts: higher.allowed_hosts.or(self.allowed_hosts),
             models,
+            prices: higher.prices.or(self.prices),
+            usage_db: higher.usage_db.or(self.usage_db),
             credential: match (self.credential, higher.credential) {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
                 (low, high) => high.or(low),

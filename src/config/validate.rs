@@ -51,6 +51,8 @@ impl Settings {
             cors_origins,
             allowed_hosts,
             models,
+            prices,
+            usage_db,
             credential,
         } = self;
         let listen = listener(listen)?;
@@ -91,6 +93,7 @@ impl Settings {
             Some(secs) => Duration::from_secs(secs),
         };
         let models = model_aliases(models)?;
+        let prices = super::Prices::new(prices)?;
         let team = team(
             listen,
             keys_file,
@@ -115,6 +118,8 @@ impl Settings {
             api_version: upstream.api_version,
             max_body,
             models,
+            prices,
+            usage_db,
             upstream_timeout: upstream_timeout_secs
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),

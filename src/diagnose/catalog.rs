@@ -568,6 +568,49 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
+        code: RefusalCode::AdminKeyRequired,
+        origin: Origin::Proxy,
+        status: 403,
+        sees: "403 when a member key asks for /metrics on the main listener",
+        cause: "Key '{detail}' is a member key: it sees its own usage, limits and budgets on /status, but {what} is for admin keys only (it shows every key and the proxy's configuration).",
+        fix: &[
+            "Read your own standing with GET /status or `foundry-proxy usage` using this key.",
+            "Operators: use an admin key (foundry-proxy keys add NAME --admin, or role = \"admin\" in the keys file), or scrape the separate metrics listener (FOUNDRY_PROXY_METRICS_LISTEN).",
+        ],
+    },
+    Entry {
+        code: RefusalCode::KeyExpired,
+        origin: Origin::Proxy,
+        status: 401,
+        sees: "401 for a key past its expires date",
+        cause: "Key '{detail}' expired at {what} (its expires field in the keys file); nothing was forwarded.",
+        fix: &[
+            "Ask the proxy's operator for a new key, or for a later expires date on this one (keys are reloaded within seconds).",
+        ],
+    },
+    Entry {
+        code: RefusalCode::ModelNotAllowed,
+        origin: Origin::Proxy,
+        status: 403,
+        sees: "403 for a model outside the key's models list",
+        cause: "Key '{detail}' may not use the model {what}; nothing was forwarded.",
+        fix: &[
+            "Use one of the models the key allows: {limit}.",
+            "Or ask the operator to add the model to this key's models list in the keys file.",
+        ],
+    },
+    Entry {
+        code: RefusalCode::BudgetExhausted,
+        origin: Origin::Proxy,
+        status: 429,
+        sees: "429 with retry-after: the key's daily or monthly budget is spent",
+        cause: "Key '{detail}' has used its budget of {limit}; it resets in retry-after seconds ({what}).",
+        fix: &[
+            "Wait until the budget resets (retry-after), or ask the operator to raise it in the keys file (tokens_per_day, tokens_per_month, usd_per_month).",
+            "Your standing, with what is left and when it resets, is on GET /status with your key.",
+        ],
+    },
+    Entry {
         code: RefusalCode::RateLimitExceeded,
         origin: Origin::Proxy,
         status: 429,
@@ -886,6 +929,7 @@ mod tests {
             "max_body",
             "limit",
             "version_fix",
+            "what",
         ];
         let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code.as_str()).collect();
         codes.sort_unstable();

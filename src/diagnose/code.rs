@@ -102,6 +102,14 @@ pub enum RefusalCode {
     AzureCliFailed,
     /// `invalid_api_key`
     InvalidApiKey,
+    /// `admin_key_required`
+    AdminKeyRequired,
+    /// `key_expired`
+    KeyExpired,
+    /// `model_not_allowed`
+    ModelNotAllowed,
+    /// `budget_exhausted`
+    BudgetExhausted,
     /// `rate_limit_exceeded`
     RateLimitExceeded,
     /// `token_limit_exceeded`
@@ -144,7 +152,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in catalog order.
-    pub const ALL: [Self; 66] = [
+    pub const ALL: [Self; 70] = [
         Self::MissingRoleAssignment,
         Self::MissingResponsesPermission,
         Self::MissingProjectPermission,
@@ -192,6 +200,10 @@ impl RefusalCode {
         Self::AzureCliLoggedOut,
         Self::AzureCliFailed,
         Self::InvalidApiKey,
+        Self::AdminKeyRequired,
+        Self::KeyExpired,
+        Self::ModelNotAllowed,
+        Self::BudgetExhausted,
         Self::RateLimitExceeded,
         Self::TokenLimitExceeded,
         Self::TokenPending,
@@ -263,6 +275,10 @@ impl RefusalCode {
             Self::AzureCliLoggedOut => "azure_cli_logged_out",
             Self::AzureCliFailed => "azure_cli_failed",
             Self::InvalidApiKey => "invalid_api_key",
+            Self::AdminKeyRequired => "admin_key_required",
+            Self::KeyExpired => "key_expired",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::BudgetExhausted => "budget_exhausted",
             Self::RateLimitExceeded => "rate_limit_exceeded",
             Self::TokenLimitExceeded => "token_limit_exceeded",
             Self::TokenPending => "token_pending",

@@ -19,7 +19,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::TryRngCore;
 
-use super::{KeyFileError, KeyRing, Limits, digest_of, hex, read_error, read_file, validate_name};
+use std::sync::Arc;
+
+use super::{
+    KeyEntry, KeyFileError, KeyRing, Limits, Role, digest_of, hex, read_error, read_file,
+    validate_name,
+};
 
 /// What a generated key starts with, so scanners and people recognise it.
 pub const KEY_PREFIX: &str = "fpk-";
@@ -36,12 +41,26 @@ pub const FILE_HEADER: &str = "\
 #   sha256 = \"<64 hex chars>\"     # SHA-256 of the key (the key itself is never stored)
 #   requests_per_minute = 60      # optional
 #   tokens_per_minute = 100000    # optional
+#   role = \"admin\"                # optional: \"member\" (default, sees only its own usage) or \"admin\"
+#   tokens_per_day = 200000       # optional budgets: per UTC day, per UTC month, dollars per
+#   tokens_per_month = 3000000    #   UTC month (priced from [prices.\"MODEL\"] in the config)
+#   usd_per_month = 50.0
+#   models = [\"fast\", \"gpt-4o\"]  # optional allow-list (aliases and deployments)
+#   expires = \"2027-01-31T00:00:00Z\"  # optional, RFC 3339
+#   max_tokens_cap = 4096         # optional: the most tokens a request may ask for
 # The proxy reloads this file within a second of a change; a broken edit keeps the previous keys.
 ";
 
-/// Adds a key named `name` with `limits`, creating the file (with [`FILE_HEADER`]) if it
-/// does not exist. Returns the new key: it is stored nowhere, so show it once.
+/// Adds a member key named `name` with `limits`: [`add_entry`] for the common case.
 pub fn add_key(path: &Path, name: &str, limits: Limits) -> Result<String, KeyFileError> {
+    add_entry(path, &KeyEntry::new(name, limits))
+}
+
+/// Adds a key described by `new` (name, limits, role), creating the file (with
+/// [`FILE_HEADER`]) if it does not exist. Returns the new key: it is stored nowhere, so show
+/// it once.
+pub fn add_entry(path: &Path, new: &KeyEntry) -> Result<String, KeyFileError> {
+    let (name, limits) = (new.name.as_str(), new.limits);
     validate_name(name).map_err(|problem| {
         KeyFileError::new(problem, "use 1-64 letters, digits, '-', '_' or '.'").in_file(path)
     })?;
@@ -80,7 +99,7 @@ pub fn add_key(path: &Path, name: &str, limits: Limits) -> Result<String, KeyFil
     if !appended.is_empty() && !appended.ends_with("\n\n") {
         appended.push('\n');
     }
-    appended.push_str(&entry_text(name, &digest, limits));
+    appended.push_str(&entry_text(new, &digest));
     let reads_back = |text: &str| {
         KeyRing::parse(text).is_ok_and(|added| {
             added.len() == ring.len() + 1
@@ -102,10 +121,7 @@ pub fn add_key(path: &Path, name: &str, limits: Limits) -> Result<String, KeyFil
             .collect();
         keys.push(super::StoredKey {
             digest,
-            entry: std::sync::Arc::new(super::KeyEntry {
-                name: name.to_owned(),
-                limits,
-            }),
+            entry: Arc::new(new.clone()),
         });
         render(&KeyRing { keys })
     };
@@ -158,12 +174,9 @@ pub fn revoke_key(path: &Path, name: &str) -> Result<(), KeyFileError> {
     write_atomic(path, &new_text)
 }
 
-/// The keys' names and limits, in file order.
-pub fn list_keys(path: &Path) -> Result<Vec<(String, Limits)>, KeyFileError> {
-    Ok(KeyRing::load(path)?
-        .entries()
-        .map(|e| (e.name.clone(), e.limits))
-        .collect())
+/// The keys' entries (name, limits, role), in file order.
+pub fn list_keys(path: &Path) -> Result<Vec<Arc<KeyEntry>>, KeyFileError> {
+    Ok(KeyRing::load(path)?.entries().cloned().collect())
 }
 
 /// A new key: [`KEY_PREFIX`] + 43 characters of URL-safe base64 of 32 bytes from the OS RNG.
@@ -184,7 +197,8 @@ fn refuse_to_edit(mut error: KeyFileError, path: &Path) -> KeyFileError {
 }
 
 /// One `[[key]]` block, ending with a newline.
-fn entry_text(name: &str, digest: &[u8; 32], limits: Limits) -> String {
+fn entry_text(entry: &KeyEntry, digest: &[u8; 32]) -> String {
+    let (name, limits) = (&entry.name, entry.limits);
     // `name` is validated (letters, digits, - _ .), so it needs no escaping.
     let mut block = format!("[[key]]\nname = \"{name}\"\nsha256 = \"{}\"\n", hex(digest));
     if let Some(rpm) = limits.requests_per_minute {
@@ -193,7 +207,40 @@ fn entry_text(name: &str, digest: &[u8; 32], limits: Limits) -> String {
     if let Some(tpm) = limits.tokens_per_minute {
         block.push_str(&format!("tokens_per_minute = {tpm}\n"));
     }
+    if entry.role != Role::Member {
+        block.push_str(&format!("role = \"{}\"\n", entry.role.as_str()));
+    }
+    block.push_str(&rules_text(&entry.rules));
     block
+}
+
+/// The rules' lines of a `[[key]]` block, in the documented order; nothing for no rule.
+fn rules_text(rules: &super::Rules) -> String {
+    let mut lines = String::new();
+    let mut line = |field: &str, value: toml::Value| {
+        lines.push_str(&format!("{field} = {value}\n"));
+    };
+    let count = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    if let Some(n) = rules.tokens_per_day {
+        line("tokens_per_day", count(n));
+    }
+    if let Some(n) = rules.tokens_per_month {
+        line("tokens_per_month", count(n));
+    }
+    if let Some(usd) = rules.usd_per_month {
+        line("usd_per_month", toml::Value::Float(usd));
+    }
+    if let Some(models) = &rules.models {
+        let list = models.iter().cloned().map(toml::Value::String).collect();
+        line("models", toml::Value::Array(list));
+    }
+    if let Some(expiry) = &rules.expires {
+        line("expires", toml::Value::String(expiry.text.clone()));
+    }
+    if let Some(n) = rules.max_tokens_cap {
+        line("max_tokens_cap", count(n));
+    }
+    lines
 }
 
 /// The whole file written from scratch: the header and every entry.
@@ -201,7 +248,7 @@ fn render(ring: &KeyRing) -> String {
     let mut text = FILE_HEADER.to_owned();
     for key in &ring.keys {
         text.push('\n');
-        text.push_str(&entry_text(&key.entry.name, &key.digest, key.entry.limits));
+        text.push_str(&entry_text(&key.entry, &key.digest));
     }
     text
 }

@@ -11,7 +11,13 @@
 //! sha256 = "<64 hex chars>"     # SHA-256 of the key, hex (either case); unique
 //! requests_per_minute = 60      # optional, at least 1
 //! tokens_per_minute = 100000    # optional, at least 1
+//! role = "admin"                # optional: "member" (the default) or "admin"
+//! # optional budgets and rules (see [`rules`]): tokens_per_day, tokens_per_month,
+//! # usd_per_month, models, expires, max_tokens_cap
 //! ```
+//!
+//! A member sees only their own standing on `/status`; an admin sees everything (identity,
+//! configuration, every key's usage) and may read `/metrics` on the main listener.
 //!
 //! - [`KeyRing`]: one parsed version of the file; [`KeyRing::authenticate`] compares the
 //!   presented key's digest with every stored digest in constant time.
@@ -35,9 +41,11 @@ use toml::Spanned;
 
 pub mod cli;
 pub mod file;
+pub mod rules;
 pub mod watch;
 
-pub use file::{add_key, list_keys, revoke_key};
+pub use file::{add_entry, add_key, list_keys, revoke_key};
+pub use rules::{Expiry, Rules};
 pub use watch::KeyStore;
 
 /// The environment variable naming the keys file (defined with the other settings).
@@ -55,13 +63,63 @@ pub struct Limits {
     pub tokens_per_minute: Option<u64>,
 }
 
-/// One key's identity as the request path sees it: its name and limits, never its digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a key may see beyond the API: its own standing (member) or everything (admin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Sees only its own usage, limits and budgets on `/status`; no `/metrics`.
+    #[default]
+    Member,
+    /// Sees everything on `/status` and `/metrics`, as an operator.
+    Admin,
+}
+
+impl Role {
+    /// The keys-file spelling: `member` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Role> {
+        match text {
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One key's identity as the request path sees it: its name, limits, role and rules, never
+/// its digest.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyEntry {
     /// The key's name: what logs and metrics show.
     pub name: String,
     /// Its rate limits.
     pub limits: Limits,
+    /// What it may see: its own standing, or everything.
+    pub role: Role,
+    /// Budgets, expiry, allowed models and the token cap.
+    pub rules: Rules,
+}
+
+impl KeyEntry {
+    /// A member key named `name` with `limits`.
+    pub fn new(name: impl Into<String>, limits: Limits) -> Self {
+        Self {
+            name: name.into(),
+            limits,
+            role: Role::Member,
+            rules: Rules::default(),
+        }
+    }
+
+    /// True for an admin key.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
 }
 
 /// A stored key: the digest to compare and the entry to hand out on a match.
@@ -157,6 +215,13 @@ struct RawKey {
     sha256: Spanned<String>,
     requests_per_minute: Option<Spanned<u32>>,
     tokens_per_minute: Option<Spanned<u64>>,
+    role: Option<Spanned<String>>,
+    tokens_per_day: Option<Spanned<u64>>,
+    tokens_per_month: Option<Spanned<u64>>,
+    usd_per_month: Option<Spanned<f64>>,
+    models: Option<Spanned<Vec<String>>>,
+    expires: Option<Spanned<String>>,
+    max_tokens_cap: Option<Spanned<u64>>,
 }
 
 /// The 1-based line of byte offset `at` in `text`.
@@ -228,7 +293,7 @@ impl KeyRing {
             let detail = e.message().trim().replace('\n', " ");
             let error = KeyFileError::new(
                 format!("not a valid keys file: {detail}"),
-                "each entry is [[key]] with name, sha256 and optional requests_per_minute, tokens_per_minute",
+                "each entry is [[key]] with name, sha256 and optional requests_per_minute, tokens_per_minute, role, tokens_per_day, tokens_per_month, usd_per_month, models, expires, max_tokens_cap",
             );
             match e.span() {
                 Some(span) => error.at_line(line_of(text, span.start)),
@@ -289,11 +354,50 @@ impl KeyRing {
                     "tokens_per_minute",
                 )?,
             };
+            let role = match raw.role {
+                None => Role::Member,
+                Some(role) => Role::parse(role.get_ref()).ok_or_else(|| {
+                    KeyFileError::new(
+                        format!("{which}: role {:?} is not a role", role.get_ref()),
+                        "use role = \"member\" (the default) or role = \"admin\"",
+                    )
+                    .at_line(line_of(text, role.span().start))
+                })?,
+            };
+            let rules = Rules {
+                tokens_per_day: positive(raw.tokens_per_day, text, &which, "tokens_per_day")?,
+                tokens_per_month: positive(
+                    raw.tokens_per_month,
+                    text,
+                    &which,
+                    "tokens_per_month",
+                )?,
+                usd_per_month: dollars(raw.usd_per_month, text, &which)?,
+                models: model_list(raw.models, text, &which)?,
+                expires: raw
+                    .expires
+                    .map(|at| {
+                        Expiry::parse(at.get_ref()).map_err(|problem| {
+                            KeyFileError::new(
+                                format!("{which}: {problem}"),
+                                "write it as expires = \"2027-01-31T00:00:00Z\" (UTC) or with an offset",
+                            )
+                            .at_line(line_of(text, at.span().start))
+                        })
+                    })
+                    .transpose()?,
+                max_tokens_cap: positive(raw.max_tokens_cap, text, &which, "max_tokens_cap")?,
+            };
             by_name.insert(name.clone(), index);
             by_digest.insert(digest, index);
             keys.push(StoredKey {
                 digest,
-                entry: Arc::new(KeyEntry { name, limits }),
+                entry: Arc::new(KeyEntry {
+                    name,
+                    limits,
+                    role,
+                    rules,
+                }),
             });
         }
         Ok(KeyRing { keys })
@@ -335,6 +439,12 @@ impl KeyRing {
         self.entries().find(|e| e.name == name)
     }
 
+    /// True when at least one key is an admin key (otherwise nobody may read `/metrics` on
+    /// the main listener or the full `/status`).
+    pub fn has_admin(&self) -> bool {
+        self.entries().any(|e| e.is_admin())
+    }
+
     /// How many keys there are.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -365,6 +475,48 @@ where
         .at_line(line_of(text, v.span().start))),
         Some(v) => Ok(Some(v.into_inner())),
     }
+}
+
+/// `usd_per_month`, when present: a finite amount above 0.
+fn dollars(
+    value: Option<Spanned<f64>>,
+    text: &str,
+    which: &str,
+) -> Result<Option<f64>, KeyFileError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 => Ok(Some(v.into_inner())),
+        Some(v) => Err(KeyFileError::new(
+            format!("{which}: usd_per_month is {}", v.get_ref()),
+            "use an amount above 0 such as 50.0, or remove usd_per_month for no budget",
+        )
+        .at_line(line_of(text, v.span().start))),
+    }
+}
+
+/// `models`, when present: a non-empty list of non-empty names.
+fn model_list(
+    value: Option<Spanned<Vec<String>>>,
+    text: &str,
+    which: &str,
+) -> Result<Option<Vec<String>>, KeyFileError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let line = line_of(text, value.span().start);
+    let models: Vec<String> = value
+        .into_inner()
+        .into_iter()
+        .map(|m| m.trim().to_owned())
+        .collect();
+    if models.is_empty() || models.iter().any(String::is_empty) {
+        return Err(KeyFileError::new(
+            format!("{which}: models has an empty list or an empty name"),
+            "list the models (deployments or aliases) this key may use, or remove models to allow every model",
+        )
+        .at_line(line));
+    }
+    Ok(Some(models))
 }
 
 /// Reads a keys file's text, with an error that names the file and says what to do.

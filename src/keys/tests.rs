@@ -83,6 +83,11 @@ fn parse_errors_name_line_and_entry() {
             1,
             "missing field `sha256`",
         ),
+        (
+            entry("gina", "a", "role = \"owner\"\n"),
+            4,
+            "(\"gina\"): role \"owner\" is not a role",
+        ),
         ("[[key]\n".to_owned(), 1, "not a valid keys file"),
         (
             "[server]\nport = 1\n".to_owned(),
@@ -99,6 +104,42 @@ fn parse_errors_name_line_and_entry() {
         assert!(shown.contains(" — "), "a fix: {shown}");
         assert!(!shown.contains('\n'), "one line: {shown}");
     }
+}
+
+/// A file written before roles existed loads with every key a member (and no admin); `role`
+/// reads either way, and an admin key is written back with its role.
+#[test]
+fn roles_default_to_member() {
+    let old = format!(
+        "{}\n{}",
+        entry("alice", "a", ""),
+        entry("bob", "b", "requests_per_minute = 5\n")
+    );
+    let ring = KeyRing::parse(&old).expect("an old file loads");
+    assert!(ring.entries().all(|e| e.role == Role::Member));
+    assert!(!ring.has_admin());
+    let mixed = format!(
+        "{}\n{}",
+        entry("alice", "a", "role = \"member\"\n"),
+        entry("ops", "b", "role = \"admin\"\n")
+    );
+    let ring = KeyRing::parse(&mixed).expect("valid");
+    assert!(ring.has_admin());
+    assert!(ring.authenticate("b").expect("ops").is_admin());
+    assert!(!ring.authenticate("a").expect("alice").is_admin());
+
+    let dir = std::env::temp_dir().join(format!("fp-keys-roles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("keys.toml");
+    let _ = std::fs::remove_file(&path);
+    let mut ops = KeyEntry::new("ops", Limits::default());
+    ops.role = Role::Admin;
+    let key = add_entry(&path, &ops).expect("added");
+    add_key(&path, "member", Limits::default()).expect("added");
+    let ring = KeyRing::load(&path).expect("reads back");
+    assert!(ring.authenticate(&key).expect("ops").is_admin());
+    assert_eq!(ring.get("member").expect("member").role, Role::Member);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Names: 1-64 of letters, digits, '-', '_', '.'.

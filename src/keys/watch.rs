@@ -159,9 +159,14 @@ impl KeyStore {
         match self.read() {
             Ok(ring) => {
                 let keys = ring.len();
+                let had_admin = self.ring.load().has_admin();
+                let has_admin = ring.has_admin();
                 self.ring.store(Arc::new(ring));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 info!(keys, "keys reloaded");
+                if had_admin && !has_admin {
+                    warn!("{}", super::cli::NO_ADMIN);
+                }
                 Poll::Reloaded { keys }
             }
             Err(e) => {

@@ -9,6 +9,7 @@
 
 pub mod dialect;
 pub mod headers;
+mod key_rules;
 pub mod model;
 pub mod websocket;
 
@@ -78,6 +79,12 @@ pub struct ProxyState {
     pub keys: Option<Arc<KeyStore>>,
     /// Per-key limits state.
     pub limiter: Arc<Limiter>,
+    /// Per-key budget spend (day, month).
+    pub budgets: Arc<crate::budget::Budgets>,
+    /// What models' tokens cost, for dollar budgets.
+    pub prices: crate::config::Prices,
+    /// The usage ledger (`FOUNDRY_PROXY_USAGE_DB`); `None` keeps usage in memory only.
+    pub ledger: Option<Arc<crate::ledger::Ledger>>,
     /// Prometheus metrics and usage.
     pub metrics: Arc<Metrics>,
     /// WebSocket limits, the shutdown signal and the open sockets.
@@ -234,7 +241,8 @@ async fn forward_request(
     observed: &mut Observed,
 ) -> Result<Response, ApiError> {
     within_limits(state, exchange.key)?;
-    let outbound = match prepare(state, request, &exchange.route, observed).await? {
+    let key = exchange.key.map(Arc::as_ref);
+    let outbound = match prepare(state, request, &exchange.route, key, observed).await? {
         Prepared::Answered(response) => return Ok(response),
         Prepared::Outbound(outbound) => outbound,
     };
@@ -333,6 +341,9 @@ fn record(
         key: exchange.tag.key,
         upstream_latency: observed.upstream,
     });
+    if let Some(ledger) = &state.ledger {
+        ledger.request(exchange.tag.key, model, status);
+    }
     info!(
         method = %method,
         path = %telemetry::loggable(path),
@@ -376,6 +387,7 @@ fn within_limits(state: &ProxyState, key: Option<&Arc<KeyEntry>>) -> Result<(), 
     let Some(key) = key else {
         return Ok(());
     };
+    key_rules::admit(&state.budgets, key, crate::clock::unix_now_signed())?;
     match state
         .limiter
         .admit(&key.name, key.limits, tokio::time::Instant::now())
@@ -422,15 +434,20 @@ async fn prepare(
     state: &ProxyState,
     request: Request,
     route: &Route<'_>,
+    key: Option<&KeyEntry>,
     observed: &mut Observed,
 ) -> Result<Prepared, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let (body, mut facts) = read_facts(state, &parts, body, route).await?;
+    let reads_body = key.is_some_and(|k| k.rules.reads_body());
+    let (body, mut facts) = read_facts(state, &parts, body, route, reads_body).await?;
     // A deployment in the path is what the caller asked for, whatever the body says.
     if let Some(deployment) = route.deployment {
         facts.model = Some(deployment.to_owned());
     }
     observed.model.clone_from(&facts.model);
+    if let Some(key) = key {
+        key_rules::allow_model(key, facts.model.as_deref(), state.target.aliases())?;
+    }
     if route.rest == "models"
         && route.dialect != Dialect::Anthropic
         && route.deployment.is_none()
@@ -441,7 +458,9 @@ async fn prepare(
             state.target.aliases(),
         )));
     }
-    let (body, ask_stream_usage) = rewrite_body(state, route, &mut parts.headers, body, &facts);
+    let cap = key.and_then(|k| k.rules.max_tokens_cap);
+    let (body, ask_stream_usage) =
+        rewrite_body(state, route, &mut parts.headers, body, &facts, cap);
     let uri = state
         .target
         .uri(route, facts.model.as_deref())
@@ -463,14 +482,16 @@ async fn prepare(
     }))
 }
 
-/// Reads the body into memory when `model` must be read from it, or when it is small enough
-/// to be sent again after a 401 (larger ones stream through); then reads `model` and whether a
-/// stream is asked for, in one pass.
+/// Reads the body into memory when `model` must be read from it (the style needs it, or the
+/// key's rules do: `reads_body`), or when it is small enough to be sent again after a 401
+/// (larger ones stream through); then reads `model` and whether a stream is asked for, in one
+/// pass.
 async fn read_facts(
     state: &ProxyState,
     parts: &http::request::Parts,
     body: Body,
     route: &Route<'_>,
+    reads_body: bool,
 ) -> Result<(OutboundBody, model::BodyFacts), ApiError> {
     let content_length = parts
         .headers
@@ -481,11 +502,12 @@ async fn read_facts(
         return Err(too_large(state.max_body));
     }
     let needs_model = state.target.needs_model(route) && parts.method != Method::GET;
-    let body = if needs_model || content_length.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
-        OutboundBody::Buffered(read_body(body, state.max_body).await?)
-    } else {
-        OutboundBody::Streaming(body)
-    };
+    let body =
+        if needs_model || reads_body || content_length.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
+            OutboundBody::Buffered(read_body(body, state.max_body).await?)
+        } else {
+            OutboundBody::Streaming(body)
+        };
     let facts = match &body {
         OutboundBody::Buffered(bytes) if needs_model => {
             model::read_facts(&parts.headers, bytes).await?
@@ -507,15 +529,16 @@ async fn read_facts(
 }
 
 /// Rewrites a held body when needed: an alias in `model` becomes its deployment (except in
-/// the deployments style, where the alias picks the URL instead), and chat or completion
-/// streams ask for usage. Returns the body to send and whether usage was asked for; a
-/// rewritten body gets its new `content-length`.
+/// the deployments style, where the alias picks the URL instead), the key's token cap is
+/// applied (`cap`), and chat or completion streams ask for usage. Returns the body to send and
+/// whether usage was asked for; a rewritten body gets its new `content-length`.
 fn rewrite_body(
     state: &ProxyState,
     route: &Route<'_>,
     headers: &mut HeaderMap,
     body: OutboundBody,
     facts: &model::BodyFacts,
+    cap: Option<u64>,
 ) -> (OutboundBody, bool) {
     let OutboundBody::Buffered(bytes) = &body else {
         return (body, false);
@@ -533,6 +556,12 @@ fn rewrite_body(
     let mut rewritten = deployment
         .filter(|_| rewrite)
         .and_then(|deployment| model::with_model(bytes, deployment));
+    if let Some(cap) = cap.filter(|_| is_json(headers)) {
+        let current = rewritten.as_ref().unwrap_or(bytes);
+        if let Some(capped) = key_rules::capped_body(current, route, &state.target, cap) {
+            rewritten = Some(capped);
+        }
+    }
     let mut ask_stream_usage = false;
     // Ask for usage in streams (stripped again before the client sees it), so streamed
     // tokens count against the key's limits and in the usage metrics.
@@ -678,14 +707,30 @@ fn stream_back(
     let on_done = {
         let limiter = Arc::clone(&state.limiter);
         let metrics = Arc::clone(&state.metrics);
+        let budgets = Arc::clone(&state.budgets);
+        let prices = state.prices.clone();
+        let ledger = state.ledger.clone();
         let key = exchange.key.map(Arc::clone);
         let model = model.unwrap_or_default();
+        let deployment = state.target.alias(&model).map(str::to_owned);
         move |seen: Option<usage::Usage>, _ending: usage::Ending| {
             drop(stream_guard);
             if let Some(seen) = seen {
                 let key_name = key.as_ref().map_or("", |k| k.name.as_str());
                 if !key_name.is_empty() {
                     limiter.add_tokens(key_name, seen.total(), tokio::time::Instant::now());
+                }
+                let cost = key_rules::charge(
+                    &budgets,
+                    &prices,
+                    key.as_deref(),
+                    &model,
+                    deployment.as_deref(),
+                    &seen,
+                    crate::clock::unix_now_signed(),
+                );
+                if let Some(ledger) = &ledger {
+                    ledger.usage(key_name, &model, &seen, cost);
                 }
                 metrics.record_usage(key_name, &model, seen.prompt_tokens, seen.completion_tokens);
             }

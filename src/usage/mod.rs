@@ -32,6 +32,10 @@ pub struct Usage {
     pub prompt_tokens: u64,
     /// Output tokens (`completion_tokens`, or `output_tokens`); 0 for embeddings.
     pub completion_tokens: u64,
+    /// Of the input tokens, those read from the prompt cache (`prompt_tokens_details.cached_tokens`,
+    /// `input_tokens_details.cached_tokens`, or Anthropic's `cache_read_input_tokens`), priced
+    /// apart.
+    pub cached_tokens: u64,
 }
 
 impl Usage {
@@ -52,6 +56,14 @@ struct RawUsage {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
+}
+
+/// The `*_tokens_details` member the cached count is read from; its other fields are skipped.
+#[derive(Debug, Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
 }
 
 impl RawUsage {
@@ -73,6 +85,14 @@ impl RawUsage {
         )
     }
 
+    /// The cached input tokens this object names, if any.
+    fn cached(&self) -> Option<u64> {
+        let details = |d: &Option<Details>| d.as_ref().and_then(|d| d.cached_tokens);
+        details(&self.prompt_tokens_details)
+            .or_else(|| details(&self.input_tokens_details))
+            .or(self.cache_read_input_tokens)
+    }
+
     /// The counts, or None when the object names none of them.
     fn usage(&self) -> Option<Usage> {
         self.usage_after(None)
@@ -90,6 +110,7 @@ impl RawUsage {
         Some(Usage {
             prompt_tokens: prompt.unwrap_or(earlier.prompt_tokens),
             completion_tokens: completion.unwrap_or(earlier.completion_tokens),
+            cached_tokens: self.cached().unwrap_or(earlier.cached_tokens),
         })
     }
 }
@@ -261,6 +282,32 @@ mod tests {
     use http::HeaderValue;
 
     /// Chat Completions usage: prompt and completion tokens.
+    /// Cached input tokens are read in each API's naming and stay part of the input count.
+    #[test]
+    fn cached_tokens_in_every_naming() {
+        let cases: [(&[u8], u64, u64); 3] = [
+            (
+                br#"{"usage":{"prompt_tokens":100,"completion_tokens":5,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":64}}}"#,
+                100,
+                64,
+            ),
+            (
+                br#"{"usage":{"input_tokens":80,"output_tokens":5,"input_tokens_details":{"cached_tokens":32}}}"#,
+                80,
+                32,
+            ),
+            (
+                br#"{"usage":{"input_tokens":10,"cache_read_input_tokens":50,"output_tokens":5}}"#,
+                60,
+                50,
+            ),
+        ];
+        for (body, prompt, cached) in cases {
+            let usage = from_json(body).expect("usage");
+            assert_eq!((usage.prompt_tokens, usage.cached_tokens), (prompt, cached));
+        }
+    }
+
     #[test]
     fn chat_usage() {
         let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],
@@ -271,7 +318,8 @@ mod tests {
             usage,
             Usage {
                 prompt_tokens: 12,
-                completion_tokens: 7
+                completion_tokens: 7,
+                cached_tokens: 0,
             }
         );
         assert_eq!(usage.total(), 19);
@@ -288,7 +336,8 @@ mod tests {
             from_json(body),
             Some(Usage {
                 prompt_tokens: 20,
-                completion_tokens: 3
+                completion_tokens: 3,
+                cached_tokens: 6,
             })
         );
         assert_eq!(from_json(br#"{"input_tokens":42}"#), None);
@@ -302,7 +351,8 @@ mod tests {
             from_json(body),
             Some(Usage {
                 prompt_tokens: 5,
-                completion_tokens: 0
+                completion_tokens: 0,
+                cached_tokens: 0,
             })
         );
     }
@@ -316,7 +366,8 @@ mod tests {
             from_json(body),
             Some(Usage {
                 prompt_tokens: 3,
-                completion_tokens: 4
+                completion_tokens: 4,
+                cached_tokens: 0,
             })
         );
     }
@@ -349,7 +400,8 @@ mod tests {
             from_json(body),
             Some(Usage {
                 prompt_tokens: 4,
-                completion_tokens: 0
+                completion_tokens: 0,
+                cached_tokens: 0,
             })
         );
         assert_eq!(from_json(br#"{"usag\u0065x":{"prompt_tokens":1}}"#), None);

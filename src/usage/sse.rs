@@ -365,6 +365,7 @@ mod tests {
     const USAGE: Usage = Usage {
         prompt_tokens: 3,
         completion_tokens: 2,
+        cached_tokens: 0,
     };
 
     /// Passing through, the bytes are untouched and the usage chunk's counts are read.
@@ -423,7 +424,8 @@ mod tests {
                 usage,
                 Some(Usage {
                     prompt_tokens: 4,
-                    completion_tokens: 6
+                    completion_tokens: 6,
+                    cached_tokens: 0,
                 })
             );
         }
@@ -448,7 +450,8 @@ mod tests {
             usage,
             Some(Usage {
                 prompt_tokens: 17,
-                completion_tokens: 7
+                completion_tokens: 7,
+                cached_tokens: 3,
             })
         );
     }

@@ -113,12 +113,93 @@ fn cli_add_list_revoke() {
     assert_eq!(
         rows,
         vec![
-            vec!["NAME", "REQUESTS/MIN", "TOKENS/MIN"],
-            vec!["alice", "60", "100000"],
-            vec!["bob", "-", "-"],
+            vec![
+                "NAME",
+                "ROLE",
+                "REQUESTS/MIN",
+                "TOKENS/MIN",
+                "TOKENS/DAY",
+                "TOKENS/MONTH",
+                "USD/MONTH",
+                "MAX_TOKENS",
+                "EXPIRES",
+                "MODELS"
+            ],
+            vec![
+                "alice", "member", "60", "100000", "-", "-", "-", "-", "-", "-"
+            ],
+            vec!["bob", "member", "-", "-", "-", "-", "-", "-", "-", "-"],
         ],
         "{table}"
     );
+    assert!(
+        text(&listed.stderr).contains("no admin key") && text(&listed.stderr).contains("--admin"),
+        "a file without an admin key is pointed out: {}",
+        text(&listed.stderr)
+    );
+    let ops = keys_cli(
+        &[
+            "add",
+            "ops",
+            "--admin",
+            "--tokens-per-day",
+            "1000",
+            "--tokens-per-month",
+            "20000",
+            "--usd-per-month",
+            "12.5",
+            "--models",
+            "fast,gpt-4o",
+            "--expires",
+            "2027-01-31T00:00:00Z",
+            "--max-tokens-cap",
+            "512",
+        ],
+        Some(&path),
+    );
+    assert_eq!(ops.status.code(), Some(0), "{}", text(&ops.stderr));
+    let ops = text(&ops.stdout).trim_end().to_owned();
+    assert!(
+        KeyRing::load(&path)
+            .expect("valid file")
+            .authenticate(&ops)
+            .expect("ops")
+            .is_admin()
+    );
+    let listed = keys_cli(&["list"], Some(&path));
+    let table = text(&listed.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "ops",
+                    "admin",
+                    "-",
+                    "-",
+                    "1000",
+                    "20000",
+                    "12.50",
+                    "512",
+                    "2027-01-31T00:00:00Z",
+                    "fast,gpt-4o"
+                ]),
+        "{table}"
+    );
+    assert!(text(&listed.stderr).is_empty(), "{}", text(&listed.stderr));
+    for (flags, problem) in [
+        (&["--expires", "tomorrow"][..], "not an RFC 3339 date"),
+        (&["--usd-per-month=-3"][..], "not an amount above 0"),
+        (&["--tokens-per-day", "0"][..], "0 is not in 1.."),
+    ] {
+        let refused = keys_cli(&[&["add", "nope"][..], flags].concat(), Some(&path));
+        assert_eq!(refused.status.code(), Some(2), "{flags:?}");
+        assert!(
+            text(&refused.stderr).contains(problem),
+            "{}",
+            text(&refused.stderr)
+        );
+    }
     assert!(
         !table.contains(alice) && !table.contains(&sha256_hex(alice)),
         "{table}"
@@ -139,7 +220,7 @@ fn cli_add_list_revoke() {
     );
 
     let unknown = keys_cli(&["revoke", "alice"], Some(&path));
-    assert_one_line_failure(&unknown, 1, "no key named \"alice\" (keys: bob)");
+    assert_one_line_failure(&unknown, 1, "no key named \"alice\" (keys: bob, ops)");
 
     let bad_name = keys_cli(&["add", "no spaces"], Some(&path));
     assert_one_line_failure(&bad_name, 1, "contains ' '");

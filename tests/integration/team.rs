@@ -318,6 +318,9 @@ async fn tokens_per_minute_and_usage() {
         },
     )
     .expect("key");
+    let mut ops = foundry_proxy::keys::KeyEntry::new("ops", Limits::default());
+    ops.role = foundry_proxy::keys::Role::Admin;
+    let admin = foundry_proxy::keys::add_entry(&path, &ops).expect("admin key");
     let harness = Harness::start_with(with_keys(&path)).await;
     let first: Value = harness
         .client
@@ -380,7 +383,7 @@ async fn tokens_per_minute_and_usage() {
     let metrics = harness
         .client
         .get(harness.url("/metrics"))
-        .bearer_auth(&key)
+        .bearer_auth(&admin)
         .send()
         .await
         .expect("metrics")

@@ -174,6 +174,7 @@ fn usage_event(stream: &[u8]) -> Usage {
         completion_tokens: event["usage"]["completion_tokens"]
             .as_u64()
             .expect("completion"),
+        cached_tokens: 0,
     }
 }
 
@@ -262,6 +263,7 @@ async fn responses_stream_usage() {
         completion_tokens: completed["response"]["usage"]["output_tokens"]
             .as_u64()
             .expect("output"),
+        cached_tokens: 0,
     };
     assert_eq!(expected.completion_tokens, 5);
     for strip in [false, true] {
@@ -376,7 +378,8 @@ async fn error_reports_once() {
         vec![(
             Some(Usage {
                 prompt_tokens: 2,
-                completion_tokens: 3
+                completion_tokens: 3,
+                cached_tokens: 0,
             }),
             Ending::Error
         )]

@@ -101,7 +101,7 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
     let answer = model::answer(&chat_ask(body));
     // Content pieces (prose by word, JSON by a few characters), or tool calls with their
     // argument pieces; the number of pieces is the completion's token count.
-    let (chunks, calls): (Vec<String>, Vec<CallOut>) = match answer {
+    let (mut chunks, calls): (Vec<String>, Vec<CallOut>) = match answer {
         model::Answer::Text {
             content,
             json: false,
@@ -122,10 +122,22 @@ pub(crate) fn chat_completions(ctx: &GenCtx<'_>, body: &Value) -> Response {
                 .collect(),
         ),
     };
+    // A text answer longer than the request allows stops there, as Azure's does, with
+    // finish_reason "length" (`max_completion_tokens`, or the older `max_tokens`).
+    let allowed = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|field| body.get(*field).and_then(Value::as_u64))
+        .and_then(|n| usize::try_from(n).ok());
+    let cut = calls.is_empty() && allowed.is_some_and(|n| chunks.len() > n);
+    if cut {
+        chunks.truncate(allowed.unwrap_or_default());
+    }
     let completion_tokens =
         (chunks.len() + calls.iter().map(|c| c.pieces.len()).sum::<usize>()) as u64;
     let usage = chat_usage(text::token_count(&all), completion_tokens);
-    let finish = if calls.is_empty() {
+    let finish = if cut {
+        "length"
+    } else if calls.is_empty() {
         "stop"
     } else {
         "tool_calls"

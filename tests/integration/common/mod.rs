@@ -4,6 +4,7 @@
 pub(crate) mod emulator_client;
 pub(crate) mod logs;
 pub(crate) mod raw;
+pub(crate) mod serve_binary;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -146,10 +147,9 @@ impl Harness {
         response.json().await.expect("a JSON answer")
     }
 
-    /// The `/status` usage row of the key named `name`, asked for with `key`.
-    pub(crate) async fn usage_row(&self, key: &str, name: &str) -> serde_json::Value {
-        let status: serde_json::Value = self
-            .client
+    /// `GET /status` with `key` as a bearer token, as JSON.
+    pub(crate) async fn status_with(&self, key: &str) -> serde_json::Value {
+        self.client
             .get(self.url("/status"))
             .bearer_auth(key)
             .send()
@@ -157,7 +157,12 @@ impl Harness {
             .expect("status")
             .json()
             .await
-            .expect("json");
+            .expect("json")
+    }
+
+    /// The `/status` usage row of the key named `name`, asked for with `key`.
+    pub(crate) async fn usage_row(&self, key: &str, name: &str) -> serde_json::Value {
+        let status = self.status_with(key).await;
         status["usage"]
             .as_array()
             .and_then(|rows| rows.iter().find(|r| r["key"] == name))

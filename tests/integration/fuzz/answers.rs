@@ -75,6 +75,7 @@ fn reference_usage(document: &Value) -> Option<Usage> {
     Some(Usage {
         prompt_tokens: prompt.unwrap_or(0),
         completion_tokens: completion.unwrap_or(0),
+        cached_tokens: 0,
     })
 }
 
@@ -324,6 +325,7 @@ fn streams() -> BoxedStrategy<Streams> {
                     usage: Usage {
                         prompt_tokens: prompt,
                         completion_tokens: completion,
+                        cached_tokens: 0,
                     },
                 }
             },
