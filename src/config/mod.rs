@@ -17,9 +17,11 @@ use crate::server::browser_guard::HostRule;
 use crate::upstream::ApiStyle;
 
 pub mod credential;
+pub mod upstreams;
 mod validate;
 
 pub use credential::{CredentialConfig, CredentialSettings};
+pub use upstreams::{ModelSetting, ModelTarget, UpstreamConfig, UpstreamSettings, Upstreams};
 
 /// Default listen address: loopback only, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -84,6 +86,9 @@ pub struct Config {
     pub allowed_hosts: Vec<HostRule>,
     /// Extra CA certificates (PEM) trusted for the endpoint and the authority.
     pub extra_ca_file: Option<PathBuf>,
+    /// Several upstreams (`[[upstream]]`, `[models."NAME"] targets`, `max_wait`); empty in
+    /// the environment-only setup, which has the one `endpoint`.
+    pub upstreams: Upstreams,
 }
 
 /// A configuration problem: which setting, what is wrong, and how to fix it.
@@ -170,10 +175,17 @@ pub struct Settings {
     pub cors_origins: Option<Vec<String>>,
     /// `FOUNDRY_PROXY_ALLOWED_HOSTS` (comma-separated in the environment)
     pub allowed_hosts: Option<Vec<String>>,
-    /// `[models]` table: alias = "deployment".
-    pub models: Option<BTreeMap<String, String>>,
+    /// `[models]` table: alias = "deployment", or `[models."NAME"] targets = [...]`.
+    pub models: Option<BTreeMap<String, ModelSetting>>,
     /// `[credential]` table: which credential and its settings.
     pub credential: Option<CredentialSettings>,
+    /// `[[upstream]]` tables (file only).
+    pub upstream: Option<Vec<toml::Spanned<UpstreamSettings>>>,
+    /// `max_wait`: seconds the proxy may wait for a resting target (file only).
+    pub max_wait: Option<f64>,
+    /// The config file's text, to name the line of a value in errors.
+    #[serde(skip)]
+    pub source: Option<std::sync::Arc<str>>,
 }
 
 /// A size in a config file: a number of bytes or a string like `32MiB`.
@@ -238,21 +250,27 @@ impl Settings {
                 "check the path given to --config or FOUNDRY_PROXY_CONFIG",
             )
         })?;
-        toml::from_str(&text).map_err(|e| {
-            let detail = e.message().replace('\n', " ");
-            let location = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ConfigError::new(
-                ENV_CONFIG,
-                format!("{shown}{location}: {detail}"),
-                "fix that key; config/example.toml lists every valid key",
-            )
-        })
+        let parsed: Result<Self, _> = toml::from_str(&text);
+        parsed
+            .map(|mut settings| {
+                settings.source = Some(std::sync::Arc::from(text.as_str()));
+                settings
+            })
+            .map_err(|e| {
+                let detail = e.message().replace('\n', " ");
+                let location = e
+                    .span()
+                    .map(|span| {
+                        let line = text[..span.start].matches('\n').count() + 1;
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default();
+                ConfigError::new(
+                    ENV_CONFIG,
+                    format!("{shown}{location}: {detail}"),
+                    "fix that key; config/example.toml lists every valid key",
+                )
+            })
     }
 
     /// Reads the environment layer.
@@ -302,6 +320,9 @@ impl Settings {
             allowed_hosts: env.var(ENV_ALLOWED_HOSTS).map(|v| comma_list(&v)),
             models: None,
             credential: Some(CredentialSettings::from_env(env)?),
+            upstream: None,
+            max_wait: None,
+            source: None,
         })
     }
 
@@ -338,6 +359,9 @@ impl Settings {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
                 (low, high) => high.or(low),
             },
+            upstream: higher.upstream.or(self.upstream),
+            max_wait: higher.max_wait.or(self.max_wait),
+            source: self.source.or(higher.source),
         }
     }
 }
