@@ -97,7 +97,7 @@ pub async fn serve(
     let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
     let credential = crate::credential::build(&config, Arc::clone(&tls))?;
     info!(credential = credential.kind(), reason = %config.credential_reason, "credential chosen");
-    let tokens = TokenCell::new(options.token_policy, credential.kind());
+    let tokens = TokenCell::new(options.token_policy.clone(), credential.kind());
     let metrics = Metrics::new();
     metrics.set_info(credential.kind(), config.api.as_str());
     let observed = Arc::clone(&metrics);
@@ -122,6 +122,15 @@ pub async fn serve(
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
 
+    // Several upstreams: a token per distinct scope, each with its own refresher.
+    let scoped = crate::pool::ScopedTokens::start(
+        &config,
+        &tls,
+        &tokens,
+        &options.token_policy,
+        &refresher_stop,
+    )?;
+    let pool = crate::pool::Pool::from_config(&config, |scope| scoped.cell(scope)).map(Arc::new);
     let target = Target::from_config(&config);
     info!(
         listen = %listener.local_addr()?,
@@ -141,6 +150,7 @@ pub async fn serve(
         keys,
         limiter: Limiter::new(),
         metrics,
+        pool,
     });
     if let Some(address) = config.metrics_listen {
         let metrics_listener = TcpListener::bind(address).await?;
@@ -197,6 +207,9 @@ pub async fn serve(
     refresher_stop.cancel();
     background.cancel();
     let _ = refresher.await;
+    for extra in scoped.refreshers {
+        let _ = extra.await;
+    }
     info!("foundry-proxy stopped");
     Ok(())
 }
