@@ -345,7 +345,10 @@ async fn metrics_text(
     if let Err(refused) = checked {
         return refused.into_response();
     }
-    let text = state.proxy.metrics.render(&state.proxy.tokens.load());
+    let mut text = state.proxy.metrics.render(&state.proxy.tokens.load());
+    if let Some(pool) = &state.proxy.pool {
+        pool.render_metrics(&mut text);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -362,13 +365,16 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
         return refused.into_response();
     }
     let proxy = &state.proxy;
-    Json(crate::status::status_json(
+    let mut document = crate::status::status_json(
         &state.status,
         &proxy.tokens.load(),
         &proxy.diagnosis,
         &proxy.metrics,
-    ))
-    .into_response()
+    );
+    if let (Some(pool), Some(object)) = (&proxy.pool, document.as_object_mut()) {
+        object.insert("upstreams".to_owned(), pool.status_json());
+    }
+    Json(document).into_response()
 }
 
 fn require_key(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {

@@ -31,6 +31,9 @@ pub(crate) struct ConfigUpdate {
     /// `{"status": 503, "times": 2}`, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
     imds_fault: Option<Option<ImdsFault>>,
+    /// Per named resource: `{"kind": "unavailable"}`, `{"kind": "rate-limit",
+    /// "retry_after_ms": 1500}`, or `null` to clear.
+    resource_faults: Option<HashMap<String, Option<crate::emulator::resources::ResourceFault>>>,
 }
 
 /// Keeps an explicit `null` apart from an absent field (`Some(None)` vs `None`).
@@ -166,6 +169,9 @@ pub(crate) async fn config(
     for (client_id, roles) in update.roles.unwrap_or_default() {
         emu.set_roles(&client_id, roles);
     }
+    for (resource, fault) in update.resource_faults.unwrap_or_default() {
+        emu.set_resource_fault(&resource, fault);
+    }
     if let Some(kind) = update.resource_kind {
         emu.set_resource_kind(kind);
     }
@@ -201,6 +207,7 @@ pub(crate) async fn federated_token(
 /// `POST /_emulator/reset`: forgets recorded requests.
 pub(crate) async fn reset(State(emu): State<Arc<Emulator>>) -> StatusCode {
     emu.clear_records();
+    emu.reset_resources();
     StatusCode::NO_CONTENT
 }
 

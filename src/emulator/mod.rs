@@ -54,6 +54,7 @@ mod entra;
 mod foundry;
 pub mod identities;
 mod records;
+pub mod resources;
 mod server;
 mod state;
 mod util;
@@ -67,5 +68,6 @@ pub use config::{
 };
 pub use entra::jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};
+pub use resources::{ResourceFault, ResourceFaultKind, ResourceSpec};
 pub use server::{RunningEmulator, spawn, spawn_on, spawn_on_with};
 pub use state::{Emulator, EntraFault};

@@ -8,6 +8,7 @@
 //! for each request, so they share the load.
 
 pub mod health;
+mod report;
 mod tokens;
 
 use std::collections::BTreeMap;

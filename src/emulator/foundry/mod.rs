@@ -25,7 +25,7 @@ mod auth;
 mod body;
 mod chat;
 mod embeddings;
-mod error;
+pub(super) mod error;
 mod fault;
 pub(super) mod handler;
 pub(super) mod media;
