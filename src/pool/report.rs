@@ -6,7 +6,15 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::Pool;
+use super::{Member, Pool};
+
+/// One metric: name, type, help and how to read it from an upstream.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Member, Instant) -> f64,
+);
 
 impl Pool {
     /// `/status`'s `upstreams`: each upstream with its endpoint, order, counters and the
@@ -56,7 +64,7 @@ impl Pool {
     /// label values as they are.
     pub fn render_metrics(&self, out: &mut String) {
         let now = Instant::now();
-        let counters: [(&str, &str, &str, fn(&super::Member, Instant) -> f64); 6] = [
+        let counters: [Series; 6] = [
             (
                 "foundry_proxy_upstream_requests_total",
                 "counter",
