@@ -41,4 +41,5 @@ mod streaming;
 mod team;
 mod tls;
 mod token_lifecycle;
+mod upstreams;
 mod usage;
