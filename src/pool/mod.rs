@@ -224,7 +224,7 @@ impl Pool {
 
 /// The diagnosis context of one upstream: the proxy's identity with the upstream's host,
 /// style, api-version and scope.
-fn diagnosis_of(config: &Config, upstream: &UpstreamConfig) -> DiagnosisContext {
+pub(crate) fn diagnosis_of(config: &Config, upstream: &UpstreamConfig) -> DiagnosisContext {
     let mut context = DiagnosisContext::from_config(config);
     context.endpoint_host = upstream
         .endpoint

@@ -484,3 +484,67 @@ async fn upstreams_one_token_per_scope() {
     );
     harness.stop().await;
 }
+
+/// `check` walks every upstream and every deployment the targets name: the PTU one passes,
+/// a target deployment that does not exist on its resource fails naming upstream and
+/// deployment, and the exit code is 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_check_walks_every_target() {
+    let running = emulator::spawn(EmulatorConfig {
+        resources: ptu_and_paygo(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let url = running.url();
+    let text = SPILLOVER.replace("{emulator}", &url).replace(
+        "deployment = \"gpt-4o\" }",
+        "deployment = \"gpt-4o-typo\" }",
+    );
+    let dir = std::env::temp_dir().join(format!("fp-upstreams-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("upstreams.toml");
+    std::fs::write(&file, text).expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_foundry-proxy"))
+        .arg("check")
+        .arg("--config")
+        .arg(&file)
+        .env_clear()
+        .env("RUST_LOG", "off")
+        .envs([
+            ("AZURE_AUTHORITY_HOST", url.as_str()),
+            (
+                "AZURE_TENANT_ID",
+                foundry_proxy::emulator::identities::TENANT_ID,
+            ),
+            (
+                "AZURE_CLIENT_ID",
+                foundry_proxy::emulator::identities::CLIENT_ID,
+            ),
+            (
+                "AZURE_CLIENT_SECRET",
+                foundry_proxy::emulator::identities::CLIENT_SECRET,
+            ),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("check runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let lines: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains(" upstream "))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.trim_start().starts_with("PASS")
+            && l.contains("eastus-ptu/gpt-4o-ptu (inference)")),
+        "{report}"
+    );
+    assert!(
+        lines.iter().any(|l| l.trim_start().starts_with("FAIL")
+            && l.contains("sweden-paygo/gpt-4o-typo (inference)")),
+        "{report}"
+    );
+    assert!(report.contains("deployment_not_found"), "{report}");
+    running.shutdown().await;
+}
