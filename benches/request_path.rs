@@ -798,7 +798,10 @@ async fn run(args: Args) {
     assert_eq!(status, StatusCode::OK, "the key is accepted");
     let (status, pooled_json) = via_pool.send(PROXY, &json).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(direct_json, pooled_json, "the pool passes answers unchanged");
+    assert_eq!(
+        direct_json, pooled_json,
+        "the pool passes answers unchanged"
+    );
 
     if let Some((side, case)) = args.only {
         let (client, body) = match (side.as_str(), case.as_str()) {

@@ -842,6 +842,28 @@ mod tests {
         assert!(load(None, &vars, Settings::default()).is_ok());
     }
 
+    /// With `[[upstream]]` tables, FOUNDRY_ENDPOINT is not needed: the first upstream by
+    /// priority stands for the one endpoint, with its style.
+    #[test]
+    fn upstreams_need_no_endpoint() {
+        let dir = std::env::temp_dir().join(format!("fp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("upstreams.toml");
+        std::fs::write(
+            &file,
+            "[[upstream]]\nname = \"b\"\nendpoint = \"https://b.openai.azure.com\"\npriority = 2\n\n[[upstream]]\nname = \"a\"\nendpoint = \"https://a.openai.azure.com\"\napi = \"deployments\"\npriority = 1\n",
+        )
+        .expect("write");
+        let mut vars = minimal();
+        vars.remove(ENV_ENDPOINT);
+        let config = load(Some(&file), &vars, Settings::default()).expect("valid");
+        assert_eq!(config.endpoint.as_str(), "https://a.openai.azure.com/");
+        assert_eq!(config.api, ApiStyle::Deployments);
+        assert_eq!(config.upstreams.list.len(), 2);
+        let err = load(None, &vars, Settings::default()).expect_err("no endpoint at all");
+        assert_eq!(err.setting, ENV_ENDPOINT);
+    }
+
     /// CORS origins must be origins; a separate metrics address must be an address.
     #[test]
     fn cors_and_metrics_settings() {

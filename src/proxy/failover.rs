@@ -16,7 +16,6 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -262,10 +261,9 @@ fn for_target(
         }
         None => (*route, std::borrow::Cow::Borrowed(facts)),
     };
+    // A rewritten body gets its own `content-length` there; an unchanged one keeps the
+    // caller's.
     let (body, ask_stream_usage) = rewrite_body(&member.target, &route, &mut headers, body, &facts);
-    if let OutboundBody::Buffered(bytes) = &body {
-        headers.insert(CONTENT_LENGTH, bytes.len().into());
-    }
     let uri = member
         .target
         .uri(&route, facts.model.as_deref())
