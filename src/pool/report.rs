@@ -30,9 +30,13 @@ impl Pool {
                     .resting_now(now)
                     .into_iter()
                     .map(|r| {
+                        let left_ms = u64::try_from(r.left.as_millis()).unwrap_or(u64::MAX);
                         json!({
                             "deployment": r.deployment,
-                            "resting_ms": u64::try_from(r.left.as_millis()).unwrap_or(u64::MAX),
+                            "resting_ms": left_ms,
+                            // Rounded up to the second: not tried before then.
+                            "until_unix": crate::clock::unix_now()
+                                .saturating_add(left_ms.div_ceil(1000)),
                             "why": r.why.to_string(),
                         })
                     })

@@ -324,16 +324,10 @@ async fn upstreams_dead_region_is_ejected_and_restored() {
         "eastus",
         Some((ResourceFaultKind::Unavailable, None)),
     );
-    for _ in 0..4 {
+    for _ in 0..2 {
         assert_eq!(chat(&harness, "gpt-4o").await.status(), 200);
     }
-    let east_attempts = seen(&harness).iter().filter(|(r, _)| r == "eastus").count();
-    assert_eq!(
-        east_attempts,
-        2,
-        "ejected after two failures: {:?}",
-        seen(&harness)
-    );
+    // Two failures in a row: ejected (for a second, the first time).
     let ptu = upstream_status(&harness, "eastus-ptu").await;
     assert_eq!(ptu["health"], "resting", "{ptu}");
     assert!(
@@ -341,6 +335,16 @@ async fn upstreams_dead_region_is_ejected_and_restored() {
             .as_str()
             .is_some_and(|w| w.starts_with("ejected after 2 failures")),
         "{ptu}"
+    );
+    for _ in 0..2 {
+        assert_eq!(chat(&harness, "gpt-4o").await.status(), 200);
+    }
+    let east_attempts = seen(&harness).iter().filter(|(r, _)| r == "eastus").count();
+    // Skipped at least once while ejected (a very slow machine may see the second end).
+    assert!(
+        (2..4).contains(&east_attempts),
+        "ejected after two failures: {:?}",
+        seen(&harness)
     );
     set_fault(&harness, "eastus", None);
     let mut restored = false;
