@@ -40,17 +40,24 @@ enum Failure {
     Error(ApiError),
 }
 
-/// Phases 2 to 4 with failover between the pool's targets.
-pub(super) async fn forward(
+/// A request read as far as every target needs it.
+struct Read {
+    /// The caller's method, URI and headers, prepared for the hop to Azure.
+    parts: http::request::Parts,
+    facts: model::BodyFacts,
+    body: OutboundBody,
+}
+
+/// Phase 2 for every target at once: the body read (held when it can be sent again), `model`
+/// and `stream` read, the headers prepared; `GET /v1/models` with aliases answered here.
+async fn read_request(
     state: &ProxyState,
-    pool: &Pool,
     request: Request,
-    exchange: Exchange<'_>,
+    route: &Route<'_>,
     observed: &mut Observed,
-) -> Result<Response, ApiError> {
-    let route = exchange.route;
+) -> Result<Result<Read, Response>, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let (body, mut facts) = read_facts(state, &parts, body, &route).await?;
+    let (body, mut facts) = read_facts(state, &parts, body, route).await?;
     if let Some(deployment) = route.deployment {
         facts.model = Some(deployment.to_owned());
     }
@@ -61,10 +68,26 @@ pub(super) async fn forward(
         && parts.method == Method::GET
         && !state.target.aliases().is_empty()
     {
-        return Ok(model::alias_list(state.target.aliases()));
+        return Ok(Err(model::alias_list(state.target.aliases())));
     }
     headers::prepare_request_headers(&mut parts.headers);
     parts.headers.remove(http::header::ACCEPT_ENCODING);
+    Ok(Ok(Read { parts, facts, body }))
+}
+
+/// Phases 2 to 4 with failover between the pool's targets.
+pub(super) async fn forward(
+    state: &ProxyState,
+    pool: &Pool,
+    request: Request,
+    exchange: Exchange<'_>,
+    observed: &mut Observed,
+) -> Result<Response, ApiError> {
+    let route = exchange.route;
+    let Read { parts, facts, body } = match read_request(state, request, &route, observed).await? {
+        Ok(read) => read,
+        Err(answered) => return Ok(answered),
+    };
     let model = facts.model.as_deref();
     let plan = pool.plan(model);
     // A body that streams through can be sent once only.
@@ -162,16 +185,14 @@ pub(super) async fn forward(
             let body = read_limited(incoming, REFUSAL_BODY_LIMIT)
                 .await
                 .unwrap_or_default();
-            let now = Instant::now();
             if status == StatusCode::TOO_MANY_REQUESTS {
-                let asked = health::rest_from_headers(&parts.headers);
-                let wait = asked.unwrap_or(health::DEFAULT_REST).min(health::MAX_REST);
-                member
-                    .health
-                    .rate_limited(key, wait, asked.map(|d| d.as_millis() as u64), now);
-                member.counters.rests.fetch_add(1, Ordering::Relaxed);
-                warn!(upstream = %member.name, deployment = key, status = 429, rest_ms = wait.as_millis() as u64, request_id = %exchange.tag.request_id, "upstream rate limited: resting");
-                member.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                note_rate_limited(
+                    member,
+                    key,
+                    &parts.headers,
+                    &exchange,
+                    index + 1 < plan.len(),
+                );
             } else {
                 note_failure(
                     member,
@@ -207,6 +228,19 @@ pub(super) async fn forward(
             ask_stream_usage,
         ));
     }
+    answer_last(pool, &plan, last, &exchange, &route, model).await
+}
+
+/// The answer when no target did better: the last failure's answer (explained when the
+/// catalog knows it, else as Azure sent it), or the proxy's own 502/504.
+async fn answer_last(
+    pool: &Pool,
+    plan: &[Candidate<'_>],
+    last: Option<Failure>,
+    exchange: &Exchange<'_>,
+    route: &Route<'_>,
+    model: Option<&str>,
+) -> Result<Response, ApiError> {
     match last {
         Some(Failure::Answer(parts, body, member)) => {
             let member = &pool.members[member];
@@ -218,7 +252,7 @@ pub(super) async fn forward(
             Ok(explain_refusal(
                 &member.diagnosis,
                 exchange.tag,
-                &route,
+                route,
                 parts,
                 body,
                 &token,
@@ -228,7 +262,7 @@ pub(super) async fn forward(
         Some(Failure::Error(error)) => Err(error),
         None => Err(all_resting(
             pool,
-            &plan,
+            plan,
             model,
             Duration::ZERO,
             Instant::now(),
@@ -292,6 +326,28 @@ fn is_unanswered(error: &ApiError) -> bool {
         error.code,
         RefusalCode::UpstreamUnreachable | RefusalCode::UpstreamTimeout
     )
+}
+
+/// A 429: the target rests for the wait Azure asked for (capped; a default when it named
+/// none).
+fn note_rate_limited(
+    member: &Member,
+    key: &str,
+    headers: &http::HeaderMap,
+    exchange: &Exchange<'_>,
+    more: bool,
+) {
+    let asked = health::rest_from_headers(headers);
+    let wait = asked.unwrap_or(health::DEFAULT_REST).min(health::MAX_REST);
+    let asked_ms = asked.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    member
+        .health
+        .rate_limited(key, wait, asked_ms, Instant::now());
+    member.counters.rests.fetch_add(1, Ordering::Relaxed);
+    if more {
+        member.counters.failovers.fetch_add(1, Ordering::Relaxed);
+    }
+    warn!(upstream = %member.name, deployment = key, status = 429, rest_ms = wait.as_millis() as u64, request_id = %exchange.tag.request_id, "upstream rate limited: resting");
 }
 
 /// Counts a failure against a target; logs the ejection it causes.
