@@ -41,7 +41,9 @@
 //!   `telemetry::TextFields` or flattened JSON) writing to `io::sink`, so the cost of
 //!   formatting the per-request log line shows, but no I/O. The first three rows run with NO
 //!   tracing subscriber installed (every event is disabled at its call site): the floor. The
-//!   log rows are what a deployment pays.
+//!   log rows are what a deployment pays. `json, 2 upstreams`: the proxy with two
+//!   `[[upstream]]` tables (both the stub) and targets for the model: the pool's path, with
+//!   target selection and health look-ups on every request.
 //! - Below the table, micro-measurements of single steps (formerly
 //!   `examples/request_path_cost.rs`): the key check among 20 keys, one metrics record
 //!   (request + usage), and one `record_request` alone over four models and the latency
@@ -360,12 +362,34 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
-/// Starts a proxy with the demo app's credential (token from `emulator`), forwarding to `stub`.
+/// Two `[[upstream]]` tables (both the stub), equal priority, and targets for [`MODEL`]: the
+/// pool's path (target selection, health look-ups) on every request.
+fn two_upstreams(stub: SocketAddr) -> Settings {
+    toml::from_str(&format!(
+        r#"
+[[upstream]]
+name = "one"
+endpoint = "http://{stub}"
+api = "openai-v1"
+[[upstream]]
+name = "two"
+endpoint = "http://{stub}"
+api = "openai-v1"
+[models."{MODEL}"]
+targets = [ {{ upstream = "one", deployment = "{MODEL}" }}, {{ upstream = "two", deployment = "{MODEL}" }} ]
+"#
+    ))
+    .expect("upstreams")
+}
+
+/// Starts a proxy with the demo app's credential (token from `emulator`), forwarding to `stub`
+/// (through two `[[upstream]]` tables when `pool`).
 async fn start_proxy(
     emulator: &str,
     stub: SocketAddr,
     keys_file: Option<PathBuf>,
     usage_db: Option<PathBuf>,
+    pool: bool,
     shutdown: &CancellationToken,
 ) -> SocketAddr {
     let prices = usage_db.as_ref().map(|_| {
@@ -376,7 +400,14 @@ async fn start_proxy(
         };
         [("gpt-4o-mini".to_owned(), price)].into_iter().collect()
     });
+    let upstreams = if pool {
+        two_upstreams(stub)
+    } else {
+        Settings::default()
+    };
     let settings = Settings {
+        upstream: upstreams.upstream,
+        models: upstreams.models,
         tenant_id: Some(world::TENANT_ID.into()),
         client_id: Some(world::CLIENT_ID.into()),
         client_secret: Some(Secret::new(world::CLIENT_SECRET)),
@@ -619,7 +650,31 @@ fn micro() {
         });
     }
     let per_request = started.elapsed() / calls;
+    // Target selection with two upstreams: the plan (priority order, weighted shuffle) and
+    // the health look-up of each candidate, as the pool's request path does them.
+    let config = Settings {
+        tenant_id: Some(world::TENANT_ID.into()),
+        client_id: Some(world::CLIENT_ID.into()),
+        client_secret: Some(Secret::new(world::CLIENT_SECRET)),
+        ..two_upstreams("127.0.0.1:9".parse().expect("addr"))
+    }
+    .validate(&BTreeMap::<String, String>::new())
+    .expect("config");
+    let cell = foundry_proxy::token::TokenCell::new(Default::default(), "client-secret");
+    let pool = foundry_proxy::pool::Pool::from_config(&config, |_| std::sync::Arc::clone(&cell))
+        .expect("pool");
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let plan = pool.plan(std::hint::black_box(Some(MODEL)));
+        let now = tokio::time::Instant::now();
+        let first = plan
+            .iter()
+            .find(|c| pool.resting(c, Some(MODEL), now).is_none());
+        std::hint::black_box(first);
+    }
+    let per_plan = started.elapsed() / rounds;
     println!("step: key check among 20 keys           {per_key:>10.2?} per request");
+    println!("step: target selection, 2 upstreams     {per_plan:>10.2?} per request");
     println!("step: metrics (request + usage record)  {per_record:>10.2?} per request");
     println!("step: metrics record_request, 4 models  {per_request:>10.2?} per request");
 }
@@ -730,19 +785,22 @@ async fn run(args: Args) {
         ..foundry_proxy::keys::Rules::default()
     };
     let budget_key = foundry_proxy::keys::add_entry(&budget_path, &budgeted).expect("budgeted key");
-    let plain = start_proxy(&url, stub, None, None, &shutdown).await;
-    let keyed = start_proxy(&url, stub, Some(keys_path), None, &shutdown).await;
+    let plain = start_proxy(&url, stub, None, None, false, &shutdown).await;
+    let keyed = start_proxy(&url, stub, Some(keys_path), None, false, &shutdown).await;
     let ledgered = start_proxy(
         &url,
         stub,
         Some(budget_path),
         Some(dir.join("usage.db")),
+        false,
         &shutdown,
     )
     .await;
     wait_ready(plain).await;
     wait_ready(keyed).await;
     wait_ready(ledgered).await;
+    let pooled = start_proxy(&url, stub, None, None, true, &shutdown).await;
+    wait_ready(pooled).await;
 
     let anonymous = "Bearer sk-unused-by-the-proxy-0123456789";
     let keyed_auth = format!("Bearer {key}");
@@ -755,6 +813,7 @@ async fn run(args: Args) {
     let budget_auth = format!("Bearer {budget_key}");
     let mut direct_budget = Client::connect(stub, UPSTREAM, &budget_auth).await;
     let mut via_ledgered = Client::connect(ledgered, PROXY, &budget_auth).await;
+    let mut via_pool = Client::connect(pooled, PROXY, anonymous).await;
     let json = chat_body(false);
     let sse = chat_body(true);
 
@@ -776,6 +835,12 @@ async fn run(args: Args) {
     assert_eq!(status, StatusCode::OK, "the key is accepted");
     let (status, _) = via_ledgered.send(PROXY, &json).await;
     assert_eq!(status, StatusCode::OK, "the budgeted key is accepted");
+    let (status, pooled_json) = via_pool.send(PROXY, &json).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        direct_json, pooled_json,
+        "the pool passes answers unchanged"
+    );
 
     if let Some((side, case)) = args.only {
         let (client, body) = match (side.as_str(), case.as_str()) {
@@ -785,7 +850,8 @@ async fn run(args: Args) {
             ("proxy", "json") => (&mut via_plain, &json),
             ("proxy", "sse") => (&mut via_plain, &sse),
             ("proxy", "keys") => (&mut via_keyed, &json),
-            other => panic!("--only {other:?}: use direct|proxy:json|sse|keys"),
+            ("proxy", "pool") => (&mut via_pool, &json),
+            other => panic!("--only {other:?}: use direct|proxy:json|sse|keys|pool"),
         };
         let _guard = args
             .log
@@ -811,6 +877,8 @@ async fn run(args: Args) {
     print_row("json + 20 keys", &d, &p);
     let (d, p) = measure(&mut direct_budget, &mut via_ledgered, &json).await;
     print_row("json + budget + ledger", &d, &p);
+    let (d, p) = measure(&mut direct, &mut via_pool, &json).await;
+    print_row("json, 2 upstreams", &d, &p);
     // Log subscribers last: once one has been installed, call sites stay registered.
     for format in ["text", "json"] {
         let _guard = tracing::dispatcher::set_default(&log_subscriber(format));

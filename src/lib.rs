@@ -7,6 +7,8 @@
 //! - [`server`]: the listener, router, `/healthz`, `/readyz`, graceful shutdown.
 //! - [`request_id`]: the `x-request-id` of each request, taken or made.
 //! - [`proxy`]: the forwarding handler (headers, streaming bodies, the 401 retry).
+//! - [`pool`]: several upstreams (`[[upstream]]`): order by priority and weight, rest on 429,
+//!   eject and restore after failures.
 //! - [`upstream`]: API styles, the inbound-path → upstream-URL mapping, the outbound client.
 //! - [`usage`]: token counts from the upstream's `usage`, read as answers and streams pass.
 //! - [`token`]: the `ArcSwap` token cell and its refresher task.
@@ -47,6 +49,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod proxy_client;
 pub mod request_id;

@@ -100,7 +100,7 @@ pub async fn serve(
     let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
     let credential = crate::credential::build(&config, Arc::clone(&tls))?;
     info!(credential = credential.kind(), reason = %config.credential_reason, "credential chosen");
-    let tokens = TokenCell::new(options.token_policy, credential.kind());
+    let tokens = TokenCell::new(options.token_policy.clone(), credential.kind());
     let metrics = Metrics::new();
     metrics.set_info(credential.kind(), config.api.as_str());
     let observed = Arc::clone(&metrics);
@@ -147,6 +147,15 @@ pub async fn serve(
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
 
+    // Several upstreams: a token per distinct scope, each with its own refresher.
+    let scoped = crate::pool::ScopedTokens::start(
+        &config,
+        &tls,
+        &tokens,
+        &options.token_policy,
+        &refresher_stop,
+    )?;
+    let pool = crate::pool::Pool::from_config(&config, |scope| scoped.cell(scope)).map(Arc::new);
     let target = Target::from_config(&config);
     info!(
         listen = %listener.local_addr()?,
@@ -176,6 +185,7 @@ pub async fn serve(
             config.upstream_timeout,
             shutdown.clone(),
         ),
+        pool,
     });
     let sockets_owner = Arc::clone(&proxy);
     if let Some(address) = config.metrics_listen {
@@ -249,6 +259,9 @@ pub async fn serve(
         let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
     }
     let _ = refresher.await;
+    for extra in scoped.refreshers {
+        let _ = extra.await;
+    }
     info!("foundry-proxy stopped");
     Ok(())
 }
@@ -385,7 +398,10 @@ async fn metrics_text(
             Ok(_) => {}
         }
     }
-    let text = state.proxy.metrics.render(&state.proxy.tokens.load());
+    let mut text = state.proxy.metrics.render(&state.proxy.tokens.load());
+    if let Some(pool) = &state.proxy.pool {
+        pool.render_metrics(&mut text);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -428,6 +444,9 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
         crate::status::status_json(&state.status, &tokens, &proxy.diagnosis, &proxy.metrics);
     if let Some(key) = key {
         merge(&mut document, json!({"key": crate::status::key_json(&key)}));
+    }
+    if let (Some(pool), Some(object)) = (&proxy.pool, document.as_object_mut()) {
+        object.insert("upstreams".to_owned(), pool.status_json());
     }
     Json(document).into_response()
 }

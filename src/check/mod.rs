@@ -5,6 +5,7 @@
 
 mod endpoint;
 pub mod report;
+mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,10 +181,21 @@ pub async fn run(config: Result<Config, ConfigError>, options: &CheckOptions) ->
     let reachable = endpoint_step.status != Status::Fail;
     steps.push(endpoint_step);
     if reachable {
-        steps.push(inference_step(&target, &ctx, &token, claims.as_ref(), options, tls).await);
+        steps.push(
+            inference_step(
+                &target,
+                &ctx,
+                &token,
+                claims.as_ref(),
+                options,
+                Arc::clone(&tls),
+            )
+            .await,
+        );
     } else {
         steps.push(Step::new("inference", Status::Skip, "endpoint unreachable"));
     }
+    steps.extend(upstreams::steps(&config, &token, options, &tls).await);
     Report::finish(steps, claims.as_ref().map(TokenClaims::identity))
 }
 

@@ -18,10 +18,12 @@ use crate::upstream::ApiStyle;
 
 pub mod credential;
 pub mod prices;
+pub mod upstreams;
 mod validate;
 
 pub use credential::{CredentialConfig, CredentialSettings};
 pub use prices::{Price, Prices};
+pub use upstreams::{ModelSetting, ModelTarget, UpstreamConfig, UpstreamSettings, Upstreams};
 
 /// Default listen address: loopback only, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -100,6 +102,9 @@ pub struct Config {
     pub allowed_hosts: Vec<HostRule>,
     /// Extra CA certificates (PEM) trusted for the endpoint and the authority.
     pub extra_ca_file: Option<PathBuf>,
+    /// Several upstreams (`[[upstream]]`, `[models."NAME"] targets`, `max_wait`); empty in
+    /// the environment-only setup, which has the one `endpoint`.
+    pub upstreams: Upstreams,
 }
 
 /// A configuration problem: which setting, what is wrong, and how to fix it.
@@ -190,14 +195,21 @@ pub struct Settings {
     pub cors_origins: Option<Vec<String>>,
     /// `FOUNDRY_PROXY_ALLOWED_HOSTS` (comma-separated in the environment)
     pub allowed_hosts: Option<Vec<String>>,
-    /// `[models]` table: alias = "deployment".
-    pub models: Option<BTreeMap<String, String>>,
+    /// `[models]` table: alias = "deployment", or `[models."NAME"] targets = [...]`.
+    pub models: Option<BTreeMap<String, ModelSetting>>,
     /// `[prices."MODEL"]` tables: US dollars per million tokens.
     pub prices: Option<BTreeMap<String, Price>>,
     /// `FOUNDRY_PROXY_USAGE_DB`
     pub usage_db: Option<PathBuf>,
     /// `[credential]` table: which credential and its settings.
     pub credential: Option<CredentialSettings>,
+    /// `[[upstream]]` tables (file only).
+    pub upstream: Option<Vec<toml::Spanned<UpstreamSettings>>>,
+    /// `max_wait`: seconds the proxy may wait for a resting target (file only).
+    pub max_wait: Option<f64>,
+    /// The config file's text, to name the line of a value in errors.
+    #[serde(skip)]
+    pub source: Option<std::sync::Arc<str>>,
 }
 
 /// A size in a config file: a number of bytes or a string like `32MiB`.
@@ -268,21 +280,27 @@ impl Settings {
                 "check the path given to --config or FOUNDRY_PROXY_CONFIG",
             )
         })?;
-        toml::from_str(&text).map_err(|e| {
-            let detail = e.message().replace('\n', " ");
-            let location = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ConfigError::new(
-                ENV_CONFIG,
-                format!("{shown}{location}: {detail}"),
-                "fix that key; config/example.toml lists every valid key",
-            )
-        })
+        let parsed: Result<Self, _> = toml::from_str(&text);
+        parsed
+            .map(|mut settings| {
+                settings.source = Some(std::sync::Arc::from(text.as_str()));
+                settings
+            })
+            .map_err(|e| {
+                let detail = e.message().replace('\n', " ");
+                let location = e
+                    .span()
+                    .map(|span| {
+                        let line = text[..span.start].matches('\n').count() + 1;
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default();
+                ConfigError::new(
+                    ENV_CONFIG,
+                    format!("{shown}{location}: {detail}"),
+                    "fix that key; config/example.toml lists every valid key",
+                )
+            })
     }
 
     /// Reads the environment layer.
@@ -336,6 +354,9 @@ impl Settings {
             prices: None,
             usage_db: env.var(ENV_USAGE_DB).map(PathBuf::from),
             credential: Some(CredentialSettings::from_env(env)?),
+            upstream: None,
+            max_wait: None,
+            source: None,
         })
     }
 
@@ -376,6 +397,9 @@ impl Settings {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
                 (low, high) => high.or(low),
             },
+            upstream: higher.upstream.or(self.upstream),
+            max_wait: higher.max_wait.or(self.max_wait),
+            source: self.source.or(higher.source),
         }
     }
 }
@@ -859,6 +883,28 @@ mod tests {
         vars.remove(ENV_ALLOW_ANONYMOUS);
         vars.insert(ENV_KEYS_FILE.into(), "/etc/foundry-proxy/keys.toml".into());
         assert!(load(None, &vars, Settings::default()).is_ok());
+    }
+
+    /// With `[[upstream]]` tables, FOUNDRY_ENDPOINT is not needed: the first upstream by
+    /// priority stands for the one endpoint, with its style.
+    #[test]
+    fn upstreams_need_no_endpoint() {
+        let dir = std::env::temp_dir().join(format!("fp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("upstreams.toml");
+        std::fs::write(
+            &file,
+            "[[upstream]]\nname = \"b\"\nendpoint = \"https://b.openai.azure.com\"\npriority = 2\n\n[[upstream]]\nname = \"a\"\nendpoint = \"https://a.openai.azure.com\"\napi = \"deployments\"\npriority = 1\n",
+        )
+        .expect("write");
+        let mut vars = minimal();
+        vars.remove(ENV_ENDPOINT);
+        let config = load(Some(&file), &vars, Settings::default()).expect("valid");
+        assert_eq!(config.endpoint.as_str(), "https://a.openai.azure.com/");
+        assert_eq!(config.api, ApiStyle::Deployments);
+        assert_eq!(config.upstreams.list.len(), 2);
+        let err = load(None, &vars, Settings::default()).expect_err("no endpoint at all");
+        assert_eq!(err.setting, ENV_ENDPOINT);
     }
 
     /// CORS origins must be origins; a separate metrics address must be an address.

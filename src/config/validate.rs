@@ -54,6 +54,9 @@ impl Settings {
             prices,
             usage_db,
             credential,
+            upstream: upstream_tables,
+            max_wait,
+            source,
         } = self;
         let listen = listener(listen)?;
         let identity = identity(
@@ -63,6 +66,25 @@ impl Settings {
             credential,
             env,
         )?;
+        let models = models.unwrap_or_default();
+        let upstreams = super::upstreams::validate(
+            upstream_tables.unwrap_or_default(),
+            &models,
+            max_wait,
+            scope.as_deref(),
+            super::upstreams::Source(source.as_deref()),
+        )?;
+        // With `[[upstream]]` tables, the one endpoint (its cloud, Claude's resource, what
+        // `check` and `/status` show first) is FOUNDRY_ENDPOINT when set, else the upstream
+        // tried first.
+        let (endpoint, api, api_version) = match upstreams.list.iter().min_by_key(|u| u.priority) {
+            Some(first) if endpoint.is_none() => (
+                Some(first.endpoint.to_string()),
+                Some(first.api.as_str().to_owned()),
+                first.api_version.clone(),
+            ),
+            _ => (endpoint, api, api_version),
+        };
         let upstream = upstream(endpoint, authority_host, scope, api, api_version)?;
         let anthropic_endpoint = anthropic_endpoint
             .map(|text| {
@@ -93,6 +115,13 @@ impl Settings {
             Some(secs) => Duration::from_secs(secs),
         };
         let models = model_aliases(models)?;
+        if upstreams.list.is_empty() && !upstreams.models.is_empty() {
+            return Err(ConfigError::new(
+                "[models] targets",
+                "targets name upstreams, but the file has no [[upstream]] table",
+                "add [[upstream]] tables (name, endpoint), or use NAME = \"deployment\" aliases",
+            ));
+        }
         let prices = super::Prices::new(prices)?;
         let team = team(
             listen,
@@ -134,6 +163,7 @@ impl Settings {
             metrics_listen: team.metrics_listen,
             cors_origins: team.cors_origins,
             allowed_hosts,
+            upstreams,
         })
     }
 }
@@ -265,9 +295,15 @@ fn upstream(
 
 /// The `[models]` table: every alias must name a valid deployment.
 fn model_aliases(
-    models: Option<BTreeMap<String, String>>,
+    models: BTreeMap<String, super::ModelSetting>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
-    let models = models.unwrap_or_default();
+    let models: BTreeMap<String, String> = models
+        .into_iter()
+        .filter_map(|(name, setting)| match setting {
+            super::ModelSetting::Alias(deployment) => Some((name, deployment)),
+            super::ModelSetting::Targets(_) => None,
+        })
+        .collect();
     for (alias, deployment) in &models {
         if !crate::upstream::is_valid_deployment_name(deployment) {
             return Err(ConfigError::new(

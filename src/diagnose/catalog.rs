@@ -783,6 +783,18 @@ pub const CATALOG: &[Entry] = &[
             "Raise FOUNDRY_PROXY_UPSTREAM_TIMEOUT for long non-streaming completions, or use stream: true.",
         ],
     },
+    Entry {
+        code: RefusalCode::UpstreamsResting,
+        origin: Origin::Proxy,
+        status: 429,
+        sees: "429: every upstream target is resting",
+        cause: "Every target for this model is resting after a 429 or repeated failures: {detail}. The first one is back in {wait_ms} ms.",
+        fix: &[
+            "Retry after the time in retry-after-ms (or retry-after).",
+            "Add another [[upstream]] target for this model (another region or a pay-as-you-go deployment), or raise the deployments' quota.",
+            "For clients that retry badly, set max_wait so the proxy waits for short rests itself.",
+        ],
+    },
 ];
 
 /// The entry for `code`. Every code has one (`every_code_has_one_entry`); were one missing,
@@ -930,6 +942,7 @@ mod tests {
             "limit",
             "version_fix",
             "what",
+            "wait_ms",
         ];
         let mut codes: Vec<&str> = CATALOG.iter().map(|e| e.code.as_str()).collect();
         codes.sort_unstable();

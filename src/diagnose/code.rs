@@ -148,11 +148,13 @@ pub enum RefusalCode {
     UpstreamUnreachable,
     /// `upstream_timeout`
     UpstreamTimeout,
+    /// `upstreams_resting`
+    UpstreamsResting,
 }
 
 impl RefusalCode {
     /// Every code, in catalog order.
-    pub const ALL: [Self; 70] = [
+    pub const ALL: [Self; 71] = [
         Self::MissingRoleAssignment,
         Self::MissingResponsesPermission,
         Self::MissingProjectPermission,
@@ -223,6 +225,7 @@ impl RefusalCode {
         Self::RequestTooLarge,
         Self::UpstreamUnreachable,
         Self::UpstreamTimeout,
+        Self::UpstreamsResting,
     ];
 
     /// The code as it appears in error bodies, logs and the docs.
@@ -298,6 +301,7 @@ impl RefusalCode {
             Self::RequestTooLarge => "request_too_large",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamsResting => "upstreams_resting",
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct EmulatorConfig {
     ///
     /// [`Emulator::set_imds_fault`]: super::Emulator::set_imds_fault
     pub imds_fault: Option<ImdsFault>,
+    /// Further resources, each under `/resources/{name}` with its own deployments, quota and
+    /// faults ([`super::resources`]).
+    pub resources: Vec<super::resources::ResourceSpec>,
 }
 
 impl Default for EmulatorConfig {
@@ -190,6 +193,7 @@ impl Default for EmulatorConfig {
                 ),
             ],
             imds_fault: None,
+            resources: Vec::new(),
         }
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct ConfigUpdate {
     replication_delay_ms: Option<u64>,
     /// Management plane: how long a new role assignment takes to apply.
     propagation_delay_ms: Option<u64>,
+    /// Per named resource: `{"kind": "unavailable"}`, `{"kind": "rate-limit",
+    /// "retry_after_ms": 1500}`, or `null` to clear.
+    resource_faults: Option<HashMap<String, Option<crate::emulator::resources::ResourceFault>>>,
 }
 
 /// Keeps an explicit `null` apart from an absent field (`Some(None)` vs `None`).
@@ -175,6 +178,9 @@ pub(crate) async fn config(
     for (client_id, roles) in update.roles.unwrap_or_default() {
         emu.set_roles(&client_id, roles);
     }
+    for (resource, fault) in update.resource_faults.unwrap_or_default() {
+        emu.set_resource_fault(&resource, fault);
+    }
     if let Some(kind) = update.resource_kind {
         emu.set_resource_kind(kind);
     }
@@ -222,6 +228,7 @@ pub(crate) async fn federated_token(
 /// `POST /_emulator/reset`: forgets recorded requests.
 pub(crate) async fn reset(State(emu): State<Arc<Emulator>>) -> StatusCode {
     emu.clear_records();
+    emu.reset_resources();
     StatusCode::NO_CONTENT
 }
 

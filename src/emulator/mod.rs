@@ -64,6 +64,7 @@ mod foundry;
 mod graph;
 pub mod identities;
 mod records;
+pub mod resources;
 mod server;
 mod state;
 mod util;
@@ -78,5 +79,6 @@ pub use config::{
 pub use directory::{DirectoryCounts, RoleAssignmentView};
 pub use entra::jwt::{AccessTokenClaims, KEY_THUMBPRINT};
 pub use records::{InferenceRecord, TokenRequestRecord};
+pub use resources::{ResourceFault, ResourceFaultKind, ResourceSpec};
 pub use server::{RunningEmulator, spawn, spawn_on, spawn_on_with};
 pub use state::{Emulator, EntraFault};

@@ -48,4 +48,6 @@ pub struct InferenceRecord {
     pub body_len: usize,
     /// The answer's status.
     pub status: u16,
+    /// The named resource (`/resources/{name}/…`) the request went to; `None` for the main one.
+    pub resource: Option<String>,
 }

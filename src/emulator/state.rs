@@ -109,6 +109,8 @@ struct Inner {
     inference_requests: Vec<InferenceRecord>,
     /// What the next IMDS requests get; `times` counts down to zero, then IMDS answers normally.
     imds_fault: Option<ImdsFault>,
+    /// Faults set at run time and quota windows of the named resources.
+    resources: super::resources::ResourceState,
 }
 
 impl fmt::Debug for Emulator {
@@ -161,6 +163,7 @@ impl Emulator {
             next_token_request_id: 0,
             inference_requests: Vec::new(),
             imds_fault: config.imds_fault.filter(|f| f.times > 0),
+            resources: super::resources::ResourceState::default(),
         };
         Arc::new(Emulator {
             keys: Keys::embedded(),
@@ -486,5 +489,39 @@ impl Emulator {
 
     pub(crate) fn record_inference(&self, record: InferenceRecord) {
         self.inner().inference_requests.push(record);
+    }
+
+    /// Sets (or with `None` clears) the fault every request to the named resource gets.
+    pub fn set_resource_fault(
+        &self,
+        resource: &str,
+        fault: Option<super::resources::ResourceFault>,
+    ) {
+        self.inner().resources.set_fault(resource, fault);
+    }
+
+    /// The named resource's fault in force.
+    pub(crate) fn resource_fault(
+        &self,
+        spec: &super::resources::ResourceSpec,
+    ) -> Option<super::resources::ResourceFault> {
+        self.inner().resources.fault(spec)
+    }
+
+    /// Charges a request to a resource deployment's quota window.
+    pub(crate) fn charge_quota(
+        &self,
+        spec: &super::resources::ResourceSpec,
+        deployment: &str,
+        tokens: u64,
+    ) -> Result<(), super::resources::Spent> {
+        self.inner()
+            .resources
+            .charge(spec, deployment, tokens, std::time::Instant::now())
+    }
+
+    /// Clears the resources' run-time faults and quota windows.
+    pub fn reset_resources(&self) {
+        self.inner().resources.reset();
     }
 }

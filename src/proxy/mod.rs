@@ -8,6 +8,7 @@
 //! inbound dialect needs its own admit and prepare steps and reuses the rest.
 
 pub mod dialect;
+mod failover;
 pub mod headers;
 mod key_rules;
 pub mod model;
@@ -89,6 +90,8 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// WebSocket limits, the shutdown signal and the open sockets.
     pub websockets: websocket::Sockets,
+    /// Several upstreams (`[[upstream]]`), with failover; `None` sends everything to `target`.
+    pub pool: Option<Arc<crate::pool::Pool>>,
 }
 
 /// What the handler learned about a request, for its log line and metrics.
@@ -96,6 +99,8 @@ pub struct ProxyState {
 struct Observed {
     model: Option<String>,
     upstream: Option<Duration>,
+    /// The upstream and deployment that answered, with several upstreams.
+    via: Option<(String, String)>,
 }
 
 /// Who a request's log lines are about: every line of a request carries both (as fields of
@@ -242,16 +247,26 @@ async fn forward_request(
 ) -> Result<Response, ApiError> {
     within_limits(state, exchange.key)?;
     let key = exchange.key.map(Arc::as_ref);
+    if let Some(pool) = &state.pool {
+        return failover::forward(state, pool, request, exchange, observed).await;
+    }
     let outbound = match prepare(state, request, &exchange.route, key, observed).await? {
         Prepared::Answered(response) => return Ok(response),
         Prepared::Outbound(outbound) => outbound,
     };
     let model = outbound.model.as_deref();
-    let sent = send_with_retry(state, exchange.tag, outbound.request, observed).await?;
+    let sent = send_with_retry(
+        state,
+        &state.tokens,
+        exchange.tag,
+        outbound.request,
+        observed,
+    )
+    .await?;
     let response = match sent.answer {
         Answer::Refused(parts, body) => {
             return Ok(explain_refusal(
-                state,
+                &state.diagnosis,
                 exchange.tag,
                 &exchange.route,
                 parts,
@@ -262,7 +277,7 @@ async fn forward_request(
         }
         Answer::Response(response) if worth_explaining(&response) => {
             return Ok(explain_upstream(
-                state,
+                &state.diagnosis,
                 exchange.tag,
                 &exchange.route,
                 response,
@@ -344,11 +359,17 @@ fn record(
     if let Some(ledger) = &state.ledger {
         ledger.request(exchange.tag.key, model, status);
     }
+    let (upstream, deployment) = observed
+        .via
+        .as_ref()
+        .map_or(("", ""), |(u, d)| (u.as_str(), d.as_str()));
     info!(
         method = %method,
         path = %telemetry::loggable(path),
         status,
         model,
+        upstream,
+        deployment,
         upstream_ms = observed.upstream.map(|d| d.as_millis() as u64),
         total_ms = exchange.started.elapsed().as_millis() as u64,
         request_id = %exchange.tag.request_id,
@@ -460,7 +481,7 @@ async fn prepare(
     }
     let cap = key.and_then(|k| k.rules.max_tokens_cap);
     let (body, ask_stream_usage) =
-        rewrite_body(state, route, &mut parts.headers, body, &facts, cap);
+        rewrite_body(&state.target, route, &mut parts.headers, body, &facts, cap);
     let uri = state
         .target
         .uri(route, facts.model.as_deref())
@@ -533,7 +554,7 @@ async fn read_facts(
 /// applied (`cap`), and chat or completion streams ask for usage. Returns the body to send and
 /// whether usage was asked for; a rewritten body gets its new `content-length`.
 fn rewrite_body(
-    state: &ProxyState,
+    target: &Target,
     route: &Route<'_>,
     headers: &mut HeaderMap,
     body: OutboundBody,
@@ -546,19 +567,19 @@ fn rewrite_body(
     let rest = route.rest;
     // Claude's Messages API always takes the deployment in the body, whatever the style.
     let rewrite = route.dialect == Dialect::Anthropic
-        || state.target.style() != crate::upstream::ApiStyle::Deployments;
+        || target.style() != crate::upstream::ApiStyle::Deployments;
     // The deployment goes in the body's `model` for every style but `deployments`: the one
     // the path names (Azure dialect), or the one an alias stands for.
     let name = facts.model.as_deref();
     let deployment = name
-        .and_then(|name| state.target.alias(name))
+        .and_then(|name| target.alias(name))
         .or(route.deployment.filter(|_| is_json(headers)));
     let mut rewritten = deployment
         .filter(|_| rewrite)
         .and_then(|deployment| model::with_model(bytes, deployment));
     if let Some(cap) = cap.filter(|_| is_json(headers)) {
         let current = rewritten.as_ref().unwrap_or(bytes);
-        if let Some(capped) = key_rules::capped_body(current, route, &state.target, cap) {
+        if let Some(capped) = key_rules::capped_body(current, route, target, cap) {
             rewritten = Some(capped);
         }
     }
@@ -567,7 +588,7 @@ fn rewrite_body(
     // tokens count against the key's limits and in the usage metrics.
     if matches!(rest, "chat/completions" | "completions")
         && route.dialect != Dialect::Anthropic
-        && can_request_stream_usage(&state.target, route)
+        && can_request_stream_usage(target, route)
     {
         let current = rewritten.as_ref().unwrap_or(bytes);
         if let Some(with_usage) = usage::request_usage_in_known_stream(
@@ -594,12 +615,12 @@ fn rewrite_body(
 /// read) is the answer. Records the upstream time in `observed`.
 async fn send_with_retry(
     state: &ProxyState,
+    tokens: &TokenCell,
     tag: Tag<'_>,
     request: UpstreamRequest,
     observed: &mut Observed,
 ) -> Result<Sent, ApiError> {
-    let mut token = state
-        .tokens
+    let mut token = tokens
         .usable_token()
         .await
         .map_err(|why| diagnose::no_token(&state.diagnosis, &why))?;
@@ -627,7 +648,7 @@ async fn send_with_retry(
         let refusal = read_limited(incoming, REFUSAL_BODY_LIMIT)
             .await
             .unwrap_or_default();
-        let Some(fresh) = state.tokens.refreshed_after(token.serial).await else {
+        let Some(fresh) = tokens.refreshed_after(token.serial).await else {
             observed.upstream = Some(upstream_started.elapsed());
             return Ok(Sent {
                 answer: Answer::Refused(parts, refusal),
@@ -664,7 +685,7 @@ fn worth_explaining(response: &http::Response<hyper::body::Incoming>) -> bool {
 
 /// Phase 4, explain: reads a refusal's body and answers it through [`explain_refusal`].
 async fn explain_upstream(
-    state: &ProxyState,
+    diagnosis: &DiagnosisContext,
     tag: Tag<'_>,
     route: &Route<'_>,
     response: http::Response<hyper::body::Incoming>,
@@ -675,7 +696,7 @@ async fn explain_upstream(
     let body = read_limited(incoming, REFUSAL_BODY_LIMIT)
         .await
         .unwrap_or_default();
-    explain_refusal(state, tag, route, parts, body, token, model)
+    explain_refusal(diagnosis, tag, route, parts, body, token, model)
 }
 
 /// Phase 4, stream back: the answer passes to the caller as it arrives, hop-by-hop headers
@@ -744,7 +765,7 @@ fn stream_back(
 /// Answers a refusal whose body has been read: explained when diagnosis knows it, else
 /// passed on byte for byte.
 fn explain_refusal(
-    state: &ProxyState,
+    diagnosis: &DiagnosisContext,
     tag: Tag<'_>,
     route: &Route<'_>,
     parts: http::response::Parts,
@@ -756,13 +777,9 @@ fn explain_refusal(
         model,
         api_version: route.api_version(),
     };
-    if let Some(mut explained) = diagnose::upstream_refusal(
-        &state.diagnosis,
-        parts.status,
-        &body,
-        token.claims.as_ref(),
-        facts,
-    ) {
+    if let Some(mut explained) =
+        diagnose::upstream_refusal(diagnosis, parts.status, &body, token.claims.as_ref(), facts)
+    {
         warn!(
             status = parts.status.as_u16(),
             code = explained.code.as_str(),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{Harness, Setup};
-use foundry_proxy::config::{Price, Settings};
+use foundry_proxy::config::{ModelSetting, Price, Settings};
 use foundry_proxy::emulator::identities as world;
 use foundry_proxy::keys::{Expiry, KeyEntry, Limits, Rules, add_entry};
 use serde_json::{Value, json};
@@ -29,8 +29,8 @@ fn add(path: &Path, name: &str, rules: Rules) -> String {
 }
 
 fn setup(path: &Path) -> Setup {
-    let aliases: BTreeMap<String, String> =
-        [("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned())]
+    let aliases: BTreeMap<String, ModelSetting> =
+        [("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned().into())]
             .into_iter()
             .collect();
     let prices: BTreeMap<String, Price> = [(

@@ -112,7 +112,7 @@ async fn azure_deployment_paths_reach_every_style() {
 #[tokio::test]
 async fn other_azure_paths_are_served() {
     let mut settings = style("openai-v1");
-    settings.models = Some([("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned())].into());
+    settings.models = Some([("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned().into())].into());
     let harness = start(settings).await;
     let cases = [
         (

@@ -45,5 +45,6 @@ mod streaming;
 mod team;
 mod tls;
 mod token_lifecycle;
+mod upstreams;
 mod usage;
 mod websocket;

@@ -6,14 +6,17 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use common::{Harness, Setup};
-use foundry_proxy::config::Settings;
+use foundry_proxy::config::{ModelSetting, Settings};
 use foundry_proxy::emulator::identities as world;
 use serde_json::{Value, json};
 
 fn aliases(api: &str) -> Setup {
-    let models: BTreeMap<String, String> = [("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned())]
-        .into_iter()
-        .collect();
+    let models: BTreeMap<String, ModelSetting> = [(
+        "fast".to_owned(),
+        ModelSetting::from(world::CHAT_DEPLOYMENT.to_owned()),
+    )]
+    .into_iter()
+    .collect();
     Setup {
         settings: Settings {
             api: Some(api.into()),

@@ -223,7 +223,7 @@ async fn responses_websocket_mode_matches_sse() {
 async fn aliases_apply_on_websockets() {
     let harness = Harness::start_with(Setup {
         settings: Settings {
-            models: Some([("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned())].into()),
+            models: Some([("fast".to_owned(), world::CHAT_DEPLOYMENT.to_owned().into())].into()),
             ..Settings::default()
         },
         ..Setup::default()

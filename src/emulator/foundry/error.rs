@@ -69,6 +69,11 @@ pub(crate) enum FoundryError {
     ProjectNotFound { project: String },
     /// Injected: the deployment's quota is spent ("exceeded the token rate limit").
     RateLimited { message: String },
+    /// A resource's quota is spent: the quota 429 with the exact wait
+    /// ([`crate::emulator::resources`]).
+    QuotaSpent { message: String, retry_ms: u64 },
+    /// A resource's region is down: 503 (body UNCONFIRMED).
+    Unavailable,
     /// Injected: Azure's capacity is short ("experiencing high demand"), whatever the quota.
     HighDemand,
     /// Injected: prompt blocked by the content filter.
@@ -258,6 +263,17 @@ impl FoundryError {
                 ),
             ),
             E::RateLimited { message } => (StatusCode::TOO_MANY_REQUESTS, wrapped("429", message)),
+            E::QuotaSpent { message, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, wrapped("429", message))
+            }
+            // docs/azure-facts.md §7: the body of a regional outage's 503 is UNCONFIRMED.
+            E::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                wrapped(
+                    "ServiceUnavailable",
+                    "The service is temporarily unable to process your request. Please try again later.",
+                ),
+            ),
             // docs/azure-facts.md §7: wording from users' reports; the envelope and code are
             // assumed to be the quota 429's (UNCONFIRMED).
             E::HighDemand => (
@@ -316,6 +332,17 @@ impl IntoResponse for FoundryError {
             // remaining (the capacity one gets the ordinary values in the handler).
             FoundryError::RateLimited { .. } => {
                 retry_headers(headers, QUOTA_RETRY_SECS);
+                for name in [
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-remaining-tokens",
+                ] {
+                    headers.insert(name, axum::http::HeaderValue::from_static("0"));
+                }
+            }
+            FoundryError::QuotaSpent { retry_ms, .. } => {
+                let secs = u32::try_from(retry_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+                retry_headers(headers, secs.max(1));
+                headers.insert("retry-after-ms", axum::http::HeaderValue::from(retry_ms));
                 for name in [
                     "x-ratelimit-remaining-requests",
                     "x-ratelimit-remaining-tokens",

@@ -23,6 +23,7 @@ use super::responses;
 use super::route::{self, Op, Route, Surface};
 use crate::emulator::config::{DeploymentKind, DeploymentSpec, ResourceKind};
 use crate::emulator::records::InferenceRecord;
+use crate::emulator::resources::{self, ResourceFaultKind, ResourceSpec};
 use crate::emulator::state::Emulator;
 use crate::emulator::util::uuid;
 
@@ -48,12 +49,30 @@ pub(crate) async fn handle(State(emu): State<Arc<Emulator>>, request: Request) -
     if super::websocket::is_upgrade(request.headers()) {
         return super::websocket::handle(emu, request).await;
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // A named resource: `/resources/{name}/…` is that resource's Foundry surface.
+    let resource = match resources::split(parts.uri.path()) {
+        Some((name, rest)) => {
+            let found = emu.config.resources.iter().find(|r| r.name == name);
+            let rest = match parts.uri.query() {
+                Some(query) => format!("{rest}?{query}"),
+                None => rest.to_owned(),
+            };
+            if let Ok(uri) = rest.parse() {
+                parts.uri = uri;
+            }
+            match found {
+                Some(spec) => Some(spec),
+                None => return FoundryError::ResourceNotFound.into_response(),
+            }
+        }
+        None => None,
+    };
     let (mut response, deployment, body_len) = match to_bytes(body, MAX_BODY).await {
         Ok(bytes) => {
             let len = bytes.len();
             let mut deployment = None;
-            let response = serve(&emu, &parts, bytes, &mut deployment)
+            let response = serve(&emu, &parts, bytes, &mut deployment, resource)
                 .await
                 .unwrap_or_else(IntoResponse::into_response);
             (response, deployment, len)
@@ -67,8 +86,18 @@ pub(crate) async fn handle(State(emu): State<Arc<Emulator>>, request: Request) -
             )
         }
     };
-    add_headers(&emu, &parts.headers, &mut response);
-    record(&emu, &parts, deployment, body_len, response.status());
+    let region = resource
+        .and_then(|r| r.region.as_deref())
+        .unwrap_or(&emu.config.region);
+    add_headers(region, &parts.headers, &mut response);
+    record(
+        &emu,
+        &parts,
+        deployment,
+        body_len,
+        response.status(),
+        resource.map(|r| r.name.clone()),
+    );
     tracing::debug!(path = %parts.uri.path(), status = response.status().as_u16(), "foundry request");
     response
 }
@@ -78,7 +107,19 @@ async fn serve(
     parts: &Parts,
     bytes: Bytes,
     deployment_out: &mut Option<String>,
+    resource: Option<&ResourceSpec>,
 ) -> Result<Response, FoundryError> {
+    // A region that is down answers before anything else is looked at.
+    let resource_fault = resource.and_then(|spec| emu.resource_fault(spec));
+    if let Some(down) = resource_fault.as_ref().filter(|f| {
+        matches!(
+            f.kind,
+            ResourceFaultKind::ServerError | ResourceFaultKind::Unavailable
+        )
+    }) {
+        return Err(resources::fault_refusal(down, "", "", ""));
+    }
+    let estimate = bytes.len() as u64 / 4;
     let fault = fault::from_headers(&parts.headers)?;
     // Each fault is played at its stage, so the checks Azure runs before it still run first.
     refuse_at(fault, Stage::Edge)?;
@@ -100,11 +141,38 @@ async fn serve(
                 }
                 (_, e) => e,
             })?;
+    let deployments = resource
+        .map(|r| r.deployments.as_slice())
+        .filter(|list| !list.is_empty())
+        .unwrap_or(&emu.config.deployments);
     let deployment = match route.op {
         Op::Models => None,
-        _ => Some(resolve_deployment(emu, &route, &payload)?),
+        _ => Some(resolve_deployment(deployments, &route, &payload)?),
     };
     *deployment_out = deployment.map(|d| d.name.clone());
+    if let (Some(spec), Some(d)) = (resource, deployment) {
+        let region = spec.region.as_deref().unwrap_or(&emu.config.region);
+        if let Some(limited) = resource_fault {
+            return Err(resources::fault_refusal(
+                &limited, region, &d.name, &d.model,
+            ));
+        }
+        // TPM is charged on admission from an estimate: the prompt and `max_tokens`
+        // (docs/azure-facts.md §7).
+        let body = payload.json();
+        let max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        if let Err(spent) = emu.charge_quota(spec, &d.name, estimate + max_tokens) {
+            let wait_ms = u64::try_from(spent.wait.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            return Err(resources::quota_refusal(
+                region, &d.name, &d.model, spent.kind, wait_ms,
+            ));
+        }
+    }
     if let Some(f) = fault.filter(|f| f.stage() == Stage::Deployment) {
         return Err(deployment_fault(emu, f, &route, &payload, deployment));
     }
@@ -216,24 +284,19 @@ pub(crate) fn admit(
 
 /// Finds the deployment a request addresses, refusing like the surface it came through.
 pub(crate) fn resolve_deployment<'e>(
-    emu: &'e Emulator,
+    deployments: &'e [DeploymentSpec],
     route: &Route,
     payload: &Payload,
 ) -> Result<&'e DeploymentSpec, FoundryError> {
-    let config = &emu.config;
-    let by_name = |name: &str| {
-        config
-            .deployment(name)
-            .ok_or(FoundryError::DeploymentNotFound)
-    };
+    let by_name =
+        |name: &str| resources::find(deployments, name).ok_or(FoundryError::DeploymentNotFound);
     match (
         route.surface,
         route.path_deployment.as_deref(),
         payload.model(),
     ) {
         // Anthropic's own answers for a missing or unknown model (Azure's: UNCONFIRMED, §7).
-        (Surface::Anthropic, _, Some(name)) => config
-            .deployment(name)
+        (Surface::Anthropic, _, Some(name)) => resources::find(deployments, name)
             .filter(|d| d.kind == DeploymentKind::Claude)
             .ok_or_else(|| FoundryError::anthropic_model_not_found(name)),
         (Surface::Anthropic, _, None) => {
@@ -241,18 +304,15 @@ pub(crate) fn resolve_deployment<'e>(
         }
         (Surface::Deployments, Some(name), _) => by_name(name),
         (Surface::Models, _, Some(name)) => {
-            config
-                .deployment(name)
-                .ok_or_else(|| FoundryError::UnknownModel {
-                    model: name.to_owned(),
-                })
+            resources::find(deployments, name).ok_or_else(|| FoundryError::UnknownModel {
+                model: name.to_owned(),
+            })
         }
         (Surface::Models, _, None) => Err(FoundryError::NoModelName),
         (Surface::Passthrough, _, None) => {
             // Serverless endpoints serve one model; stand in with the first one that fits the op.
             let kind = route.op.kind().unwrap_or(DeploymentKind::Chat);
-            config
-                .deployments
+            deployments
                 .iter()
                 .find(|d| d.kind == kind)
                 .ok_or(FoundryError::DeploymentNotFound)
@@ -375,12 +435,12 @@ pub(crate) fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 /// Headers every Foundry answer carries.
-pub(crate) fn add_headers(emu: &Emulator, request: &HeaderMap, response: &mut Response) {
+pub(crate) fn add_headers(region: &str, request: &HeaderMap, response: &mut Response) {
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&uuid()) {
         headers.insert("apim-request-id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&emu.config.region) {
+    if let Ok(v) = HeaderValue::from_str(region) {
         headers.insert("x-ms-region", v);
     }
     // The quota 429 has set its spent values already; every other answer, the capacity 429
@@ -406,6 +466,7 @@ pub(crate) fn record(
     deployment: Option<String>,
     body_len: usize,
     status: StatusCode,
+    resource: Option<String>,
 ) {
     let token = auth::bearer(&parts.headers);
     let (token_appid, token_oid) = token.map(auth::peek_identity).unwrap_or_default();
@@ -432,5 +493,6 @@ pub(crate) fn record(
         deployment,
         body_len,
         status: status.as_u16(),
+        resource,
     });
 }

@@ -28,7 +28,7 @@ pub(super) mod auth;
 mod body;
 mod chat;
 mod embeddings;
-mod error;
+pub(super) mod error;
 mod fault;
 pub(super) mod handler;
 pub(super) mod media;

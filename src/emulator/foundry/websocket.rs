@@ -103,10 +103,10 @@ pub(crate) async fn handle(emu: Arc<Emulator>, mut request: Request) -> Response
             .into_response(),
         (Err(refusal), _) => refusal.into_response(),
     };
-    handler::add_headers(&emu, &headers, &mut response);
+    handler::add_headers(&emu.config.region, &headers, &mut response);
     tracing::debug!(path = %request.uri().path(), status = response.status().as_u16(), "foundry websocket handshake");
     let (parts, _) = request.into_parts();
-    handler::record(&emu, &parts, None, 0, response.status());
+    handler::record(&emu, &parts, None, 0, response.status(), None);
     response
 }
 
@@ -146,7 +146,7 @@ fn check(emu: &Emulator, request: &Request) -> Result<(Kind, Option<Fault>), Fou
         .clone()
         .ok_or(FoundryError::ModelRequired)?;
     let payload = Payload::Json(json!({ "model": name }));
-    let deployment = handler::resolve_deployment(emu, &route, &payload)?;
+    let deployment = handler::resolve_deployment(&emu.config.deployments, &route, &payload)?;
     if let Some(f) = fault.filter(|f| f.stage() == Stage::Deployment) {
         return Err(handler::deployment_fault(
             emu,

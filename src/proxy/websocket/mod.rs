@@ -190,7 +190,7 @@ async fn open(
         Ok(opened) => opened,
         Err(DialError::Refused(parts, body)) => {
             return Ok(explain_refusal(
-                state,
+                &state.diagnosis,
                 tag,
                 &route,
                 parts,

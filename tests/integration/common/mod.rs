@@ -147,6 +147,16 @@ impl Harness {
         response.json().await.expect("a JSON answer")
     }
 
+    /// GETs `path` on the proxy (no key) and reads the answer as text, whatever its status.
+    pub(crate) async fn get_text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await;
+        response
+            .expect("proxy answers")
+            .text()
+            .await
+            .expect("a text answer")
+    }
+
     /// `GET /status` with `key` as a bearer token, as JSON.
     pub(crate) async fn status_with(&self, key: &str) -> serde_json::Value {
         self.client
@@ -202,6 +212,15 @@ impl Harness {
         );
         self.emulator.shutdown().await;
     }
+}
+
+/// A header's value as a whole number (`retry-after`, `retry-after-ms`, …).
+pub(crate) fn header_number(response: &reqwest::Response, name: &str) -> u64 {
+    response.headers()[name]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not a number: {:?}", response.headers()[name]))
 }
 
 /// Reads an error body and returns its `error` object.
