@@ -1,5 +1,6 @@
 //! Microsoft Graph v1.0, the part `setup` uses (docs/azure-facts.md §8): applications
-//! (create, `$filter` lookups, `addPassword`, `keyCredentials` by PATCH, federated identity
+//! (create, `$filter` lookups, `addPassword`, `keyCredentials` by PATCH, `addKey` in
+//! `graph_keys`, federated identity
 //! credentials) and service principals (create, `$filter` lookups). Tokens must carry the
 //! audience `https://graph.microsoft.com`; a tenant where users may not register applications
 //! answers 403 `Authorization_RequestDenied`.
@@ -42,6 +43,10 @@ pub(crate) fn routes() -> axum::Router<Arc<Emulator>> {
         )
         .route("/v1.0/applications/{id}/addPassword", post(add_password))
         .route(
+            "/v1.0/applications/{id}/addKey",
+            post(super::graph_keys::add_key),
+        )
+        .route(
             "/v1.0/applications/{id}/federatedIdentityCredentials",
             post(add_federated).get(list_federated),
         )
@@ -78,7 +83,7 @@ fn error(status: StatusCode, code: &'static str, message: &str) -> GraphError {
     }
 }
 
-fn not_found(id: &str) -> GraphError {
+pub(super) fn not_found(id: &str) -> GraphError {
     error(
         StatusCode::NOT_FOUND,
         "Request_ResourceNotFound",
@@ -88,12 +93,12 @@ fn not_found(id: &str) -> GraphError {
     )
 }
 
-fn bad_request(message: &str) -> GraphError {
+pub(super) fn bad_request(message: &str) -> GraphError {
     error(StatusCode::BAD_REQUEST, "Request_BadRequest", message)
 }
 
 /// Checks the caller's token: signed by the emulator, for Graph, in time.
-fn authenticate(emu: &Emulator, headers: &HeaderMap) -> Result<(), GraphError> {
+pub(super) fn authenticate(emu: &Emulator, headers: &HeaderMap) -> Result<(), GraphError> {
     let Some(token) = bearer(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
@@ -219,6 +224,18 @@ async fn get_application(
     }
 }
 
+/// The certificate of a keyCredential (`key`: base64 DER), or Graph's 400.
+pub(super) fn certificate_of(key_credential: &Value) -> Result<Certificate, GraphError> {
+    key_credential
+        .get("key")
+        .and_then(Value::as_str)
+        .and_then(|k| STANDARD.decode(k).ok())
+        .and_then(|der| Certificate::from_der(der).ok())
+        .ok_or_else(|| {
+            bad_request("Invalid value specified for property 'key' of resource 'KeyCredential'.")
+        })
+}
+
 /// `PATCH` with `keyCredentials`: the list replaces the app's certificates (Graph's way to add
 /// the first certificate; `addKey` needs a proof signed by an existing one).
 async fn patch_application(
@@ -231,16 +248,7 @@ async fn patch_application(
     let mut certificates = Vec::new();
     if let Some(keys) = body.get("keyCredentials").and_then(Value::as_array) {
         for key in keys {
-            let der = key
-                .get("key")
-                .and_then(Value::as_str)
-                .and_then(|k| STANDARD.decode(k).ok());
-            let cert = der.and_then(|der| Certificate::from_der(der).ok());
-            let Some(cert) = cert else {
-                return Err(bad_request(
-                    "Invalid value specified for property 'key' of resource 'KeyCredential'.",
-                ));
-            };
+            let cert = certificate_of(key)?;
             let key_id = key
                 .get("keyId")
                 .and_then(Value::as_str)

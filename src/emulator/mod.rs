@@ -62,6 +62,7 @@ mod directory;
 mod entra;
 mod foundry;
 mod graph;
+mod graph_keys;
 pub mod identities;
 mod records;
 pub mod resources;

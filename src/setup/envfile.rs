@@ -64,9 +64,9 @@ pub fn read(path: &Path) -> BTreeMap<String, String> {
             let line = line.strip_prefix("export ").unwrap_or(line);
             let (key, value) = line.split_once('=')?;
             let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
+            let value = ['"', '\'']
+                .iter()
+                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
                 .unwrap_or(value);
             Some((key.trim().to_owned(), value.to_owned()))
         })
@@ -85,10 +85,26 @@ pub fn render(header: &str, vars: &[(&str, String)]) -> String {
     for (key, value) in vars {
         text.push_str(key);
         text.push('=');
-        text.push_str(value);
+        text.push_str(&shell_value(value));
         text.push('\n');
     }
     text
+}
+
+/// A value as `sh` reads it back unchanged: bare when it holds only characters the shell leaves
+/// alone (so `docker --env-file`, which keeps quotes, reads it too; secrets and URLs are such),
+/// else in single quotes.
+fn shell_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && !value.starts_with('~')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._~:/@%+=,-".contains(c));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
 }
 
 /// Writes `text` to `path` with mode 0600 (a temporary file renamed over it). Returns false
@@ -135,12 +151,18 @@ mod tests {
         let path = dir.join("foundry-proxy.env");
         let text = render(
             "made by a test",
-            &[("A", "1".to_owned()), ("B", "x=y".to_owned())],
+            &[
+                ("A", "1".to_owned()),
+                ("B", "x=y".to_owned()),
+                ("C", "/a dir/cert.pem".to_owned()),
+            ],
         );
+        assert!(text.contains("C='/a dir/cert.pem'\n"), "{text}");
         assert!(write(&path, &text).expect("written"));
         assert!(!write(&path, &text).expect("unchanged"));
         let vars = read(&path);
         assert_eq!(vars.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(vars.get("C").map(String::as_str), Some("/a dir/cert.pem"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

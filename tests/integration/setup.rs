@@ -127,6 +127,24 @@ impl World {
             .expect("setup runs")
     }
 
+    /// `setup --credential certificate` for app `name` with the demo certificate (and key) in
+    /// AZURE_CLIENT_CERTIFICATE_PATH; returns the file's path too.
+    fn setup_with_certificate(&self, name: &str) -> (Output, Value, String) {
+        let pem = self.dir.join("client.pem");
+        std::fs::write(&pem, world::CERTIFICATE_PEM).expect("pem");
+        let path = pem.display().to_string();
+        let args = [
+            "--resource",
+            world::ACCOUNT_NAME,
+            "--app-name",
+            name,
+            "--credential",
+            "certificate",
+        ];
+        let (output, document) = self.setup(&args, &[("AZURE_CLIENT_CERTIFICATE_PATH", &path)]);
+        (output, document, path)
+    }
+
     /// [`World::run`] with `--json`, and the document it printed.
     fn setup(&self, args: &[&str], extra: &[(&str, &str)]) -> (Output, Value) {
         let args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
@@ -657,20 +675,7 @@ async fn replication_retry_and_propagation_wait_observed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn certificate_and_federated_credentials() {
     let world = World::start().await;
-    let pem = world.dir.join("client.pem");
-    std::fs::write(&pem, world::CERTIFICATE_PEM).expect("pem");
-    let pem_path = pem.display().to_string();
-    let (output, document) = world.setup(
-        &[
-            "--resource",
-            world::ACCOUNT_NAME,
-            "--app-name",
-            "cert",
-            "--credential",
-            "certificate",
-        ],
-        &[("AZURE_CLIENT_CERTIFICATE_PATH", &pem_path)],
-    );
+    let (output, document, pem_path) = world.setup_with_certificate("cert");
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -734,6 +739,73 @@ async fn certificate_and_federated_credentials() {
         .await
         .expect("foundry answers");
     assert_eq!(models.status(), 200, "the workload's role applies");
+    world.emulator.shutdown().await;
+}
+
+/// One PEM block's body (`-----BEGIN {label}-----` … `-----END {label}-----`), decoded.
+fn pem_block(pem: &str, label: &str) -> String {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin).expect("block");
+    let stop = pem[start..].find(&end).expect("end") + start + end.len();
+    pem[start..stop].to_owned()
+}
+
+/// Graph's `addKey`: after setup registered the first certificate, a second one is added only
+/// with a proof signed by the first one's private key, naming the app and Graph.
+#[tokio::test(flavor = "multi_thread")]
+async fn add_key_needs_a_proof_from_an_existing_certificate() {
+    let world = World::start().await;
+    let (output, document, _) = world.setup_with_certificate("keys");
+    assert_eq!(output.status.code(), Some(0), "{document:#}");
+    let app_id = document["app"]["object_id"]
+        .as_str()
+        .expect("object id")
+        .to_owned();
+
+    let graph = world.operator_token("https://graph.microsoft.com");
+    let new_cert = pem_block(world::UNREGISTERED_CERTIFICATE_PEM, "CERTIFICATE");
+    let new_der: String = new_cert
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+        pem_block(world::CERTIFICATE_PEM, "PRIVATE KEY").as_bytes(),
+    )
+    .expect("demo key");
+    let now = world.emulator.emulator.now_secs();
+    let proof = |iss: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &json!({"aud": "00000002-0000-0000-c000-000000000000", "iss": iss,
+                    "nbf": now - 10, "exp": now + 300}),
+            &key,
+        )
+        .expect("signed")
+    };
+    let add = |proof: String| {
+        let url = format!("{}/v1.0/applications/{app_id}/addKey", world.emulator.url());
+        let graph = graph.clone();
+        let body = json!({"keyCredential": {"type": "AsymmetricX509Cert", "usage": "Verify",
+                          "key": new_der.clone()}, "passwordCredential": null, "proof": proof});
+        async move {
+            super::common::http_client()
+                .post(url)
+                .bearer_auth(graph)
+                .json(&body)
+                .send()
+                .await
+                .expect("graph")
+                .status()
+        }
+    };
+    assert_eq!(
+        add(proof("another-app")).await,
+        400,
+        "a proof for another app"
+    );
+    assert_eq!(add(proof(&app_id)).await, 200);
+    assert_eq!(world.emulator.emulator.directory_counts().certificates, 2);
     world.emulator.shutdown().await;
 }
 
