@@ -22,6 +22,7 @@ use foundry_proxy::config::Settings;
 use foundry_proxy::emulator::{
     self, EmulatorConfig, EntraFault, RunningEmulator, identities as world,
 };
+use foundry_proxy::keys::Role;
 use foundry_proxy::token::TokenPolicy;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -45,7 +46,8 @@ async fn keyed_harness(
     mut setup: Setup,
 ) -> (Harness, String, CapturedLogs) {
     let logs = common::logs::capture();
-    let key = common::add_access_key(&mut setup, "faults");
+    // Admin: these tests read the token's state on the operator's `/status`.
+    let key = common::add_access_key_with_role(&mut setup, "faults", Role::Admin);
     let mut harness = Harness::start_on(emulator, setup).await;
     harness.client = common::client_with_key(&key);
     (harness, key, logs)

@@ -246,15 +246,25 @@ pub(crate) async fn eventually(limit: Duration, mut check: impl FnMut() -> bool)
 /// Adds one access key (named `name`, no limits) in a fresh keys file to `setup`, so the proxy
 /// authenticates its callers; returns the key. Send it with [`client_with_key`].
 pub(crate) fn add_access_key(setup: &mut Setup, name: &str) -> String {
+    add_access_key_with_role(setup, name, foundry_proxy::keys::Role::Member)
+}
+
+/// As [`add_access_key`], with `role` (an admin key reads the operator's `/status`).
+pub(crate) fn add_access_key_with_role(
+    setup: &mut Setup,
+    name: &str,
+    role: foundry_proxy::keys::Role,
+) -> String {
     static FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("fp-test-keys-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("keys dir");
     let path = dir.join("keys.toml");
     let _ = std::fs::remove_file(&path);
-    let key =
-        foundry_proxy::keys::file::add_key(&path, name, foundry_proxy::keys::Limits::default())
-            .expect("key added");
+    let mut entry =
+        foundry_proxy::keys::KeyEntry::new(name, foundry_proxy::keys::Limits::default());
+    entry.role = role;
+    let key = foundry_proxy::keys::add_entry(&path, &entry).expect("key added");
     setup.settings.keys_file = Some(path);
     key
 }
