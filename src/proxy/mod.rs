@@ -7,6 +7,7 @@
 //! one's product (`Outbound`, `UpstreamRequest`, `Sent`), not the inbound request, so another
 //! inbound dialect needs its own admit and prepare steps and reuses the rest.
 
+mod account;
 pub mod dialect;
 mod failover;
 pub mod headers;
@@ -726,34 +727,14 @@ fn stream_back(
         move || ttfb.observe(started.elapsed().as_secs_f64())
     });
     let on_done = {
-        let limiter = Arc::clone(&state.limiter);
-        let metrics = Arc::clone(&state.metrics);
-        let budgets = Arc::clone(&state.budgets);
-        let prices = state.prices.clone();
-        let ledger = state.ledger.clone();
+        let sink = account::UsageSink::of(state);
         let key = exchange.key.map(Arc::clone);
         let model = model.unwrap_or_default();
         let deployment = state.target.alias(&model).map(str::to_owned);
         move |seen: Option<usage::Usage>, _ending: usage::Ending| {
             drop(stream_guard);
             if let Some(seen) = seen {
-                let key_name = key.as_ref().map_or("", |k| k.name.as_str());
-                if !key_name.is_empty() {
-                    limiter.add_tokens(key_name, seen.total(), tokio::time::Instant::now());
-                }
-                let cost = key_rules::charge(
-                    &budgets,
-                    &prices,
-                    key.as_deref(),
-                    &model,
-                    deployment.as_deref(),
-                    &seen,
-                    crate::clock::unix_now_signed(),
-                );
-                if let Some(ledger) = &ledger {
-                    ledger.usage(key_name, &model, &seen, cost);
-                }
-                metrics.record_usage(key_name, &model, seen.prompt_tokens, seen.completion_tokens);
+                sink.record(key.as_deref(), &model, deployment.as_deref(), &seen);
             }
         }
     };

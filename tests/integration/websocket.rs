@@ -716,3 +716,112 @@ async fn emulator_checks_the_handshake() {
     }
     emulator.shutdown().await;
 }
+
+/// A key's rules hold on WebSockets as on HTTP: an expired key and a realtime model outside the
+/// key's list are refused at the handshake; on an open socket a `response.create` for a model
+/// outside the list, or once the day's token budget is spent by a `response.done`, is answered
+/// with an `error` event and not sent on.
+#[tokio::test]
+async fn key_rules_apply_on_websockets() {
+    use foundry_proxy::keys::{Expiry, KeyEntry, Limits, Rules, add_entry};
+    let path = keys_file("rules.toml");
+    let add = |name: &str, rules: Rules| {
+        let mut entry = KeyEntry::new(name, Limits::default());
+        entry.rules = rules;
+        add_entry(&path, &entry).expect("key")
+    };
+    let expired = add(
+        "expired",
+        Rules {
+            expires: Some(Expiry::parse("2020-01-01T00:00:00Z").expect("rfc 3339")),
+            ..Rules::default()
+        },
+    );
+    let narrow = add(
+        "narrow",
+        Rules {
+            models: Some(vec!["some-other-model".to_owned()]),
+            ..Rules::default()
+        },
+    );
+    let thrifty = add(
+        "thrifty",
+        Rules {
+            tokens_per_day: Some(1),
+            ..Rules::default()
+        },
+    );
+    let harness = Harness::start_with(Setup {
+        settings: Settings {
+            keys_file: Some(path.clone()),
+            ..Settings::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let bearer = |key: &str| format!("Bearer {key}");
+
+    let (status, _, body) = refused(
+        &harness,
+        &realtime_path(),
+        &[("authorization", &bearer(&expired))],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("key_expired")),
+        "{body}"
+    );
+    let (status, _, body) = refused(
+        &harness,
+        &realtime_path(),
+        &[("authorization", &bearer(&narrow))],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("model_not_allowed")),
+        "{body}"
+    );
+
+    // Responses mode: the model is known only from each `response.create`.
+    let (mut socket, _) = connect(
+        &harness,
+        "/v1/responses",
+        &[("authorization", &bearer(&narrow))],
+    )
+    .await
+    .expect("101");
+    let create = json!({"type": "response.create", "model": world::CHAT_DEPLOYMENT, "input": "hi"});
+    socket
+        .send(Message::text(create.to_string()))
+        .await
+        .expect("send");
+    let event = next_event(&mut socket).await;
+    assert_eq!(event["type"], "error", "{event}");
+    assert_eq!(event["error"]["code"], "model_not_allowed", "{event}");
+    socket.close(None).await.expect("close");
+
+    // A budget is checked before a response and charged when its usage arrives.
+    let (mut socket, _) = connect(
+        &harness,
+        "/v1/responses",
+        &[("authorization", &bearer(&thrifty))],
+    )
+    .await
+    .expect("101");
+    socket
+        .send(Message::text(create.to_string()))
+        .await
+        .expect("send");
+    events_until(&mut socket, "response.completed").await;
+    socket
+        .send(Message::text(create.to_string()))
+        .await
+        .expect("send");
+    let event = next_event(&mut socket).await;
+    assert_eq!(event["type"], "error", "{event}");
+    assert_eq!(event["error"]["code"], "budget_exhausted", "{event}");
+    socket.close(None).await.expect("close");
+    harness.stop().await;
+}

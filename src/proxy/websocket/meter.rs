@@ -9,8 +9,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::error::ApiError;
 use crate::keys::KeyEntry;
-use crate::proxy::{ProxyState, within_limits};
+use crate::proxy::account::UsageSink;
+use crate::proxy::{ProxyState, key_rules, within_limits};
 use crate::usage;
 
 /// One socket's meter.
@@ -20,6 +22,8 @@ pub(super) struct Meter {
     pub(super) key: Option<Arc<KeyEntry>>,
     /// The deployment the handshake named (realtime), or the last `response.create`'s `model`.
     pub(super) model: String,
+    /// Where a finished response's usage is counted.
+    pub(super) sink: UsageSink,
 }
 
 #[derive(Deserialize)]
@@ -58,15 +62,15 @@ impl Meter {
                 .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
             self.model = model;
         }
-        within_limits(&self.state, self.key.as_ref()).map_err(|refusal| {
-            let body: Value = serde_json::from_slice(&refusal.body()).unwrap_or(Value::Null);
-            let mut event = json!({"type": "error", "status": refusal.status.as_u16(),
-                                   "error": body.get("error").cloned().unwrap_or(Value::Null)});
-            if let Some(id) = head.event_id {
-                event["error"]["event_id"] = id;
+        let allowed = match &self.key {
+            Some(key) => {
+                key_rules::allow_model(key, Some(&self.model), self.state.target.aliases())
             }
-            event.to_string()
-        })?;
+            None => Ok(()),
+        };
+        allowed
+            .and_then(|()| within_limits(&self.state, self.key.as_ref()))
+            .map_err(|refusal| error_event(&refusal, head.event_id))?;
         Ok(rewritten)
     }
 
@@ -93,18 +97,20 @@ impl Meter {
             .as_ref()
             .and_then(usage::from_value);
         if let (true, Some(seen)) = (finished, seen) {
-            let key = self.key.as_ref().map_or("", |k| k.name.as_str());
-            if !key.is_empty() {
-                self.state
-                    .limiter
-                    .add_tokens(key, seen.total(), tokio::time::Instant::now());
-            }
-            self.state.metrics.record_usage(
-                key,
-                &self.model,
-                seen.prompt_tokens,
-                seen.completion_tokens,
-            );
+            let deployment = self.state.target.alias(&self.model);
+            self.sink
+                .record(self.key.as_deref(), &self.model, deployment, &seen);
         }
     }
+}
+
+/// A refusal as a realtime `error` event (the socket stays open), naming the client's event.
+fn error_event(refusal: &ApiError, event_id: Option<Value>) -> String {
+    let body: Value = serde_json::from_slice(&refusal.body()).unwrap_or(Value::Null);
+    let mut event = json!({"type": "error", "status": refusal.status.as_u16(),
+                           "error": body.get("error").cloned().unwrap_or(Value::Null)});
+    if let Some(id) = event_id {
+        event["error"]["event_id"] = id;
+    }
+    event.to_string()
 }

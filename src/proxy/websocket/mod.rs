@@ -34,7 +34,8 @@ use tracing::{info, warn};
 
 pub use handshake::is_upgrade;
 
-use super::{ProxyState, Tag, explain_refusal, headers, is_refusal};
+use super::account::UsageSink;
+use super::{ProxyState, Tag, explain_refusal, headers, is_refusal, key_rules};
 use crate::diagnose::{self, RefusalCode};
 use crate::error::ApiError;
 use crate::keys;
@@ -165,6 +166,14 @@ async fn open(
     let presented = keys::presented_key(request.headers()).or(offer.api_key.as_deref());
     let key = keys::authenticate_presented(state.keys.as_deref(), presented)?;
     seen.key = key.as_ref().map_or("", |k| k.name.as_str()).to_owned();
+    if let Some(key) = key.as_deref() {
+        // The key's expiry and budgets, and for realtime its allowed models, before Azure is
+        // dialed; each `response.create` is checked again on the socket.
+        key_rules::admit(&state.budgets, key, crate::clock::unix_now_signed())?;
+        if target.model.is_some() {
+            key_rules::allow_model(key, target.model.as_deref(), state.target.aliases())?;
+        }
+    }
     let tag = Tag {
         request_id,
         key: &seen.key,
@@ -219,6 +228,7 @@ async fn open(
         state: Arc::clone(state),
         key,
         model: target.model.clone().unwrap_or_default(),
+        sink: UsageSink::of(state),
     };
     let (limits, stop, config) = (sockets.limits, sockets.stop.clone(), sockets.dialer.config);
     let (id, key_shown, route_label) = (request_id.to_owned(), seen.key.clone(), target.label);
