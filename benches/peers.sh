@@ -376,6 +376,8 @@ build_foundry_proxy() {
 start_foundry_proxy() {
     local bin=target/release/foundry-proxy emulator deadline endpoint="${1:-http://127.0.0.1:$upstream_port}"
     local ca="${2:-}"
+    # A second start must not read the first one's addresses.
+    rm -f "$work/emulator.out" "$work/proxy.out"
     # The emulator only hands out the Entra token; it idles on the load core during the runs.
     taskset -c "$load_core" "$bin" emulate --listen 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.err" &
     emulator_pid=$!
