@@ -15,6 +15,8 @@
 #   TARGETS="direct nginx" to measure only some targets (default: all four)
 #   INSTRUCTIONS=seconds of the callgrind runs that count instructions per request (default 4;
 #     0 skips them)
+#   PACED_STREAMS, PACED_EVENTS, PACED_INTERVAL_MS: the token-paced stream shape (default 1000
+#     concurrent streams of 200 events, one every 20 ms; PACED_STREAMS=0 skips it)
 #   KEEP_LOGS=1 to keep the work dir (configs, logs, wrk reports) even when all went well
 # Installs wrk and nginx (Debian) and LiteLLM (PyPI, into target/bench/venv) when missing.
 # Loopback only. Bounded: every wait and every wrk run has a limit, and every process started
@@ -368,9 +370,14 @@ build_foundry_proxy() {
 }
 
 # Starts the emulator (for the token) and foundry-proxy; sets emulator_pid, proxy_pid and
-# proxy_url (locals of run_foundry_proxy), or returns 1 with the reason in start_error.
+# proxy_url (locals of the caller), or returns 1 with the reason in start_error.
+# $1: another upstream endpoint (default: the canned nginx upstream), $2: a CA file for it
+# (SSL_CERT_FILE). With $1 the JSON/SSE check is left to the caller.
 start_foundry_proxy() {
-    local bin=target/release/foundry-proxy emulator deadline
+    local bin=target/release/foundry-proxy emulator deadline endpoint="${1:-http://127.0.0.1:$upstream_port}"
+    local ca="${2:-}"
+    # A second start must not read the first one's addresses.
+    rm -f "$work/emulator.out" "$work/proxy.out"
     # The emulator only hands out the Entra token; it idles on the load core during the runs.
     taskset -c "$load_core" "$bin" emulate --listen 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.err" &
     emulator_pid=$!
@@ -379,10 +386,10 @@ start_foundry_proxy() {
         { start_error="emulator did not start: $(tail -n1 "$work/emulator.err")"; return 1; }
     # Default log level on purpose: one info line per request, as nginx writes its access log.
     FOUNDRY_PROXY_LISTEN=127.0.0.1:0 AZURE_AUTHORITY_HOST="$emulator" \
-    FOUNDRY_ENDPOINT="http://127.0.0.1:$upstream_port" FOUNDRY_API=openai-v1 \
+    FOUNDRY_ENDPOINT="$endpoint" FOUNDRY_API=openai-v1 \
     AZURE_TENANT_ID="$(demo_value "$bin" AZURE_TENANT_ID)" AZURE_CLIENT_ID="$(demo_value "$bin" AZURE_CLIENT_ID)" \
     AZURE_CLIENT_SECRET="$(demo_value "$bin" AZURE_CLIENT_SECRET)" \
-        taskset -c "$target_core" "$bin" serve >"$work/proxy.out" 2>"$work/proxy.log" &
+        env ${ca:+SSL_CERT_FILE="$ca"} taskset -c "$target_core" "$bin" serve >"$work/proxy.out" 2>"$work/proxy.log" &
     proxy_pid=$!
     started+=("$proxy_pid")
     proxy_url="$(wait_line "$work/proxy.out" "foundry-proxy listening on " 20)" ||
@@ -393,6 +400,7 @@ start_foundry_proxy() {
             { start_error="never ready: $(tail -n1 "$work/proxy.log")"; return 1; }
         sleep 0.05
     done
+    [ -z "${1:-}" ] || return 0
     verify_target foundry-proxy "$proxy_url/v1" ||
         { start_error="answered wrongly (see $work/proxy.log)"; return 1; }
 }
@@ -459,6 +467,132 @@ run_litellm() {
     fi
     stop_tree "$pid"
 }
+
+# ---------------------------------------------------------------- token-paced streams
+
+# Burst SSE (above) has the whole stream ready at once: a proxy can pass many events in one
+# read and one write. Azure sends tokens one by one, so here every event is a read and a write:
+# PACED_STREAMS concurrent streams (default 1000) of PACED_EVENTS events (default 200: role,
+# contents, finish), one every PACED_INTERVAL_MS (default 20), from benches/streams_bench.rs's
+# HTTPS upstream (as Azure is HTTPS; a private CA) on the load core, held open by its load
+# generator (one HTTP/1.1 connection per stream, each stream checked: every event, no usage
+# member, `[DONE]`). Before each measured run one short run of as many streams opens each
+# proxy's upstream connections (foundry-proxy: one HTTP/2 connection; nginx: a TLS
+# HTTP/1.1 connection per concurrent stream, kept alive), so the TLS handshakes are not counted.
+# The row: the proxy's CPU over the measured run per million events passed.
+paced_streams="${PACED_STREAMS:-1000}"
+paced_events="${PACED_EVENTS:-200}"
+paced_interval="${PACED_INTERVAL_MS:-20}"
+declare -A paced_status paced_cpu paced_secs paced_gap paced_done paced_other
+paced_bench="" paced_upstream="" paced_skip=""
+
+start_paced_upstream() {
+    local out
+    paced_bench="$(build_bench streams_bench)" || { paced_skip="could not build streams_bench"; return 1; }
+    taskset -c "$load_core" "$paced_bench" upstream --listen 127.0.0.1:0 --cert-out "$work/paced-pki" \
+        >"$work/paced-upstream.out" 2>"$work/paced-upstream.err" &
+    started+=($!)
+    out="$(wait_line "$work/paced-upstream.out" "upstream listening on " 20)" ||
+        { paced_skip="streams_bench upstream did not start"; return 1; }
+    paced_upstream="$out"
+}
+
+# One load run of $3 streams through URL $1 (label $2), $4 content events each; key=value
+# lines in $work/paced-$2.txt.
+paced_load() {
+    timeout $((paced_events * paced_interval / 1000 + 300)) taskset -c "$load_core" "$paced_bench" load \
+        --label "$2" --url "$1?interval_ms=$paced_interval" --streams "$3" --seconds "$4" \
+        --open-concurrency 256 --out "$work/paced-$2.txt" --timeout $((paced_events * paced_interval / 1000 + 120)) \
+        >"$work/paced-$2.log" 2>&1
+}
+
+# Measures target $1 at URL $2 (process tree under $3, on the proxy core).
+measure_paced() {
+    local name="$1" url="$2" root="$3" before after core_before core_after t0 t1 completed
+    log "paced: warming $name's upstream connections ($paced_streams short streams)"
+    paced_load "$url" "$name-warm" "$paced_streams" 1 || true
+    log "paced: $paced_streams streams of $paced_events events, one every $paced_interval ms, through $name"
+    before="$(tree_ticks "$root")" core_before="$(core_ticks)" t0="$(date +%s%N)"
+    if ! paced_load "$url" "$name" "$paced_streams" $((paced_events - 2)); then
+        paced_status[$name]="FAIL: $(grep -m1 -i 'fail\|error' "$work/paced-$name.log" || tail -n1 "$work/paced-$name.log")"
+        paced_status[$name]="${paced_status[$name]//|/\\|}"
+        failed=1
+    else
+        paced_status[$name]=ok
+    fi
+    after="$(tree_ticks "$root")" core_after="$(core_ticks)" t1="$(date +%s%N)"
+    completed="$(sed -n 's/^completed=//p' "$work/paced-$name.txt" 2>/dev/null)"
+    paced_done[$name]="${completed:-0}"
+    paced_gap[$name]="$(sed -n 's/^gap_p99_ms=//p' "$work/paced-$name.txt" 2>/dev/null)"
+    paced_secs[$name]="$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.1f", ns / 1e9}')"
+    [ "${completed:-0}" -gt 0 ] || return 0
+    paced_cpu[$name]="$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n=$((completed * paced_events)) \
+        'BEGIN {printf "%.2f", t / hz / n * 1e6}')"
+    paced_other[$name]="$(awk -v t=$((core_after - core_before - (after - before))) -v hz="$clk_tck" \
+        -v ns=$((t1 - t0)) 'BEGIN {o = t / hz / (ns / 1e9) * 100; printf "%.0f", o < 0 ? 0 : o}')"
+}
+
+run_paced() {
+    local start_error="" proxy_url="" proxy_pid="" emulator_pid="" pid
+    # shellcheck disable=SC2034 # WORK and UPSTREAM_PORT are read by fill_template, by name
+    local WORK="$work" PORT UPSTREAM_PORT
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    start_paced_upstream || { log "paced: $paced_skip"; failed=1; return 0; }
+    if [ -z "$build_skip" ] && start_foundry_proxy "$paced_upstream" "$work/paced-pki/ca.pem"; then
+        measure_paced foundry-proxy "$proxy_url/v1/chat/completions" "$proxy_pid"
+    else
+        paced_status[foundry-proxy]="not run: ${build_skip:-$start_error}"
+        failed=1
+    fi
+    [ -z "$proxy_pid" ] || stop_tree "$proxy_pid"
+    [ -z "$emulator_pid" ] || stop_tree "$emulator_pid"
+
+    PORT="$(free_port)" UPSTREAM_PORT="${paced_upstream##*:}"
+    fill_template "$peers/nginx-paced.conf" "$work/nginx-paced.conf"
+    taskset -c "$target_core" "$(nginx_bin)" -p "$work" -c "$work/nginx-paced.conf" -g 'daemon off;' \
+        >"$work/nginx-paced.out" 2>&1 &
+    pid=$!
+    started+=("$pid")
+    if wait_http "http://127.0.0.1:$PORT/" 10; then
+        measure_paced nginx "http://127.0.0.1:$PORT/v1/chat/completions" "$pid"
+    else
+        paced_status[nginx]="not run: did not start: $(tail -n1 "$work/nginx-paced.out")"
+        failed=1
+    fi
+    stop_tree "$pid"
+}
+
+render_paced() {
+    local target events burst
+    events="$(grep -c '^data:' "$peers/chat-stream.sse")"
+    echo
+    echo "### CPU per streamed event"
+    echo
+    echo "burst: the sse rows above at 32 connections (CPU µs/req over the $events events of a stream)." \
+        "paced: $paced_streams concurrent streams of $paced_events events, one every $paced_interval ms," \
+        "from an HTTPS upstream (benches/streams_bench.rs; foundry-proxy reaches it over one HTTP/2" \
+        "connection, nginx over kept-alive HTTP/1.1 connections), one client connection per stream."
+    echo "CPU s per million events: the proxy's own process tree over the run (after a warm-up that" \
+        "opens the upstream connections) / events passed."
+    echo
+    echo "| shape | target | CPU s / million events | ×nginx | streams completed | wall s | longest gap p99 ms | core $target_core other % | status |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    for target in foundry-proxy nginx; do
+        burst_of[$target]=""
+        [ -z "${row_cpu[$target/sse/32]:-}" ] || burst_of[$target]="$(awk -v c="${row_cpu[$target/sse/32]}" \
+            -v n="$events" 'BEGIN {printf "%.2f", c / n}')"
+    done
+    for target in foundry-proxy nginx; do
+        echo "| burst | $target | ${burst_of[$target]:-–} | $(ratio "${burst_of[$target]}" "${burst_of[nginx]}")" \
+            "| – | – | – | ${row_other[$target/sse/32]:-–} | ${row_status[$target/sse/32]:-not run} |"
+    done
+    for target in foundry-proxy nginx; do
+        echo "| paced | $target | ${paced_cpu[$target]:-–} | $(ratio "${paced_cpu[$target]:-}" "${paced_cpu[nginx]:-}")" \
+            "| ${paced_done[$target]:-–} | ${paced_secs[$target]:-–} | ${paced_gap[$target]:-–} | ${paced_other[$target]:-–}" \
+            "| ${paced_status[$target]:-not run} |"
+    done
+}
+declare -A burst_of=()
 
 # ---------------------------------------------------------------- instructions (callgrind)
 
@@ -656,13 +790,21 @@ main() {
             *) die "unknown target '$target' (direct, foundry-proxy, nginx, litellm)" ;;
         esac
     done
+    if [ "$paced_streams" -gt 0 ] && [[ " ${targets[*]} " == *" foundry-proxy "* ]] &&
+        [[ " ${targets[*]} " == *" nginx "* ]]; then
+        run_paced
+    fi
     load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
     if [ "$instr_seconds" -gt 0 ] && [ -z "$build_skip" ] &&
         [[ " ${targets[*]} " == *" foundry-proxy "* ]] && [[ " ${targets[*]} " == *" nginx "* ]]; then
         count_instructions
     fi
     mkdir -p "$bench_dir"
-    { render_table; [ "$instr_seconds" -eq 0 ] || render_instructions; } >"$report"
+    {
+        render_table
+        [ "$paced_streams" -eq 0 ] || render_paced
+        [ "$instr_seconds" -eq 0 ] || render_instructions
+    } >"$report"
     cat "$report"
     log "done in $((SECONDS - started_at)) s; table written to $report"
     if [ "$failed" -ne 0 ]; then

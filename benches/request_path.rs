@@ -10,7 +10,8 @@
 //! - an upstream stub: a bare hyper HTTP/1.1 server answering any request with a canned
 //!   `chat.completion` JSON (~0.6 KB, `content-length`), or, when the body says
 //!   `"stream":true`, a canned SSE stream (`text/event-stream`, chunked: 16 chunk events, a
-//!   usage chunk and `[DONE]`), so the upstream costs next to nothing;
+//!   usage chunk and `[DONE]`; 100 content events more when the body says `"max_tokens":512`),
+//!   so the upstream costs next to nothing;
 //! - the real proxy (`foundry_proxy::server::serve`), `api: openai-v1`, endpoint = the stub:
 //!   one without access keys, one with a keys file of 20 keys (the last one presented);
 //! - a client: hyper HTTP/1.1 on one keep-alive connection, sending the same request either
@@ -32,7 +33,10 @@
 //!   in both columns), so `+proxy` is what the proxy allocates per request. Nearly
 //!   deterministic, whatever the load: a change of one allocation per request is real.
 //! - Cases: `chat json` (no keys, no log subscriber); `chat sse` (the proxy also adds
-//!   `stream_options.include_usage` and strips the usage chunk again); `json + 20 keys`
+//!   `stream_options.include_usage` and strips the usage chunk again); `sse +100 events` (the
+//!   same stream, 100 content events longer) and `sse per event` (the difference / 100: what
+//!   one more streamed event costs, the per-event guard; the stub writes the events back to
+//!   back, so this is the burst shape, where several events may share a read); `json + 20 keys`
 //!   (Bearer key checked against a keys file of 20); `json + budget + ledger` (a key with a
 //!   daily token and a monthly dollar budget, checked before and charged after each answer,
 //!   priced, on a proxy with `FOUNDRY_PROXY_USAGE_DB`: two events per request to the ledger's
@@ -51,7 +55,7 @@
 //!
 //! Profiling mode (for `valgrind --tool=callgrind`, built with `--profile profiling` for
 //! symbols): `request_path --only proxy:json --requests 3000` runs the set-up, then only
-//! that loop (`direct|proxy` : `json|sse|keys`; add `--log text|json` for a log subscriber),
+//! that loop (`direct|proxy` : `json|sse|sse-long|keys|pool`; add `--log text|json` for a log subscriber),
 //! and prints nothing else. Compare the instruction totals of `direct:…` and `proxy:…` runs;
 //! `--requests 0` gives the set-up cost.
 
@@ -136,7 +140,15 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 struct Canned {
     json: Bytes,
     sse: Vec<Bytes>,
+    /// `sse` with [`EXTRA_EVENTS`] more content events: the difference is the cost per event.
+    long_sse: Vec<Bytes>,
 }
+
+/// How many more content events the long stream has than the short one.
+const EXTRA_EVENTS: usize = 100;
+
+/// In a request body, asks the stub for the long stream.
+const LONG_MARKER: &[u8] = b"\"max_tokens\":512";
 
 const MODEL: &str = "gpt-4o-mini";
 
@@ -178,8 +190,14 @@ fn canned() -> &'static Canned {
     ] {
         sse.push(chunk(&format!(r#"{{"content":"{word}"}}"#), "null"));
     }
-    sse.push(chunk("{}", r#""stop""#));
-    sse.push(format!(
+    let mut long_sse = sse.clone();
+    for i in 0..EXTRA_EVENTS {
+        long_sse.push(chunk(&format!(r#"{{"content":" word{i}"}}"#), "null"));
+    }
+    for events in [&mut sse, &mut long_sse] {
+        events.push(chunk("{}", r#""stop""#));
+    }
+    let usage = format!(
         concat!(
             r#"data: {{"id":"chatcmpl-BENCH0123456789abcdefghij","#,
             r#""object":"chat.completion.chunk","created":1735689600,"#,
@@ -189,12 +207,16 @@ fn canned() -> &'static Canned {
             "\n\n"
         ),
         model = MODEL
-    ));
-    sse.push("data: [DONE]\n\n".to_owned());
+    );
+    for events in [&mut sse, &mut long_sse] {
+        events.push(usage.clone());
+        events.push("data: [DONE]\n\n".to_owned());
+    }
     let leak = |s: String| Bytes::from_static(Box::leak(s.into_boxed_str()).as_bytes());
     Box::leak(Box::new(Canned {
         json: leak(json),
         sse: sse.into_iter().map(leak).collect(),
+        long_sse: long_sse.into_iter().map(leak).collect(),
     }))
 }
 
@@ -262,9 +284,14 @@ async fn stub_answer(
             "max-age=31536000; includeSubDomains",
         );
     let response = if stream {
+        let long = body.windows(LONG_MARKER.len()).any(|w| w == LONG_MARKER);
         builder
             .header(CONTENT_TYPE, "text/event-stream; charset=utf-8")
-            .body(Reply::Sse(&canned.sse))
+            .body(Reply::Sse(if long {
+                &canned.long_sse
+            } else {
+                &canned.sse
+            }))
     } else {
         builder
             .header(CONTENT_TYPE, "application/json")
@@ -498,6 +525,22 @@ impl Side {
     }
 }
 
+/// What one more streamed event costs: (long stream − short stream) / [`EXTRA_EVENTS`], batch by
+/// batch for the times.
+fn per_event(short: &Side, long: &Side) -> Side {
+    let n = EXTRA_EVENTS as f64;
+    Side {
+        ns: short
+            .ns
+            .iter()
+            .zip(&long.ns)
+            .map(|(s, l)| (l - s) / n)
+            .collect(),
+        allocs: (long.allocs - short.allocs) / n,
+        bytes: (long.bytes - short.bytes) / n,
+    }
+}
+
 async fn timed_batch(client: &mut Client, body: &Bytes, n: usize) -> f64 {
     let started = Instant::now();
     for _ in 0..n {
@@ -681,7 +724,7 @@ fn micro() {
 
 // ---------------------------------------------------------------------------------------
 
-/// `--only direct|proxy:json|sse|keys`, `--requests N` and `--log text|json` (profiling
+/// `--only direct|proxy:json|sse|sse-long|keys|pool`, `--requests N` and `--log text|json` (profiling
 /// mode); other arguments (cargo passes `--bench`) are ignored.
 struct Args {
     only: Option<(String, String)>,
@@ -735,16 +778,18 @@ fn log_subscriber(format: &str) -> tracing::Dispatch {
     }
 }
 
-fn chat_body(stream: bool) -> Bytes {
+/// A chat request; `max_tokens` 512 asks the stub for the long stream ([`LONG_MARKER`]).
+fn chat_body(stream: bool, max_tokens: u32) -> Bytes {
     let stream = if stream { r#""stream":true,"# } else { "" };
     Bytes::from(format!(
         concat!(
             r#"{{"model":"{model}",{stream}"messages":[{{"role":"system","content":"You are "#,
             r#"a helpful assistant."}},{{"role":"user","content":"Say hello and finish the "#,
-            r#"pangram about the fox."}}],"temperature":0.2,"max_tokens":64}}"#
+            r#"pangram about the fox."}}],"temperature":0.2,"max_tokens":{max_tokens}}}"#
         ),
         model = MODEL,
-        stream = stream
+        stream = stream,
+        max_tokens = max_tokens
     ))
 }
 
@@ -814,8 +859,9 @@ async fn run(args: Args) {
     let mut direct_budget = Client::connect(stub, UPSTREAM, &budget_auth).await;
     let mut via_ledgered = Client::connect(ledgered, PROXY, &budget_auth).await;
     let mut via_pool = Client::connect(pooled, PROXY, anonymous).await;
-    let json = chat_body(false);
-    let sse = chat_body(true);
+    let json = chat_body(false, 64);
+    let sse = chat_body(true, 64);
+    let long_sse = chat_body(true, 512);
 
     // The proxy must pass answers through unchanged (less the usage chunk it asked for).
     let (_, direct_json) = direct.send(UPSTREAM, &json).await;
@@ -831,6 +877,14 @@ async fn run(args: Args) {
         "{proxied_sse}"
     );
     assert!(proxied_sse.ends_with("data: [DONE]\n\n") && !proxied_sse.contains("\"total_tokens\""));
+    let (status, proxied_long) = via_plain.send(PROXY, &long_sse).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8_lossy(&proxied_long)
+            .matches("data: ")
+            .count(),
+        canned.long_sse.len() - 1
+    );
     let (status, _) = via_keyed.send(PROXY, &json).await;
     assert_eq!(status, StatusCode::OK, "the key is accepted");
     let (status, _) = via_ledgered.send(PROXY, &json).await;
@@ -849,9 +903,11 @@ async fn run(args: Args) {
             ("direct", "keys") => (&mut direct_keyed, &json),
             ("proxy", "json") => (&mut via_plain, &json),
             ("proxy", "sse") => (&mut via_plain, &sse),
+            ("direct", "sse-long") => (&mut direct, &long_sse),
+            ("proxy", "sse-long") => (&mut via_plain, &long_sse),
             ("proxy", "keys") => (&mut via_keyed, &json),
             ("proxy", "pool") => (&mut via_pool, &json),
-            other => panic!("--only {other:?}: use direct|proxy:json|sse|keys|pool"),
+            other => panic!("--only {other:?}: use direct|proxy:json|sse|sse-long|keys|pool"),
         };
         let _guard = args
             .log
@@ -873,6 +929,13 @@ async fn run(args: Args) {
     print_row("chat json", &d, &p);
     let (d, p) = measure(&mut direct, &mut via_plain, &sse).await;
     print_row("chat sse", &d, &p);
+    let (long_d, long_p) = measure(&mut direct, &mut via_plain, &long_sse).await;
+    print_row(&format!("sse +{EXTRA_EVENTS} events"), &long_d, &long_p);
+    print_row(
+        "sse per event",
+        &per_event(&d, &long_d),
+        &per_event(&p, &long_p),
+    );
     let (d, p) = measure(&mut direct_keyed, &mut via_keyed, &json).await;
     print_row("json + 20 keys", &d, &p);
     let (d, p) = measure(&mut direct_budget, &mut via_ledgered, &json).await;
