@@ -16,20 +16,19 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{
-    Answer, Exchange, Observed, OutboundBody, REFUSAL_BODY_LIMIT, UpstreamRequest, explain_refusal,
-    explain_upstream, headers, key_rules, model, read_facts, read_limited, rewrite_body,
+    Answer, Exchange, Observed, OutboundBody, REFUSAL_BODY_LIMIT, Read, UpstreamRequest,
+    explain_refusal, explain_upstream, headers, model, read_limited, read_request, rewrite_body,
     route_error, send_with_retry, stream_back, worth_explaining,
 };
 use crate::diagnose::{self, RefusalCode};
 use crate::error::ApiError;
-use crate::keys::KeyEntry;
 use crate::pool::{Candidate, MAX_ATTEMPTS, Member, Pool, health};
-use crate::upstream::{Dialect, Route};
+use crate::upstream::Route;
 
 use super::ProxyState;
 
@@ -39,46 +38,6 @@ enum Failure {
     Answer(http::response::Parts, Bytes, usize),
     /// No answer (connection or timeout): the proxy's own 502/504.
     Error(ApiError),
-}
-
-/// A request read as far as every target needs it.
-struct Read {
-    /// The caller's method, URI and headers, prepared for the hop to Azure.
-    parts: http::request::Parts,
-    facts: model::BodyFacts,
-    body: OutboundBody,
-}
-
-/// Phase 2 for every target at once: the body read (held when it can be sent again), `model`
-/// and `stream` read, the headers prepared; `GET /v1/models` with aliases answered here.
-async fn read_request(
-    state: &ProxyState,
-    request: Request,
-    route: &Route<'_>,
-    key: Option<&KeyEntry>,
-    observed: &mut Observed,
-) -> Result<Result<Read, Response>, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let reads_body = key.is_some_and(|k| k.rules.reads_body());
-    let (body, mut facts) = read_facts(state, &parts, body, route, reads_body).await?;
-    if let Some(deployment) = route.deployment {
-        facts.model = Some(deployment.to_owned());
-    }
-    observed.model.clone_from(&facts.model);
-    if let Some(key) = key {
-        key_rules::allow_model(key, facts.model.as_deref(), state.target.aliases())?;
-    }
-    if route.rest == "models"
-        && route.dialect != Dialect::Anthropic
-        && route.deployment.is_none()
-        && parts.method == Method::GET
-        && !state.target.aliases().is_empty()
-    {
-        return Ok(Err(model::alias_list(state.target.aliases())));
-    }
-    headers::prepare_request_headers(&mut parts.headers);
-    parts.headers.remove(http::header::ACCEPT_ENCODING);
-    Ok(Ok(Read { parts, facts, body }))
 }
 
 /// Phases 2 to 4 with failover between the pool's targets.
@@ -92,11 +51,17 @@ pub(super) async fn forward(
     let route = exchange.route;
     let caller = exchange.key.map(std::sync::Arc::as_ref);
     let cap = caller.and_then(|k| k.rules.max_tokens_cap);
-    let Read { parts, facts, body } =
-        match read_request(state, request, &route, caller, observed).await? {
-            Ok(read) => read,
-            Err(answered) => return Ok(answered),
-        };
+    let Read {
+        mut parts,
+        facts,
+        body,
+    } = match read_request(state, request, &route, caller, observed).await? {
+        Ok(read) => read,
+        Err(answered) => return Ok(answered),
+    };
+    // Prepared once: every attempt sends a copy.
+    headers::prepare_request_headers(&mut parts.headers);
+    parts.headers.remove(http::header::ACCEPT_ENCODING);
     let model = facts.model.as_deref();
     let plan = pool.plan(model);
     // A body that streams through can be sent once only.

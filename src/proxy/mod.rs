@@ -448,18 +448,25 @@ fn can_request_stream_usage(target: &Target, route: &Route<'_>) -> bool {
     }
 }
 
-/// Phase 2, prepare: the body is read when it must be (for `model`, or to send it again after
-/// a 401) and read once for `model` and `stream`; `GET /v1/models` is answered here when
-/// aliases are configured; aliases and usage options are applied ([`rewrite_body`]); the
-/// upstream URI and headers are built.
-async fn prepare(
+/// A request read as far as every target needs it.
+struct Read {
+    /// The caller's method, URI and headers.
+    parts: http::request::Parts,
+    facts: model::BodyFacts,
+    body: OutboundBody,
+}
+
+/// Phase 2's start, for one target or several: the body read when it must be (for `model`,
+/// the key's rules, or to send it again), `model` and `stream` read, the key's model
+/// allow-list applied; `Err` is `GET /v1/models` answered here when aliases are configured.
+async fn read_request(
     state: &ProxyState,
     request: Request,
     route: &Route<'_>,
     key: Option<&KeyEntry>,
     observed: &mut Observed,
-) -> Result<Prepared, ApiError> {
-    let (mut parts, body) = request.into_parts();
+) -> Result<Result<Read, Response>, ApiError> {
+    let (parts, body) = request.into_parts();
     let reads_body = key.is_some_and(|k| k.rules.reads_body());
     let (body, mut facts) = read_facts(state, &parts, body, route, reads_body).await?;
     // A deployment in the path is what the caller asked for, whatever the body says.
@@ -476,10 +483,30 @@ async fn prepare(
         && parts.method == Method::GET
         && !state.target.aliases().is_empty()
     {
-        return Ok(Prepared::Answered(model::alias_list(
-            state.target.aliases(),
-        )));
+        return Ok(Err(model::alias_list(state.target.aliases())));
     }
+    Ok(Ok(Read { parts, facts, body }))
+}
+
+/// Phase 2, prepare: the body is read when it must be (for `model`, or to send it again after
+/// a 401) and read once for `model` and `stream`; `GET /v1/models` is answered here when
+/// aliases are configured; aliases and usage options are applied ([`rewrite_body`]); the
+/// upstream URI and headers are built.
+async fn prepare(
+    state: &ProxyState,
+    request: Request,
+    route: &Route<'_>,
+    key: Option<&KeyEntry>,
+    observed: &mut Observed,
+) -> Result<Prepared, ApiError> {
+    let Read {
+        mut parts,
+        facts,
+        body,
+    } = match read_request(state, request, route, key, observed).await? {
+        Ok(read) => read,
+        Err(answered) => return Ok(Prepared::Answered(answered)),
+    };
     let cap = key.and_then(|k| k.rules.max_tokens_cap);
     let (body, ask_stream_usage) =
         rewrite_body(&state.target, route, &mut parts.headers, body, &facts, cap);
