@@ -175,7 +175,7 @@ pub async fn serve(
         keys,
         limiter: Limiter::new(),
         budgets,
-        prices: config.prices.clone(),
+        prices: Arc::new(config.prices.clone()),
         ledger: ledger.clone(),
         metrics,
         websockets: crate::proxy::websocket::Sockets::new(

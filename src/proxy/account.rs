@@ -19,7 +19,7 @@ pub(super) struct UsageSink {
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
     budgets: Arc<Budgets>,
-    prices: Prices,
+    prices: Arc<Prices>,
     ledger: Option<Arc<Ledger>>,
 }
 
@@ -29,7 +29,7 @@ impl UsageSink {
             limiter: Arc::clone(&state.limiter),
             metrics: Arc::clone(&state.metrics),
             budgets: Arc::clone(&state.budgets),
-            prices: state.prices.clone(),
+            prices: Arc::clone(&state.prices),
             ledger: state.ledger.clone(),
         }
     }

@@ -83,8 +83,8 @@ pub struct ProxyState {
     pub limiter: Arc<Limiter>,
     /// Per-key budget spend (day, month).
     pub budgets: Arc<crate::budget::Budgets>,
-    /// What models' tokens cost, for dollar budgets.
-    pub prices: crate::config::Prices,
+    /// What models' tokens cost, for dollar budgets (shared: every answer's usage sink holds it).
+    pub prices: Arc<crate::config::Prices>,
     /// The usage ledger (`FOUNDRY_PROXY_USAGE_DB`); `None` keeps usage in memory only.
     pub ledger: Option<Arc<crate::ledger::Ledger>>,
     /// Prometheus metrics and usage.
