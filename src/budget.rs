@@ -38,6 +38,37 @@ impl Budget {
             Budget::UsdPerMonth => "usd_per_month",
         }
     }
+
+    /// The budget a keys-file field names.
+    pub fn from_field(field: &str) -> Option<Self> {
+        [Budget::TokensPerDay, Budget::TokensPerMonth, Budget::UsdPerMonth]
+            .into_iter()
+            .find(|b| b.field() == field)
+    }
+
+    /// The refusal for this budget of `rules`, spent at `now` (Unix seconds): its limit as
+    /// text and the time until its period resets.
+    pub fn exhausted(self, rules: &Rules, now: i64) -> Exhausted {
+        let (limit, until) = match self {
+            Budget::TokensPerDay => (
+                format!("{} tokens per UTC day", rules.tokens_per_day.unwrap_or(0)),
+                day_end(now),
+            ),
+            Budget::TokensPerMonth => (
+                format!("{} tokens per UTC month", rules.tokens_per_month.unwrap_or(0)),
+                month_end(now),
+            ),
+            Budget::UsdPerMonth => (
+                format!("${:.2} per UTC month", rules.usd_per_month.unwrap_or(0.0)),
+                month_end(now),
+            ),
+        };
+        Exhausted {
+            budget: self,
+            limit,
+            retry_after: Duration::from_secs(u64::try_from((until - now).max(1)).unwrap_or(1)),
+        }
+    }
 }
 
 /// A refusal: which budget, its limit as text, and how long until its period resets.
@@ -125,33 +156,8 @@ impl Budgets {
             return Ok(());
         }
         let spend = self.with(key, now, |s| *s);
-        let refuse = |budget: Budget, limit: String, until: i64| Exhausted {
-            budget,
-            limit,
-            retry_after: Duration::from_secs(u64::try_from((until - now).max(1)).unwrap_or(1)),
-        };
-        if let Some(limit) = rules.tokens_per_day.filter(|l| spend.day_tokens >= *l) {
-            return Err(refuse(
-                Budget::TokensPerDay,
-                format!("{limit} tokens per UTC day"),
-                day_end(now),
-            ));
-        }
-        if let Some(limit) = rules.tokens_per_month.filter(|l| spend.month_tokens >= *l) {
-            return Err(refuse(
-                Budget::TokensPerMonth,
-                format!("{limit} tokens per UTC month"),
-                month_end(now),
-            ));
-        }
-        if let Some(limit) = rules.usd_per_month.filter(|l| spend.month_usd >= *l) {
-            return Err(refuse(
-                Budget::UsdPerMonth,
-                format!("${limit:.2} per UTC month"),
-                month_end(now),
-            ));
-        }
-        Ok(())
+        spent(spend.day_tokens, spend.month_tokens, spend.month_usd, rules)
+            .map_or(Ok(()), |budget| Err(budget.exhausted(rules, now)))
     }
 
     /// Adds an answer's tokens and cost to `key`'s spend.
@@ -179,41 +185,62 @@ impl Budgets {
     /// Each budget `rules` sets, with what is used and left and when it resets.
     pub fn standing(&self, key: &str, rules: &Rules, now: i64) -> Vec<Standing> {
         let spend = self.with(key, now, |s| *s);
-        let row = |budget: Budget, limit: f64, used: f64, resets: i64| Standing {
-            budget: budget.field(),
-            limit,
-            used,
-            left: (limit - used).max(0.0),
-            resets_at: rfc3339(resets),
-            resets_in_secs: resets - now,
-        };
-        let mut rows = Vec::new();
-        if let Some(limit) = rules.tokens_per_day {
-            rows.push(row(
-                Budget::TokensPerDay,
-                limit as f64,
-                spend.day_tokens as f64,
-                day_end(now),
-            ));
-        }
-        if let Some(limit) = rules.tokens_per_month {
-            rows.push(row(
-                Budget::TokensPerMonth,
-                limit as f64,
-                spend.month_tokens as f64,
-                month_end(now),
-            ));
-        }
-        if let Some(limit) = rules.usd_per_month {
-            rows.push(row(
-                Budget::UsdPerMonth,
-                limit,
-                spend.month_usd,
-                month_end(now),
-            ));
-        }
-        rows
+        standing(spend.day_tokens, spend.month_tokens, spend.month_usd, rules, now)
     }
+}
+
+/// The first budget of `rules` that this UTC day's tokens or this UTC month's tokens or
+/// dollars have reached, if any.
+pub fn spent(day_tokens: u64, month_tokens: u64, month_usd: f64, rules: &Rules) -> Option<Budget> {
+    if rules.tokens_per_day.is_some_and(|l| day_tokens >= l) {
+        Some(Budget::TokensPerDay)
+    } else if rules.tokens_per_month.is_some_and(|l| month_tokens >= l) {
+        Some(Budget::TokensPerMonth)
+    } else if rules.usd_per_month.is_some_and(|l| month_usd >= l) {
+        Some(Budget::UsdPerMonth)
+    } else {
+        None
+    }
+}
+
+/// Each budget `rules` sets, given this UTC day's tokens and this UTC month's tokens and
+/// dollars: what is used and left and when it resets.
+pub fn standing(
+    day_tokens: u64,
+    month_tokens: u64,
+    month_usd: f64,
+    rules: &Rules,
+    now: i64,
+) -> Vec<Standing> {
+    let row = |budget: Budget, limit: f64, used: f64, resets: i64| Standing {
+        budget: budget.field(),
+        limit,
+        used,
+        left: (limit - used).max(0.0),
+        resets_at: rfc3339(resets),
+        resets_in_secs: resets - now,
+    };
+    let mut rows = Vec::new();
+    if let Some(limit) = rules.tokens_per_day {
+        rows.push(row(
+            Budget::TokensPerDay,
+            limit as f64,
+            day_tokens as f64,
+            day_end(now),
+        ));
+    }
+    if let Some(limit) = rules.tokens_per_month {
+        rows.push(row(
+            Budget::TokensPerMonth,
+            limit as f64,
+            month_tokens as f64,
+            month_end(now),
+        ));
+    }
+    if let Some(limit) = rules.usd_per_month {
+        rows.push(row(Budget::UsdPerMonth, limit, month_usd, month_end(now)));
+    }
+    rows
 }
 
 fn day_of(now: i64) -> i64 {

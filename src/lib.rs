@@ -18,6 +18,7 @@
 //! - [`error`]: the OpenAI-shaped error answer.
 //! - [`budget`]: per-key token and dollar budgets per UTC day and month.
 //! - [`limits`]: per-key requests and tokens per minute over a sliding window.
+//! - [`shared`]: limits, budgets and usage shared by replicas through Redis.
 //! - [`claims`]: reading the proxy's own token to explain refusals.
 //! - [`clock`]: the wall clock in Unix seconds.
 //! - [`secret`]: a string that cannot leak through `Debug`, `Display` or `Serialize`.
@@ -56,6 +57,7 @@ pub mod request_id;
 pub mod secret;
 pub mod server;
 pub mod setup;
+pub mod shared;
 pub mod status;
 mod table;
 pub mod telemetry;

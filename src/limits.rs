@@ -172,6 +172,20 @@ impl Limiter {
         Decision::Allow
     }
 
+    /// Counts a request of `key` that shared state (Redis) admitted, so that this replica's
+    /// own window is warm if it has to fall back to it.
+    pub fn count(&self, key: &str, limits: Limits, now: Instant) {
+        if limits.requests_per_minute.is_none() {
+            return;
+        }
+        let window = self.window(key);
+        let mut window = window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let second = self.second(now);
+        window.bucket(second).requests += 1;
+    }
+
     /// What `key` used in the last 60 seconds: (requests, tokens). A key never seen has used
     /// nothing (and gets no window).
     pub fn used(&self, key: &str, now: Instant) -> (u64, u64) {

@@ -304,9 +304,11 @@ async fn usage(url: Option<String>, key: Option<String>, json: bool) -> ExitCode
     let key = key
         .or_else(|| std::env::var(status::ENV_KEY).ok())
         .filter(|k| !k.is_empty());
-    let rows = status::fetch_status(&address, key.as_deref())
-        .await
-        .and_then(|document| status::usage_rows(&document));
+    let document = status::fetch_status(&address, key.as_deref()).await;
+    let rows = document
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(status::usage_rows);
     match rows {
         Ok(rows) if json => match serde_json::to_string_pretty(&rows) {
             Ok(text) => {
@@ -316,6 +318,10 @@ async fn usage(url: Option<String>, key: Option<String>, json: bool) -> ExitCode
             Err(e) => fail(1, &e),
         },
         Ok(rows) => {
+            // On stderr, so the table on stdout stays the same to read for scripts.
+            if let Some(scope) = document.as_ref().ok().and_then(status::usage_scope_line) {
+                eprintln!("{scope}");
+            }
             print!("{}", status::usage_table(&rows));
             ExitCode::SUCCESS
         }

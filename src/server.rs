@@ -62,6 +62,9 @@ pub enum ServeError {
     /// The usage ledger cannot be opened.
     #[error("{0}")]
     Ledger(#[from] crate::ledger::OpenError),
+    /// The Redis client could not be built.
+    #[error("{0}")]
+    Redis(#[from] crate::shared::StartError),
     /// The listener failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -143,6 +146,19 @@ pub async fn serve(
         }
         None => None,
     };
+    // Stopped after the HTTP drain, so the last answers' usage reaches Redis.
+    let shared_stop = CancellationToken::new();
+    let shared = match &config.redis {
+        Some(redis) => Some(
+            crate::shared::Shared::start(
+                redis,
+                config.extra_ca_file.as_deref(),
+                shared_stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let status_info = StatusInfo::from_config(&config, credential.kind());
     let refresher_stop = CancellationToken::new();
     let refresher = token::spawn_refresher(Arc::clone(&tokens), credential, refresher_stop.clone());
@@ -177,6 +193,7 @@ pub async fn serve(
         budgets,
         prices: Arc::new(config.prices.clone()),
         ledger: ledger.clone(),
+        shared: shared.as_ref().map(|(shared, _)| Arc::clone(shared)),
         metrics,
         websockets: crate::proxy::websocket::Sockets::new(
             tls,
@@ -253,6 +270,10 @@ pub async fn serve(
     );
     refresher_stop.cancel();
     background.cancel();
+    shared_stop.cancel();
+    if let Some((_, writer)) = shared {
+        let _ = writer.await;
+    }
     if let Some(ledger) = &ledger {
         // Blocking for at most one commit: the writer finishes what it has.
         let ledger = Arc::clone(ledger);
@@ -402,6 +423,9 @@ async fn metrics_text(
     if let Some(pool) = &state.proxy.pool {
         pool.render_metrics(&mut text);
     }
+    if let Some(shared) = &state.proxy.shared {
+        shared.render_metrics(&mut text);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -426,17 +450,24 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
             .token
             .as_ref()
             .is_some_and(|t| t.is_valid(Instant::now()));
-        let used = proxy.limiter.used(&key.name, Instant::now());
-        let budgets =
-            proxy
-                .budgets
-                .standing(&key.name, &key.rules, crate::clock::unix_now_signed());
+        let now = crate::clock::unix_now_signed();
+        let shared = team_standing(proxy, key, now).await;
+        let (used, budgets, usage, scope) = match shared {
+            Some((used, budgets, usage)) => (
+                used,
+                budgets,
+                usage,
+                crate::status::team_scope(&crate::shared::reads::month_to_date(now)),
+            ),
+            None => (
+                proxy.limiter.used(&key.name, Instant::now()),
+                proxy.budgets.standing(&key.name, &key.rules, now),
+                crate::status::own_usage(&proxy.metrics, &key.name),
+                crate::status::process_scope(state.status.started),
+            ),
+        };
         return Json(crate::status::member_status_json(
-            key,
-            ready,
-            used,
-            &budgets,
-            &proxy.metrics,
+            key, ready, used, &budgets, usage, scope,
         ))
         .into_response();
     }
@@ -448,7 +479,45 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
     if let (Some(pool), Some(object)) = (&proxy.pool, document.as_object_mut()) {
         object.insert("upstreams".to_owned(), pool.status_json());
     }
+    if let Some(shared) = &proxy.shared {
+        let now = crate::clock::unix_now_signed();
+        let days = crate::shared::reads::month_to_date(now);
+        let team = shared.usage(&days, None).await;
+        merge(
+            &mut document,
+            crate::status::redis_json(shared, team.ok(), &days),
+        );
+    }
     Json(document).into_response()
+}
+
+/// A member key's limits (last 60 s), budgets and usage this month across replicas, from
+/// Redis; `None` without Redis or while it does not answer (this replica's own view then).
+async fn team_standing(
+    proxy: &crate::proxy::ProxyState,
+    key: &crate::keys::KeyEntry,
+    now: i64,
+) -> Option<(
+    (u64, u64),
+    Vec<crate::budget::Standing>,
+    Vec<crate::metrics::UsageRow>,
+)> {
+    let shared = proxy.shared.as_ref()?;
+    let days = crate::shared::reads::month_to_date(now);
+    let (used, spend, usage) = tokio::join!(
+        shared.used(&key.name),
+        shared.spend(&key.name, now),
+        shared.usage(&days, Some(&key.name))
+    );
+    let spend = spend.ok()?;
+    let budgets = crate::budget::standing(
+        spend.day_tokens,
+        spend.month_tokens,
+        spend.month_usd,
+        &key.rules,
+        now,
+    );
+    Some((used.ok()?, budgets, usage.ok()?))
 }
 
 /// The caller's key (`None` without keys configured), or the 401 refusal.

@@ -87,6 +87,7 @@ pub fn status_json(
         "last_refresh_error": last_refresh_error,
         "upstream": {"endpoint": info.endpoint, "api": info.api, "api_version": info.api_version},
         "usage": metrics.usage_snapshot(),
+        "usage_scope": process_scope(info.started),
     })
 }
 
@@ -100,13 +101,9 @@ pub fn member_status_json(
     ready: bool,
     used: (u64, u64),
     budgets: &[crate::budget::Standing],
-    metrics: &Metrics,
+    usage: Vec<UsageRow>,
+    usage_scope: Value,
 ) -> Value {
-    let usage: Vec<UsageRow> = metrics
-        .usage_snapshot()
-        .into_iter()
-        .filter(|row| row.key == key.name)
-        .collect();
     let limit = |limit: Option<u64>, used: u64| {
         limit.map(|limit| json!({"limit": limit, "used": used, "left": limit.saturating_sub(used)}))
     };
@@ -124,7 +121,52 @@ pub fn member_status_json(
         "models": key.rules.models,
         "max_tokens_cap": key.rules.max_tokens_cap,
         "usage": usage,
+        "usage_scope": usage_scope,
     })
+}
+
+/// What `usage` counts without Redis: this process since `started`.
+pub fn process_scope(started: Instant) -> Value {
+    let since = crate::clock::unix_now_signed()
+        .saturating_sub_unsigned(started.elapsed().as_secs());
+    json!({"replicas": "this", "since": crate::budget::rfc3339(since)})
+}
+
+/// What `usage` counts with Redis: every replica since the first of `days`.
+pub fn team_scope(days: &[String]) -> Value {
+    json!({"replicas": "all", "since": days.first().map(|d| format!("{d}T00:00:00Z"))})
+}
+
+/// `name`'s usage rows in this process since it started.
+pub fn own_usage(metrics: &Metrics, name: &str) -> Vec<UsageRow> {
+    metrics
+        .usage_snapshot()
+        .into_iter()
+        .filter(|row| row.key == name)
+        .collect()
+}
+
+/// What the admin `/status` adds with Redis: the connection's state, and `usage` replaced by
+/// the team's usage across replicas this UTC month (`team` is `None` while Redis does not
+/// answer, and `usage` then stays this replica's own since it started).
+pub fn redis_json(
+    shared: &crate::shared::Shared,
+    team: Option<Vec<UsageRow>>,
+    days: &[String],
+) -> Value {
+    let redis = json!({
+        "url": shared.shown(),
+        "up": shared.is_up(),
+        "failure": shared.failure().as_str(),
+    });
+    match team {
+        Some(rows) => json!({
+            "redis": redis,
+            "usage": rows,
+            "usage_scope": team_scope(days),
+        }),
+        None => json!({"redis": redis}),
+    }
 }
 
 /// Who is asking: the key's name and role.
@@ -181,6 +223,16 @@ pub fn usage_rows(status: &Value) -> Result<Vec<UsageRow>, String> {
         .ok_or("the /status answer has no usage (an older foundry-proxy?)")?;
     serde_json::from_value(usage.clone())
         .map_err(|e| format!("the /status usage is malformed: {e}"))
+}
+
+/// What the usage counts, as the line above the table: `usage of all replicas since …`.
+pub fn usage_scope_line(status: &Value) -> Option<String> {
+    let scope = status.get("usage_scope")?;
+    let since = scope.get("since").and_then(Value::as_str)?;
+    Some(match scope.get("replicas").and_then(Value::as_str) {
+        Some("all") => format!("usage of all replicas (shared through Redis) since {since}"),
+        _ => format!("usage of this proxy since it started at {since}"),
+    })
 }
 
 /// A table: one line per key and model, then a totals line.

@@ -18,6 +18,7 @@ use crate::upstream::ApiStyle;
 
 pub mod credential;
 pub mod prices;
+pub mod redis;
 pub mod upstreams;
 mod validate;
 
@@ -81,6 +82,9 @@ pub struct Config {
     pub prices: Prices,
     /// The usage ledger (SQLite); `None` keeps usage in memory only.
     pub usage_db: Option<PathBuf>,
+    /// Shared state for replicas (`FOUNDRY_PROXY_REDIS_URL`); `None` keeps limits and usage
+    /// in this process.
+    pub redis: Option<self::redis::RedisConfig>,
     /// Time allowed for the upstream to send response headers.
     pub upstream_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
@@ -201,6 +205,10 @@ pub struct Settings {
     pub prices: Option<BTreeMap<String, Price>>,
     /// `FOUNDRY_PROXY_USAGE_DB`
     pub usage_db: Option<PathBuf>,
+    /// `FOUNDRY_PROXY_REDIS_URL` (may hold a password)
+    pub redis_url: Option<Secret>,
+    /// `FOUNDRY_PROXY_REDIS_FAILURE`: `open` or `closed`.
+    pub redis_failure: Option<String>,
     /// `[credential]` table: which credential and its settings.
     pub credential: Option<CredentialSettings>,
     /// `[[upstream]]` tables (file only).
@@ -353,6 +361,8 @@ impl Settings {
             models: None,
             prices: None,
             usage_db: env.var(ENV_USAGE_DB).map(PathBuf::from),
+            redis_url: env.var(self::redis::ENV_REDIS_URL).map(Secret::new),
+            redis_failure: env.var(self::redis::ENV_REDIS_FAILURE),
             credential: Some(CredentialSettings::from_env(env)?),
             upstream: None,
             max_wait: None,
@@ -393,6 +403,8 @@ impl Settings {
             models,
             prices: higher.prices.or(self.prices),
             usage_db: higher.usage_db.or(self.usage_db),
+            redis_url: higher.redis_url.or(self.redis_url),
+            redis_failure: higher.redis_failure.or(self.redis_failure),
             credential: match (self.credential, higher.credential) {
                 (Some(low), Some(high)) => Some(low.overlay(high)),
                 (low, high) => high.or(low),

@@ -53,6 +53,8 @@ impl Settings {
             models,
             prices,
             usage_db,
+            redis_url,
+            redis_failure,
             credential,
             upstream: upstream_tables,
             max_wait,
@@ -132,6 +134,7 @@ impl Settings {
         )?;
         let allowed_hosts = host_allow_list(allowed_hosts)?;
         let extra_ca_file = extra_ca_file(env)?;
+        let redis = super::redis::validate(redis_url, redis_failure)?;
 
         Ok(Config {
             listen,
@@ -149,6 +152,7 @@ impl Settings {
             models,
             prices,
             usage_db,
+            redis,
             upstream_timeout: upstream_timeout_secs
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),

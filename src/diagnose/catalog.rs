@@ -631,6 +631,17 @@ pub const CATALOG: &[Entry] = &[
         ],
     },
     Entry {
+        code: RefusalCode::RedisUnavailable,
+        origin: Origin::Proxy,
+        status: 503,
+        sees: "503 with retry-after: Redis (FOUNDRY_PROXY_REDIS_URL) cannot be reached and FOUNDRY_PROXY_REDIS_FAILURE=closed",
+        cause: "Key '{detail}' has limits or budgets shared through Redis at {what}, which does not answer; the proxy is set to refuse rather than count without it (FOUNDRY_PROXY_REDIS_FAILURE=closed).",
+        fix: &[
+            "Retry after retry-after seconds: the proxy reconnects by itself, and foundry_proxy_redis_up on /metrics turns 1 when it has.",
+            "Operator: check that Redis runs and that the URL, password and TLS (rediss://) match; or set FOUNDRY_PROXY_REDIS_FAILURE=open to fall back to each replica's own limits while Redis is away.",
+        ],
+    },
+    Entry {
         code: RefusalCode::TokenPending,
         origin: Origin::Proxy,
         status: 503,

@@ -114,6 +114,8 @@ pub enum RefusalCode {
     RateLimitExceeded,
     /// `token_limit_exceeded`
     TokenLimitExceeded,
+    /// `redis_unavailable`
+    RedisUnavailable,
     /// `token_pending`
     TokenPending,
     /// `token_renewal_pending`
@@ -154,7 +156,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in catalog order.
-    pub const ALL: [Self; 71] = [
+    pub const ALL: [Self; 72] = [
         Self::MissingRoleAssignment,
         Self::MissingResponsesPermission,
         Self::MissingProjectPermission,
@@ -208,6 +210,7 @@ impl RefusalCode {
         Self::BudgetExhausted,
         Self::RateLimitExceeded,
         Self::TokenLimitExceeded,
+        Self::RedisUnavailable,
         Self::TokenPending,
         Self::TokenRenewalPending,
         Self::UnknownPath,
@@ -284,6 +287,7 @@ impl RefusalCode {
             Self::BudgetExhausted => "budget_exhausted",
             Self::RateLimitExceeded => "rate_limit_exceeded",
             Self::TokenLimitExceeded => "token_limit_exceeded",
+            Self::RedisUnavailable => "redis_unavailable",
             Self::TokenPending => "token_pending",
             Self::TokenRenewalPending => "token_renewal_pending",
             Self::UnknownPath => "unknown_path",

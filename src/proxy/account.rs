@@ -1,6 +1,6 @@
 //! Where a finished answer's usage goes, whichever way it arrived (a JSON answer, an SSE
 //! stream, a WebSocket's `response.done`): the key's token window, its budgets, the usage
-//! ledger and the metrics.
+//! ledger, the replicas' shared Redis and the metrics.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use crate::keys::KeyEntry;
 use crate::ledger::Ledger;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::shared::{Event, Shared};
 use crate::usage::Usage;
 
 /// The shared state usage is counted into; cheap to clone, so an answer's body can own one.
@@ -21,6 +22,7 @@ pub(super) struct UsageSink {
     budgets: Arc<Budgets>,
     prices: Arc<Prices>,
     ledger: Option<Arc<Ledger>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl UsageSink {
@@ -31,6 +33,7 @@ impl UsageSink {
             budgets: Arc::clone(&state.budgets),
             prices: Arc::clone(&state.prices),
             ledger: state.ledger.clone(),
+            shared: state.shared.clone(),
         }
     }
 
@@ -48,6 +51,7 @@ impl UsageSink {
             self.limiter
                 .add_tokens(key_name, seen.total(), tokio::time::Instant::now());
         }
+        let now = crate::clock::unix_now_signed();
         let cost = key_rules::charge(
             &self.budgets,
             &self.prices,
@@ -55,10 +59,19 @@ impl UsageSink {
             model,
             deployment,
             seen,
-            crate::clock::unix_now_signed(),
+            now,
         );
         if let Some(ledger) = &self.ledger {
             ledger.usage(key_name, model, seen, cost);
+        }
+        if let Some(shared) = &self.shared {
+            shared.send(Event::Usage {
+                key: key_name.to_owned(),
+                model: model.to_owned(),
+                usage: *seen,
+                cost: cost.unwrap_or(0.0),
+                now,
+            });
         }
         self.metrics
             .record_usage(key_name, model, seen.prompt_tokens, seen.completion_tokens);

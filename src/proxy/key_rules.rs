@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::budget::Budgets;
+use crate::budget::{Budgets, Exhausted};
 use crate::config::Prices;
 use crate::config::prices::Tokens;
 use crate::diagnose::{self, RefusalCode, catalog::Vars};
@@ -16,32 +16,45 @@ use crate::keys::KeyEntry;
 use crate::upstream::{ApiStyle, Dialect, Route, Target};
 use crate::usage::Usage;
 
-/// Before anything else is done for the request: 401 `key_expired` past the key's expiry,
-/// 429 `budget_exhausted` (with `retry-after` until the period resets) once a budget is spent.
-pub(super) fn admit(budgets: &Budgets, key: &KeyEntry, now: i64) -> Result<(), ApiError> {
-    if let Some(expiry) = key.rules.expires.as_ref().filter(|e| e.has_passed(now)) {
-        let vars = Vars::new()
-            .set("detail", key.name.clone())
-            .set("what", expiry.text.clone());
-        return Err(diagnose::proxy_refusal(RefusalCode::KeyExpired, &vars));
+/// 401 `key_expired` past the key's expiry.
+pub(super) fn unexpired(key: &KeyEntry, now: i64) -> Result<(), ApiError> {
+    match key.rules.expires.as_ref().filter(|e| e.has_passed(now)) {
+        Some(expiry) => {
+            let vars = Vars::new()
+                .set("detail", key.name.clone())
+                .set("what", expiry.text.clone());
+            Err(diagnose::proxy_refusal(RefusalCode::KeyExpired, &vars))
+        }
+        None => Ok(()),
     }
-    budgets.check(&key.name, &key.rules, now).map_err(|spent| {
-        let seconds = spent.retry_after.as_secs().max(1);
-        let vars = Vars::new()
-            .set("detail", key.name.clone())
-            .set("limit", spent.limit)
-            .set(
-                "what",
-                format!(
-                    "{} resets at {}",
-                    spent.budget.field(),
-                    crate::budget::rfc3339(now.saturating_add_unsigned(seconds))
-                ),
-            );
-        let mut error = diagnose::proxy_refusal(RefusalCode::BudgetExhausted, &vars);
-        error.retry_after = Some(seconds);
-        error
-    })
+}
+
+/// Before anything else is done for the request: 401 `key_expired` past the key's expiry,
+/// 429 `budget_exhausted` once a budget in this replica's own spend is spent.
+pub(super) fn admit(budgets: &Budgets, key: &KeyEntry, now: i64) -> Result<(), ApiError> {
+    unexpired(key, now)?;
+    budgets
+        .check(&key.name, &key.rules, now)
+        .map_err(|spent| budget_exhausted(key, spent, now))
+}
+
+/// 429 `budget_exhausted`, with `retry-after` until the period resets.
+pub(super) fn budget_exhausted(key: &KeyEntry, spent: Exhausted, now: i64) -> ApiError {
+    let seconds = spent.retry_after.as_secs().max(1);
+    let vars = Vars::new()
+        .set("detail", key.name.clone())
+        .set("limit", spent.limit)
+        .set(
+            "what",
+            format!(
+                "{} resets at {}",
+                spent.budget.field(),
+                crate::budget::rfc3339(now.saturating_add_unsigned(seconds))
+            ),
+        );
+    let mut error = diagnose::proxy_refusal(RefusalCode::BudgetExhausted, &vars);
+    error.retry_after = Some(seconds);
+    error
 }
 
 /// 403 `model_not_allowed` when the key has a models list and `model` is not on it (an alias

@@ -8,6 +8,7 @@
 //! inbound dialect needs its own admit and prepare steps and reuses the rest.
 
 mod account;
+pub(crate) mod admission;
 pub mod dialect;
 mod failover;
 pub mod headers;
@@ -31,7 +32,7 @@ use crate::diagnose::RefusalCode;
 use crate::diagnose::{self, DiagnosisContext};
 use crate::error::ApiError;
 use crate::keys::{self, KeyEntry, KeyStore};
-use crate::limits::{Decision, Exceeded, Limiter};
+use crate::limits::Limiter;
 use crate::metrics::{self, Metrics, RequestRecord};
 use crate::request_id;
 use crate::server::BodyReadTimeout;
@@ -87,6 +88,9 @@ pub struct ProxyState {
     pub prices: Arc<crate::config::Prices>,
     /// The usage ledger (`FOUNDRY_PROXY_USAGE_DB`); `None` keeps usage in memory only.
     pub ledger: Option<Arc<crate::ledger::Ledger>>,
+    /// Limits, budgets and usage shared with other replicas (`FOUNDRY_PROXY_REDIS_URL`);
+    /// `None` keeps them in this process.
+    pub shared: Option<Arc<crate::shared::Shared>>,
     /// Prometheus metrics and usage.
     pub metrics: Arc<Metrics>,
     /// WebSocket limits, the shutdown signal and the open sockets.
@@ -246,7 +250,7 @@ async fn forward_request(
     exchange: Exchange<'_>,
     observed: &mut Observed,
 ) -> Result<Response, ApiError> {
-    within_limits(state, exchange.key)?;
+    admission::within_limits(state, exchange.key).await?;
     let key = exchange.key.map(Arc::as_ref);
     if let Some(pool) = &state.pool {
         return failover::forward(state, pool, request, exchange, observed).await;
@@ -360,6 +364,14 @@ fn record(
     if let Some(ledger) = &state.ledger {
         ledger.request(exchange.tag.key, model, status);
     }
+    if let Some(shared) = &state.shared {
+        shared.send(crate::shared::Event::Request {
+            key: exchange.tag.key.to_owned(),
+            model: model.to_owned(),
+            error: status >= 400,
+            now: crate::clock::unix_now_signed(),
+        });
+    }
     let (upstream, deployment) = observed
         .via
         .as_ref()
@@ -401,37 +413,6 @@ fn method_not_allowed(method: &Method) -> ApiError {
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
     );
     error
-}
-
-/// Phase 1, admit (continued): counts the request against its key's limits, or answers 429
-/// with `retry-after`. Without keys there are no limits.
-fn within_limits(state: &ProxyState, key: Option<&Arc<KeyEntry>>) -> Result<(), ApiError> {
-    let Some(key) = key else {
-        return Ok(());
-    };
-    key_rules::admit(&state.budgets, key, crate::clock::unix_now_signed())?;
-    match state
-        .limiter
-        .admit(&key.name, key.limits, tokio::time::Instant::now())
-    {
-        Decision::Allow => Ok(()),
-        Decision::Deny {
-            exceeded,
-            limit,
-            retry_after,
-        } => {
-            let code = match exceeded {
-                Exceeded::Requests => RefusalCode::RateLimitExceeded,
-                Exceeded::Tokens => RefusalCode::TokenLimitExceeded,
-            };
-            let vars = diagnose::catalog::Vars::new()
-                .set("detail", key.name.clone())
-                .set("limit", limit.to_string());
-            let mut error = diagnose::proxy_refusal(code, &vars);
-            error.retry_after = Some(retry_after.as_secs().max(1));
-            Err(error)
-        }
-    }
 }
 
 /// True when the upstream surface accepts `stream_options` (the v1 API, and dated versions

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::keys::KeyEntry;
 use crate::proxy::account::UsageSink;
-use crate::proxy::{ProxyState, key_rules, within_limits};
+use crate::proxy::admission::within_limits;
+use crate::proxy::{ProxyState, key_rules};
 use crate::usage;
 
 /// One socket's meter.
@@ -44,7 +45,7 @@ impl Meter {
     /// A client message: `Ok(Some(text))` is the message to send instead (a Responses-mode
     /// `model` that is an alias, replaced by its deployment); `Err` holds the `error` event to
     /// answer instead of sending it on (the key is over a limit).
-    pub(super) fn client_sent(&mut self, text: &str) -> Result<Option<String>, String> {
+    pub(super) async fn client_sent(&mut self, text: &str) -> Result<Option<String>, String> {
         if memchr::memmem::find(text.as_bytes(), b"response.create").is_none() {
             return Ok(None);
         }
@@ -68,9 +69,11 @@ impl Meter {
             }
             None => Ok(()),
         };
-        allowed
-            .and_then(|()| within_limits(&self.state, self.key.as_ref()))
-            .map_err(|refusal| error_event(&refusal, head.event_id))?;
+        let admitted = match allowed {
+            Ok(()) => within_limits(&self.state, self.key.as_ref()).await,
+            Err(refused) => Err(refused),
+        };
+        admitted.map_err(|refusal| error_event(&refusal, head.event_id))?;
         Ok(rewritten)
     }
 

@@ -169,7 +169,7 @@ async fn open(
     if let Some(key) = key.as_deref() {
         // The key's expiry and budgets, and for realtime its allowed models, before Azure is
         // dialed; each `response.create` is checked again on the socket.
-        key_rules::admit(&state.budgets, key, crate::clock::unix_now_signed())?;
+        crate::proxy::admission::handshake(state, key).await?;
         if target.model.is_some() {
             key_rules::allow_model(key, target.model.as_deref(), state.target.aliases())?;
         }

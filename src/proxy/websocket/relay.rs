@@ -81,7 +81,7 @@ where
                 idle.as_mut().reset(tokio::time::Instant::now() + limits.idle);
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        match meter.client_sent(text.as_str()) {
+                        match meter.client_sent(text.as_str()).await {
                             Ok(rewritten) => {
                                 let message = rewritten.map_or(Message::Text(text), Message::text);
                                 if !deliver(&mut upstream, message, limits.idle).await {
