@@ -41,9 +41,13 @@ impl Budget {
 
     /// The budget a keys-file field names.
     pub fn from_field(field: &str) -> Option<Self> {
-        [Budget::TokensPerDay, Budget::TokensPerMonth, Budget::UsdPerMonth]
-            .into_iter()
-            .find(|b| b.field() == field)
+        [
+            Budget::TokensPerDay,
+            Budget::TokensPerMonth,
+            Budget::UsdPerMonth,
+        ]
+        .into_iter()
+        .find(|b| b.field() == field)
     }
 
     /// The refusal for this budget of `rules`, spent at `now` (Unix seconds): its limit as
@@ -55,7 +59,10 @@ impl Budget {
                 day_end(now),
             ),
             Budget::TokensPerMonth => (
-                format!("{} tokens per UTC month", rules.tokens_per_month.unwrap_or(0)),
+                format!(
+                    "{} tokens per UTC month",
+                    rules.tokens_per_month.unwrap_or(0)
+                ),
                 month_end(now),
             ),
             Budget::UsdPerMonth => (
@@ -185,7 +192,13 @@ impl Budgets {
     /// Each budget `rules` sets, with what is used and left and when it resets.
     pub fn standing(&self, key: &str, rules: &Rules, now: i64) -> Vec<Standing> {
         let spend = self.with(key, now, |s| *s);
-        standing(spend.day_tokens, spend.month_tokens, spend.month_usd, rules, now)
+        standing(
+            spend.day_tokens,
+            spend.month_tokens,
+            spend.month_usd,
+            rules,
+            now,
+        )
     }
 }
 

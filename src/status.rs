@@ -127,8 +127,8 @@ pub fn member_status_json(
 
 /// What `usage` counts without Redis: this process since `started`.
 pub fn process_scope(started: Instant) -> Value {
-    let since = crate::clock::unix_now_signed()
-        .saturating_sub_unsigned(started.elapsed().as_secs());
+    let since =
+        crate::clock::unix_now_signed().saturating_sub_unsigned(started.elapsed().as_secs());
     json!({"replicas": "this", "since": crate::budget::rfc3339(since)})
 }
 

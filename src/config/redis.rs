@@ -151,8 +151,8 @@ mod tests {
             (Some("redis://r"), Some("maybe"), ENV_REDIS_FAILURE),
             (None, Some("closed"), ENV_REDIS_FAILURE),
         ] {
-            let error = validate(url.and_then(secret), failure.map(str::to_owned))
-                .expect_err("refused");
+            let error =
+                validate(url.and_then(secret), failure.map(str::to_owned)).expect_err("refused");
             let text = error.to_string();
             assert!(text.contains(setting), "{text}");
             assert!(!text.contains(":pw"), "{text}");

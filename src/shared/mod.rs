@@ -186,7 +186,9 @@ impl Shared {
             .key(scripts::tokens_window(&key.name))
             .key(scripts::day_spend(&key.name, &day))
             .key(scripts::month_spend(&key.name, month))
-            .arg(setting(key.limits.requests_per_minute.map(|n| n.to_string())))
+            .arg(setting(
+                key.limits.requests_per_minute.map(|n| n.to_string()),
+            ))
             .arg(setting(key.limits.tokens_per_minute.map(|n| n.to_string())))
             .arg(setting(rules.tokens_per_day.map(|n| n.to_string())))
             .arg(setting(rules.tokens_per_month.map(|n| n.to_string())))

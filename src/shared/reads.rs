@@ -53,7 +53,8 @@ impl Shared {
         let mut rows: BTreeMap<(String, String), UsageRow> = BTreeMap::new();
         for (field, value) in hashes.iter().flatten() {
             let mut parts = field.splitn(3, scripts::FIELD_SEPARATOR);
-            let (Some(metric), Some(name), Some(model)) = (parts.next(), parts.next(), parts.next())
+            let (Some(metric), Some(name), Some(model)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -110,7 +111,10 @@ mod tests {
     #[test]
     fn month_to_date_days() {
         let days = month_to_date(1_796_385_600);
-        assert_eq!(days, ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]);
+        assert_eq!(
+            days,
+            ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+        );
         assert_eq!(month_to_date(1_796_086_800), ["2026-12-01"]);
     }
 }

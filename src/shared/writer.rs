@@ -210,9 +210,7 @@ async fn write(shared: &Arc<Shared>, pending: &Pending) -> bool {
             .arg(counts.cost);
     }
     shared
-        .run(|mut connection| async move {
-            invocation.invoke_async::<i64>(&mut connection).await
-        })
+        .run(|mut connection| async move { invocation.invoke_async::<i64>(&mut connection).await })
         .await
         .is_ok()
 }

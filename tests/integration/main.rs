@@ -39,6 +39,7 @@ mod ledger;
 mod managed_identity;
 mod observability;
 mod readme;
+mod redis;
 mod roles;
 mod setup;
 mod streaming;

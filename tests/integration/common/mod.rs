@@ -4,6 +4,7 @@
 pub(crate) mod emulator_client;
 pub(crate) mod logs;
 pub(crate) mod raw;
+pub(crate) mod redis_server;
 pub(crate) mod serve_binary;
 
 use std::collections::BTreeMap;
