@@ -37,7 +37,10 @@
 //!   same stream, 100 content events longer) and `sse per event` (the difference / 100: what
 //!   one more streamed event costs, the per-event guard; the stub writes the events back to
 //!   back, so this is the burst shape, where several events may share a read); `json + 20 keys`
-//!   (Bearer key checked against a keys file of 20); `json + budget + ledger` (a key with a
+//!   (Bearer key checked against a keys file of 20); `json + limited key` (a key with
+//!   per-minute limits, counted in the process) and `json + limited key, redis` (the same key
+//!   counted in a local `redis-server` shared by replicas: one admission script, one round
+//!   trip, per request); `json + budget + ledger` (a key with a
 //!   daily token and a monthly dollar budget, checked before and charged after each answer,
 //!   priced, on a proxy with `FOUNDRY_PROXY_USAGE_DB`: two events per request to the ledger's
 //!   writer thread, which commits every second); `json + log text` / `json + log json`:
@@ -417,6 +420,7 @@ async fn start_proxy(
     keys_file: Option<PathBuf>,
     usage_db: Option<PathBuf>,
     pool: bool,
+    redis: Option<&str>,
     shutdown: &CancellationToken,
 ) -> SocketAddr {
     let prices = usage_db.as_ref().map(|_| {
@@ -444,6 +448,7 @@ async fn start_proxy(
         keys_file,
         usage_db,
         prices,
+        redis_url: redis.map(Secret::new),
         ..Settings::default()
     };
     let config = settings
@@ -830,21 +835,62 @@ async fn run(args: Args) {
         ..foundry_proxy::keys::Rules::default()
     };
     let budget_key = foundry_proxy::keys::add_entry(&budget_path, &budgeted).expect("budgeted key");
-    let plain = start_proxy(&url, stub, None, None, false, &shutdown).await;
-    let keyed = start_proxy(&url, stub, Some(keys_path), None, false, &shutdown).await;
+    let plain = start_proxy(&url, stub, None, None, false, None, &shutdown).await;
+    let keyed = start_proxy(&url, stub, Some(keys_path), None, false, None, &shutdown).await;
     let ledgered = start_proxy(
         &url,
         stub,
         Some(budget_path),
         Some(dir.join("usage.db")),
         false,
+        None,
         &shutdown,
     )
     .await;
     wait_ready(plain).await;
     wait_ready(keyed).await;
     wait_ready(ledgered).await;
-    let pooled = start_proxy(&url, stub, None, None, true, &shutdown).await;
+    let pooled = start_proxy(&url, stub, None, None, true, None, &shutdown).await;
+    // A key with a per-minute limit (never reached), counted in this process or in Redis.
+    let limited_path = dir.join("limited-keys.toml");
+    let limited_key = add_key(
+        &limited_path,
+        "limited",
+        Limits {
+            requests_per_minute: Some(u32::MAX),
+            tokens_per_minute: Some(u64::MAX / 4),
+        },
+    )
+    .expect("limited key");
+    let local_limited = start_proxy(
+        &url,
+        stub,
+        Some(limited_path.clone()),
+        None,
+        false,
+        None,
+        &shutdown,
+    )
+    .await;
+    wait_ready(local_limited).await;
+    let redis = RedisServer::start(&dir);
+    let redis_limited = match &redis {
+        Some(redis) => {
+            let proxy = start_proxy(
+                &url,
+                stub,
+                Some(limited_path),
+                None,
+                false,
+                Some(&redis.url()),
+                &shutdown,
+            )
+            .await;
+            wait_ready(proxy).await;
+            Some(proxy)
+        }
+        None => None,
+    };
     wait_ready(pooled).await;
 
     let anonymous = "Bearer sk-unused-by-the-proxy-0123456789";
@@ -859,6 +905,13 @@ async fn run(args: Args) {
     let mut direct_budget = Client::connect(stub, UPSTREAM, &budget_auth).await;
     let mut via_ledgered = Client::connect(ledgered, PROXY, &budget_auth).await;
     let mut via_pool = Client::connect(pooled, PROXY, anonymous).await;
+    let limited_auth = format!("Bearer {limited_key}");
+    let mut direct_limited = Client::connect(stub, UPSTREAM, &limited_auth).await;
+    let mut via_local_limited = Client::connect(local_limited, PROXY, &limited_auth).await;
+    let mut via_redis_limited = match redis_limited {
+        Some(proxy) => Some(Client::connect(proxy, PROXY, &limited_auth).await),
+        None => None,
+    };
     let json = chat_body(false, 64);
     let sse = chat_body(true, 64);
     let long_sse = chat_body(true, 512);
@@ -942,6 +995,19 @@ async fn run(args: Args) {
     print_row("json + budget + ledger", &d, &p);
     let (d, p) = measure(&mut direct, &mut via_pool, &json).await;
     print_row("json, 2 upstreams", &d, &p);
+    let (d, p) = measure(&mut direct_limited, &mut via_local_limited, &json).await;
+    print_row("json + limited key", &d, &p);
+    match via_redis_limited.as_mut() {
+        Some(via_redis) => {
+            let (status, _) = via_redis.send(PROXY, &json).await;
+            assert_eq!(status, StatusCode::OK, "the Redis-limited key is accepted");
+            let (d, p) = measure(&mut direct_limited, via_redis, &json).await;
+            print_row("json + limited key, redis", &d, &p);
+        }
+        None => println!(
+            "json + limited key, redis: skipped (no redis-server: install Debian's redis-server or set FOUNDRY_PROXY_REDIS_SERVER)"
+        ),
+    }
     // Log subscribers last: once one has been installed, call sites stay registered.
     for format in ["text", "json"] {
         let _guard = tracing::dispatcher::set_default(&log_subscriber(format));
@@ -952,5 +1018,58 @@ async fn run(args: Args) {
 
     shutdown.cancel();
     emulator.shutdown().await;
+    drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `redis-server` on a free loopback port for the Redis row, stopped when dropped; `None`
+/// (the row is skipped) when none is installed.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start(dir: &std::path::Path) -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let binary =
+            std::env::var("FOUNDRY_PROXY_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = std::process::Command::new(binary)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = Self { child, port };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
