@@ -460,3 +460,66 @@ async fn bad_redis_settings_stop_the_start_with_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+/// `rediss://` with a password: the replicas share the limit over TLS (the server's CA from
+/// `SSL_CERT_FILE`), and the password shows nowhere: not in the log, not in `/status`.
+#[tokio::test]
+async fn rediss_with_a_password() {
+    let password = "s3cret-redis-pass";
+    let redis = RedisServer::start_tls(password);
+    let emulator = emulator().await;
+    let path = keys_file("tls.toml");
+    let key = add(&path, "ops", Role::Admin, rpm(3), Rules::default());
+    let ca = redis.ca_file().display().to_string();
+    let (a, b) = replicas(&emulator, &redis.url(), &path, &[("SSL_CERT_FILE", &ca)]).await;
+    let client = common::http_client();
+    let mut admitted = 0;
+    for i in 0..6 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        if chat(&client, replica, &key).await.status() == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3, "exactly N over TLS: {}", a.log());
+    let status = get(&client, &a, "/status", &key).await;
+    assert_eq!(status["redis"]["up"], true, "{status}");
+    assert_eq!(
+        status["redis"]["url"],
+        format!(
+            "rediss://localhost:{}",
+            redis.url().rsplit(':').next().unwrap_or_default()
+        ),
+        "{status}"
+    );
+    for text in [status.to_string(), a.log(), b.log()] {
+        assert!(!text.contains(password), "{text}");
+    }
+}
+
+/// A wrong password is an outage like any other: logged once with Redis's own reason (never
+/// the password), `foundry_proxy_redis_up 0`, and, failing open, requests are served.
+#[tokio::test]
+async fn wrong_password_is_logged_once_and_fails_open() {
+    let redis = RedisServer::start_tls("the-right-one");
+    let emulator = emulator().await;
+    let path = keys_file("wrong.toml");
+    let key = add(&path, "ops", Role::Admin, rpm(100), Rules::default());
+    let ca = redis.ca_file().display().to_string();
+    let wrong = redis.url().replace("the-right-one", "not-the-password");
+    let (a, _b) = replicas(&emulator, &wrong, &path, &[("SSL_CERT_FILE", &ca)]).await;
+    let client = common::http_client();
+    for _ in 0..3 {
+        assert_eq!(chat(&client, &a, &key).await.status(), 200);
+    }
+    assert_eq!(
+        metric(&client, &a, &key, "foundry_proxy_redis_up").await,
+        "0"
+    );
+    let log = a.log();
+    assert_eq!(log.matches("Redis does not answer").count(), 1, "{log}");
+    assert!(
+        log.contains("WRONGPASS") || log.contains("invalid") || log.contains("auth"),
+        "{log}"
+    );
+    assert!(!log.contains("not-the-password"), "{log}");
+}
