@@ -14,9 +14,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Sender, TryRecvError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -92,13 +92,7 @@ impl Ledger {
     }
 
     fn send(&self, key: &str, model: &str, counts: Counts) {
-        let model = if model.is_empty() {
-            "none"
-        } else if model.len() > MAX_MODEL_LEN {
-            "other"
-        } else {
-            model
-        };
+        let model = model_label(model);
         let event = Event {
             row: RowKey {
                 key: if key.is_empty() { "anonymous" } else { key }.to_owned(),
@@ -159,8 +153,21 @@ impl Ledger {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(writer) = writer {
+            writer.thread().unpark();
             let _ = writer.join();
         }
+    }
+}
+
+/// How a model is recorded: `none` when the request named none, `other` when the name is
+/// longer than any deployment's (clients choose it), else as it is.
+pub fn model_label(model: &str) -> &str {
+    if model.is_empty() {
+        "none"
+    } else if model.len() > MAX_MODEL_LEN {
+        "other"
+    } else {
+        model
     }
 }
 
@@ -174,36 +181,35 @@ pub fn day(now: i64) -> String {
 
 /// Gathers events and commits them every [`FLUSH_EVERY`] until the channel closes, then
 /// commits the rest. A failed commit keeps the batch for the next one and is logged once.
+///
+/// The thread sleeps between commits and takes what has queued when it wakes: a sender never
+/// has to wake it (a blocked receiver would cost a futex wake-up per event on the request
+/// path). [`Ledger::close`] unparks it to finish early.
 fn write_loop(conn: &mut rusqlite::Connection, rx: &mpsc::Receiver<Event>) {
     let mut pending: HashMap<RowKey, Counts> = HashMap::new();
-    let mut last_flush = Instant::now();
     let mut failing = false;
     loop {
-        let wait = FLUSH_EVERY.saturating_sub(last_flush.elapsed());
-        let closed = match rx.recv_timeout(wait) {
-            Ok(event) => {
-                pending.entry(event.row).or_default().add(&event.counts);
-                false
+        std::thread::park_timeout(FLUSH_EVERY);
+        let closed = loop {
+            match rx.try_recv() {
+                Ok(event) => pending.entry(event.row).or_default().add(&event.counts),
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
         };
-        if closed || last_flush.elapsed() >= FLUSH_EVERY {
-            last_flush = Instant::now();
-            if !pending.is_empty() {
-                match store::write_batch(conn, &pending) {
-                    Ok(()) => {
-                        pending.clear();
-                        if std::mem::take(&mut failing) {
-                            info!("usage ledger writes again");
-                        }
+        if !pending.is_empty() {
+            match store::write_batch(conn, &pending) {
+                Ok(()) => {
+                    pending.clear();
+                    if std::mem::take(&mut failing) {
+                        info!("usage ledger writes again");
                     }
-                    Err(e) if !failing => {
-                        failing = true;
-                        warn!(error = %e, "usage ledger write failed; keeping the rows to retry");
-                    }
-                    Err(_) => {}
                 }
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!(error = %e, "usage ledger write failed; keeping the rows to retry");
+                }
+                Err(_) => {}
             }
         }
         if closed {

@@ -65,7 +65,7 @@ impl Shared {
                 .entry((name.to_owned(), model.to_owned()))
                 .or_insert_with(|| UsageRow {
                     key: name.to_owned(),
-                    model: if model.is_empty() { "none" } else { model }.to_owned(),
+                    model: model.to_owned(),
                     requests: 0,
                     errors: 0,
                     prompt_tokens: 0,

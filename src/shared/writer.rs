@@ -124,6 +124,7 @@ impl Pending {
         } else {
             key
         };
+        let model = crate::ledger::model_label(&model).to_owned();
         self.usage
             .entry((crate::ledger::day(now), key, model))
             .or_default()
