@@ -523,3 +523,43 @@ async fn wrong_password_is_logged_once_and_fails_open() {
     );
     assert!(!log.contains("not-the-password"), "{log}");
 }
+
+/// A Redis that hangs (SIGSTOP: connections open, no answer) never hangs requests: the one
+/// that finds it out waits at most the command timeout, later ones skip Redis at once, all are
+/// served (failing open); once it answers again the replica reconnects.
+#[tokio::test]
+async fn hung_redis_never_hangs_requests() {
+    let redis = RedisServer::start();
+    let emulator = emulator().await;
+    let path = keys_file("hung.toml");
+    let key = add(&path, "ops", Role::Admin, rpm(1_000), Rules::default());
+    let (a, _b) = replicas(&emulator, &redis.url(), &path, &[]).await;
+    // The bound is the client's, far above the proxy's 500 ms command timeout: a request
+    // waiting on a hung Redis would never end.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    assert_eq!(chat(&client, &a, &key).await.status(), 200);
+    redis.freeze(true);
+    for _ in 0..5 {
+        let answer = client
+            .post(format!("{}/v1/chat/completions", a.url))
+            .bearer_auth(&key)
+            .json(&json!({"model": world::CHAT_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("answered, not hung");
+        assert_eq!(answer.status(), 200);
+    }
+    assert_eq!(
+        metric(&client, &a, &key, "foundry_proxy_redis_up").await,
+        "0"
+    );
+    redis.freeze(false);
+    let up = until(Duration::from_secs(10), || async {
+        metric(&client, &a, &key, "foundry_proxy_redis_up").await == "1"
+    })
+    .await;
+    assert!(up, "reconnected: {}", a.log());
+}

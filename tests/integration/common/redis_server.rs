@@ -87,6 +87,17 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a Redis that hangs, with its connections open.
+    pub(crate) fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("running");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
     /// Starts it (again) on the same port and data directory; waits until it answers.
     pub(crate) fn restart(&mut self) {
         self.kill();
@@ -183,6 +194,9 @@ fn write_pki(dir: &std::path::Path) {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.freeze(false);
+        }
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
