@@ -165,3 +165,25 @@ pub fn usage_day(day: &str) -> String {
 
 /// Separates the parts of a usage field (a control character no key or model name holds).
 pub const FIELD_SEPARATOR: char = '\u{1f}';
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch script keeps a day's usage as long as [`USAGE_TTL_SECS`] says.
+    #[test]
+    fn usage_expiry_matches_the_constant() {
+        assert!(FLUSH.contains(&format!("'EXPIRE', KEYS[k], {USAGE_TTL_SECS})")));
+    }
+
+    /// One access key's keys share its hash tag; usage is per day.
+    #[test]
+    fn key_names() {
+        assert_eq!(requests_window("alice"), "foundry-proxy:{alice}:rpm");
+        assert_eq!(
+            month_spend("alice", "2026-12"),
+            "foundry-proxy:{alice}:month:2026-12"
+        );
+        assert_eq!(usage_day("2026-12-04"), "foundry-proxy:usage:2026-12-04");
+    }
+}
