@@ -146,8 +146,10 @@ pub async fn serve(
         }
         None => None,
     };
-    // Stopped after the HTTP drain, so the last answers' usage reaches Redis.
+    // Stopped after the HTTP drain, so the last answers' usage reaches Redis (and by the
+    // guard if start-up fails after this point).
     let shared_stop = CancellationToken::new();
+    let shared_guard = shared_stop.clone().drop_guard();
     let shared = match &config.redis {
         Some(redis) => Some(
             crate::shared::Shared::start(
@@ -270,7 +272,7 @@ pub async fn serve(
     );
     refresher_stop.cancel();
     background.cancel();
-    shared_stop.cancel();
+    drop(shared_guard);
     if let Some((_, writer)) = shared {
         let _ = writer.await;
     }

@@ -91,6 +91,14 @@ pub fn validate(
             ));
         }
     };
+    // redis-rs reads `#insecure` as "skip certificate checks": never silently.
+    if parsed.fragment().is_some() {
+        return Err(ConfigError::new(
+            ENV_REDIS_URL,
+            "has a #fragment (redis-rs reads #insecure as: do not check the certificate)",
+            "remove the #… part; for a private CA, put it in SSL_CERT_FILE",
+        ));
+    }
     let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
         return Err(ConfigError::new(
             ENV_REDIS_URL,
@@ -147,6 +155,7 @@ mod tests {
     fn mistakes_are_explained() {
         for (url, failure, setting) in [
             (Some("http://r:6379"), None, ENV_REDIS_URL),
+            (Some("rediss://:pw@r:6380#insecure"), None, ENV_REDIS_URL),
             (Some("not a url :pw@"), None, ENV_REDIS_URL),
             (Some("redis://r"), Some("maybe"), ENV_REDIS_FAILURE),
             (None, Some("closed"), ENV_REDIS_FAILURE),

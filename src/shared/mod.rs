@@ -21,7 +21,7 @@ mod writer;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -88,6 +88,27 @@ pub struct Shared {
     flush: Script,
     events: mpsc::UnboundedSender<Event>,
     shutdown: CancellationToken,
+    /// When an error Redis answered with was last logged (Unix seconds).
+    last_refusal_logged: AtomicI64,
+    /// Names this replica's usage batches (with a counter), so a batch sent again after a
+    /// lost answer is applied once.
+    replica: String,
+}
+
+/// What a command is for: a slow read does not count as Redis being gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Request,
+    Read,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// No connection, or it was lost (dropped; reconnecting).
+    Unreachable,
+    /// Redis answered with an error (out of memory, a script error); the connection stays.
+    Refused,
 }
 
 /// Why the Redis client could not be built (bad TLS material); unreachable servers are not an
@@ -116,7 +137,8 @@ pub enum StartError {
 
 impl Shared {
     /// Connects (or, when Redis does not answer, starts reconnecting in the background) and
-    /// starts the usage writer; `extra_ca` is trusted for `rediss://` besides the public roots.
+    /// starts the usage writer; `extra_ca`, when set, is trusted for `rediss://` instead of the
+    /// public roots (as `SSL_CERT_FILE` does for OpenSSL).
     /// The writer ends, after a last write, once `shutdown` is cancelled; await the handle.
     pub async fn start(
         config: &RedisConfig,
@@ -137,11 +159,13 @@ impl Shared {
             flush: Script::new(scripts::FLUSH),
             events,
             shutdown: shutdown.clone(),
+            last_refusal_logged: AtomicI64::new(i64::MIN / 2),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
         });
         match shared.connect().await {
             Ok(connection) => {
-                shared.connection.store(Some(Arc::new(connection)));
                 shared.reconnecting.store(false, Ordering::Release);
+                shared.connection.store(Some(Arc::new(connection)));
                 info!(redis = %shared.shown, failure = shared.failure.as_str(), "limits, budgets and usage shared through Redis");
             }
             Err(e) => {
@@ -205,33 +229,76 @@ impl Shared {
         invocation
             .key(scripts::requests_window(key))
             .key(scripts::tokens_window(key));
-        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+        self.read(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await
     }
 
-    /// Runs `command` on the live connection within [`COMMAND_TIMEOUT`]; a failure drops the
-    /// connection and starts reconnecting.
+    /// Runs `command` on the live connection within [`COMMAND_TIMEOUT`]. A lost connection
+    /// (I/O error, timeout, a server that is loading or read-only) is dropped and
+    /// reconnected; an error Redis answers with (out of memory, a script error) keeps it.
     async fn run<T, F, Fut>(self: &Arc<Self>, command: F) -> Result<T, Unavailable>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        self.run_as(Purpose::Request, command)
+            .await
+            .map_err(|_| Unavailable)
+    }
+
+    /// As [`Shared::run`], for `/status`: a read that takes too long fails alone.
+    async fn read<T, F, Fut>(self: &Arc<Self>, command: F) -> Result<T, Unavailable>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        self.run_as(Purpose::Read, command)
+            .await
+            .map_err(|_| Unavailable)
+    }
+
+    async fn run_as<T, F, Fut>(self: &Arc<Self>, purpose: Purpose, command: F) -> Result<T, Failed>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         let Some(connection) = self.connection.load_full() else {
-            return Err(Unavailable);
+            return Err(Failed::Unreachable);
         };
         match tokio::time::timeout(COMMAND_TIMEOUT, command((*connection).clone())).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
+            Ok(Err(e)) if connection_lost(&e) => {
                 self.lost(&connection, &describe(&e));
-                Err(Unavailable)
+                Err(Failed::Unreachable)
             }
+            Ok(Err(e)) => {
+                self.refused(&describe(&e));
+                Err(Failed::Refused)
+            }
+            // A read for /status may be slow on its own (a month of usage); only the request
+            // path and the writer take a timeout as Redis being gone.
+            Err(_) if purpose == Purpose::Read => Err(Failed::Unreachable),
             Err(_) => {
                 self.lost(
                     &connection,
                     &format!("no answer within {} ms", COMMAND_TIMEOUT.as_millis()),
                 );
-                Err(Unavailable)
+                Err(Failed::Unreachable)
             }
+        }
+    }
+
+    /// Logs an error Redis answered with, at most once a minute.
+    fn refused(&self, why: &str) {
+        let now = crate::clock::unix_now_signed();
+        let last = self.last_refusal_logged.load(Ordering::Relaxed);
+        if now - last >= 60
+            && self
+                .last_refusal_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(redis = %self.shown, failure = self.failure.as_str(), error = %why, "Redis refused a command; {}", self.fallback());
         }
     }
 
@@ -287,8 +354,10 @@ impl Shared {
             }
             match self.connect().await {
                 Ok(connection) => {
-                    self.connection.store(Some(Arc::new(connection)));
+                    // The flag first: a command failing on the new connection at once must
+                    // be able to start the next reconnection.
                     self.reconnecting.store(false, Ordering::Release);
+                    self.connection.store(Some(Arc::new(connection)));
                     self.reconnected.notify_waiters();
                     info!(redis = %self.shown, "Redis answers again; limits, budgets and usage are shared again");
                     return;
@@ -330,6 +399,25 @@ fn verdict(answer: &[String], key: &KeyEntry) -> Verdict {
             .map_or(Verdict::Allow, Verdict::Spent),
         _ => Verdict::Allow,
     }
+}
+
+/// True when `error` means the connection is gone or unusable for now (reconnect), rather
+/// than Redis refusing this one command.
+fn connection_lost(error: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+            )
+        )
 }
 
 /// A Redis error in one line; redis-rs never puts the URL's password in its errors.

@@ -27,7 +27,7 @@ impl Shared {
             .hget(scripts::month_spend(key, &day[..7]), "tokens")
             .hget(scripts::month_spend(key, &day[..7]), "usd");
         let (day_tokens, month_tokens, month_usd): (Option<u64>, Option<u64>, Option<f64>) = self
-            .run(|mut connection| async move { pipe.query_async(&mut connection).await })
+            .read(|mut connection| async move { pipe.query_async(&mut connection).await })
             .await?;
         Ok(Spend {
             day_tokens: day_tokens.unwrap_or(0),
@@ -48,7 +48,7 @@ impl Shared {
             pipe.hgetall(scripts::usage_day(day));
         }
         let hashes: Vec<HashMap<String, f64>> = self
-            .run(|mut connection| async move { pipe.query_async(&mut connection).await })
+            .read(|mut connection| async move { pipe.query_async(&mut connection).await })
             .await?;
         let mut rows: BTreeMap<(String, String), UsageRow> = BTreeMap::new();
         for (field, value) in hashes.iter().flatten() {

@@ -11,6 +11,33 @@
 /// Prefix of every key the proxy writes.
 pub const PREFIX: &str = "foundry-proxy";
 
+/// Shared by the scripts: `delete` removes hash fields in chunks (Lua's `unpack` has a
+/// limit), `trim` drops a window's buckets older than 60 s, so a window written by answers
+/// stays at most sixty fields even for a key that is never admitted through it.
+macro_rules! trim_functions {
+    () => {
+        r#"
+local function delete(hash, fields)
+  for i = 1, #fields, 1000 do
+    redis.call('HDEL', hash, unpack(fields, i, math.min(i + 999, #fields)))
+  end
+end
+local function trim(hash, now)
+  local stale = {}
+  for _, second in ipairs(redis.call('HKEYS', hash)) do
+    local s = tonumber(second)
+    if not s or s + 60 <= now or s > now then stale[#stale + 1] = second end
+  end
+  delete(hash, stale)
+end
+"#
+    };
+}
+
+/// The shared functions, as every script starts with them.
+#[cfg(test)]
+const TRIM: &str = trim_functions!();
+
 /// Checks the key's budgets, then its requests-per-minute and tokens-per-minute windows (sixty
 /// one-second fields of a hash, as the local limiter keeps them), and counts the request.
 ///
@@ -18,7 +45,9 @@ pub const PREFIX: &str = "foundry-proxy";
 /// ARGV: requests per minute, tokens per minute, tokens per day, tokens per month, dollars per
 /// month (each empty when unset).
 /// Returns `{"ok"}`, `{"budget", FIELD}`, or `{"requests"|"tokens", SECONDS_TO_WAIT}`.
-pub const ADMIT: &str = r#"
+pub const ADMIT: &str = concat!(
+    trim_functions!(),
+    r#"
 local now = tonumber(redis.call('TIME')[1])
 local function setting(i)
   if ARGV[i] == '' then return nil end
@@ -49,7 +78,7 @@ local function window(hash)
       stale[#stale + 1] = fields[i]
     end
   end
-  if #stale > 0 then redis.call('HDEL', hash, unpack(stale)) end
+  delete(hash, stale)
   return live, total
 end
 -- Seconds until the oldest live buckets leave the window and the total drops below the limit.
@@ -75,25 +104,42 @@ if rpm then
   redis.call('EXPIRE', KEYS[1], 61)
 end
 return {'ok'}
-"#;
+"#
+);
 
-/// Writes one batch of the usage writer atomically (all of it or none of it).
+/// Writes one batch of the usage writer, once: a batch sent again (its answer was lost, so
+/// the writer cannot know whether Redis applied it) finds its marker and changes nothing.
+/// Every number is checked before the first write, so a bad batch changes nothing either.
 ///
-/// ARGV[1]: the number of charges C. Then C charges, each three KEYS (tokens window, day
-/// spend, month spend) and two ARGV (tokens, dollars): the tokens go to the window in Redis's
-/// clock and to the day's and month's spend, the dollars to the month's. Then usage rows, each
-/// one KEY (the day's usage hash) and seven ARGV (`KEY \x1f MODEL`, requests, errors, prompt,
-/// completion and cached tokens, dollars).
-pub const FLUSH: &str = r#"
+/// KEYS[1]: the batch's marker (kept a day). ARGV[1]: the number of charges C. Then C charges,
+/// each three KEYS (tokens window, day spend, month spend) and two ARGV (tokens, dollars): the
+/// tokens go to the window in Redis's clock and to the day's and month's spend, the dollars to
+/// the month's. Then usage rows, each one KEY (the day's usage hash) and seven ARGV
+/// (`KEY \x1f MODEL`, requests, errors, prompt, completion and cached tokens, dollars).
+/// Numbers reach Redis as the strings sent, never through Lua's floating point.
+pub const FLUSH: &str = concat!(
+    trim_functions!(),
+    r#"
+local charges = tonumber(ARGV[1])
+if not charges or (#ARGV - 1 - 2 * charges) ~= 7 * (#KEYS - 1 - 3 * charges) then
+  return redis.error_reply('ERR malformed usage batch')
+end
+for a = 2, #ARGV do
+  local field_of_row = a > 1 + 2 * charges and (a - 2 - 2 * charges) % 7 == 0
+  if not field_of_row and not tonumber(ARGV[a]) then
+    return redis.error_reply('ERR not a number in usage batch')
+  end
+end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return 0 end
 local now = tonumber(redis.call('TIME')[1])
-local k, a = 1, 2
-for _ = 1, tonumber(ARGV[1]) do
-  local tokens = tonumber(ARGV[a])
-  if tokens > 0 then
-    redis.call('HINCRBY', KEYS[k], now, tokens)
+local k, a = 2, 2
+for _ = 1, charges do
+  if tonumber(ARGV[a]) > 0 then
+    trim(KEYS[k], now)
+    redis.call('HINCRBY', KEYS[k], now, ARGV[a])
     redis.call('EXPIRE', KEYS[k], 61)
-    redis.call('HINCRBY', KEYS[k + 1], 'tokens', tokens)
-    redis.call('HINCRBY', KEYS[k + 2], 'tokens', tokens)
+    redis.call('HINCRBY', KEYS[k + 1], 'tokens', ARGV[a])
+    redis.call('HINCRBY', KEYS[k + 2], 'tokens', ARGV[a])
   end
   if tonumber(ARGV[a + 1]) > 0 then
     redis.call('HINCRBYFLOAT', KEYS[k + 2], 'usd', ARGV[a + 1])
@@ -106,8 +152,9 @@ local metrics = {'requests', 'errors', 'prompt_tokens', 'completion_tokens', 'ca
 while k <= #KEYS do
   local who = ARGV[a]
   for i, metric in ipairs(metrics) do
-    local n = tonumber(ARGV[a + i])
-    if n > 0 then redis.call('HINCRBY', KEYS[k], metric .. '\31' .. who, n) end
+    if tonumber(ARGV[a + i]) > 0 then
+      redis.call('HINCRBY', KEYS[k], metric .. '\31' .. who, ARGV[a + i])
+    end
   end
   if tonumber(ARGV[a + 6]) > 0 then
     redis.call('HINCRBYFLOAT', KEYS[k], 'cost_usd\31' .. who, ARGV[a + 6])
@@ -116,7 +163,8 @@ while k <= #KEYS do
   k, a = k + 1, a + 7
 end
 return 1
-"#;
+"#
+);
 
 /// How long a day's usage hash is kept in Redis: 400 days.
 pub const USAGE_TTL_SECS: u64 = 400 * 86_400;
@@ -158,6 +206,11 @@ pub fn month_spend(key: &str, month: &str) -> String {
     format!("{PREFIX}:{{{key}}}:month:{month}")
 }
 
+/// The marker of batch `id` of the usage writer.
+pub fn batch_marker(id: &str) -> String {
+    format!("{PREFIX}:batch:{id}")
+}
+
 /// Every key's usage on UTC day `day`: one hash, fields `METRIC \x1f KEY \x1f MODEL`.
 pub fn usage_day(day: &str) -> String {
     format!("{PREFIX}:usage:{day}")
@@ -170,10 +223,12 @@ pub const FIELD_SEPARATOR: char = '\u{1f}';
 mod tests {
     use super::*;
 
-    /// The batch script keeps a day's usage as long as [`USAGE_TTL_SECS`] says.
+    /// The batch script keeps a day's usage as long as [`USAGE_TTL_SECS`] says; both scripts
+    /// carry the shared functions.
     #[test]
     fn usage_expiry_matches_the_constant() {
         assert!(FLUSH.contains(&format!("'EXPIRE', KEYS[k], {USAGE_TTL_SECS})")));
+        assert!(FLUSH.starts_with(TRIM) && ADMIT.starts_with(TRIM));
     }
 
     /// One access key's keys share its hash tag; usage is per day.

@@ -16,7 +16,8 @@ use tracing::warn;
 use super::{Shared, scripts};
 use crate::usage::Usage;
 
-/// Most rows in one batch (keeps one script's run short on the server).
+/// Rows taken into one batch from the queue at a time (keeps one script's run short on the
+/// server; a batch kept while Redis is away grows only with new keys, models and days).
 const MAX_BATCH: usize = 256;
 /// Longest the last write at shutdown may take.
 const LAST_WRITE: Duration = Duration::from_secs(2);
@@ -101,6 +102,13 @@ impl Pending {
                 cost,
                 now,
             } => {
+                // A price is finite, but a NaN or infinity here would make Redis refuse the
+                // whole batch.
+                let cost = if cost.is_finite() && cost > 0.0 {
+                    cost
+                } else {
+                    0.0
+                };
                 if !key.is_empty() {
                     let charge = self
                         .charges
@@ -131,6 +139,25 @@ impl Pending {
     }
 }
 
+/// A batch on its way: its name (for the marker) and its rows. It is sent again, unchanged,
+/// until Redis takes it; events arriving meanwhile wait in the next batch.
+#[derive(Debug)]
+struct InFlight {
+    id: String,
+    rows: Pending,
+}
+
+/// How a write went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Applied (now or by an earlier attempt).
+    Yes,
+    /// Redis is away: send it again later.
+    Later,
+    /// Redis refused it (out of memory, a malformed batch): dropped, and said so.
+    Refused,
+}
+
 /// Writes batches until `shutdown`, then makes a last attempt with what is left.
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -138,8 +165,10 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let mut pending = Pending::default();
+    let mut in_flight: Option<InFlight> = None;
+    let mut batches: u64 = 0;
     loop {
-        if pending.len() == 0 {
+        if in_flight.is_none() && pending.len() == 0 {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 event = queue.recv() => match event {
@@ -154,44 +183,71 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        if write(&shared, &pending).await {
-            pending = Pending::default();
-            continue;
-        }
-        // Kept: wait for a reconnection (or a while), taking events meanwhile.
-        let wait = tokio::time::sleep(RETRY);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = shared.reconnected.notified() => break,
-                () = &mut wait => break,
-                event = queue.recv() => match event {
-                    Some(event) => pending.add(event),
-                    None => break,
-                },
+        let batch = in_flight.get_or_insert_with(|| {
+            batches += 1;
+            InFlight {
+                id: format!("{}-{batches}", shared.replica),
+                rows: std::mem::take(&mut pending),
             }
-        }
-        if shutdown.is_cancelled() {
-            break;
+        });
+        match write(&shared, batch).await {
+            Written::Yes => in_flight = None,
+            Written::Refused => {
+                warn!(redis = %shared.shown, rows = batch.rows.len(), "Redis refused a usage batch; its rows are not in the team's totals (this replica's usage ledger, when set, still holds them)");
+                in_flight = None;
+            }
+            Written::Later => {
+                // Wait for a reconnection (or a while), taking events meanwhile.
+                let wait = tokio::time::sleep(RETRY);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = shared.reconnected.notified() => break,
+                        () = &mut wait => break,
+                        event = queue.recv() => match event {
+                            Some(event) => pending.add(event),
+                            None => break,
+                        },
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    break;
+                }
+            }
         }
     }
     while let Ok(event) = queue.try_recv() {
         pending.add(event);
     }
-    if pending.len() > 0 {
-        let written = tokio::time::timeout(LAST_WRITE, write(&shared, &pending)).await;
-        if !matches!(written, Ok(true)) {
-            warn!(redis = %shared.shown, rows = pending.len(), "usage not written to Redis at shutdown (Redis unreachable); this replica's usage ledger, when set, still holds it");
+    let last = async {
+        if let Some(batch) = &in_flight {
+            if write(&shared, batch).await != Written::Yes {
+                return false;
+            }
         }
+        if pending.len() > 0 {
+            let batch = InFlight {
+                id: format!("{}-{}", shared.replica, batches + 1),
+                rows: std::mem::take(&mut pending),
+            };
+            return write(&shared, &batch).await == Written::Yes;
+        }
+        true
+    };
+    if !matches!(tokio::time::timeout(LAST_WRITE, last).await, Ok(true)) {
+        warn!(redis = %shared.shown, "usage not written to Redis at shutdown (Redis unreachable); this replica's usage ledger, when set, still holds it");
     }
 }
 
-/// Writes `pending` as one script; false when Redis did not take it.
-async fn write(shared: &Arc<Shared>, pending: &Pending) -> bool {
+/// Writes `batch` as one script, applied at most once whatever the retries.
+async fn write(shared: &Arc<Shared>, batch: &InFlight) -> Written {
+    let rows = &batch.rows;
     let mut invocation = shared.flush.prepare_invoke();
-    invocation.arg(pending.charges.len());
-    for ((key, day), charge) in &pending.charges {
+    invocation
+        .key(scripts::batch_marker(&batch.id))
+        .arg(rows.charges.len());
+    for ((key, day), charge) in &rows.charges {
         invocation
             .key(scripts::tokens_window(key))
             .key(scripts::day_spend(key, day))
@@ -199,7 +255,7 @@ async fn write(shared: &Arc<Shared>, pending: &Pending) -> bool {
             .arg(charge.tokens)
             .arg(charge.usd);
     }
-    for ((day, key, model), counts) in &pending.usage {
+    for ((day, key, model), counts) in &rows.usage {
         invocation
             .key(scripts::usage_day(day))
             .arg(format!("{key}{}{model}", scripts::FIELD_SEPARATOR))
@@ -210,8 +266,14 @@ async fn write(shared: &Arc<Shared>, pending: &Pending) -> bool {
             .arg(counts.cached)
             .arg(counts.cost);
     }
-    shared
-        .run(|mut connection| async move { invocation.invoke_async::<i64>(&mut connection).await })
-        .await
-        .is_ok()
+    let outcome = shared
+        .run_as(super::Purpose::Request, |mut connection| async move {
+            invocation.invoke_async::<i64>(&mut connection).await
+        })
+        .await;
+    match outcome {
+        Ok(_) => Written::Yes,
+        Err(super::Failed::Refused) => Written::Refused,
+        Err(super::Failed::Unreachable) => Written::Later,
+    }
 }

@@ -49,12 +49,30 @@ impl Drop for Replica {
     }
 }
 
-fn keys_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fp-redis-keys-{}", std::process::id()));
+/// A keys file in a directory of its own, removed when dropped.
+struct KeysFile(PathBuf);
+
+impl std::ops::Deref for KeysFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for KeysFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn keys_file(name: &str) -> KeysFile {
+    let dir = std::env::temp_dir().join(format!("fp-redis-keys-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
-    path
+    KeysFile(path)
 }
 
 fn add(path: &Path, name: &str, role: Role, limits: Limits, rules: Rules) -> String {
@@ -312,7 +330,7 @@ async fn team_requests(client: &reqwest::Client, replica: &Replica, admin: &str)
 /// written, so the team's totals count every request.
 #[tokio::test]
 async fn redis_killed_under_load_fails_open_and_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start_durable();
     let emulator = emulator().await;
     let path = keys_file("open.toml");
     let key = add(&path, "ops", Role::Admin, rpm(100_000), Rules::default());
