@@ -221,10 +221,10 @@ pub(super) async fn run(
         pending.add(event);
     }
     let last = async {
-        if let Some(batch) = &in_flight {
-            if write(&shared, batch).await != Written::Yes {
-                return false;
-            }
+        if let Some(batch) = &in_flight
+            && write(&shared, batch).await != Written::Yes
+        {
+            return false;
         }
         if pending.len() > 0 {
             let batch = InFlight {
