@@ -581,3 +581,49 @@ async fn hung_redis_never_hangs_requests() {
     .await;
     assert!(up, "reconnected: {}", a.log());
 }
+
+/// Tokens per minute are shared too: once the answers of both replicas reach the limit, both
+/// refuse with `token_limit_exceeded`; a member's `/status` shows the shared tokens.
+#[tokio::test]
+async fn tokens_per_minute_shared_by_replicas() {
+    let redis = RedisServer::start();
+    let emulator = emulator().await;
+    let path = keys_file("tpm.toml");
+    let limit = 60;
+    let key = add(
+        &path,
+        "team",
+        Role::Member,
+        Limits {
+            requests_per_minute: None,
+            tokens_per_minute: Some(limit),
+        },
+        Rules::default(),
+    );
+    let (a, b) = replicas(&emulator, &redis.url(), &path, &[]).await;
+    let client = common::http_client();
+    let mut spent = 0;
+    let mut refused = None;
+    for i in 0..100 {
+        let (replica, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let answer = chat(&client, replica, &key).await;
+        if answer.status() == 429 {
+            refused = Some(common::error_of(answer).await);
+            break;
+        }
+        let body: Value = answer.json().await.expect("json");
+        spent += body["usage"]["total_tokens"].as_u64().expect("usage");
+        let seen = until(Duration::from_secs(5), || async {
+            let status = get(&client, other, "/status", &key).await;
+            status["limits"]["tokens_per_minute"]["used"].as_u64() == Some(spent)
+        })
+        .await;
+        assert!(seen, "the other replica's window holds {spent} tokens");
+    }
+    let error = refused.expect("the limit is reached");
+    assert_eq!(error["code"], "token_limit_exceeded", "{error}");
+    assert!(spent >= limit, "refused only once {spent} >= {limit}");
+    for replica in [&a, &b] {
+        assert_eq!(chat(&client, replica, &key).await.status(), 429);
+    }
+}
