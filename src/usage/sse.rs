@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::event::{event_data, may_carry_usage, mentions_usage, null_usage_member};
+use super::event::{event_data, first_usage_key, may_carry_usage, null_usage_member};
 use super::{RawUsage, Usage};
 
 /// The most of one event kept (pass-through: copied for parsing; stripping: held back). A
@@ -265,10 +265,10 @@ impl SseScanner {
         let Some(data) = fields.data else {
             return Action::Keep;
         };
-        if !mentions_usage(&data) {
+        let Some(first) = first_usage_key(&data) else {
             return Action::Keep;
-        }
-        if may_carry_usage(&data)
+        };
+        if may_carry_usage(&data, first)
             && let Ok(json) = serde_json::from_slice::<EventJson>(&data)
         {
             // A count an event leaves out (a `message_delta` names no input tokens) is the
