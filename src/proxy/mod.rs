@@ -209,7 +209,10 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     let path = uri.path();
     let request_id = id.to_str().unwrap_or("");
     if websocket::is_upgrade(request.headers()) {
-        return websocket::accept(state, request, request_id).await;
+        // Boxed: the upgrade's future is several times the size of a request's, and a future
+        // is as large as its largest branch: unboxed, every HTTP request's future would carry
+        // (and be copied with) the WebSocket path's state.
+        return Box::pin(websocket::accept(state, request, request_id)).await;
     }
     let route = match dialect::route(path, uri.query()) {
         Ok(route) => route,
@@ -249,7 +252,8 @@ async fn forward_request(
     within_limits(state, exchange.key)?;
     let key = exchange.key.map(Arc::as_ref);
     if let Some(pool) = &state.pool {
-        return failover::forward(state, pool, request, exchange, observed).await;
+        // Boxed, so a single upstream's requests do not carry the failover loop's state.
+        return Box::pin(failover::forward(state, pool, request, exchange, observed)).await;
     }
     let outbound = match prepare(state, request, &exchange.route, key, observed).await? {
         Prepared::Answered(response) => return Ok(response),
