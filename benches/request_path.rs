@@ -344,14 +344,13 @@ where
     let mut socket =
         WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config())).await;
     while let Some(Ok(message)) = socket.next().await {
-        match message {
-            Message::Text(_) | Message::Binary(_) => {
-                if socket.send(message).await.is_err() {
-                    return;
-                }
-            }
-            Message::Close(_) => return,
-            _ => {}
+        let echoed = match message {
+            Message::Text(_) | Message::Binary(_) => socket.send(message).await.is_ok(),
+            Message::Close(_) => false,
+            _ => true,
+        };
+        if !echoed {
+            return;
         }
     }
 }
