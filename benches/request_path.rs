@@ -376,6 +376,7 @@ async fn run_stub(listener: TcpListener, canned: &'static Canned) {
 
 /// One keep-alive HTTP/1.1 connection and the request it repeats.
 struct Client {
+    addr: SocketAddr,
     sender: SendRequest<Full<Bytes>>,
     host: HeaderValue,
     path: &'static str,
@@ -391,6 +392,7 @@ impl Client {
             .expect("handshake");
         tokio::spawn(connection);
         Self {
+            addr,
             sender,
             host: HeaderValue::from_str(&addr.to_string()).expect("host"),
             path,
@@ -410,6 +412,12 @@ impl Client {
             .header("x-stainless-retry-count", "0")
             .body(Full::new(body.clone()))
             .expect("request");
+        if self.sender.is_closed() {
+            // The proxy closes a keep-alive connection idle for its header read timeout (15 s:
+            // hyper's timer for the next request's head starts when the previous answer ends);
+            // on a busy machine the rows before a client's own can take that long.
+            self.sender = Client::connect(self.addr, self.path, "").await.sender;
+        }
         self.sender.ready().await.expect("connection open");
         let response = self.sender.send_request(request).await.expect("an answer");
         let status = response.status();
