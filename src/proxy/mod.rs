@@ -769,8 +769,7 @@ fn stream_back(
             }
         }
     };
-    let body =
-        usage::observe_with_first_byte(Body::new(incoming), kind, strip, first_byte, on_done);
+    let body = usage::observe_with_first_byte(incoming, kind, strip, first_byte, on_done);
     Response::from_parts(parts, body)
 }
 
