@@ -50,7 +50,10 @@
 //!   tracing subscriber installed (every event is disabled at its call site): the floor. The
 //!   log rows are what a deployment pays. `json, 2 upstreams`: the proxy with two
 //!   `[[upstream]]` tables (both the stub) and targets for the model: the pool's path, with
-//!   target selection and health look-ups on every request.
+//!   target selection and health look-ups on every request. `ws echo`: a realtime WebSocket
+//!   (`/v1/realtime`), one ~200-byte text event sent and echoed back by the stub, per round
+//!   trip (the proxy relays two frames: its meter looks at both); `ws per frame` is half of it,
+//!   the WebSocket counterpart of `sse per event`.
 //! - Below the table, micro-measurements of single steps (formerly
 //!   `examples/request_path_cost.rs`): the key check among 20 keys, one metrics record
 //!   (request + usage), and one `record_request` alone over four models and the latency
@@ -58,7 +61,7 @@
 //!
 //! Profiling mode (for `valgrind --tool=callgrind`, built with `--profile profiling` for
 //! symbols): `request_path --only proxy:json --requests 3000` runs the set-up, then only
-//! that loop (`direct|proxy` : `json|sse|sse-long|keys|pool`; add `--log text|json` for a log subscriber),
+//! that loop (`direct|proxy` : `json|sse|sse-long|keys|pool|ws`; add `--log text|json` for a log subscriber),
 //! and prints nothing else. Compare the instruction totals of `direct:…` and `proxy:…` runs;
 //! `--requests 0` gives the set-up cost.
 
@@ -79,6 +82,7 @@ use foundry_proxy::keys::{KeyRing, Limits, file::add_key};
 use foundry_proxy::metrics::{Metrics, RequestRecord};
 use foundry_proxy::secret::Secret;
 use foundry_proxy::server::{self, ServeOptions};
+use futures_util::{SinkExt, StreamExt};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
@@ -89,6 +93,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use mimalloc::MiMalloc;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------
@@ -264,9 +272,28 @@ impl http_body::Body for Reply {
 }
 
 async fn stub_answer(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     canned: &'static Canned,
 ) -> Result<Response<Reply>, Infallible> {
+    if let Some(accept) = request
+        .headers()
+        .get("sec-websocket-key")
+        .map(|key| derive_accept_key(key.as_bytes()))
+    {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                echo_socket(TokioIo::new(upgraded)).await;
+            }
+        });
+        let response = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::CONNECTION, "upgrade")
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(Reply::Json(None));
+        return Ok(response.expect("valid response"));
+    }
     let body = request
         .into_body()
         .collect()
@@ -303,6 +330,34 @@ async fn stub_answer(
     Ok(response.expect("valid response"))
 }
 
+/// The bench's own sockets (client and stub) with the proxy's buffer sizes: tungstenite zeroes
+/// its whole read buffer (128 KiB by default) before every read, which would otherwise be most
+/// of the direct path's cost.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+}
+
+/// The stub's WebSocket side: every text or binary message is sent back as it came.
+async fn echo_socket<S>(io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut socket =
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config())).await;
+    while let Some(Ok(message)) = socket.next().await {
+        let echoed = match message {
+            Message::Text(_) | Message::Binary(_) => socket.send(message).await.is_ok(),
+            Message::Close(_) => false,
+            _ => true,
+        };
+        if !echoed {
+            return;
+        }
+    }
+}
+
 async fn run_stub(listener: TcpListener, canned: &'static Canned) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -313,6 +368,7 @@ async fn run_stub(listener: TcpListener, canned: &'static Canned) {
             let service = service_fn(move |request| stub_answer(request, canned));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }
@@ -323,6 +379,7 @@ async fn run_stub(listener: TcpListener, canned: &'static Canned) {
 
 /// One keep-alive HTTP/1.1 connection and the request it repeats.
 struct Client {
+    addr: SocketAddr,
     sender: SendRequest<Full<Bytes>>,
     host: HeaderValue,
     path: &'static str,
@@ -338,6 +395,7 @@ impl Client {
             .expect("handshake");
         tokio::spawn(connection);
         Self {
+            addr,
             sender,
             host: HeaderValue::from_str(&addr.to_string()).expect("host"),
             path,
@@ -357,6 +415,12 @@ impl Client {
             .header("x-stainless-retry-count", "0")
             .body(Full::new(body.clone()))
             .expect("request");
+        if self.sender.is_closed() {
+            // The proxy closes a keep-alive connection idle for its header read timeout (15 s:
+            // hyper's timer for the next request's head starts when the previous answer ends);
+            // on a busy machine the rows before a client's own can take that long.
+            self.sender = Client::connect(self.addr, self.path, "").await.sender;
+        }
         self.sender.ready().await.expect("connection open");
         let response = self.sender.send_request(request).await.expect("an answer");
         let status = response.status();
@@ -379,6 +443,93 @@ impl Client {
             String::from_utf8_lossy(&bytes)
         );
         bytes.len()
+    }
+}
+
+/// A WebSocket client (realtime), straight to the stub or through the proxy, sending one
+/// text event at a time and reading its echo.
+struct Socket {
+    socket: WebSocketStream<TcpStream>,
+    event: Message,
+}
+
+impl Socket {
+    async fn connect(addr: SocketAddr, path: &str) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let url = format!("ws://{addr}{path}");
+        let (socket, _) = tokio_tungstenite::client_async_with_config(
+            url.as_str(),
+            stream,
+            Some(socket_config()),
+        )
+        .await
+        .expect("WebSocket handshake");
+        // A realtime text delta, as Azure sends them (~200 bytes).
+        let event = Message::text(concat!(
+            r#"{"type":"response.output_text.delta","event_id":"event_BENCH0123456789","#,
+            r#""response_id":"resp_BENCH0123456789","item_id":"item_BENCH0123456789","#,
+            r#""output_index":0,"content_index":0,"delta":" quick"}"#
+        ));
+        Self { socket, event }
+    }
+
+    /// One event out and its echo back: two frames relayed through the proxy.
+    async fn echo(&mut self) -> usize {
+        self.socket.send(self.event.clone()).await.expect("send");
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => return text.len(),
+                Some(Ok(_)) => {}
+                other => panic!("no echo: {other:?}"),
+            }
+        }
+    }
+}
+
+async fn timed_echoes(socket: &mut Socket, n: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(socket.echo().await);
+    }
+    started.elapsed().as_nanos() as f64 / n as f64
+}
+
+async fn counted_echoes(socket: &mut Socket, n: usize) -> (f64, f64) {
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    ALLOCATED_BYTES.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    for _ in 0..n {
+        std::hint::black_box(socket.echo().await);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    let count = ALLOCATIONS.load(Ordering::Relaxed) as f64;
+    let bytes = ALLOCATED_BYTES.load(Ordering::Relaxed) as f64;
+    (count / n as f64, bytes / n as f64)
+}
+
+/// [`measure`] for WebSocket echoes: per round trip (one frame each way).
+async fn measure_echoes(direct: &mut Socket, proxy: &mut Socket) -> (Side, Side) {
+    for _ in 0..PLAN.warmup {
+        direct.echo().await;
+        proxy.echo().await;
+    }
+    let (mut d, mut p) = (Side::default(), Side::default());
+    for _ in 0..PLAN.batches {
+        d.ns.push(timed_echoes(direct, PLAN.per_batch).await);
+        p.ns.push(timed_echoes(proxy, PLAN.per_batch).await);
+    }
+    (d.allocs, d.bytes) = counted_echoes(direct, PLAN.counted).await;
+    (p.allocs, p.bytes) = counted_echoes(proxy, PLAN.counted).await;
+    (d, p)
+}
+
+/// Half of an echo's cost: one frame relayed one way.
+fn per_frame(echo: &Side) -> Side {
+    Side {
+        ns: echo.ns.iter().map(|ns| ns / 2.0).collect(),
+        allocs: echo.allocs / 2.0,
+        bytes: echo.bytes / 2.0,
     }
 }
 
@@ -729,7 +880,7 @@ fn micro() {
 
 // ---------------------------------------------------------------------------------------
 
-/// `--only direct|proxy:json|sse|sse-long|keys|pool`, `--requests N` and `--log text|json` (profiling
+/// `--only direct|proxy:json|sse|sse-long|keys|pool|ws`, `--requests N` and `--log text|json` (profiling
 /// mode); other arguments (cargo passes `--bench`) are ignored.
 struct Args {
     only: Option<(String, String)>,
@@ -949,6 +1100,19 @@ async fn run(args: Args) {
         "the pool passes answers unchanged"
     );
 
+    const REALTIME: &str = "/v1/realtime?model=gpt-4o-mini";
+    const UPSTREAM_REALTIME: &str = "/openai/v1/realtime?model=gpt-4o-mini";
+    if let Some((side, "ws")) = args.only.as_ref().map(|(s, c)| (s.as_str(), c.as_str())) {
+        let mut socket = match side {
+            "direct" => Socket::connect(stub, UPSTREAM_REALTIME).await,
+            "proxy" => Socket::connect(plain, REALTIME).await,
+            other => panic!("--only {other}:ws: use direct|proxy"),
+        };
+        for _ in 0..args.requests {
+            std::hint::black_box(socket.echo().await);
+        }
+        return;
+    }
     if let Some((side, case)) = args.only {
         let (client, body) = match (side.as_str(), case.as_str()) {
             ("direct", "json") => (&mut direct, &json),
@@ -960,7 +1124,7 @@ async fn run(args: Args) {
             ("proxy", "sse-long") => (&mut via_plain, &long_sse),
             ("proxy", "keys") => (&mut via_keyed, &json),
             ("proxy", "pool") => (&mut via_pool, &json),
-            other => panic!("--only {other:?}: use direct|proxy:json|sse|sse-long|keys|pool"),
+            other => panic!("--only {other:?}: use direct|proxy:json|sse|sse-long|keys|pool|ws"),
         };
         let _guard = args
             .log
@@ -1008,6 +1172,11 @@ async fn run(args: Args) {
             "json + limited key, redis: skipped (no redis-server: install Debian's redis-server or set FOUNDRY_PROXY_REDIS_SERVER)"
         ),
     }
+    let mut direct_socket = Socket::connect(stub, UPSTREAM_REALTIME).await;
+    let mut via_socket = Socket::connect(plain, REALTIME).await;
+    let (d, p) = measure_echoes(&mut direct_socket, &mut via_socket).await;
+    print_row("ws echo", &d, &p);
+    print_row("ws per frame", &per_frame(&d), &per_frame(&p));
     // Log subscribers last: once one has been installed, call sites stay registered.
     for format in ["text", "json"] {
         let _guard = tracing::dispatcher::set_default(&log_subscriber(format));

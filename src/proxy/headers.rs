@@ -4,8 +4,11 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 
+// The name lists below are `static`, not `const`: a `const` array is built anew (and
+// dropped) at every use, that is for every header of every request checked against it.
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the older ones proxies still see.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -18,7 +21,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// The caller's credentials, never forwarded: the proxy's token replaces them. `x-api-key` is
 /// what Anthropic clients send.
-const CALLER_CREDENTIALS: [HeaderName; 3] = [
+static CALLER_CREDENTIALS: [HeaderName; 3] = [
     header::AUTHORIZATION,
     HeaderName::from_static("api-key"),
     HeaderName::from_static("x-api-key"),
@@ -27,7 +30,7 @@ const CALLER_CREDENTIALS: [HeaderName; 3] = [
 /// Headers some servers and gateways read as a replacement path or method (IIS URL Rewrite,
 /// Rails/ASP.NET method overrides): never forwarded, so the route and method Azure sees are the
 /// ones the proxy checked.
-const OVERRIDES: [HeaderName; 5] = [
+static OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
     HeaderName::from_static("x-http-method-override"),
@@ -38,7 +41,7 @@ const OVERRIDES: [HeaderName; 5] = [
 /// What a browser says about the page behind a request: checked at the edge (the browser
 /// guard) and never forwarded — the proxy, not the page, is Azure's client, and the page's
 /// cookies and address are nobody's business upstream.
-const BROWSER_CONTEXT: [HeaderName; 3] = [header::ORIGIN, header::REFERER, header::COOKIE];
+static BROWSER_CONTEXT: [HeaderName; 3] = [header::ORIGIN, header::REFERER, header::COOKIE];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

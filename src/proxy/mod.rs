@@ -213,7 +213,10 @@ async fn forward_with_id(state: &Arc<ProxyState>, request: Request, id: &HeaderV
     let path = uri.path();
     let request_id = id.to_str().unwrap_or("");
     if websocket::is_upgrade(request.headers()) {
-        return websocket::accept(state, request, request_id).await;
+        // Boxed: the upgrade's future is several times the size of a request's, and a future
+        // is as large as its largest branch: unboxed, every HTTP request's future would carry
+        // (and be copied with) the WebSocket path's state.
+        return Box::pin(websocket::accept(state, request, request_id)).await;
     }
     let route = match dialect::route(path, uri.query()) {
         Ok(route) => route,
@@ -253,7 +256,8 @@ async fn forward_request(
     admission::within_limits(state, exchange.key).await?;
     let key = exchange.key.map(Arc::as_ref);
     if let Some(pool) = &state.pool {
-        return failover::forward(state, pool, request, exchange, observed).await;
+        // Boxed, so a single upstream's requests do not carry the failover loop's state.
+        return Box::pin(failover::forward(state, pool, request, exchange, observed)).await;
     }
     let outbound = match prepare(state, request, &exchange.route, key, observed).await? {
         Prepared::Answered(response) => return Ok(response),
@@ -746,8 +750,7 @@ fn stream_back(
             }
         }
     };
-    let body =
-        usage::observe_with_first_byte(Body::new(incoming), kind, strip, first_byte, on_done);
+    let body = usage::observe_with_first_byte(incoming, kind, strip, first_byte, on_done);
     Response::from_parts(parts, body)
 }
 

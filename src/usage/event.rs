@@ -92,19 +92,20 @@ fn usage_key() -> &'static memchr::memmem::Finder<'static> {
     &FINDER
 }
 
-/// Whether `"usage"` appears at all: most events (every content chunk) have no such key, and
-/// need no closer look.
-pub(super) fn mentions_usage(json: &[u8]) -> bool {
-    usage_key().find(json).is_some()
+/// Where the first `"usage"` appears, if at all: most events (every content chunk) have no
+/// such key, and need no closer look.
+pub(super) fn first_usage_key(json: &[u8]) -> Option<usize> {
+    usage_key().find(json)
 }
 
-/// Cheap pre-check before parsing: some `"usage"` key has a value other than `null`. (A quote
-/// inside a JSON string is escaped, so `"usage"` followed by a colon is always a key.)
-pub(super) fn may_carry_usage(json: &[u8]) -> bool {
+/// Cheap pre-check before parsing: some `"usage"` key, from the one at `first` (found by
+/// [`first_usage_key`], so the search before it is not repeated) on, has a value other than
+/// `null`. (A quote inside a JSON string is escaped, so `"usage"` followed by a colon is always
+/// a key.)
+pub(super) fn may_carry_usage(json: &[u8], first: usize) -> bool {
     const KEY: &[u8] = b"\"usage\"";
-    let mut from = 0;
-    while let Some(found) = usage_key().find(&json[from..]) {
-        let at = from + found;
+    let mut at = first;
+    loop {
         let colon = skip_blanks(json, at + KEY.len());
         if json.get(colon) == Some(&b':') {
             let value = skip_blanks(json, colon + 1);
@@ -112,14 +113,59 @@ pub(super) fn may_carry_usage(json: &[u8]) -> bool {
                 return true;
             }
         }
-        from = at + 1;
+        match usage_key().find(&json[at + 1..]) {
+            Some(found) => at += 1 + found,
+            None => return false,
+        }
     }
-    false
 }
 
 /// The byte range of a top-level `"usage": null` member in a JSON object, with the comma that
 /// joins it to its neighbours, so that cutting it leaves the object without it.
 pub(super) fn null_usage_member(json: &[u8]) -> Option<Range<usize>> {
+    last_null_usage_member(json).or_else(|| scanned_null_usage_member(json))
+}
+
+/// JSON's blanks before `end`: where they begin.
+fn skip_blanks_back(json: &[u8], mut end: usize) -> usize {
+    while end > 0 && matches!(json[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    end
+}
+
+/// The shape the upstream writes into every chunk when usage is asked for, found from the end
+/// without scanning the object: `"usage":null` as its last member (`{…,"usage":null}`). The
+/// `}` that ends the data closes the outermost object, so a member just before it is a top-level
+/// one, and `"usage"` followed by a colon is a key, never text inside a string (a string's
+/// quotes are escaped). The byte-by-byte scan ([`scanned_null_usage_member`]) cost more than
+/// the rest of an event's path through the proxy.
+fn last_null_usage_member(json: &[u8]) -> Option<Range<usize>> {
+    const KEY: &[u8] = b"\"usage\"";
+    let close = skip_blanks_back(json, json.len()).checked_sub(1)?;
+    if json[close] != b'}' {
+        return None;
+    }
+    let end = skip_blanks_back(json, close);
+    let null_at = end.checked_sub(4)?;
+    if &json[null_at..end] != b"null" {
+        return None;
+    }
+    let colon = skip_blanks_back(json, null_at).checked_sub(1)?;
+    if json[colon] != b':' {
+        return None;
+    }
+    let key_at = skip_blanks_back(json, colon).checked_sub(KEY.len())?;
+    if &json[key_at..key_at + KEY.len()] != KEY {
+        return None;
+    }
+    let comma = skip_blanks_back(json, key_at).checked_sub(1)?;
+    (json[comma] == b',').then_some(comma..end)
+}
+
+/// [`null_usage_member`] by a structural scan of the whole object, for any other shape (the
+/// member first, or followed by others).
+fn scanned_null_usage_member(json: &[u8]) -> Option<Range<usize>> {
     let mut depth = 0_usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -198,5 +244,49 @@ mod tests {
         assert_eq!(cut(r#"{"a":"\",\"usage\":null"}"#), None);
         assert_eq!(cut(r#"{"usage":{"prompt_tokens":1}}"#), None);
         assert_eq!(cut("[DONE]"), None);
+    }
+
+    /// Wherever the quick look from the end answers, it answers as the full scan does; where it
+    /// does not (the member not last, nested, or the only one), the scan still finds it.
+    #[test]
+    fn last_member_agrees_with_the_scan() {
+        for json in [
+            r#"{"a":1,"usage":null}"#,
+            r#"{"a":1 , "usage" : null }  "#,
+            r#"{"a":"}","b":[{"c":null}],"usage":null}"#,
+            r#"{"x":"a\\","usage":null}"#,
+            r#"{"a":{"b":1,"usage":null}}"#,
+            r#"{"a":[1,{"usage":null}]}"#,
+            r#"{"usage":null}"#,
+            r#"{"usage":null,"a":1}"#,
+            r#"{"a":1,"usage":null,"b":2}"#,
+            r#"{"a":1,"usage":{"prompt_tokens":1}}"#,
+            r#"{"a":"\"usage\":null}"}"#,
+            "null}",
+            "}",
+            "",
+        ] {
+            let scanned = scanned_null_usage_member(json.as_bytes());
+            if let Some(quick) = last_null_usage_member(json.as_bytes()) {
+                assert_eq!(Some(quick), scanned, "{json}");
+            }
+            assert_eq!(null_usage_member(json.as_bytes()), scanned, "{json}");
+        }
+    }
+
+    /// `may_carry_usage` looks at every `"usage"` from the first one found.
+    #[test]
+    fn carries_usage() {
+        let carries = |json: &str| {
+            first_usage_key(json.as_bytes())
+                .is_some_and(|first| may_carry_usage(json.as_bytes(), first))
+        };
+        assert!(!carries(r#"{"a":1}"#));
+        assert!(!carries(r#"{"a":1,"usage":null}"#));
+        assert!(carries(
+            r#"{"usage":null,"response":{"usage":{"input_tokens":1}}}"#
+        ));
+        assert!(carries(r#"{"usage" : {"prompt_tokens":1}}"#));
+        assert!(!carries(r#"{"a":"\"usage\"","usage":null}"#));
     }
 }

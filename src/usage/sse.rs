@@ -20,12 +20,16 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::event::{event_data, may_carry_usage, mentions_usage, null_usage_member};
+use super::event::{event_data, first_usage_key, may_carry_usage, null_usage_member};
 use super::{RawUsage, Usage};
 
 /// The most of one event kept (pass-through: copied for parsing; stripping: held back). A
 /// longer event passes unparsed; usage events are a few hundred bytes.
 pub(super) const EVENT_LIMIT: usize = 1024 * 1024;
+
+/// The size of the buffer events passed on in pieces are joined in (see `SseScanner::out`):
+/// a few events of a few hundred bytes, small enough to keep for each open stream.
+const OUT_CAPACITY: usize = 1024;
 
 /// The fields of an event's JSON data that matter here.
 #[derive(Debug, Deserialize)]
@@ -88,6 +92,11 @@ pub(super) struct SseScanner {
     usage: Option<Usage>,
     /// Output pieces of the chunk being fed (kept to reuse the allocation).
     pieces: Vec<Piece>,
+    /// Where an event passed on in pieces (the `"usage":null` member cut out, or its bytes held
+    /// from earlier chunks) is joined: what is taken from it shares the buffer, which is used
+    /// again in place once those bytes have been sent and dropped (the usual case: an event is
+    /// written before the next arrives), so such an event costs no allocation of its own.
+    out: BytesMut,
 }
 
 impl SseScanner {
@@ -101,6 +110,7 @@ impl SseScanner {
             owed_lf: None,
             usage: None,
             pieces: Vec::new(),
+            out: BytesMut::new(),
         }
     }
 
@@ -188,7 +198,9 @@ impl SseScanner {
         match action {
             Action::Keep => Bytes::from(pending),
             Action::Remove => Bytes::new(),
-            Action::Cut(cut) => cut_out(&pending, cut),
+            Action::Cut(cut) => {
+                joined(&mut self.out, &[&pending[..cut.start], &pending[cut.end..]])
+            }
         }
     }
 
@@ -226,17 +238,17 @@ impl SseScanner {
         event.extend_from_slice(&chunk[range]);
         let action = self.judge(&event);
         let removed = action == Action::Remove;
-        if self.strip {
-            match action {
-                Action::Keep => self.pieces.push(Piece::Owned(Bytes::from(event))),
-                Action::Remove => {}
-                Action::Cut(cut) => self.pieces.push(Piece::Owned(cut_out(&event, cut))),
-            }
-        } else {
-            // Reuse the allocation for the next straddling event.
-            event.clear();
-            self.pending = event;
+        if self.strip && !removed {
+            let parts: [&[u8]; 2] = match &action {
+                Action::Cut(cut) => [&event[..cut.start], &event[cut.end..]],
+                _ => [&event, &[]],
+            };
+            let bytes = joined(&mut self.out, &parts);
+            self.pieces.push(Piece::Owned(bytes));
         }
+        // Reuse the allocation for the next straddling event.
+        event.clear();
+        self.pending = event;
         removed
     }
 
@@ -265,10 +277,10 @@ impl SseScanner {
         let Some(data) = fields.data else {
             return Action::Keep;
         };
-        if !mentions_usage(&data) {
+        let Some(first) = first_usage_key(&data) else {
             return Action::Keep;
-        }
-        if may_carry_usage(&data)
+        };
+        if may_carry_usage(&data, first)
             && let Ok(json) = serde_json::from_slice::<EventJson>(&data)
         {
             // A count an event leaves out (a `message_delta` names no input tokens) is the
@@ -312,15 +324,18 @@ impl SseScanner {
             [] => Bytes::new(),
             [Piece::Slice(range)] => chunk.slice(range.clone()),
             [Piece::Owned(bytes)] => bytes.clone(),
+            [Piece::Slice(a), Piece::Slice(b)] => {
+                joined(&mut self.out, &[&chunk[a.clone()], &chunk[b.clone()]])
+            }
             pieces => {
-                let mut out = BytesMut::new();
-                for piece in pieces {
-                    match piece {
-                        Piece::Slice(range) => out.extend_from_slice(&chunk[range.clone()]),
-                        Piece::Owned(bytes) => out.extend_from_slice(bytes),
-                    }
-                }
-                out.freeze()
+                let parts: Vec<&[u8]> = pieces
+                    .iter()
+                    .map(|piece| match piece {
+                        Piece::Slice(range) => &chunk[range.clone()],
+                        Piece::Owned(bytes) => &bytes[..],
+                    })
+                    .collect();
+                joined(&mut self.out, &parts)
             }
         };
         self.pieces.clear();
@@ -328,12 +343,18 @@ impl SseScanner {
     }
 }
 
-/// `event` without the byte range `cut`.
-fn cut_out(event: &[u8], cut: Range<usize>) -> Bytes {
-    let mut out = BytesMut::with_capacity(event.len() - cut.len());
-    out.extend_from_slice(&event[..cut.start]);
-    out.extend_from_slice(&event[cut.end..]);
-    out.freeze()
+/// `parts` one after the other, taken from `out`: a new buffer is allocated only when `out`
+/// has no room left and what was taken from it earlier is still held (not yet sent).
+fn joined(out: &mut BytesMut, parts: &[&[u8]]) -> Bytes {
+    let len = parts.iter().map(|part| part.len()).sum();
+    if out.capacity() < len {
+        // Reclaims the whole buffer in place when nothing taken from it is held any more.
+        out.reserve(len.max(OUT_CAPACITY));
+    }
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.split().freeze()
 }
 
 #[cfg(test)]
@@ -495,6 +516,31 @@ mod tests {
             let (out, usage) = scan(strip, &parts);
             assert_eq!(out, big.as_bytes());
             assert_eq!(usage, None);
+        }
+    }
+
+    /// Cut events are joined in one reused buffer: what was passed on earlier keeps its bytes
+    /// while later events are joined (held, as a write queue holds them), and after it is dropped.
+    #[test]
+    fn joined_events_keep_their_bytes() {
+        let event = |i: usize| {
+            format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{i}\"}}}}],\"usage\":null}}\n\n"
+            )
+        };
+        let plain =
+            |i: usize| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{i}\"}}}}]}}\n\n");
+        let mut scanner = SseScanner::new(true);
+        let mut held = Vec::new();
+        for i in 0..200 {
+            let out = scanner.feed(Bytes::from(event(i)));
+            assert_eq!(out, plain(i).as_bytes());
+            if i % 3 == 0 {
+                held.push((i, out));
+            }
+        }
+        for (i, out) in held {
+            assert_eq!(out, plain(i).as_bytes());
         }
     }
 

@@ -62,10 +62,14 @@ where
 {
     let idle = tokio::time::sleep(limits.idle);
     let mut idle = std::pin::pin!(idle);
+    // Made once, not in each turn of the loop: a new `cancelled()` future per message would
+    // enter and leave the token's list of waiters (a mutex each time) for every message.
+    let cancelled = stop.cancelled();
+    let mut cancelled = std::pin::pin!(cancelled);
     loop {
         tokio::select! {
             biased;
-            () = stop.cancelled() => {
+            () = cancelled.as_mut() => {
                 let reason = "foundry-proxy is shutting down; reconnect";
                 close(&mut client, CloseCode::Away, reason).await;
                 close(&mut upstream, CloseCode::Away, reason).await;
