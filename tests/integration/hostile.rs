@@ -85,6 +85,8 @@ type Kept = Arc<Mutex<Vec<u8>>>;
 struct Tee {
     addr: SocketAddr,
     connections: Arc<Mutex<Vec<Kept>>>,
+    /// Milliseconds each answer's bytes are held before they are passed on (0: none).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Tee {
@@ -92,7 +94,9 @@ impl Tee {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tee");
         let addr = listener.local_addr().expect("tee address");
         let connections: Arc<Mutex<Vec<Kept>>> = Arc::default();
+        let delay_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let all = Arc::clone(&connections);
+        let delay = Arc::clone(&delay_ms);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(upstream).await else {
@@ -100,10 +104,21 @@ impl Tee {
                 };
                 let kept = Arc::new(Mutex::new(Vec::new()));
                 lock(&all).push(Arc::clone(&kept));
-                tokio::spawn(relay(client, server, kept));
+                tokio::spawn(relay(client, server, kept, Arc::clone(&delay)));
             }
         });
-        Self { addr, connections }
+        Self {
+            addr,
+            connections,
+            delay_ms,
+        }
+    }
+
+    /// Holds every answer's bytes for `ms` before passing them on: an upstream this slow
+    /// has not answered a request the client resets a moment after sending it.
+    fn slow_down(&self, ms: u64) {
+        self.delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn url(&self) -> String {
@@ -127,7 +142,12 @@ impl Tee {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, kept: Kept) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    kept: Kept,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async move {
@@ -147,7 +167,21 @@ async fn relay(client: TcpStream, server: TcpStream, kept: Kept) {
         let _ = server_write.shutdown().await;
     };
     let downstream = async move {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         let _ = client_write.shutdown().await;
     };
     tokio::join!(upstream, downstream);
@@ -1335,7 +1369,10 @@ async fn h2_rapid_reset_is_bounded() {
     );
     world.assert_served().await;
 
-    // Paced: each stream is reset 2 ms after it opens, once the proxy has started on it.
+    // Paced: each stream is reset 2 ms after it opens, once the proxy has started on it and
+    // before the (slowed) upstream has answered it: however fast the machine, each reset
+    // abandons a request in flight.
+    world.tee.slow_down(200);
     let heads_before = world.tee.heads().len();
     let socket = TcpStream::connect(proxy).await.expect("connect");
     let (mut reader, mut writer) = socket.into_split();
@@ -1385,6 +1422,7 @@ async fn h2_rapid_reset_is_bounded() {
         upstream < 300,
         "{upstream} upstream requests for {reset} reset streams"
     );
+    world.tee.slow_down(0);
     world.assert_served().await;
     world.finish().await;
 }
