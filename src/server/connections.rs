@@ -14,10 +14,11 @@
 //! - a limit on requests abandoned before their answer (HTTP/2 rapid reset paced to get past
 //!   h2's own protection): the connection is closed.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +32,6 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -122,37 +122,26 @@ pub(super) async fn run(
         let connection = graceful.watch(connection);
         let first_request_limit = limits.header_read_timeout;
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
+            let connection = std::pin::pin!(connection);
             // hyper's header read timeout starts only once the protocol is known: a client
             // that sends nothing, or stops inside the HTTP/2 preface, or opens HTTP/2 and never
             // sends a request, would hold the connection forever.
-            let first_request = tokio::time::sleep(first_request_limit);
-            let mut first_request = std::pin::pin!(first_request);
-            let mut waiting_for_first = true;
-            let ended = loop {
-                tokio::select! {
-                    ended = connection.as_mut() => break ended,
-                    () = first_request.as_mut(), if waiting_for_first => {
-                        if watch.requests.load(Ordering::Relaxed) == 0 {
-                            debug!("no request within the header read timeout: connection closed");
-                            return;
-                        }
-                        waiting_for_first = false;
-                    }
-                    () = watch.abuse.notified() => {
-                        warn!(
-                            abandoned = watch.abandoned.load(Ordering::Relaxed),
-                            requests = watch.requests.load(Ordering::Relaxed),
-                            "most requests on a connection were cancelled before their answer (HTTP/2 rapid reset?): connection closed"
-                        );
-                        return;
-                    }
+            let first_request = std::pin::pin!(Some(tokio::time::sleep(first_request_limit)));
+            match guarded(connection, first_request, &watch).await {
+                Guarded::Ended(Ok(())) => {}
+                Guarded::Ended(Err(error)) => {
+                    // Clients that go away, time out or send garbage: theirs to know, not a
+                    // fault of the proxy.
+                    debug!(%error, "connection ended with an error");
                 }
-            };
-            if let Err(error) = ended {
-                // Clients that go away, time out or send garbage: theirs to know, not a fault
-                // of the proxy.
-                debug!(%error, "connection ended with an error");
+                Guarded::NoFirstRequest => {
+                    debug!("no request within the header read timeout: connection closed");
+                }
+                Guarded::Abused => warn!(
+                    abandoned = watch.abandoned.load(Ordering::Relaxed),
+                    requests = watch.requests.load(Ordering::Relaxed),
+                    "most requests on a connection were cancelled before their answer (HTTP/2 rapid reset?): connection closed"
+                ),
             }
         });
     }
@@ -190,6 +179,59 @@ fn builder(limits: ConnectionLimits) -> Builder<TokioExecutor> {
 /// turn a few bytes per stream into that much work (HTTP/2 "rapid reset"), past the stream limit.
 const ABANDONED_LIMIT: u32 = 100;
 
+/// How a connection's task ended.
+enum Guarded<E> {
+    /// hyper is done with the connection.
+    Ended(Result<(), E>),
+    /// No request began within the header read timeout.
+    NoFirstRequest,
+    /// Most of its requests were abandoned ([`ABANDONED_LIMIT`]).
+    Abused,
+}
+
+/// Drives `connection` until it ends, or until it breaks the connection's limits (dropping it
+/// closes the connection).
+///
+/// Polled by hand rather than with `tokio::select!`, because this runs at every wake-up of the
+/// connection's task (once per streamed event): `select!` would poll a `Notified` (which takes
+/// its `Notify`'s mutex at every poll) and the first-request timer (until it fires, long after
+/// the first request), and draw a random branch order. Here a wake-up costs one poll of the
+/// connection, one atomic load and a waker comparison; the timer is dropped once a request
+/// has arrived.
+async fn guarded<C, E>(
+    mut connection: Pin<&mut C>,
+    mut first_request: Pin<&mut Option<Sleep>>,
+    watch: &Watch,
+) -> Guarded<E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut registered: Option<std::task::Waker> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Guarded::Ended(ended));
+        }
+        if let Some(timer) = first_request.as_mut().as_pin_mut() {
+            if watch.requests.load(Ordering::Relaxed) > 0 {
+                first_request.set(None);
+            } else if timer.poll(cx).is_ready() {
+                return Poll::Ready(Guarded::NoFirstRequest);
+            }
+        }
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            let waker = cx.waker().clone();
+            *watch.lock_waker() = Some(waker.clone());
+            registered = Some(waker);
+        }
+        // After the waker is stored: an `Unanswered` that sets the flag later wakes it.
+        if watch.abused.load(Ordering::Acquire) {
+            return Poll::Ready(Guarded::Abused);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// What one connection's requests did, for the connection's own limits.
 #[derive(Debug, Default)]
 struct Watch {
@@ -197,8 +239,20 @@ struct Watch {
     requests: AtomicU32,
     /// Requests dropped before their answer was ready.
     abandoned: AtomicU32,
-    /// Woken when abandoned requests pass [`ABANDONED_LIMIT`] and half the requests.
-    abuse: Notify,
+    /// Set when abandoned requests pass [`ABANDONED_LIMIT`] and half the requests.
+    abused: AtomicBool,
+    /// The connection task's waker, woken when `abused` is set (an HTTP/2 request is dropped
+    /// on its own task). Locked only when the task's waker changes and when abuse is found.
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl Watch {
+    fn lock_waker(&self) -> std::sync::MutexGuard<'_, Option<std::task::Waker>> {
+        // A panic while holding it cannot leave a waker half-written.
+        self.waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Counts its request as abandoned if dropped before the answer is ready.
@@ -223,7 +277,10 @@ impl Drop for Unanswered {
         let abandoned = watch.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
         let requests = watch.requests.load(Ordering::Relaxed);
         if abandoned > ABANDONED_LIMIT && abandoned.saturating_mul(2) > requests {
-            watch.abuse.notify_one();
+            watch.abused.store(true, Ordering::Release);
+            if let Some(waker) = watch.lock_waker().as_ref() {
+                waker.wake_by_ref();
+            }
         }
     }
 }
