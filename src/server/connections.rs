@@ -396,3 +396,88 @@ async fn pause_after_accept_error(error: &io::Error) {
         debug!(%error, "accept failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that never ends by itself.
+    fn open_connection() -> std::future::Pending<Result<(), ()>> {
+        std::future::pending()
+    }
+
+    /// Requests abandoned past the limit end the connection, also when they are dropped on
+    /// another task (hyper runs each HTTP/2 request on its own): the flag wakes it.
+    #[tokio::test]
+    async fn abandoned_requests_end_the_connection() {
+        let watch = Arc::new(Watch::default());
+        let abandon = {
+            let watch = Arc::clone(&watch);
+            tokio::spawn(async move {
+                for _ in 0..=ABANDONED_LIMIT {
+                    watch.requests.fetch_add(1, Ordering::Relaxed);
+                    drop(Unanswered {
+                        watch: Arc::clone(&watch),
+                        answered: false,
+                    });
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let connection = std::pin::pin!(open_connection());
+        let first_request = std::pin::pin!(None::<Sleep>);
+        // Bounded, so a lost wake-up fails the test instead of hanging it.
+        let ended = tokio::time::timeout(
+            Duration::from_secs(10),
+            guarded(connection, first_request, &watch),
+        )
+        .await
+        .expect("the connection task was not woken");
+        assert!(matches!(ended, Guarded::Abused));
+        abandon.await.expect("abandoning task");
+        assert_eq!(watch.abandoned.load(Ordering::Relaxed), ABANDONED_LIMIT + 1);
+    }
+
+    /// Answered requests are not abandoned, however many: the connection stays open.
+    #[tokio::test(start_paused = true)]
+    async fn answered_requests_do_not_count() {
+        let watch = Arc::new(Watch::default());
+        for _ in 0..=2 * ABANDONED_LIMIT {
+            watch.requests.fetch_add(1, Ordering::Relaxed);
+            let mut guard = Unanswered {
+                watch: Arc::clone(&watch),
+                answered: false,
+            };
+            guard.answered();
+        }
+        let connection = std::pin::pin!(open_connection());
+        let first_request = std::pin::pin!(None::<Sleep>);
+        let open = tokio::time::timeout(
+            Duration::from_secs(60),
+            guarded(connection, first_request, &watch),
+        )
+        .await;
+        assert!(open.is_err(), "the connection was ended");
+        assert_eq!(watch.abandoned.load(Ordering::Relaxed), 0);
+    }
+
+    /// No request within the header read timeout ends a connection; once one has come, the
+    /// deadline no longer applies.
+    #[tokio::test(start_paused = true)]
+    async fn first_request_deadline() {
+        let limit = Duration::from_secs(15);
+        let watch = Watch::default();
+        let connection = std::pin::pin!(open_connection());
+        let first_request = std::pin::pin!(Some(tokio::time::sleep(limit)));
+        let ended = guarded(connection, first_request, &watch).await;
+        assert!(matches!(ended, Guarded::NoFirstRequest));
+
+        let watch = Watch::default();
+        watch.requests.store(1, Ordering::Relaxed);
+        let connection = std::pin::pin!(open_connection());
+        let first_request = std::pin::pin!(Some(tokio::time::sleep(limit)));
+        let open =
+            tokio::time::timeout(4 * limit, guarded(connection, first_request, &watch)).await;
+        assert!(open.is_err(), "the connection was ended");
+    }
+}
