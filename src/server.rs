@@ -453,14 +453,12 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
             .as_ref()
             .is_some_and(|t| t.is_valid(Instant::now()));
         let now = crate::clock::unix_now_signed();
-        let shared = team_standing(proxy, key, now).await;
+        let days = crate::shared::reads::month_to_date(now);
+        let shared = team_standing(proxy, key, &days, now).await;
         let (used, budgets, usage, scope) = match shared {
-            Some((used, budgets, usage)) => (
-                used,
-                budgets,
-                usage,
-                crate::status::team_scope(&crate::shared::reads::month_to_date(now)),
-            ),
+            Some((used, budgets, usage)) => {
+                (used, budgets, usage, crate::status::team_scope(&days))
+            }
             None => (
                 proxy.limiter.used(&key.name, Instant::now()),
                 proxy.budgets.standing(&key.name, &key.rules, now),
@@ -498,6 +496,7 @@ async fn status(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
 async fn team_standing(
     proxy: &crate::proxy::ProxyState,
     key: &crate::keys::KeyEntry,
+    days: &[String],
     now: i64,
 ) -> Option<(
     (u64, u64),
@@ -505,11 +504,10 @@ async fn team_standing(
     Vec<crate::metrics::UsageRow>,
 )> {
     let shared = proxy.shared.as_ref()?;
-    let days = crate::shared::reads::month_to_date(now);
     let (used, spend, usage) = tokio::join!(
         shared.used(&key.name),
         shared.spend(&key.name, now),
-        shared.usage(&days, Some(&key.name))
+        shared.usage(days, Some(&key.name))
     );
     let spend = spend.ok()?;
     let budgets = crate::budget::standing(

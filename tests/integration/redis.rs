@@ -273,9 +273,9 @@ async fn token_budget_exhausted_across_replicas() {
     }
 }
 
-/// The `budgets[0].used` a member's `/status` shows on `replica`.
-async fn budget_used(client: &reqwest::Client, replica: &Replica, key: &str) -> Option<f64> {
-    let status: Value = client
+/// `replica`'s `/status` as `key` sees it, or `None` when it cannot be read.
+async fn status_of(client: &reqwest::Client, replica: &Replica, key: &str) -> Option<Value> {
+    client
         .get(format!("{}/status", replica.url))
         .bearer_auth(key)
         .send()
@@ -283,8 +283,12 @@ async fn budget_used(client: &reqwest::Client, replica: &Replica, key: &str) -> 
         .ok()?
         .json()
         .await
-        .ok()?;
-    status["budgets"][0]["used"].as_f64()
+        .ok()
+}
+
+/// The `budgets[0].used` a member's `/status` shows on `replica`.
+async fn budget_used(client: &reqwest::Client, replica: &Replica, key: &str) -> Option<f64> {
+    status_of(client, replica, key).await?["budgets"][0]["used"].as_f64()
 }
 
 /// Polls `check` every 20 ms until it holds or `limit` passes.
@@ -305,15 +309,7 @@ where
 
 /// Total `requests` in the team's usage an admin's `/status` shows (all replicas, this month).
 async fn team_requests(client: &reqwest::Client, replica: &Replica, admin: &str) -> Option<u64> {
-    let status: Value = client
-        .get(format!("{}/status", replica.url))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let status = status_of(client, replica, admin).await?;
     (status["usage_scope"]["replicas"] == "all").then_some(())?;
     Some(
         status["usage"]
