@@ -3,6 +3,10 @@
 # 32 connections, sent with wrk to
 #   direct         the fake upstream itself (nginx answering canned OpenAI responses),
 #   foundry-proxy  target/release/foundry-proxy serve, with an Entra token from its emulator,
+#   hyper-floor    benches/hyper_floor.rs: foundry-proxy's hyper stack (server and pooled client)
+#                  with nothing else, a static bearer token: the floor of a hyper-based proxy,
+#   hyper-same-task the same, with a connection-level HTTP/1.1 client driven on the client
+#                  connection's task (what issue 19's rewrite of `upstream` would buy),
 #   nginx          nginx as a proxy that adds a static bearer token,
 #   litellm        the LiteLLM proxy, one worker, pointed at the same upstream.
 # Prints one markdown table (also written to target/bench/peers.md): req/s, latency, CPU per
@@ -12,7 +16,7 @@
 #
 # Usage: benches/peers.sh [SECONDS_PER_RUN]   (default 5)
 #   WARMUP=seconds before each measured run (default 1)
-#   TARGETS="direct nginx" to measure only some targets (default: all four)
+#   TARGETS="direct nginx" to measure only some targets (default: all six)
 #   INSTRUCTIONS=seconds of the callgrind runs that count instructions per request (default 4;
 #     0 skips them)
 #   PACED_STREAMS, PACED_EVENTS, PACED_INTERVAL_MS: the token-paced stream shape (default 1000
@@ -35,7 +39,7 @@ venv="$bench_dir/venv"
 report="$bench_dir/peers.md"
 kinds=(json sse)
 conn_counts=(1 32)
-read -r -a targets <<<"${TARGETS:-direct foundry-proxy nginx litellm}"
+read -r -a targets <<<"${TARGETS:-direct foundry-proxy hyper-floor hyper-same-task nginx litellm}"
 instr_seconds="${INSTRUCTIONS:-4}"
 target_core=0
 load_core=1
@@ -420,6 +424,38 @@ run_foundry_proxy() {
     [ -z "$emulator_pid" ] || stop_tree "$emulator_pid"
 }
 
+# Builds benches/hyper_floor.rs (release), before any measured run.
+floor_bin="" floor_skip=""
+build_floor() {
+    floor_bin="$(build_bench hyper_floor)" || floor_skip="could not build benches/hyper_floor.rs"
+}
+
+# Starts the floor proxy (client kind $1: pooled|same-task) in front of upstream URL $2 (CA
+# file $3 for an HTTPS upstream); sets floor_pid and floor_url (locals of the caller), or
+# returns 1 with the reason in start_error.
+start_floor() {
+    [ -z "$floor_skip" ] || { start_error="$floor_skip"; return 1; }
+    rm -f "$work/floor.out"
+    taskset -c "$target_core" "$floor_bin" --listen 127.0.0.1:0 --upstream "$2" --client "$1" \
+        ${3:+--ca "$3"} >"$work/floor.out" 2>"$work/floor.err" &
+    floor_pid=$!
+    started+=("$floor_pid")
+    floor_url="$(wait_line "$work/floor.out" "floor listening on " 20)" ||
+        { start_error="did not start: $(tail -n1 "$work/floor.err")"; return 1; }
+}
+
+# Target $1 (hyper-floor or hyper-same-task): the floor with client kind $2.
+run_floor() {
+    local start_error="" floor_url="" floor_pid=""
+    if start_floor "$2" "http://127.0.0.1:$upstream_port/openai" && verify_target "$1" "$floor_url/v1"; then
+        measure "$1" "$floor_url/v1/chat/completions" "$floor_pid" "$target_core"
+    else
+        skip_target "$1" "${start_error:-answered wrongly (see $work/floor.err)}"
+        failed=1
+    fi
+    [ -z "$floor_pid" ] || stop_tree "$floor_pid"
+}
+
 run_nginx() {
     # shellcheck disable=SC2034 # WORK and UPSTREAM_PORT are read by fill_template, by name
     local WORK="$work" PORT UPSTREAM_PORT="$upstream_port" pid
@@ -547,6 +583,18 @@ run_paced() {
     [ -z "$proxy_pid" ] || stop_tree "$proxy_pid"
     [ -z "$emulator_pid" ] || stop_tree "$emulator_pid"
 
+    # The floor's pooled client reaches the HTTPS upstream as foundry-proxy does (HTTP/2).
+    if [[ " ${targets[*]} " == *" hyper-floor "* ]]; then
+        local floor_url="" floor_pid=""
+        if start_floor pooled "$paced_upstream/openai" "$work/paced-pki/ca.pem"; then
+            measure_paced hyper-floor "$floor_url/v1/chat/completions" "$floor_pid"
+        else
+            paced_status[hyper-floor]="not run: $start_error"
+            failed=1
+        fi
+        [ -z "$floor_pid" ] || stop_tree "$floor_pid"
+    fi
+
     PORT="$(free_port)" UPSTREAM_PORT="${paced_upstream##*:}"
     fill_template "$peers/nginx-paced.conf" "$work/nginx-paced.conf"
     taskset -c "$target_core" "$(nginx_bin)" -p "$work" -c "$work/nginx-paced.conf" -g 'daemon off;' \
@@ -577,22 +625,27 @@ render_paced() {
     echo
     echo "| shape | target | CPU s / million events | ×nginx | streams completed | wall s | longest gap p99 ms | core $target_core other % | status |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
-    for target in foundry-proxy nginx; do
+    for target in "${stream_targets[@]}"; do
         burst_of[$target]=""
         [ -z "${row_cpu[$target/sse/32]:-}" ] || burst_of[$target]="$(awk -v c="${row_cpu[$target/sse/32]}" \
             -v n="$events" 'BEGIN {printf "%.2f", c / n}')"
     done
-    for target in foundry-proxy nginx; do
+    for target in "${stream_targets[@]}"; do
         echo "| burst | $target | ${burst_of[$target]:-–} | $(ratio "${burst_of[$target]}" "${burst_of[nginx]}")" \
             "| – | – | – | ${row_other[$target/sse/32]:-–} | ${row_status[$target/sse/32]:-not run} |"
     done
-    for target in foundry-proxy nginx; do
+    for target in "${stream_targets[@]}"; do
+        [ "$target" != hyper-same-task ] || continue # plain HTTP/1.1 upstreams only
         echo "| paced | $target | ${paced_cpu[$target]:-–} | $(ratio "${paced_cpu[$target]:-}" "${paced_cpu[nginx]:-}")" \
             "| ${paced_done[$target]:-–} | ${paced_secs[$target]:-–} | ${paced_gap[$target]:-–} | ${paced_other[$target]:-–}" \
             "| ${paced_status[$target]:-not run} |"
     done
 }
 declare -A burst_of=()
+stream_targets=()
+for target in foundry-proxy hyper-floor hyper-same-task nginx; do
+    [[ " ${targets[*]} " != *" $target "* ]] || stream_targets+=("$target")
+done
 
 # ---------------------------------------------------------------- instructions (callgrind)
 
@@ -664,6 +717,23 @@ count_instructions() {
     done
     stop_tree "$pid"
 
+    local client floor_url
+    for client in pooled same-task; do
+        [[ " ${targets[*]} " == *" $(floor_target "$client") "* ]] && [ -z "$floor_skip" ] || continue
+        rm -f "$work/cg-floor.out"
+        taskset -c "$target_core" valgrind --tool=callgrind --instr-atstart=no \
+            --callgrind-out-file="$work/callgrind.$(floor_target "$client").%p" "$floor_bin" \
+            --listen 127.0.0.1:0 --upstream "http://127.0.0.1:$upstream_port/openai" --client "$client" \
+            >"$work/cg-floor.out" 2>"$work/cg-floor.log" &
+        pid=$!
+        started+=("$pid")
+        floor_url="$(wait_line "$work/cg-floor.out" "floor listening on " 60)" || return 0
+        for kind in "${kinds[@]}"; do
+            instructions_of_kind "$(floor_target "$client")" "$kind" "$floor_url/v1/chat/completions" "$pid"
+        done
+        stop_tree "$pid"
+    done
+
     # shellcheck disable=SC2034 # WORK and UPSTREAM_PORT are read by fill_template, by name
     local WORK="$work" PORT UPSTREAM_PORT="$upstream_port"
     PORT="$(free_port)"
@@ -682,16 +752,20 @@ count_instructions() {
     stop_tree "$pid"
 }
 
+floor_target() { if [ "$1" = pooled ]; then echo hyper-floor; else echo hyper-same-task; fi; }
+
 render_instructions() {
-    local kind
+    local kind target
     echo
     echo "### Instructions per request (callgrind, user space, 4 connections, ${instr_seconds} s)"
     echo
-    echo "| kind | foundry-proxy | nginx | foundry-proxy ×nginx |"
-    echo "|---|---:|---:|---:|"
+    echo "| kind | target | instructions per request | ×nginx |"
+    echo "|---|---|---:|---:|"
     for kind in "${kinds[@]}"; do
-        echo "| $kind | ${instr_per_req[foundry-proxy/$kind]:-–} | ${instr_per_req[nginx/$kind]:-–}" \
-            "| $(ratio "${instr_per_req[foundry-proxy/$kind]:-}" "${instr_per_req[nginx/$kind]:-}") |"
+        for target in "${stream_targets[@]}"; do
+            echo "| $kind | $target | ${instr_per_req[$target/$kind]:-–}" \
+                "| $(ratio "${instr_per_req[$target/$kind]:-}" "${instr_per_req[nginx/$kind]:-}") |"
+        done
     done
 }
 
@@ -778,6 +852,7 @@ main() {
     install_debian_tools
     case " ${targets[*]} " in *" litellm "*) install_litellm ;; esac
     case " ${targets[*]} " in *" foundry-proxy "*) build_foundry_proxy ;; esac
+    case " ${targets[*]} " in *" hyper-"*) build_floor ;; esac
     clk_tck="$(getconf CLK_TCK)"
     load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
     start_upstream
@@ -785,9 +860,11 @@ main() {
         case "$target" in
             direct) run_direct ;;
             foundry-proxy) run_foundry_proxy ;;
+            hyper-floor) run_floor hyper-floor pooled ;;
+            hyper-same-task) run_floor hyper-same-task same-task ;;
             nginx) run_nginx ;;
             litellm) run_litellm ;;
-            *) die "unknown target '$target' (direct, foundry-proxy, nginx, litellm)" ;;
+            *) die "unknown target '$target' (direct, foundry-proxy, hyper-floor, hyper-same-task, nginx, litellm)" ;;
         esac
     done
     if [ "$paced_streams" -gt 0 ] && [[ " ${targets[*]} " == *" foundry-proxy "* ]] &&
