@@ -8,6 +8,8 @@
 //! - JSON logs of the tools whose stdout is their answer (`check`, `healthcheck`) stay on
 //!   stderr, so `check --json` still prints one document.
 
+mod log_time;
+
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
@@ -16,6 +18,8 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
+
+pub use log_time::LogTime;
 
 /// The environment variable that selects the log format.
 pub const ENV_LOG_FORMAT: &str = "FOUNDRY_PROXY_LOG_FORMAT";
@@ -76,6 +80,7 @@ pub fn init(role: Role) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        .with_timer(LogTime)
         .with_target(false);
     let _ = match (format, stream(format, role)) {
         (Format::Json, Stream::Stdout) => builder
@@ -160,13 +165,13 @@ impl Visit for TextVisitor<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.begin(field) {
-            self.result = write!(self.writer, "{value}");
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.begin(field) {
-            self.result = write!(self.writer, "{value}");
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
         }
     }
 

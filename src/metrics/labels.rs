@@ -6,7 +6,6 @@
 //! [`OTHER`]. Admitted values are interned as `Arc<str>`, so the label structs built on the
 //! hot path cost reference-count increments, not allocations.
 
-use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// The value recorded for a label that is over the limit, too long or not printable.
@@ -18,7 +17,7 @@ pub const MAX_LEN: usize = 64;
 #[derive(Debug)]
 pub(super) struct Bounded {
     /// Values admitted so far; written only while fewer than `limit` are held.
-    seen: RwLock<HashSet<Arc<str>>>,
+    seen: RwLock<foldhash::HashSet<Arc<str>>>,
     limit: usize,
     /// Shared `Arc` for the empty value's stand-in (`none`, `anonymous`).
     empty: Arc<str>,
@@ -29,7 +28,7 @@ impl Bounded {
     /// A set admitting up to `limit` values; `""` is recorded as `empty`.
     pub(super) fn new(limit: usize, empty: &str) -> Self {
         Self {
-            seen: RwLock::new(HashSet::new()),
+            seen: RwLock::new(foldhash::HashSet::default()),
             limit,
             empty: Arc::from(empty),
             other: Arc::from(OTHER),

@@ -3,7 +3,6 @@
 //! One table serves both readers: `/metrics` encodes it at scrape time (a
 //! [`Collector`]), and `/status` and `foundry-proxy usage` read [`UsageRow`]s from it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -50,7 +49,7 @@ struct KeyModel {
 /// Every key and model seen. Rows are bounded by the key and model label limits.
 #[derive(Debug, Default)]
 pub(super) struct UsageTable {
-    rows: RwLock<HashMap<KeyModel, Arc<Cells>>>,
+    rows: RwLock<foldhash::HashMap<KeyModel, Arc<Cells>>>,
 }
 
 impl UsageTable {
