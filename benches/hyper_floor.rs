@@ -86,9 +86,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     let (mut listen, mut upstream, mut client, mut ca) = (None, None, ClientKind::Pooled, None);
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
-        let value = iter
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = iter.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = Some(value.parse().map_err(|e| format!("--listen: {e}"))?),
             "--upstream" => {
@@ -152,8 +150,8 @@ async fn serve(args: Args) -> Result<(), String> {
     println!("floor listening on http://{local}");
     let pooled = match args.client {
         ClientKind::Pooled => {
-            let tls = foundry_proxy::tls::client_config(args.ca.as_deref())
-                .map_err(|e| e.to_string())?;
+            let tls =
+                foundry_proxy::tls::client_config(args.ca.as_deref()).map_err(|e| e.to_string())?;
             Some(foundry_proxy::upstream::build_client(tls))
         }
         ClientKind::SameTask => None,
@@ -185,8 +183,7 @@ async fn serve(args: Args) -> Result<(), String> {
                             .headers
                             .insert(AUTHORIZATION, HeaderValue::from_static(BEARER));
                         let body = axum::body::Body::new(body);
-                        let answer = match client.request(Request::from_parts(parts, body)).await
-                        {
+                        let answer = match client.request(Request::from_parts(parts, body)).await {
                             Ok(answer) => answer.map(Answer::Passed),
                             Err(_) => bad_gateway(),
                         };
@@ -283,12 +280,13 @@ async fn same_task(
         return Ok(bad_gateway());
     }
     let (mut parts, body) = request.into_parts();
-    parts.uri = target(&base, &parts.uri)
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |path| {
+    parts.uri = target(&base, &parts.uri).path_and_query().map_or_else(
+        || Uri::from_static("/"),
+        |path| {
             Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_str().as_bytes()))
                 .expect("a path is a URI")
-        });
+        },
+    );
     if let Some(authority) = base.authority()
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
     {

@@ -23,12 +23,13 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
 pub mod browser_guard;
 mod connections;
+mod dispatch;
 pub mod error_shape;
 
 pub use connections::{BodyReadTimeout, ConnectionLimits};
@@ -240,7 +241,7 @@ pub async fn serve(
             "FOUNDRY_PROXY_ALLOWED_HOSTS=*: requests naming any host are served, so a web page can reach the proxy by DNS rebinding; list the names instead"
         );
     }
-    let app = router(
+    let app = app(
         Arc::new(AppState {
             proxy,
             started: Instant::now(),
@@ -289,17 +290,25 @@ pub async fn serve(
     Ok(())
 }
 
-fn router(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) -> Router {
+/// What every connection serves: the browser guard, CORS when origins are listed, then
+/// [`dispatch::Dispatch`] between the proxy's own endpoints and forwarding.
+type App =
+    browser_guard::Guarded<tower::util::Either<Cors<dispatch::Dispatch>, dispatch::Dispatch>>;
+
+fn app(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) -> App {
     // The proxy's own endpoints get request ids from tower-http's layers; every other request
-    // reaches the forwarding handler as the fallback, which handles its id itself and answers
-    // paths outside `/v1/` with 404: no route match, path parameters or extensions are built
-    // per proxied request.
+    // reaches the forwarding handler, which handles its id itself and answers paths outside
+    // the dialects with 404 (the router's fallback is the same handler, for a method the
+    // router does not route on one of its own paths).
     let proxy_state = Arc::clone(&state.proxy);
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/status", get(status))
+    // In the order of `dispatch::OWN_PATHS`, the paths dispatch sends here.
+    let handlers = [get(healthz), get(readyz), get(metrics_text), get(status)];
+    let own = dispatch::OWN_PATHS
+        .into_iter()
+        .zip(handlers)
+        .fold(Router::new(), |router, (path, handler)| {
+            router.route(path, handler)
+        })
         .route_layer(PropagateRequestIdLayer::new(request_id::HEADER))
         .route_layer(SetRequestIdLayer::new(
             request_id::HEADER,
@@ -307,15 +316,14 @@ fn router(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) ->
         ))
         .with_state(state)
         .fallback(proxy::forward)
-        .with_state(proxy_state);
-    let router = match cors_layer(cors_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
+        .with_state(Arc::clone(&proxy_state));
     // Outermost: a request a web page must not send is refused before anything else runs.
-    // (The error shape for the route is chosen outside the router, around each connection's
-    // service: `connections::run`.)
-    router.layer(BrowserGuardLayer::new(guard))
+    // (The error shape for the route is chosen outside, around each connection's service:
+    // `connections::run`.)
+    tower::ServiceBuilder::new()
+        .layer(BrowserGuardLayer::new(guard))
+        .option_layer(cors_layer(cors_origins))
+        .service(dispatch::Dispatch::new(own, proxy_state))
 }
 
 /// CORS for browser tools that call the proxy directly, only for the listed origins.

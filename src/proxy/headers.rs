@@ -85,7 +85,14 @@ fn remove_matching(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bo
                 .get_all(header::CONNECTION)
                 .iter()
                 .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok()),
+                .map(<[u8]>::trim_ascii)
+                // The usual values name no header (`close`) or one removed already
+                // (`keep-alive`): no name is built for them (a custom name allocates).
+                .filter(|token| {
+                    !token.eq_ignore_ascii_case(b"keep-alive")
+                        && !token.eq_ignore_ascii_case(b"close")
+                })
+                .filter_map(|name| HeaderName::from_bytes(name).ok()),
         );
     }
     for name in found {

@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::diagnose::RefusalCode;
-use axum::Router;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -69,7 +68,7 @@ impl Default for ConnectionLimits {
 /// connections are refused), lets open requests finish for at most `grace`, and returns.
 pub(super) async fn run(
     listener: TcpListener,
-    app: Router,
+    app: super::App,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
     grace: Duration,

@@ -35,7 +35,11 @@ impl FormatTime for LogTime {
             return tracing_subscriber::fmt::time::SystemTime.format_time(w);
         };
         let mut stamp = [0u8; STAMP_LEN];
-        if !write_stamp(since_epoch.as_secs(), since_epoch.subsec_micros(), &mut stamp) {
+        if !write_stamp(
+            since_epoch.as_secs(),
+            since_epoch.subsec_micros(),
+            &mut stamp,
+        ) {
             return tracing_subscriber::fmt::time::SystemTime.format_time(w);
         }
         // Only ASCII digits and separators were written.
