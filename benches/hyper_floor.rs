@@ -165,7 +165,11 @@ async fn serve(args: Args) -> Result<(), String> {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
-            Err(_) => continue,
+            Err(_) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let base = upstream.clone();
@@ -244,10 +248,23 @@ type Slot = Arc<Mutex<Option<Upstream>>>;
 impl Upstream {
     async fn open(base: &Uri) -> Option<Self> {
         let authority = base.authority()?;
-        let stream = TcpStream::connect(authority.as_str()).await.ok()?;
+        let stream = TcpStream::connect((authority.host(), authority.port_u16().unwrap_or(80)))
+            .await
+            .ok()?;
         let _ = stream.set_nodelay(true);
         let (send, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
         Some(Self { send, connection })
+    }
+
+    /// Whether a request can be sent now (driving the connection while it gets ready).
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            if !self.drive(cx) {
+                return Poll::Ready(false);
+            }
+            self.send.poll_ready(cx).map(|ready| ready.is_ok())
+        })
+        .await
     }
 
     /// Polls the connection (reading and writing whatever it can); false once it is finished.
@@ -262,23 +279,14 @@ async fn same_task(
     request: Request<Incoming>,
 ) -> Result<Response<Answer>, Infallible> {
     let idle = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    // An idle connection the upstream has closed meanwhile is replaced, once.
     let mut upstream = match idle {
-        Some(upstream) => upstream,
-        None => match Upstream::open(&base).await {
-            Some(upstream) => upstream,
-            None => return Ok(bad_gateway()),
+        Some(mut upstream) if upstream.ready().await => upstream,
+        _ => match Upstream::open(&base).await {
+            Some(mut upstream) if upstream.ready().await => upstream,
+            _ => return Ok(bad_gateway()),
         },
     };
-    let ready = poll_fn(|cx| {
-        if !upstream.drive(cx) {
-            return Poll::Ready(false);
-        }
-        upstream.send.poll_ready(cx).map(|ready| ready.is_ok())
-    })
-    .await;
-    if !ready {
-        return Ok(bad_gateway());
-    }
     let (mut parts, body) = request.into_parts();
     parts.uri = target(&base, &parts.uri).path_and_query().map_or_else(
         || Uri::from_static("/"),

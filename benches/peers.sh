@@ -631,7 +631,7 @@ render_paced() {
             -v n="$events" 'BEGIN {printf "%.2f", c / n}')"
     done
     for target in "${stream_targets[@]}"; do
-        echo "| burst | $target | ${burst_of[$target]:-–} | $(ratio "${burst_of[$target]}" "${burst_of[nginx]}")" \
+        echo "| burst | $target | ${burst_of[$target]:-–} | $(ratio "${burst_of[$target]:-}" "${burst_of[nginx]:-}")" \
             "| – | – | – | ${row_other[$target/sse/32]:-–} | ${row_status[$target/sse/32]:-not run} |"
     done
     for target in "${stream_targets[@]}"; do
@@ -727,7 +727,12 @@ count_instructions() {
             >"$work/cg-floor.out" 2>"$work/cg-floor.log" &
         pid=$!
         started+=("$pid")
-        floor_url="$(wait_line "$work/cg-floor.out" "floor listening on " 60)" || return 0
+        if ! floor_url="$(wait_line "$work/cg-floor.out" "floor listening on " 60)"; then
+            log "$(floor_target "$client") did not start under callgrind: $(tail -n1 "$work/cg-floor.log")"
+            failed=1
+            stop_tree "$pid"
+            continue
+        fi
         for kind in "${kinds[@]}"; do
             instructions_of_kind "$(floor_target "$client")" "$kind" "$floor_url/v1/chat/completions" "$pid"
         done

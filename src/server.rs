@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ pub mod browser_guard;
 mod connections;
 mod dispatch;
 pub mod error_shape;
+mod head;
 
 pub use connections::{BodyReadTimeout, ConnectionLimits};
 
@@ -42,7 +43,7 @@ use crate::error::ApiError;
 use crate::keys::KeyStore;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
-use crate::proxy::{self, ProxyState};
+use crate::proxy::ProxyState;
 use crate::request_id;
 use crate::status::StatusInfo;
 use crate::token::{self, TokenCell, TokenPolicy};
@@ -297,12 +298,13 @@ type App =
 
 fn app(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) -> App {
     // The proxy's own endpoints get request ids from tower-http's layers; every other request
-    // reaches the forwarding handler, which handles its id itself and answers paths outside
-    // the dialects with 404 (the router's fallback is the same handler, for a method the
-    // router does not route on one of its own paths).
+    // goes to the forwarding handler, which handles its id itself and answers paths outside
+    // the dialects with 404.
     let proxy_state = Arc::clone(&state.proxy);
-    // In the order of `dispatch::OWN_PATHS`, the paths dispatch sends here.
-    let handlers = [get(healthz), get(readyz), get(metrics_text), get(status)];
+    // In the order of `dispatch::OWN_PATHS`, the only paths dispatch sends here (the length is
+    // checked by the compiler).
+    let handlers: [MethodRouter<Arc<AppState>>; dispatch::OWN_PATHS.len()] =
+        [get(healthz), get(readyz), get(metrics_text), get(status)];
     let own = dispatch::OWN_PATHS
         .into_iter()
         .zip(handlers)
@@ -314,9 +316,7 @@ fn app(state: Arc<AppState>, guard: BrowserGuard, cors_origins: &[String]) -> Ap
             request_id::HEADER,
             request_id::RandomRequestId,
         ))
-        .with_state(state)
-        .fallback(proxy::forward)
-        .with_state(Arc::clone(&proxy_state));
+        .with_state(state);
     // Outermost: a request a web page must not send is refused before anything else runs.
     // (The error shape for the route is chosen outside, around each connection's service:
     // `connections::run`.)

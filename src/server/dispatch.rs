@@ -5,7 +5,8 @@
 //! allocations of every proxied request (a twentieth of its path through the proxy), spent to
 //! learn that the path is not one of four fixed ones. Those four go to the router, which
 //! serves them with their request-id layers and method checks; every other path goes straight
-//! to [`proxy::forward`], the router's fallback, so both ways give the same answer.
+//! to [`proxy::forward`]. What the router also did for every answer, emptying the body of an
+//! answer to HEAD, is done outermost for all of them (`server::head`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,8 +28,7 @@ use crate::proxy::{self, ProxyState};
 /// The paths of the proxy's own endpoints, exactly as the router matches them.
 pub(super) const OWN_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/status"];
 
-/// The proxy's own endpoints (`own`, whose fallback is [`proxy::forward`]) and forwarding,
-/// chosen by path.
+/// The proxy's own endpoints (`own`) and forwarding, chosen by path.
 #[derive(Clone)]
 pub(super) struct Dispatch {
     own: Router,

@@ -368,3 +368,37 @@ async fn demo_and_emulate_follow_the_same_rules() {
         let _ = child.wait();
     }
 }
+
+/// An answer to HEAD has no body over HTTP/2 either, whoever writes it: the browser guard's
+/// refusal, the proxy's own 404 and 401, an answer forwarded from upstream, and the proxy's own
+/// endpoints. (hyper drops such a body over HTTP/1.1 but sends it over HTTP/2, where a client
+/// resets the stream.)
+#[tokio::test]
+async fn head_answers_have_no_body_over_http2() {
+    let harness = Harness::start().await;
+    harness.wait_ready().await;
+    let client = h2_connect(harness.proxy).await;
+    let port = harness.proxy.port();
+    // None: whatever the upstream answers (forwarded as it is).
+    for (authority, path, expected) in [
+        (format!("evil.example.com:{port}"), "/v1/models", Some(403)),
+        (format!("127.0.0.1:{port}"), "/not-an-api", Some(404)),
+        (format!("127.0.0.1:{port}"), "/v1/models", None),
+        (format!("127.0.0.1:{port}"), "/healthz", Some(200)),
+    ] {
+        let request = http::Request::head(format!("http://{authority}{path}"))
+            .body(())
+            .expect("request");
+        let (status, bytes) = h2_send(&client, request, None).await;
+        if let Some(expected) = expected {
+            assert_eq!(status, expected, "HEAD {authority}{path}");
+        }
+        assert!(bytes.is_empty(), "HEAD {authority}{path}: {bytes:?}");
+    }
+    assert_eq!(
+        forwarded(&harness),
+        1,
+        "only the /v1/models HEAD was forwarded"
+    );
+    harness.stop().await;
+}
