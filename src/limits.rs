@@ -178,12 +178,7 @@ impl Limiter {
         if limits.requests_per_minute.is_none() {
             return;
         }
-        let window = self.window(key);
-        let mut window = window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let second = self.second(now);
-        window.bucket(second).requests += 1;
+        self.with_bucket(key, now, |bucket| bucket.requests += 1);
     }
 
     /// What `key` used in the last 60 seconds: (requests, tokens). A key never seen has used
@@ -212,12 +207,16 @@ impl Limiter {
         if tokens == 0 {
             return;
         }
+        self.with_bucket(key, now, |bucket| bucket.tokens += tokens);
+    }
+
+    /// Runs `change` on the bucket of `key`'s window for the second of `now`.
+    fn with_bucket(&self, key: &str, now: Instant, change: impl FnOnce(&mut Bucket)) {
         let window = self.window(key);
         let mut window = window
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let second = self.second(now);
-        window.bucket(second).tokens += tokens;
+        change(window.bucket(self.second(now)));
     }
 }
 

@@ -93,30 +93,25 @@ pub(super) async fn run(
         let service = {
             let (counted, guarded) = (Arc::clone(&watch), Arc::clone(&watch));
             let body_read_timeout = limits.body_read_timeout;
-            // Around the whole router, so every answer — the browser guard's refusals too —
-            // gets its route's error shape; here rather than as a `Router::layer`, which would
+            // Around the whole app, so every answer — the browser guard's refusals too — gets
+            // its route's error shape (and no body when the request was HEAD); here rather than as a `Router::layer`, which would
             // box one more future per request.
-            // Outermost of all, an answer to HEAD loses its body (`server::head`), whichever
-            // layer wrote it.
-            super::head::Bodiless(tower::Layer::layer(
-                &super::error_shape::ErrorShapeLayer,
-                app.clone(),
-            ))
-            .map_request(move |request: http::Request<Incoming>| {
-                counted.requests.fetch_add(1, Ordering::Relaxed);
-                request.map(|body| TimedBody::new(body, body_read_timeout))
-            })
-            .map_future(move |answer| {
-                let mut guard = Unanswered {
-                    watch: Arc::clone(&guarded),
-                    answered: false,
-                };
-                async move {
-                    let answer = answer.await;
-                    guard.answered();
-                    answer
-                }
-            })
+            tower::Layer::layer(&super::error_shape::ErrorShapeLayer, app.clone())
+                .map_request(move |request: http::Request<Incoming>| {
+                    counted.requests.fetch_add(1, Ordering::Relaxed);
+                    request.map(|body| TimedBody::new(body, body_read_timeout))
+                })
+                .map_future(move |answer| {
+                    let mut guard = Unanswered {
+                        watch: Arc::clone(&guarded),
+                        answered: false,
+                    };
+                    async move {
+                        let answer = answer.await;
+                        guard.answered();
+                        answer
+                    }
+                })
         };
         // HTTP/1.1 upgrades are offered for WebSockets (`proxy::websocket`); once a connection
         // is upgraded it leaves hyper (and this drain), and its relay closes it at shutdown.

@@ -4,13 +4,16 @@
 //! route's clients read. OpenAI's shape is what [`crate::error::ApiError`] writes; on the
 //! Anthropic routes ([`crate::proxy::dialect::is_anthropic_path`]) the written error is
 //! rewritten in Anthropic's ([`WrittenError::reshape`]).
+//!
+//! Being outermost, it also applies the one rule every answer obeys whoever wrote it: an
+//! answer to HEAD has no body ([`super::head`]).
 
 use std::task::{Context, Poll};
 
 use axum::response::Response;
 use futures_util::FutureExt;
 use futures_util::future::{Either, Map};
-use http::Request;
+use http::{Method, Request};
 use tower::{Layer, Service};
 
 use crate::error::{ErrorShape, WrittenError};
@@ -34,14 +37,20 @@ pub struct ErrorShaped<S> {
     inner: S,
 }
 
-/// Rewrites a proxy-written error in Anthropic's shape.
+/// What is done to an answer on its way out, chosen from its request.
 type Reshape<E> = fn(Result<Response, E>) -> Result<Response, E>;
 
+/// A proxy-written error in Anthropic's shape.
 fn to_anthropic<E>(result: Result<Response, E>) -> Result<Response, E> {
     result.map(|mut response| {
         WrittenError::reshape(&mut response, ErrorShape::Anthropic);
         response
     })
+}
+
+/// [`to_anthropic`], then the body taken out (HEAD on an Anthropic route).
+fn to_anthropic_emptied<E>(result: Result<Response, E>) -> Result<Response, E> {
+    super::head::emptied(to_anthropic(result))
 }
 
 impl<S, B> Service<Request<B>> for ErrorShaped<S>
@@ -50,7 +59,8 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    // OpenAI routes get the inner future itself: nothing is added to their path.
+    // Requests on OpenAI routes other than HEAD get the inner future itself: nothing is added
+    // to their path.
     type Future = Either<Map<S::Future, Reshape<S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -58,14 +68,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if is_anthropic_path(request.uri().path()) {
-            Either::Left(
-                self.inner
-                    .call(request)
-                    .map(to_anthropic::<S::Error> as Reshape<S::Error>),
-            )
-        } else {
-            Either::Right(self.inner.call(request))
-        }
+        let anthropic = is_anthropic_path(request.uri().path());
+        let head = request.method() == Method::HEAD;
+        let reshape: Reshape<S::Error> = match (anthropic, head) {
+            (false, false) => return Either::Right(self.inner.call(request)),
+            (true, false) => to_anthropic,
+            (false, true) => super::head::emptied,
+            (true, true) => to_anthropic_emptied,
+        };
+        Either::Left(self.inner.call(request).map(reshape))
     }
 }

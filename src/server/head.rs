@@ -3,52 +3,19 @@
 //! axum's router empties the body of every answer to a HEAD request (after setting
 //! `content-length` from it when the size is known). Forwarded requests no longer pass through
 //! the router (`server::dispatch`), and neither do the browser guard's refusals or the
-//! Anthropic-shaped errors, so this layer does it for every answer, outermost. Over HTTP/1.1
-//! hyper would drop such a body itself; over HTTP/2 it sends it as DATA frames, and a client
-//! resets the stream (an answer to HEAD has no content).
-
-use std::task::{Context, Poll};
+//! Anthropic-shaped errors, so the outermost layer (`server::error_shape`) does it for every
+//! answer. Over HTTP/1.1 hyper would drop such a body itself; over HTTP/2 it sends it as DATA
+//! frames, and a client resets the stream (an answer to HEAD has no content).
 
 use axum::body::Body;
 use axum::response::Response;
-use futures_util::FutureExt as _;
-use futures_util::future::{Either, Map};
+use http::HeaderValue;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderValue, Method, Request};
 use http_body::Body as _;
-use tower::Service;
-
-/// `S`, with the body of every answer to a HEAD request taken out.
-#[derive(Debug, Clone)]
-pub(super) struct Bodiless<S>(pub(super) S);
-
-/// What is done to an answer to HEAD.
-type Emptied<E> = fn(Result<Response, E>) -> Result<Response, E>;
-
-impl<S, B> Service<Request<B>> for Bodiless<S>
-where
-    S: Service<Request<B>, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Either<Map<S::Future, Emptied<S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        if request.method() == Method::HEAD {
-            Either::Left(self.0.call(request).map(emptied as Emptied<S::Error>))
-        } else {
-            Either::Right(self.0.call(request))
-        }
-    }
-}
 
 /// The answer without its body; `content-length` says how long it was when that is known and
 /// the answer did not say it already (as axum's router does).
-fn emptied<E>(answer: Result<Response, E>) -> Result<Response, E> {
+pub(super) fn emptied<E>(answer: Result<Response, E>) -> Result<Response, E> {
     answer.map(|mut response| {
         if !response.headers().contains_key(CONTENT_LENGTH)
             && let Some(size) = response.body().size_hint().exact()
