@@ -76,12 +76,13 @@ fn shared_verdict(
             limit,
             retry_after,
         } => Err(over_limit(key, exceeded, limit, retry_after)),
-        Verdict::Spent(budget) => Err(key_rules::budget_exhausted(
-            key,
-            budget.exhausted(&key.rules, now),
-            now,
-        )),
+        Verdict::Spent(budget) => Err(spent_refusal(key, budget, now)),
     }
+}
+
+/// 429 `budget_exhausted` for the budget of `key` that Redis says is spent.
+fn spent_refusal(key: &KeyEntry, budget: crate::budget::Budget, now: i64) -> ApiError {
+    key_rules::budget_exhausted(key, budget.exhausted(&key.rules, now), now)
 }
 
 /// 429 `rate_limit_exceeded` or `token_limit_exceeded` with `retry-after`.
@@ -125,14 +126,7 @@ pub(crate) async fn handshake(state: &ProxyState, key: &KeyEntry) -> Result<(), 
                     spend.month_usd,
                     &key.rules,
                 );
-                return match spent {
-                    Some(budget) => Err(key_rules::budget_exhausted(
-                        key,
-                        budget.exhausted(&key.rules, now),
-                        now,
-                    )),
-                    None => Ok(()),
-                };
+                return spent.map_or(Ok(()), |budget| Err(spent_refusal(key, budget, now)));
             }
             Err(_) if shared.failure() == RedisFailure::Closed => {
                 return Err(redis_unavailable(shared, key));
